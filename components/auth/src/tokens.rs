@@ -1,0 +1,405 @@
+//! Token issue, connection-string verification, idle expiry and throttling.
+//!
+//! The logic is written against [`Backend`] (store, settings, clock,
+//! randomness) so that it reads the same in the component and in unit tests.
+//!
+//! Store layout (inside the namespace the host gives this plugin per app):
+//!
+//! | key | value | expires |
+//! |---|---|---|
+//! | `token:{id}` | [`TokenRecord`] as JSON | the token's idle timeout, restarted on activity |
+//! | `used:{id}:{step}` | `1` | once the step can no longer be accepted |
+//! | `fails:{id}` | counter of wrong codes | `failure_window_secs` after the first |
+//! | `lock:{id}` | unix second the lock ends | at that second |
+//! | `locks:{id}` | counter of locks | 24 h after the first |
+
+use data_encoding::{BASE32_NOPAD, BASE64URL_NOPAD};
+use serde::{Deserialize, Serialize};
+
+use crate::totp::{self, OtpProfile};
+
+/// The contract's ceiling on a token's idle timeout (2 hours).
+pub const MAX_TTL_SECS: u32 = 7200;
+const SEED_BYTES: usize = 20;
+const ACCESS_ID_BYTES: usize = 16;
+const MAX_ACCESS_ID_LEN: usize = 64;
+const MAX_USER_ID_LEN: usize = 256;
+const MAX_GLOBS: usize = 64;
+const MAX_GLOB_LEN: usize = 200;
+const LOCK_HISTORY_SECS: u64 = 24 * 3600;
+
+/// A failed store operation, as the component sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreFailure(pub String);
+
+/// What the token logic needs from its surroundings.
+pub trait Backend {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreFailure>;
+    fn set(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<(), StoreFailure>;
+    fn set_if_absent(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<bool, StoreFailure>;
+    fn touch(&self, key: &str, ttl_ms: u64) -> Result<bool, StoreFailure>;
+    fn delete(&self, key: &str) -> Result<bool, StoreFailure>;
+    fn increment(&self, key: &str, delta: u64, ttl_ms: u64) -> Result<u64, StoreFailure>;
+    fn setting(&self, name: &str) -> Option<String>;
+    fn now_unix_secs(&self) -> u64;
+    fn random_bytes(&self, buf: &mut [u8]);
+}
+
+/// Why a call was refused (mirrors the WIT `auth-error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthFailure {
+    BadRequest(String),
+    OtpInvalid,
+    OtpReused,
+    TokenInvalid,
+    RateLimited { retry_after_secs: u32 },
+    Unavailable(String),
+}
+
+impl From<StoreFailure> for AuthFailure {
+    fn from(failure: StoreFailure) -> Self {
+        AuthFailure::Unavailable(failure.0)
+    }
+}
+
+/// A token request as the app sent it.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub user_id: Option<String>,
+    pub channels: Vec<String>,
+    pub publish: Vec<String>,
+    pub ttl_secs: Option<u32>,
+}
+
+/// A token just created.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub access_id: String,
+    pub secret_seed: String,
+    pub ttl_secs: u32,
+}
+
+/// What a verified connection string grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub access_id: String,
+    pub user_id: Option<String>,
+    pub channels: Vec<String>,
+    pub publish: Vec<String>,
+    pub ttl_secs: u32,
+}
+
+/// The stored form of a token. Only this component reads it.
+#[derive(Debug, Serialize, Deserialize)]
+struct TokenRecord {
+    /// Secret seed, base32 without padding.
+    seed: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user_id: Option<String>,
+    #[serde(default)]
+    channels: Vec<String>,
+    #[serde(default)]
+    publish: Vec<String>,
+    ttl: u32,
+}
+
+/// Tunables, read from the host's `[plugins.auth.settings]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Idle timeout of a token issued without `ttl`.
+    pub default_ttl_secs: u32,
+    /// Wrong codes within `failure_window_secs` that lock an access id.
+    pub max_failures: u64,
+    pub failure_window_secs: u64,
+    /// Length of the first lock; each further lock within 24 h doubles it,
+    /// up to `max_lockout_secs`.
+    pub lockout_secs: u64,
+    pub max_lockout_secs: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            default_ttl_secs: MAX_TTL_SECS,
+            max_failures: 5,
+            failure_window_secs: 300,
+            lockout_secs: 300,
+            max_lockout_secs: 3600,
+        }
+    }
+}
+
+impl Settings {
+    /// Settings from the backend; an unparsable or out-of-range value keeps
+    /// its default (the host validates plugin settings only as strings).
+    pub fn load(backend: &impl Backend) -> Settings {
+        let defaults = Settings::default();
+        let read = |name: &str, default: u64, valid: std::ops::RangeInclusive<u64>| {
+            backend
+                .setting(name)
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .filter(|value| valid.contains(value))
+                .unwrap_or(default)
+        };
+        let default_ttl = read(
+            "default_ttl_secs",
+            u64::from(defaults.default_ttl_secs),
+            1..=u64::from(MAX_TTL_SECS),
+        );
+        Settings {
+            default_ttl_secs: u32::try_from(default_ttl).unwrap_or(MAX_TTL_SECS),
+            max_failures: read("max_failures", defaults.max_failures, 1..=1000),
+            failure_window_secs: read(
+                "failure_window_secs",
+                defaults.failure_window_secs,
+                1..=86_400,
+            ),
+            lockout_secs: read("lockout_secs", defaults.lockout_secs, 1..=86_400),
+            max_lockout_secs: read("max_lockout_secs", defaults.max_lockout_secs, 1..=86_400),
+        }
+    }
+}
+
+/// The token rules for one call: a backend, the code profile the plugin
+/// announces, and the operator's settings.
+pub struct Authority<'a, B> {
+    backend: &'a B,
+    profile: OtpProfile,
+    settings: Settings,
+}
+
+impl<'a, B: Backend> Authority<'a, B> {
+    pub fn new(backend: &'a B, profile: OtpProfile) -> Self {
+        Authority {
+            backend,
+            profile,
+            settings: Settings::load(backend),
+        }
+    }
+
+    pub fn profile(&self) -> OtpProfile {
+        self.profile
+    }
+
+    /// Create a token: a random access id and secret seed, stored with the
+    /// request's claims for the idle timeout.
+    pub fn issue(&self, request: Request) -> Result<Issued, AuthFailure> {
+        let (backend, settings) = (self.backend, &self.settings);
+        let ttl_secs = match request.ttl_secs {
+            None => settings.default_ttl_secs,
+            Some(ttl @ 1..=MAX_TTL_SECS) => ttl,
+            Some(ttl) => {
+                return Err(AuthFailure::BadRequest(format!(
+                    "ttl must be between 1 and {MAX_TTL_SECS} seconds, got {ttl}"
+                )));
+            }
+        };
+        if let Some(user_id) = &request.user_id {
+            if user_id.is_empty() || user_id.len() > MAX_USER_ID_LEN {
+                return Err(AuthFailure::BadRequest(format!(
+                    "user_id must be 1 to {MAX_USER_ID_LEN} bytes long"
+                )));
+            }
+        }
+        validate_globs("channels", &request.channels)?;
+        validate_globs("publish", &request.publish)?;
+
+        let mut seed = [0u8; SEED_BYTES];
+        backend.random_bytes(&mut seed);
+        let record = TokenRecord {
+            seed: BASE32_NOPAD.encode(&seed),
+            user_id: request.user_id,
+            channels: request.channels,
+            publish: request.publish,
+            ttl: ttl_secs,
+        };
+        let encoded = serde_json::to_vec(&record)
+            .map_err(|error| AuthFailure::Unavailable(format!("cannot encode token: {error}")))?;
+
+        // 128 random bits do not collide in practice; set-if-absent makes sure
+        // a collision could never overwrite another token.
+        for _ in 0..3 {
+            let mut id = [0u8; ACCESS_ID_BYTES];
+            backend.random_bytes(&mut id);
+            let access_id = BASE64URL_NOPAD.encode(&id);
+            if backend.set_if_absent(&token_key(&access_id), &encoded, secs_to_ms(ttl_secs))? {
+                return Ok(Issued {
+                    access_id,
+                    secret_seed: record.seed,
+                    ttl_secs,
+                });
+            }
+        }
+        Err(AuthFailure::Unavailable(
+            "could not allocate a unique access id".into(),
+        ))
+    }
+
+    /// Check a connection string. On success the code is spent, the idle clock
+    /// restarts and the token's grant is returned.
+    pub fn verify(&self, access_id: &str, otp: &str) -> Result<Grant, AuthFailure> {
+        let (backend, profile) = (self.backend, &self.profile);
+        check_access_id(access_id)?;
+        if !profile.is_well_formed(otp) {
+            return Err(AuthFailure::BadRequest(format!(
+                "otp must be {} decimal digits",
+                profile.digits
+            )));
+        }
+        let record = load_token(backend, access_id)?.ok_or(AuthFailure::TokenInvalid)?;
+        let now = backend.now_unix_secs();
+        if let Some(retry_after_secs) = lock_remaining(backend, access_id, now)? {
+            return Err(AuthFailure::RateLimited { retry_after_secs });
+        }
+
+        let seed = BASE32_NOPAD
+            .decode(record.seed.as_bytes())
+            .map_err(|_| AuthFailure::Unavailable("stored token is corrupt".into()))?;
+        let current = profile.time_step(now);
+        // Check every accepted step, even after a match, so the time taken does
+        // not tell which step matched.
+        let mut matched = None;
+        for step in [current.saturating_sub(1), current, current + 1] {
+            if totp::codes_equal(otp, &profile.code_at_step(&seed, step)) && matched.is_none() {
+                matched = Some(step);
+            }
+        }
+        let Some(step) = matched else {
+            return Err(self.record_failure(access_id, now)?);
+        };
+
+        // A step is accepted until the clock is two steps past it; the marker
+        // lives a little longer than that, so nodes with slightly different
+        // clocks agree.
+        let used_ttl_ms = (3 * u64::from(profile.period_secs) + 5) * 1000;
+        if !backend.set_if_absent(&format!("used:{access_id}:{step}"), b"1", used_ttl_ms)? {
+            return Err(AuthFailure::OtpReused);
+        }
+        if !backend.touch(&token_key(access_id), secs_to_ms(record.ttl))? {
+            return Err(AuthFailure::TokenInvalid);
+        }
+        backend.delete(&format!("fails:{access_id}"))?;
+        Ok(Grant {
+            access_id: access_id.to_owned(),
+            user_id: record.user_id,
+            channels: record.channels,
+            publish: record.publish,
+            ttl_secs: record.ttl,
+        })
+    }
+
+    /// Restart the token's idle clock.
+    pub fn touch(&self, access_id: &str) -> Result<(), AuthFailure> {
+        let backend = self.backend;
+        check_access_id(access_id)?;
+        let record = load_token(backend, access_id)?.ok_or(AuthFailure::TokenInvalid)?;
+        if backend.touch(&token_key(access_id), secs_to_ms(record.ttl))? {
+            Ok(())
+        } else {
+            Err(AuthFailure::TokenInvalid)
+        }
+    }
+
+    /// Delete a token; `false` when there was none.
+    pub fn revoke(&self, access_id: &str) -> Result<bool, AuthFailure> {
+        check_access_id(access_id)?;
+        Ok(self.backend.delete(&token_key(access_id))?)
+    }
+
+    /// Count a wrong code; the one that reaches `max_failures` locks the access
+    /// id (RFC 4226 section 7.3), for longer each time within a day.
+    fn record_failure(&self, access_id: &str, now: u64) -> Result<AuthFailure, AuthFailure> {
+        let (backend, settings) = (self.backend, &self.settings);
+        let fails_key = format!("fails:{access_id}");
+        let failures = backend.increment(&fails_key, 1, settings.failure_window_secs * 1000)?;
+        if failures < settings.max_failures {
+            return Ok(AuthFailure::OtpInvalid);
+        }
+        let previous_locks = backend
+            .increment(&format!("locks:{access_id}"), 1, LOCK_HISTORY_SECS * 1000)?
+            .saturating_sub(1);
+        let lock_secs = settings
+            .lockout_secs
+            .saturating_mul(1u64 << previous_locks.min(20))
+            .min(settings.max_lockout_secs.max(settings.lockout_secs));
+        let until = now + lock_secs;
+        backend.set(
+            &format!("lock:{access_id}"),
+            until.to_string().as_bytes(),
+            lock_secs * 1000,
+        )?;
+        backend.delete(&fails_key)?;
+        Ok(AuthFailure::RateLimited {
+            retry_after_secs: u32::try_from(lock_secs).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+fn token_key(access_id: &str) -> String {
+    format!("token:{access_id}")
+}
+
+fn secs_to_ms(secs: u32) -> u64 {
+    u64::from(secs) * 1000
+}
+
+fn check_access_id(access_id: &str) -> Result<(), AuthFailure> {
+    let well_formed = !access_id.is_empty()
+        && access_id.len() <= MAX_ACCESS_ID_LEN
+        && access_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if well_formed {
+        Ok(())
+    } else {
+        Err(AuthFailure::BadRequest(format!(
+            "access_id must be 1 to {MAX_ACCESS_ID_LEN} URL-safe characters"
+        )))
+    }
+}
+
+fn validate_globs(field: &str, globs: &[String]) -> Result<(), AuthFailure> {
+    if globs.len() > MAX_GLOBS {
+        return Err(AuthFailure::BadRequest(format!(
+            "{field} holds at most {MAX_GLOBS} patterns"
+        )));
+    }
+    for glob in globs {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "_-=@,.;:*".contains(c);
+        if glob.is_empty() || glob.len() > MAX_GLOB_LEN || !glob.chars().all(allowed) {
+            return Err(AuthFailure::BadRequest(format!(
+                "{field}: {glob:?} is not a valid channel pattern (1 to {MAX_GLOB_LEN} of A-Z a-z 0-9 _ - = @ , . ; : and *)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn load_token(backend: &impl Backend, access_id: &str) -> Result<Option<TokenRecord>, AuthFailure> {
+    let Some(bytes) = backend.get(&token_key(access_id))? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|_| AuthFailure::Unavailable("stored token is corrupt".into()))
+}
+
+/// Seconds left on the access id's lock, if it is locked.
+fn lock_remaining(
+    backend: &impl Backend,
+    access_id: &str,
+    now: u64,
+) -> Result<Option<u32>, AuthFailure> {
+    let Some(until) = backend.get(&format!("lock:{access_id}"))? else {
+        return Ok(None);
+    };
+    let until = std::str::from_utf8(&until)
+        .ok()
+        .and_then(|text| text.parse::<u64>().ok())
+        .unwrap_or(now + 1);
+    let remaining = until.saturating_sub(now).max(1);
+    Ok(Some(u32::try_from(remaining).unwrap_or(u32::MAX)))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,342 @@
+//! The token rules against an in-memory backend with a hand-driven clock.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use super::*;
+
+#[derive(Default)]
+struct TestBackend {
+    /// key -> (value, expires at, in ms of the fake clock)
+    entries: RefCell<HashMap<String, (Vec<u8>, u64)>>,
+    settings: HashMap<&'static str, &'static str>,
+    now_ms: Cell<u64>,
+    next_random: Cell<u8>,
+}
+
+impl TestBackend {
+    fn at(unix_secs: u64) -> Self {
+        let backend = TestBackend::default();
+        backend.now_ms.set(unix_secs * 1000);
+        backend
+    }
+    fn advance_secs(&self, secs: u64) {
+        self.now_ms.set(self.now_ms.get() + secs * 1000);
+    }
+    fn live(&self, key: &str) -> Option<Vec<u8>> {
+        let entries = self.entries.borrow();
+        let (value, expires) = entries.get(key)?;
+        (*expires > self.now_ms.get()).then(|| value.clone())
+    }
+    fn code(&self, seed: &str, step_offset: i64) -> String {
+        let seed = BASE32_NOPAD.decode(seed.as_bytes()).unwrap();
+        let profile = OtpProfile::RFC6238_DEFAULT;
+        let step = profile.time_step(self.now_unix_secs()) as i64 + step_offset;
+        profile.code_at_step(&seed, step as u64)
+    }
+}
+
+impl Backend for TestBackend {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreFailure> {
+        Ok(self.live(key))
+    }
+    fn set(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<(), StoreFailure> {
+        let expires = self.now_ms.get() + ttl_ms;
+        self.entries
+            .borrow_mut()
+            .insert(key.into(), (value.to_vec(), expires));
+        Ok(())
+    }
+    fn set_if_absent(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<bool, StoreFailure> {
+        if self.live(key).is_some() {
+            return Ok(false);
+        }
+        self.set(key, value, ttl_ms)?;
+        Ok(true)
+    }
+    fn touch(&self, key: &str, ttl_ms: u64) -> Result<bool, StoreFailure> {
+        let Some(value) = self.live(key) else {
+            return Ok(false);
+        };
+        self.set(key, &value, ttl_ms)?;
+        Ok(true)
+    }
+    fn delete(&self, key: &str) -> Result<bool, StoreFailure> {
+        let existed = self.live(key).is_some();
+        self.entries.borrow_mut().remove(key);
+        Ok(existed)
+    }
+    fn increment(&self, key: &str, delta: u64, ttl_ms: u64) -> Result<u64, StoreFailure> {
+        let now = self.now_ms.get();
+        let mut entries = self.entries.borrow_mut();
+        let (value, expires) = match entries.get(key) {
+            Some((value, expires)) if *expires > now => {
+                let current: u64 = std::str::from_utf8(value).unwrap().parse().unwrap();
+                (current + delta, *expires)
+            }
+            _ => (delta, now + ttl_ms),
+        };
+        entries.insert(key.into(), (value.to_string().into_bytes(), expires));
+        Ok(value)
+    }
+    fn setting(&self, name: &str) -> Option<String> {
+        self.settings.get(name).map(|value| value.to_string())
+    }
+    fn now_unix_secs(&self) -> u64 {
+        self.now_ms.get() / 1000
+    }
+    fn random_bytes(&self, buf: &mut [u8]) {
+        for byte in buf {
+            *byte = self.next_random.get();
+            self.next_random.set(self.next_random.get().wrapping_add(1));
+        }
+    }
+}
+
+fn auth(backend: &TestBackend) -> Authority<'_, TestBackend> {
+    Authority::new(backend, OtpProfile::RFC6238_DEFAULT)
+}
+
+fn issue_default(backend: &TestBackend) -> Issued {
+    auth(backend).issue(Request::default()).unwrap()
+}
+
+// A time in the middle of a 30 s step, so `advance_secs` moves predictably.
+const T: u64 = 1_800_000_015;
+
+#[test]
+fn issued_token_has_url_safe_id_and_20_byte_base32_seed() {
+    let backend = TestBackend::at(T);
+    let issued = issue_default(&backend);
+    assert_eq!(issued.access_id.len(), 22, "128 bits in base64url");
+    assert!(
+        issued
+            .access_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    );
+    assert_eq!(
+        BASE32_NOPAD
+            .decode(issued.secret_seed.as_bytes())
+            .unwrap()
+            .len(),
+        20
+    );
+    assert_eq!(issued.ttl_secs, MAX_TTL_SECS);
+}
+
+#[test]
+fn verify_returns_claims_and_spends_the_code() {
+    let backend = TestBackend::at(T);
+    let request = Request {
+        user_id: Some("u1".into()),
+        channels: vec!["news.*".into()],
+        publish: vec!["chat".into()],
+        ttl_secs: Some(60),
+    };
+    let issued = auth(&backend).issue(request).unwrap();
+    let code = backend.code(&issued.secret_seed, 0);
+    let grant = auth(&backend).verify(&issued.access_id, &code).unwrap();
+    assert_eq!(grant.user_id.as_deref(), Some("u1"));
+    assert_eq!(grant.channels, vec!["news.*"]);
+    assert_eq!(grant.publish, vec!["chat"]);
+    assert_eq!(grant.ttl_secs, 60);
+    assert_eq!(
+        auth(&backend).verify(&issued.access_id, &code),
+        Err(AuthFailure::OtpReused)
+    );
+}
+
+#[test]
+fn one_step_of_skew_is_accepted_two_are_not() {
+    let backend = TestBackend::at(T);
+    let issued = issue_default(&backend);
+    for offset in [-1, 1] {
+        let code = backend.code(&issued.secret_seed, offset);
+        assert!(
+            auth(&backend).verify(&issued.access_id, &code).is_ok(),
+            "offset {offset}"
+        );
+    }
+    for offset in [-2, 2] {
+        let code = backend.code(&issued.secret_seed, offset);
+        assert_eq!(
+            auth(&backend).verify(&issued.access_id, &code),
+            Err(AuthFailure::OtpInvalid),
+            "offset {offset}"
+        );
+    }
+}
+
+#[test]
+fn a_spent_code_stays_spent_while_it_could_still_match() {
+    let backend = TestBackend::at(T);
+    let issued = issue_default(&backend);
+    let code = backend.code(&issued.secret_seed, 1);
+    auth(&backend).verify(&issued.access_id, &code).unwrap();
+    // Two steps later the same code is the previous step: still refused.
+    backend.advance_secs(60);
+    assert_eq!(
+        auth(&backend).verify(&issued.access_id, &code),
+        Err(AuthFailure::OtpReused)
+    );
+}
+
+#[test]
+fn idle_token_expires_and_activity_keeps_it() {
+    let backend = TestBackend::at(T);
+    let issued = auth(&backend)
+        .issue(Request {
+            ttl_secs: Some(100),
+            ..Request::default()
+        })
+        .unwrap();
+    backend.advance_secs(90);
+    auth(&backend).touch(&issued.access_id).unwrap();
+    backend.advance_secs(90);
+    let code = backend.code(&issued.secret_seed, 0);
+    auth(&backend).verify(&issued.access_id, &code).unwrap();
+    backend.advance_secs(101);
+    assert_eq!(
+        auth(&backend).touch(&issued.access_id),
+        Err(AuthFailure::TokenInvalid)
+    );
+    let code = backend.code(&issued.secret_seed, 0);
+    assert_eq!(
+        auth(&backend).verify(&issued.access_id, &code),
+        Err(AuthFailure::TokenInvalid)
+    );
+}
+
+#[test]
+fn ttl_outside_the_contract_is_a_bad_request() {
+    let backend = TestBackend::at(T);
+    for ttl in [0, MAX_TTL_SECS + 1] {
+        let request = Request {
+            ttl_secs: Some(ttl),
+            ..Request::default()
+        };
+        assert!(matches!(
+            auth(&backend).issue(request),
+            Err(AuthFailure::BadRequest(_))
+        ));
+    }
+}
+
+#[test]
+fn bad_patterns_and_user_ids_are_refused() {
+    let backend = TestBackend::at(T);
+    let bad = [
+        Request {
+            channels: vec!["has space".into()],
+            ..Request::default()
+        },
+        Request {
+            publish: vec![String::new()],
+            ..Request::default()
+        },
+        Request {
+            user_id: Some("x".repeat(MAX_USER_ID_LEN + 1)),
+            ..Request::default()
+        },
+    ];
+    for request in bad {
+        assert!(matches!(
+            auth(&backend).issue(request),
+            Err(AuthFailure::BadRequest(_))
+        ));
+    }
+}
+
+#[test]
+fn revoked_token_is_invalid() {
+    let backend = TestBackend::at(T);
+    let issued = issue_default(&backend);
+    assert_eq!(auth(&backend).revoke(&issued.access_id), Ok(true));
+    assert_eq!(auth(&backend).revoke(&issued.access_id), Ok(false));
+    let code = backend.code(&issued.secret_seed, 0);
+    assert_eq!(
+        auth(&backend).verify(&issued.access_id, &code),
+        Err(AuthFailure::TokenInvalid)
+    );
+}
+
+#[test]
+fn wrong_codes_lock_the_access_id_and_locks_grow() {
+    let mut backend = TestBackend::at(T);
+    backend.settings.insert("max_failures", "3");
+    backend.settings.insert("lockout_secs", "10");
+    let issued = issue_default(&backend);
+    let right = backend.code(&issued.secret_seed, 0);
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+
+    assert_eq!(
+        auth(&backend).verify(&issued.access_id, wrong),
+        Err(AuthFailure::OtpInvalid)
+    );
+    assert_eq!(
+        auth(&backend).verify(&issued.access_id, wrong),
+        Err(AuthFailure::OtpInvalid)
+    );
+    assert_eq!(
+        auth(&backend).verify(&issued.access_id, wrong),
+        Err(AuthFailure::RateLimited {
+            retry_after_secs: 10
+        })
+    );
+    // Locked: even the right code is refused.
+    assert!(matches!(
+        auth(&backend).verify(&issued.access_id, &right),
+        Err(AuthFailure::RateLimited { .. })
+    ));
+    backend.advance_secs(10);
+    let right = backend.code(&issued.secret_seed, 0);
+    auth(&backend).verify(&issued.access_id, &right).unwrap();
+
+    // The second lock within a day lasts twice as long.
+    for _ in 0..2 {
+        assert_eq!(
+            auth(&backend).verify(&issued.access_id, wrong),
+            Err(AuthFailure::OtpInvalid)
+        );
+    }
+    assert_eq!(
+        auth(&backend).verify(&issued.access_id, wrong),
+        Err(AuthFailure::RateLimited {
+            retry_after_secs: 20
+        })
+    );
+}
+
+#[test]
+fn malformed_connection_strings_are_bad_requests() {
+    let backend = TestBackend::at(T);
+    let issued = issue_default(&backend);
+    for (access_id, otp) in [
+        ("", "123456"),
+        ("bad id!", "123456"),
+        (issued.access_id.as_str(), "12345"),
+        (issued.access_id.as_str(), "12345a"),
+    ] {
+        assert!(
+            matches!(
+                auth(&backend).verify(access_id, otp),
+                Err(AuthFailure::BadRequest(_))
+            ),
+            "{access_id:?} {otp:?}"
+        );
+    }
+}
+
+#[test]
+fn unknown_token_is_invalid() {
+    let backend = TestBackend::at(T);
+    assert_eq!(
+        auth(&backend).verify("AAAAAAAAAAAAAAAAAAAAAA", "123456"),
+        Err(AuthFailure::TokenInvalid)
+    );
+}

@@ -1,0 +1,160 @@
+//! `POST /v1/tokens` and `DELETE /v1/tokens/{access_id}`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::ApiError;
+use super::extract::{CallingApp, JsonBody};
+use crate::gateway::CloseCode;
+use crate::plugins::bindings::{AuthError, TokenRequest};
+use crate::state::AppState;
+
+/// The contract's ceiling on a token's idle timeout.
+const MAX_TTL_SECS: u64 = 7200;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    user_id: Option<String>,
+    #[serde(default)]
+    channels: Vec<String>,
+    #[serde(default)]
+    publish: Vec<String>,
+    ttl: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct OtpParams {
+    algorithm: String,
+    digits: u8,
+    period: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct CreatedToken {
+    access_id: String,
+    secret_seed: String,
+    otp: OtpParams,
+    expires_in: u32,
+    ws_url: String,
+}
+
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    CallingApp(app): CallingApp,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<CreateToken>,
+) -> Result<Response, ApiError> {
+    // Checked here too, so no plugin can hand out tokens beyond the contract.
+    let ttl_secs = match body.ttl {
+        None => None,
+        Some(ttl @ 1..=MAX_TTL_SECS) => u32::try_from(ttl).ok(),
+        Some(ttl) => {
+            return Err(ApiError::invalid_request(format!(
+                "ttl must be between 1 and {MAX_TTL_SECS} seconds, got {ttl}"
+            )));
+        }
+    };
+    let request = TokenRequest {
+        user_id: body.user_id,
+        channels: body.channels,
+        publish: body.publish,
+        ttl_secs,
+    };
+    let issued = state
+        .plugins
+        .auth
+        .issue(&app.id, request)
+        .await
+        .map_err(|failure| ApiError::plugin_failure(&failure))?
+        .map_err(api_error)?;
+
+    let created = CreatedToken {
+        ws_url: ws_url(&state, &headers, &app.id),
+        access_id: issued.access_id,
+        secret_seed: issued.secret_seed,
+        otp: OtpParams {
+            algorithm: issued.otp.algorithm,
+            digits: issued.otp.digits,
+            period: issued.otp.period_secs,
+        },
+        expires_in: issued.expires_in_secs,
+    };
+    let mut response = (StatusCode::CREATED, Json(created)).into_response();
+    // The body holds a secret: no cache may keep it.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+pub async fn revoke(
+    State(state): State<Arc<AppState>>,
+    CallingApp(app): CallingApp,
+    Path(access_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let existed = state
+        .plugins
+        .auth
+        .revoke(&app.id, &access_id)
+        .await
+        .map_err(|failure| ApiError::plugin_failure(&failure))?
+        .map_err(api_error)?;
+    let closed = state
+        .hub
+        .close_token(&app.id, &access_id, CloseCode::TokenRevoked);
+    if existed || closed > 0 {
+        tracing::info!(app = %app.id, closed, "token revoked");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(
+            "token_not_found",
+            "no such token (unknown, expired or already revoked)",
+        ))
+    }
+}
+
+/// The WebSocket URL clients connect to: `public_url` when configured,
+/// otherwise the scheme and `Host` this request came in on.
+fn ws_url(state: &AppState, headers: &HeaderMap, app_id: &str) -> String {
+    let base = match &state.config.public_url {
+        Some(url) => url
+            .trim_end_matches('/')
+            .replacen("https://", "wss://", 1)
+            .replacen("http://", "ws://", 1),
+        None => {
+            let scheme = if state.config.tls.is_some() {
+                "wss"
+            } else {
+                "ws"
+            };
+            let host = headers
+                .get(header::HOST)
+                .and_then(|host| host.to_str().ok())
+                .map(str::to_owned)
+                .unwrap_or_else(|| state.config.listen.to_string());
+            format!("{scheme}://{host}")
+        }
+    };
+    format!("{base}/v1/ws?app={app_id}")
+}
+
+fn api_error(error: AuthError) -> ApiError {
+    match error {
+        AuthError::BadRequest(message) => ApiError::invalid_request(message),
+        AuthError::TokenInvalid => ApiError::not_found(
+            "token_not_found",
+            "no such token (unknown, expired or already revoked)",
+        ),
+        AuthError::RateLimited(seconds) => ApiError::rate_limited(seconds),
+        AuthError::Unavailable(message) => ApiError::store_unavailable(message),
+        AuthError::OtpInvalid | AuthError::OtpReused => {
+            ApiError::invalid_request("the auth plugin refused the request")
+        }
+    }
+}

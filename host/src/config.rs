@@ -1,0 +1,405 @@
+//! Configuration: a TOML file, environment variables and command-line flags,
+//! resolved into one validated [`Config`]. Flags beat the environment, which
+//! beats the file, which beats the defaults.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+
+use crate::plugins::{ComponentSource, PluginConfig, SandboxLimits};
+
+/// The address a fresh install listens on: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Credentials of the demo app used when no app is configured.
+pub const DEMO_APP: (&str, &str, &str) = ("demo", "demo-key", "demo-secret");
+
+/// An application the host serves. Tokens, channels and history are scoped
+/// to one app; nothing crosses apps.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub id: String,
+    pub key: String,
+    pub secret: String,
+}
+
+/// Tunable limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest incoming WebSocket frame or message, in bytes.
+    pub max_frame_bytes: usize,
+    /// Largest HTTP request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Entries the in-memory store holds at most.
+    pub max_store_entries: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 64 * 1024,
+            max_body_bytes: 64 * 1024,
+            max_store_entries: 1_000_000,
+        }
+    }
+}
+
+/// The file's `[plugins]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct PluginsFile {
+    auth: PluginFile,
+    router: PluginFile,
+    /// Budget of one plugin call in milliseconds.
+    call_timeout_ms: Option<u64>,
+    /// Memory cap of one plugin instance in MiB.
+    memory_mib: Option<usize>,
+    /// Plugin calls running at once.
+    max_concurrent_calls: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct PluginFile {
+    /// A `.wasm` component replacing the built-in one.
+    path: Option<PathBuf>,
+    /// Strings handed to the component through the `settings` import.
+    settings: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// The configuration file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ConfigFile {
+    listen: Option<SocketAddr>,
+    public_url: Option<String>,
+    heartbeat_secs: Option<u64>,
+    tls: Option<TlsFile>,
+    limits: Limits,
+    plugins: PluginsFile,
+    apps: Vec<AppConfig>,
+}
+
+/// Values from flags or environment variables, which override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub public_url: Option<String>,
+    pub auth_component: Option<PathBuf>,
+    pub router_component: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// `ID:KEY:SECRET` triples.
+    pub apps: Vec<String>,
+}
+
+/// PEM files for HTTPS and WSS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Public base URL (`https://push.example.com`) that `ws_url` is built
+    /// from; without it, `ws_url` follows the request's `Host`.
+    pub public_url: Option<String>,
+    pub tls: Option<TlsFiles>,
+    /// Interval of server pings; a socket silent for two intervals is closed.
+    pub heartbeat: Duration,
+    pub limits: Limits,
+    pub sandbox: SandboxLimits,
+    pub auth: PluginConfig,
+    pub router: PluginConfig,
+    pub apps: Vec<AppConfig>,
+    /// No app was configured: the demo app with well-known credentials.
+    pub demo: bool,
+}
+
+impl Config {
+    /// Read the file (if any), apply overrides and validate the result.
+    pub fn load(overrides: Overrides) -> anyhow::Result<Config> {
+        let file = match &overrides.config {
+            Some(path) => read_file(path)?,
+            None => ConfigFile::default(),
+        };
+        Config::resolve(file, overrides)
+    }
+
+    fn resolve(file: ConfigFile, overrides: Overrides) -> anyhow::Result<Config> {
+        let listen = match overrides.listen.or(file.listen) {
+            Some(listen) => listen,
+            None => DEFAULT_LISTEN.parse().context("default listen address")?,
+        };
+
+        let public_url = overrides.public_url.or(file.public_url);
+        if let Some(url) = &public_url {
+            validate_public_url(url)?;
+        }
+
+        let tls = match (overrides.tls_cert, overrides.tls_key, file.tls) {
+            (Some(cert), Some(key), _) => Some(TlsFiles { cert, key }),
+            (None, None, Some(tls)) => Some(TlsFiles {
+                cert: tls.cert,
+                key: tls.key,
+            }),
+            (None, None, None) => None,
+            _ => bail!("TLS needs both a certificate and a key (--tls-cert and --tls-key)"),
+        };
+
+        let heartbeat_secs = file.heartbeat_secs.unwrap_or(25);
+        if !(1..=3600).contains(&heartbeat_secs) {
+            bail!("heartbeat_secs must be between 1 and 3600, got {heartbeat_secs}");
+        }
+
+        let limits = file.limits;
+        if limits.max_frame_bytes < 256 || limits.max_body_bytes < 256 {
+            bail!("limits.max_frame_bytes and limits.max_body_bytes must be at least 256");
+        }
+
+        let defaults = SandboxLimits::default();
+        let sandbox = SandboxLimits {
+            call_timeout: file
+                .plugins
+                .call_timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(defaults.call_timeout),
+            memory_bytes: file
+                .plugins
+                .memory_mib
+                .map(|mib| mib << 20)
+                .unwrap_or(defaults.memory_bytes),
+            max_concurrent_calls: file
+                .plugins
+                .max_concurrent_calls
+                .unwrap_or(defaults.max_concurrent_calls),
+        };
+        if sandbox.call_timeout < Duration::from_millis(10) {
+            bail!("plugins.call_timeout_ms must be at least 10");
+        }
+        if sandbox.memory_bytes < (1 << 20) {
+            bail!("plugins.memory_mib must be at least 1");
+        }
+        if !(1..=10_000).contains(&sandbox.max_concurrent_calls) {
+            bail!("plugins.max_concurrent_calls must be between 1 and 10000");
+        }
+
+        let auth = plugin_config(overrides.auth_component, file.plugins.auth)?;
+        let router = plugin_config(overrides.router_component, file.plugins.router)?;
+
+        let mut apps = file.apps;
+        for triple in &overrides.apps {
+            apps.push(parse_app_triple(triple)?);
+        }
+        let demo = apps.is_empty();
+        if demo {
+            let (id, key, secret) = DEMO_APP;
+            apps.push(AppConfig {
+                id: id.into(),
+                key: key.into(),
+                secret: secret.into(),
+            });
+        }
+        validate_apps(&apps)?;
+
+        Ok(Config {
+            listen,
+            public_url,
+            tls,
+            heartbeat: Duration::from_secs(heartbeat_secs),
+            limits,
+            sandbox,
+            auth,
+            router,
+            apps,
+            demo,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<ConfigFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+fn plugin_config(path_override: Option<PathBuf>, file: PluginFile) -> anyhow::Result<PluginConfig> {
+    let source = match path_override.or(file.path) {
+        Some(path) => ComponentSource::File(path),
+        None => ComponentSource::BuiltIn,
+    };
+    let mut settings = BTreeMap::new();
+    for (name, value) in file.settings {
+        let text = match value {
+            toml::Value::String(text) => text,
+            toml::Value::Integer(number) => number.to_string(),
+            toml::Value::Float(number) => number.to_string(),
+            toml::Value::Boolean(flag) => flag.to_string(),
+            other => bail!(
+                "plugin setting {name:?} must be a string, number or boolean, got {}",
+                other.type_str()
+            ),
+        };
+        settings.insert(name, text);
+    }
+    Ok(PluginConfig {
+        source,
+        settings: Arc::new(settings),
+    })
+}
+
+fn parse_app_triple(triple: &str) -> anyhow::Result<AppConfig> {
+    let mut parts = triple.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(id), Some(key), Some(secret)) => Ok(AppConfig {
+            id: id.into(),
+            key: key.into(),
+            secret: secret.into(),
+        }),
+        _ => bail!("an app is given as ID:KEY:SECRET"),
+    }
+}
+
+fn validate_apps(apps: &[AppConfig]) -> anyhow::Result<()> {
+    let mut ids = HashSet::new();
+    let mut keys = HashSet::new();
+    for app in apps {
+        let id_ok = (1..=64).contains(&app.id.len())
+            && app
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !id_ok {
+            bail!(
+                "app id {:?} must be 1 to 64 characters of A-Z a-z 0-9 - _",
+                app.id
+            );
+        }
+        if app.key.is_empty() || app.key.contains(':') {
+            bail!(
+                "app {:?}: the key must be non-empty and contain no ':'",
+                app.id
+            );
+        }
+        if app.secret.len() < 8 {
+            bail!("app {:?}: the secret must be at least 8 characters", app.id);
+        }
+        if !ids.insert(app.id.as_str()) {
+            bail!("app id {:?} appears twice", app.id);
+        }
+        if !keys.insert(app.key.as_str()) {
+            bail!("app key {:?} is used by two apps", app.key);
+        }
+    }
+    Ok(())
+}
+
+fn validate_public_url(url: &str) -> anyhow::Result<()> {
+    let valid_scheme = ["http://", "https://", "ws://", "wss://"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme));
+    if !valid_scheme || url.contains('?') || url.contains('#') {
+        bail!("public_url must be an http(s):// or ws(s):// base URL without query, got {url:?}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<Config> {
+        Config::resolve(toml::from_str(text)?, Overrides::default())
+    }
+
+    #[test]
+    fn no_app_means_demo_app() {
+        let config = parse("").unwrap();
+        assert!(config.demo);
+        assert_eq!(config.apps[0].id, "demo");
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn file_apps_and_plugin_settings() {
+        let config = parse(
+            r#"
+            listen = "127.0.0.1:0"
+            [plugins.auth]
+            path = "custom.wasm"
+            settings = { max_failures = 3, mode = "strict" }
+            [[apps]]
+            id = "a"
+            key = "key-a"
+            secret = "secret-a"
+            "#,
+        )
+        .unwrap();
+        assert!(!config.demo);
+        assert_eq!(
+            config.auth.source,
+            ComponentSource::File("custom.wasm".into())
+        );
+        assert_eq!(config.auth.settings.get("max_failures").unwrap(), "3");
+        assert_eq!(config.auth.settings.get("mode").unwrap(), "strict");
+        assert_eq!(config.router.source, ComponentSource::BuiltIn);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file: ConfigFile = toml::from_str("listen = \"127.0.0.1:1\"").unwrap();
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:2".parse().unwrap()),
+            apps: vec!["x:kx:secret-x-123".into()],
+            ..Overrides::default()
+        };
+        let config = Config::resolve(file, overrides).unwrap();
+        assert_eq!(config.listen.port(), 2);
+        assert_eq!(config.apps[0].secret, "secret-x-123");
+    }
+
+    #[test]
+    fn mistakes_are_reported() {
+        let cases = [
+            ("lisen = \"127.0.0.1:1\"", "unknown field"),
+            (
+                "[[apps]]\nid = \"a\"\nkey = \"k\"\nsecret = \"s\"",
+                "at least 8",
+            ),
+            (
+                "[[apps]]\nid = \"a\"\nkey = \"k\"\nsecret = \"secret-1\"\n[[apps]]\nid = \"a\"\nkey = \"k2\"\nsecret = \"secret-2\"",
+                "appears twice",
+            ),
+            ("public_url = \"push.example.com\"", "public_url"),
+            ("heartbeat_secs = 0", "heartbeat_secs"),
+        ];
+        for (text, expected) in cases {
+            let error = match toml::from_str::<ConfigFile>(text) {
+                Err(error) => error.to_string(),
+                Ok(file) => format!(
+                    "{:#}",
+                    Config::resolve(file, Overrides::default()).unwrap_err()
+                ),
+            };
+            assert!(error.contains(expected), "{text:?} gave {error:?}");
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The WebSocket endpoint, `GET /v1/ws`.
+//!
+//! Every request that asks for an upgrade is upgraded, even one that will be
+//! refused: browsers cannot read an HTTP status, so a refusal is one `error`
+//! frame and a close code (see [`CloseCode`]).
+
+mod close;
+mod frames;
+mod session;
+
+use std::sync::Arc;
+
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::Response;
+use serde::Deserialize;
+
+pub use close::CloseCode;
+
+use crate::plugins::bindings::{AuthError, Claims};
+use crate::state::{App, AppState};
+
+/// Bytes tungstenite reads at a time. It zero-fills its read buffer before
+/// every read, so a small buffer keeps both memory per socket and CPU per
+/// message low; larger messages still arrive whole.
+const READ_BUFFER_BYTES: usize = 1024;
+/// Outgoing bytes queued before sends apply back-pressure.
+const MAX_WRITE_BUFFER_BYTES: usize = 64 * 1024;
+
+/// The query string of `GET /v1/ws`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ConnectParams {
+    /// The app's id; may be left out when the host serves one app.
+    app: Option<String>,
+    access_id: Option<String>,
+    otp: Option<String>,
+}
+
+/// Why a connection attempt is refused.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    code: CloseCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(code: CloseCode, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A connection string that checked out.
+pub(crate) struct Admitted {
+    app: Arc<App>,
+    claims: Claims,
+}
+
+pub async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    params: Result<Query<ConnectParams>, axum::extract::rejection::QueryRejection>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let max_frame = state.config.limits.max_frame_bytes;
+    upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
+        .max_message_size(max_frame)
+        .max_frame_size(max_frame)
+        .on_upgrade(move |socket: WebSocket| async move {
+            let params = params.map(|Query(params)| params).map_err(|rejection| {
+                Refusal::new(
+                    CloseCode::BadRequest,
+                    format!("malformed query string: {}", rejection.body_text()),
+                )
+            });
+            let admission = match params {
+                Ok(params) => admit(&state, params).await,
+                Err(refusal) => Err(refusal),
+            };
+            match admission {
+                Ok(admitted) => session::run(socket, state, admitted).await,
+                Err(refusal) => session::refuse(socket, refusal).await,
+            }
+        })
+}
+
+/// Check the connection string with the auth component.
+async fn admit(state: &AppState, params: ConnectParams) -> Result<Admitted, Refusal> {
+    let app = match params.app.as_deref() {
+        Some(id) => state
+            .apps
+            .by_id(id)
+            .ok_or_else(|| Refusal::new(CloseCode::BadRequest, format!("unknown app {id:?}")))?,
+        None => state.apps.only().ok_or_else(|| {
+            Refusal::new(
+                CloseCode::BadRequest,
+                "this server hosts several apps: add app=<id> (the token's ws_url has it)",
+            )
+        })?,
+    };
+    let (Some(access_id), Some(otp)) = (params.access_id, params.otp) else {
+        return Err(Refusal::new(
+            CloseCode::BadRequest,
+            "access_id and otp are required",
+        ));
+    };
+
+    let verdict = state
+        .plugins
+        .auth
+        .verify(&app.id, &access_id, &otp)
+        .await
+        .map_err(|failure| Refusal::new(CloseCode::PluginFailure, failure.to_string()))?;
+    match verdict {
+        Ok(claims) => Ok(Admitted { app, claims }),
+        Err(error) => Err(refusal_for(error)),
+    }
+}
+
+fn refusal_for(error: AuthError) -> Refusal {
+    match error {
+        AuthError::BadRequest(message) => Refusal::new(CloseCode::BadRequest, message),
+        AuthError::OtpInvalid => Refusal::new(
+            CloseCode::OtpInvalid,
+            "the code does not match; check the clock and compute a fresh code",
+        ),
+        AuthError::OtpReused => Refusal::new(
+            CloseCode::OtpReused,
+            "this code was already used; use another code of the window or wait for the next step",
+        ),
+        AuthError::TokenInvalid => Refusal::new(
+            CloseCode::TokenInvalid,
+            "unknown, expired or revoked token; fetch a new one",
+        ),
+        AuthError::RateLimited(seconds) => Refusal::new(
+            CloseCode::RateLimited,
+            format!("too many wrong codes; retry in {seconds} s"),
+        ),
+        AuthError::Unavailable(message) => Refusal::new(
+            CloseCode::Unavailable,
+            format!("cannot check the token now: {message}"),
+        ),
+    }
+}

@@ -1,0 +1,31 @@
+//! madx-pusher: a real-time push service.
+//!
+//! App back-ends get tokens and publish over HTTP; browsers hold WebSockets
+//! opened with one-time TOTP connection strings. Decisions (tokens, who may
+//! subscribe where) are made by WebAssembly components; this crate is the
+//! host that does all I/O around them.
+//!
+//! # Layout
+//!
+//! - [`config`]: the configuration file, environment and flags, resolved
+//!   into one validated [`config::Config`].
+//! - [`server`]: binds the listener (plain or TLS), wires the parts together
+//!   and shuts down gracefully.
+//! - [`api`]: the HTTP API (`/v1/tokens`, health), its app authentication
+//!   and its JSON errors.
+//! - [`gateway`]: the WebSocket endpoint: connection strings, the session
+//!   loop, heartbeats and close codes.
+//! - [`hub`]: this node's open sessions, so a revoke can close them.
+//! - [`plugins`]: the wasmtime runtime that runs the auth and router
+//!   components, one fresh instance per call, under a time and memory budget.
+//! - [`state`]: what every handler shares (config, apps, plugins, hub).
+//! - [`store`]: the key-value backend behind the components' `store` import.
+
+pub mod api;
+pub mod config;
+pub mod gateway;
+pub mod hub;
+pub mod plugins;
+pub mod server;
+pub mod state;
+pub mod store;

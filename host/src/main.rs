@@ -1,0 +1,173 @@
+//! The `madx-pusher` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use madx_pusher::config::{Config, Overrides};
+use madx_pusher::server::Server;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "madx-pusher", version, about = "Real-time push service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the push service.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "MADX_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "MADX_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Public base URL that token responses build `ws_url` from.
+    #[arg(long, env = "MADX_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Auth component (.wasm) replacing the built-in one.
+    #[arg(long, env = "MADX_AUTH_COMPONENT")]
+    auth_component: Option<PathBuf>,
+    /// Router component (.wasm) replacing the built-in one.
+    #[arg(long, env = "MADX_ROUTER_COMPONENT")]
+    router_component: Option<PathBuf>,
+    /// PEM certificate chain: serve https and wss.
+    #[arg(long, env = "MADX_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "MADX_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// An app as ID:KEY:SECRET (repeatable; MADX_APPS takes a comma list).
+    #[arg(long = "app", env = "MADX_APPS", value_delimiter = ',')]
+    apps: Vec<String>,
+    /// Log lines as JSON objects instead of text.
+    #[arg(long, env = "MADX_LOG_JSON")]
+    log_json: bool,
+}
+
+fn main() -> ExitCode {
+    let Cli {
+        command: Command::Serve(args),
+    } = Cli::parse();
+    init_logging(args.log_json);
+
+    let overrides = Overrides {
+        config: args.config,
+        listen: args.listen,
+        public_url: args.public_url,
+        auth_component: args.auth_component,
+        router_component: args.router_component,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        apps: args.apps,
+    };
+    let config = match Config::load(overrides) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("madx-pusher: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("madx-pusher: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("madx-pusher: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let server = Server::bind(config).await?;
+    print_banner(&server);
+    server.serve(shutdown_signal()).await
+}
+
+/// The first line is what scripts and tests wait for.
+fn print_banner(server: &Server) {
+    let base = server.base_url();
+    println!(
+        "madx-pusher {} listening on {base}",
+        env!("CARGO_PKG_VERSION")
+    );
+    let state = server.state();
+    println!(
+        "plugins: {}, {}",
+        state.plugins.auth.name(),
+        state.plugins.router.name()
+    );
+    if state.config.demo {
+        let app = &state.config.apps[0];
+        println!();
+        println!("No app configured: serving the demo app.");
+        println!(
+            "  app id: {}  key: {}  secret: {}",
+            app.id, app.key, app.secret
+        );
+        println!(
+            "  These credentials are public. Configure your own apps before exposing this port."
+        );
+        println!();
+        println!("Get a token:");
+        println!(
+            "  curl -s -u {}:{} -d '{{\"user_id\":\"alice\",\"channels\":[\"news.*\"]}}' {base}/v1/tokens",
+            app.key, app.secret
+        );
+        println!(
+            "Then open the token's ws_url with &access_id=...&otp=<6-digit TOTP of secret_seed>."
+        );
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = EnvFilter::try_from_env("MADX_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,109 @@
+//! The per-call state of a plugin instance and the host side of the
+//! interfaces the plugins import (`store`, `settings`, and WASI).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::auth::madx::pusher::{settings, store, types};
+use crate::store::{Namespace, StoreError};
+
+/// Operator-given settings of one plugin (`[plugins.<kind>.settings]`).
+pub type PluginSettings = Arc<BTreeMap<String, String>>;
+
+/// Everything one plugin call can reach. Built fresh for every call and
+/// dropped with it, so nothing leaks between calls, apps or plugins.
+pub struct HostState {
+    /// WASI with no capabilities granted: no files, sockets, environment or
+    /// arguments. Guests get clocks and randomness only.
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) limits: StoreLimits,
+    store: Namespace,
+    settings: PluginSettings,
+}
+
+impl HostState {
+    pub fn new(store: Namespace, settings: PluginSettings, memory_bytes: usize) -> Self {
+        HostState {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory_bytes)
+                .instances(64)
+                .trap_on_grow_failure(true)
+                .build(),
+            store,
+            settings,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl From<StoreError> for store::StoreError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(message) => store::StoreError::Unavailable(message),
+            StoreError::InvalidArgument(message) => store::StoreError::InvalidArgument(message),
+        }
+    }
+}
+
+impl store::Host for HostState {
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, store::StoreError> {
+        Ok(self.store.get(&key).await?)
+    }
+
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: u64,
+    ) -> Result<(), store::StoreError> {
+        Ok(self.store.set(&key, &value, ttl_ms).await?)
+    }
+
+    async fn set_if_absent(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: u64,
+    ) -> Result<bool, store::StoreError> {
+        Ok(self.store.set_if_absent(&key, &value, ttl_ms).await?)
+    }
+
+    async fn touch(&mut self, key: String, ttl_ms: u64) -> Result<bool, store::StoreError> {
+        Ok(self.store.touch(&key, ttl_ms).await?)
+    }
+
+    async fn delete(&mut self, key: String) -> Result<bool, store::StoreError> {
+        Ok(self.store.delete(&key).await?)
+    }
+
+    async fn increment(
+        &mut self,
+        key: String,
+        delta: u64,
+        ttl_ms: u64,
+    ) -> Result<u64, store::StoreError> {
+        Ok(self.store.increment(&key, delta, ttl_ms).await?)
+    }
+}
+
+impl settings::Host for HostState {
+    async fn get(&mut self, name: String) -> Option<String> {
+        self.settings.get(&name).cloned()
+    }
+}

@@ -1,0 +1,279 @@
+//! The plugin runtime: wasmtime running the auth and router components.
+//!
+//! Each component is compiled once at start-up and pre-instantiated
+//! ([`wasmtime::component::InstancePre`] with the pooling allocator); every
+//! call then gets a fresh instance in a fresh [`wasmtime::Store`], scoped to
+//! one app, so instances are never shared between apps and an instance that
+//! trapped is never entered again. Each call runs under a time budget (epoch
+//! deadline) and a memory cap; a failing call fails only its own request.
+
+mod auth;
+pub mod bindings;
+mod embedded;
+mod host_state;
+mod router;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::{Semaphore, SemaphorePermit};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+pub use auth::AuthPlugin;
+pub use host_state::{HostState, PluginSettings};
+pub use router::RouterPlugin;
+
+use crate::store::{Namespace, StoreBackend};
+
+/// How often the epoch advances; the unit of the per-call time budget.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Sandbox limits applied to every plugin call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxLimits {
+    /// Wall-clock budget of one call, host calls (store I/O) included.
+    pub call_timeout: Duration,
+    /// Linear memory one instance may grow to.
+    pub memory_bytes: usize,
+    /// Calls running at once; more wait for a free slot.
+    pub max_concurrent_calls: u32,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        SandboxLimits {
+            call_timeout: Duration::from_millis(1000),
+            memory_bytes: 32 << 20,
+            max_concurrent_calls: 256,
+        }
+    }
+}
+
+/// Where a component comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComponentSource {
+    /// The default component built into this binary.
+    BuiltIn,
+    /// A `.wasm` component file chosen by the operator.
+    File(PathBuf),
+}
+
+/// The wasmtime engine and its limits, shared by every plugin.
+pub struct Sandbox {
+    engine: Engine,
+    limits: SandboxLimits,
+    slots: Semaphore,
+    epoch_deadline_ticks: u64,
+}
+
+impl Sandbox {
+    pub fn new(limits: SandboxLimits) -> anyhow::Result<Arc<Sandbox>> {
+        let instances = limits.max_concurrent_calls.max(1);
+        let mut pool = PoolingAllocationConfig::default();
+        // A Rust component holds a few core instances (its module plus
+        // canonical-ABI shims) and one memory; leave headroom.
+        pool.total_component_instances(instances)
+            .total_core_instances(instances * 8)
+            .total_memories(instances * 2)
+            .total_tables(instances * 8)
+            .max_memory_size(limits.memory_bytes);
+
+        let mut config = wasmtime::Config::new();
+        config
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("cannot start the WebAssembly engine")?;
+        start_epoch_ticker(&engine)?;
+
+        let ticks = limits.call_timeout.as_millis() / EPOCH_TICK.as_millis();
+        Ok(Arc::new(Sandbox {
+            engine,
+            limits,
+            slots: Semaphore::new(instances as usize),
+            epoch_deadline_ticks: u64::try_from(ticks).unwrap_or(u64::MAX).max(1),
+        }))
+    }
+
+    /// Compile a component and check it against a world's linker.
+    fn load(
+        &self,
+        kind: PluginKind,
+        source: &ComponentSource,
+        linker: &Linker<HostState>,
+    ) -> anyhow::Result<wasmtime::component::InstancePre<HostState>> {
+        let name = source.describe(kind);
+        let bytes = match source {
+            ComponentSource::BuiltIn => kind.built_in().to_vec(),
+            ComponentSource::File(path) => {
+                std::fs::read(path).with_context(|| format!("cannot read the {name}"))?
+            }
+        };
+        let component = Component::from_binary(&self.engine, &bytes)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("the {name} is not a valid WebAssembly component"))?;
+        linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "the {name} needs imports this host does not provide \
+                     (it must target the world madx:pusher/{}@0.1.0)",
+                    kind.world()
+                )
+            })
+    }
+
+    fn linker<F>(&self, add_world: F) -> anyhow::Result<Linker<HostState>>
+    where
+        F: FnOnce(&mut Linker<HostState>) -> wasmtime::Result<()>,
+    {
+        let mut linker = Linker::new(&self.engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        add_world(&mut linker).map_err(anyhow::Error::from)?;
+        Ok(linker)
+    }
+
+    /// A fresh store for one call, with the budget and memory cap applied.
+    async fn store(
+        &self,
+        namespace: Namespace,
+        settings: PluginSettings,
+    ) -> (Store<HostState>, SemaphorePermit<'_>) {
+        // The semaphore is never closed, so acquiring cannot fail.
+        let permit = match self.slots.acquire().await {
+            Ok(permit) => permit,
+            Err(_) => unreachable!("the plugin call semaphore is never closed"),
+        };
+        let state = HostState::new(namespace, settings, self.limits.memory_bytes);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.set_epoch_deadline(self.epoch_deadline_ticks);
+        store.epoch_deadline_trap();
+        (store, permit)
+    }
+
+    pub fn limits(&self) -> SandboxLimits {
+        self.limits
+    }
+}
+
+/// Advance the engine's epoch every tick, so running guests notice their
+/// deadline. The thread ends when the engine is dropped.
+fn start_epoch_ticker(engine: &Engine) -> anyhow::Result<()> {
+    let engine = engine.weak();
+    std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = engine.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .context("cannot start the epoch thread")?;
+    Ok(())
+}
+
+/// The kinds of plugin the host runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginKind {
+    Auth,
+    Router,
+}
+
+impl PluginKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::Auth => "auth",
+            PluginKind::Router => "router",
+        }
+    }
+
+    fn world(self) -> &'static str {
+        match self {
+            PluginKind::Auth => "auth-plugin",
+            PluginKind::Router => "router-plugin",
+        }
+    }
+
+    fn built_in(self) -> &'static [u8] {
+        match self {
+            PluginKind::Auth => embedded::AUTH,
+            PluginKind::Router => embedded::ROUTER,
+        }
+    }
+}
+
+impl ComponentSource {
+    /// How logs and errors name the component.
+    pub fn describe(&self, kind: PluginKind) -> String {
+        match self {
+            ComponentSource::BuiltIn => format!("built-in {} component", kind.as_str()),
+            ComponentSource::File(path) => {
+                format!("{} component {}", kind.as_str(), path.display())
+            }
+        }
+    }
+}
+
+/// A plugin call that failed on the host side of the contract: the guest
+/// trapped, ran out of time or memory, or could not be instantiated. The
+/// request that made the call fails; everything else carries on.
+#[derive(Debug, thiserror::Error)]
+#[error("{component}: {call} failed: {reason}")]
+pub struct PluginFailure {
+    pub component: String,
+    pub call: &'static str,
+    pub reason: String,
+}
+
+impl PluginFailure {
+    fn new(component: &str, call: &'static str, error: &wasmtime::Error) -> Self {
+        let reason = match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => "ran past its time budget".to_owned(),
+            Some(trap) => format!("trapped: {trap}"),
+            None => format!("{error:#}"),
+        };
+        let failure = PluginFailure {
+            component: component.to_owned(),
+            call,
+            reason,
+        };
+        tracing::warn!(component, call, reason = %failure.reason, "plugin call failed");
+        failure
+    }
+}
+
+/// Both plugins, ready to serve calls.
+pub struct Plugins {
+    pub auth: AuthPlugin,
+    pub router: RouterPlugin,
+}
+
+/// What the host loads at start-up.
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    pub source: ComponentSource,
+    pub settings: PluginSettings,
+}
+
+impl Plugins {
+    /// Compile and check both components; an error names the file and what
+    /// does not fit.
+    pub fn load(
+        sandbox: &Arc<Sandbox>,
+        store: StoreBackend,
+        auth: &PluginConfig,
+        router: &PluginConfig,
+    ) -> anyhow::Result<Plugins> {
+        Ok(Plugins {
+            auth: AuthPlugin::load(sandbox, store.clone(), auth)?,
+            router: RouterPlugin::load(sandbox, store, router)?,
+        })
+    }
+}

@@ -1,0 +1,127 @@
+//! Start-up and shutdown: load the plugins, bind the listener (plain or
+//! TLS), serve until a shutdown signal, then close sockets with 4200.
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+
+use crate::api;
+use crate::config::Config;
+use crate::gateway::CloseCode;
+use crate::hub::Hub;
+use crate::plugins::{Plugins, Sandbox};
+use crate::state::{AppState, Apps};
+use crate::store::{MemoryStore, StoreBackend};
+
+/// How long open connections get to finish after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A host with its plugins loaded and its port bound, not yet serving.
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    tls: Option<RustlsConfig>,
+    state: Arc<AppState>,
+}
+
+impl Server {
+    /// Load everything the configuration names; any problem (a component
+    /// that does not fit its world, a port in use, unreadable TLS files) is
+    /// an error here, before anything is served.
+    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+        let store = StoreBackend::Memory(MemoryStore::start(config.limits.max_store_entries));
+        let sandbox = Sandbox::new(config.sandbox)?;
+        let plugins = Plugins::load(&sandbox, store.clone(), &config.auth, &config.router)?;
+
+        let tls = match &config.tls {
+            Some(files) => {
+                // Several servers in one process (tests) share the provider.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let tls = RustlsConfig::from_pem_file(&files.cert, &files.key)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot load TLS certificate {} and key {}",
+                            files.cert.display(),
+                            files.key.display()
+                        )
+                    })?;
+                Some(tls)
+            }
+            None => None,
+        };
+
+        let listener = TcpListener::bind(config.listen)
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let local_addr = listener.local_addr()?;
+
+        let state = Arc::new(AppState {
+            apps: Apps::new(&config.apps),
+            config,
+            plugins,
+            store,
+            hub: Hub::new(),
+        });
+        Ok(Server {
+            listener,
+            local_addr,
+            tls,
+            state,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `http://` or `https://` and the bound address.
+    pub fn base_url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr)
+    }
+
+    /// The shared state (for the start-up banner).
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Serve until `shutdown` resolves, then ask every socket to reconnect
+    /// elsewhere (4200) and drain connections for a grace period.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let app = api::router(self.state.clone()).into_make_service();
+        let handle: Handle<SocketAddr> = Handle::new();
+        let hub = self.state.hub.clone();
+        let signal_handle = handle.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            let closing = hub.close_all(CloseCode::GoingAway);
+            tracing::info!(closing, "shutting down");
+            signal_handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
+        });
+
+        match self.tls {
+            Some(tls) => {
+                axum_server::from_tcp_rustls(self.listener, tls)?
+                    .handle(handle)
+                    .serve(app)
+                    .await?
+            }
+            None => {
+                axum_server::from_tcp(self.listener)?
+                    .handle(handle)
+                    .serve(app)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+}
