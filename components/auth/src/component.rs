@@ -1,13 +1,23 @@
 //! Binds the token rules to the `auth-plugin` world from `wit/`.
+//!
+//! [`AuthComponent`] implements the world for any [`Profile`]; a crate
+//! exports it with [`export_auth_component!`].
+//! The default component does so with [`Rfc6238`]; a variant with other
+//! code parameters is a few lines (see `examples/plugins/auth-sha256`).
+
+use std::marker::PhantomData;
 
 wit_bindgen::generate!({
     path: "../../wit",
     world: "auth-plugin",
+    pub_export_macro: true,
+    export_macro_name: "export_auth_component",
+    default_bindings_module: "madx_auth::component",
 });
 
 use crate::tokens::{self, AuthFailure, Authority, StoreFailure};
 use crate::totp::OtpProfile;
-use exports::madx::pusher::auth::{AuthError, Guest, IssuedToken, OtpParams, TokenRequest};
+pub use exports::madx::pusher::auth::{AuthError, Guest, IssuedToken, OtpParams, TokenRequest};
 use madx::pusher::types::Claims;
 use madx::pusher::{settings, store};
 
@@ -76,13 +86,27 @@ impl From<AuthFailure> for AuthError {
     }
 }
 
-fn authority() -> Authority<'static, Host> {
-    Authority::new(&Host, OtpProfile::RFC6238_DEFAULT)
+/// The code parameters a component announces and checks.
+pub trait Profile: 'static {
+    const OTP: OtpProfile;
 }
 
-struct Component;
+/// The contract's default: HMAC-SHA1, 6 digits, 30 s.
+pub struct Rfc6238;
 
-impl Guest for Component {
+impl Profile for Rfc6238 {
+    const OTP: OtpProfile = OtpProfile::RFC6238_DEFAULT;
+}
+
+/// The auth world implemented with the token rules of [`tokens`] and the
+/// code parameters of `P`.
+pub struct AuthComponent<P>(PhantomData<P>);
+
+fn authority<P: Profile>() -> Authority<'static, Host> {
+    Authority::new(&Host, P::OTP)
+}
+
+impl<P: Profile> Guest for AuthComponent<P> {
     fn issue(request: TokenRequest) -> Result<IssuedToken, AuthError> {
         let request = tokens::Request {
             user_id: request.user_id,
@@ -90,7 +114,7 @@ impl Guest for Component {
             publish: request.publish,
             ttl_secs: request.ttl_secs,
         };
-        let authority = authority();
+        let authority = authority::<P>();
         let issued = authority.issue(request)?;
         let profile = authority.profile();
         Ok(IssuedToken {
@@ -106,7 +130,7 @@ impl Guest for Component {
     }
 
     fn verify(access_id: String, otp: String) -> Result<Claims, AuthError> {
-        let grant = authority().verify(&access_id, &otp)?;
+        let grant = authority::<P>().verify(&access_id, &otp)?;
         Ok(Claims {
             access_id: grant.access_id,
             user_id: grant.user_id,
@@ -117,12 +141,19 @@ impl Guest for Component {
     }
 
     fn touch(access_id: String) -> Result<(), AuthError> {
-        Ok(authority().touch(&access_id)?)
+        Ok(authority::<P>().touch(&access_id)?)
     }
 
     fn revoke(access_id: String) -> Result<bool, AuthError> {
-        Ok(authority().revoke(&access_id)?)
+        Ok(authority::<P>().revoke(&access_id)?)
     }
 }
 
-export!(Component);
+/// The default auth component.
+pub type DefaultAuth = AuthComponent<Rfc6238>;
+
+// Export symbols only in the WebAssembly build of the default component:
+// natively they would clash with the linker, and crates that reuse this one
+// export their own.
+#[cfg(all(feature = "default-component", target_arch = "wasm32"))]
+export_auth_component!(DefaultAuth);

@@ -13,7 +13,8 @@
 pub mod tokens;
 pub mod totp;
 
-/// The WIT binding: only in the WebAssembly build, and off when another
-/// crate reuses the rules as a library.
-#[cfg(all(feature = "component", target_arch = "wasm32"))]
-mod component;
+// Lets the generated bindings name this crate as other crates do.
+extern crate self as madx_auth;
+
+#[cfg(feature = "bindings")]
+pub mod component;
