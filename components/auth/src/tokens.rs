@@ -194,12 +194,12 @@ impl<'a, B: Backend> Authority<'a, B> {
                 )));
             }
         };
-        if let Some(user_id) = &request.user_id {
-            if user_id.is_empty() || user_id.len() > MAX_USER_ID_LEN {
-                return Err(AuthFailure::BadRequest(format!(
-                    "user_id must be 1 to {MAX_USER_ID_LEN} bytes long"
-                )));
-            }
+        if let Some(user_id) = &request.user_id
+            && (user_id.is_empty() || user_id.len() > MAX_USER_ID_LEN)
+        {
+            return Err(AuthFailure::BadRequest(format!(
+                "user_id must be 1 to {MAX_USER_ID_LEN} bytes long"
+            )));
         }
         validate_globs("channels", &request.channels)?;
         validate_globs("publish", &request.publish)?;

@@ -4,7 +4,7 @@
 //! its token's `channels` globs matches it. The rules are in [`rules`]; this
 //! file binds them to the `router-plugin` world from `wit/`.
 
-mod rules;
+pub mod rules;
 
 /// The WIT binding, only in the WebAssembly build (natively, the crate is
 /// just the rules and their tests).

@@ -75,10 +75,10 @@ pub(super) async fn run(mut socket: WebSocket, state: Arc<AppState>, admitted: A
                     // prove liveness.
                     Message::Ping(_) | Message::Pong(_) => None,
                 };
-                if let Some(reply) = reply {
-                    if socket.send(Message::Text(reply.into())).await.is_err() {
-                        break Ending::ClientGone;
-                    }
+                if let Some(reply) = reply
+                    && socket.send(Message::Text(reply.into())).await.is_err()
+                {
+                    break Ending::ClientGone;
                 }
             }
             Some(command) = commands.recv() => match command {

@@ -1,0 +1,376 @@
+//! Test harness: runs the real `madx-pusher` binary on a free loopback port
+//! and talks to it over real HTTP and WebSocket connections. TOTP codes are
+//! computed with `totp-rs`, an independent implementation, never with the
+//! component's code.
+
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use totp_rs::{Algorithm, Secret, TOTP};
+
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How long any single step of a test may wait for the server.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+/// Two apps, so tests can check that nothing crosses between them.
+pub const TWO_APPS: &str = r#"
+[[apps]]
+id = "alpha"
+key = "alpha-key"
+secret = "alpha-secret"
+
+[[apps]]
+id = "beta"
+key = "beta-key"
+secret = "beta-secret"
+"#;
+
+pub const ALPHA: (&str, &str) = ("alpha-key", "alpha-secret");
+pub const BETA: (&str, &str) = ("beta-key", "beta-secret");
+
+/// A running server; killed when dropped.
+pub struct TestServer {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Start with `config` (TOML without `listen`) and extra flags.
+    pub fn start_with(config: &str, args: &[&str]) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("pusher.toml");
+        std::fs::write(&config_path, format!("listen = \"127.0.0.1:0\"\n{config}"))
+            .expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_madx-pusher"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .args(args)
+            .env("MADX_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn madx-pusher");
+
+        // The first stdout line names the bound address; keep draining the
+        // rest so the server never blocks on a full pipe.
+        let stdout = child.stdout.take().expect("stdout");
+        let (lines, first_line) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let _ = lines.send(line);
+            }
+        });
+        let line = match first_line.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("madx-pusher did not start: {:?}", child.wait());
+            }
+        };
+        let base = line
+            .split("listening on ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .trim()
+            .to_owned();
+        TestServer {
+            child,
+            base,
+            _dir: dir,
+        }
+    }
+
+    pub fn start(config: &str) -> TestServer {
+        TestServer::start_with(config, &[])
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait for the process to exit by itself.
+    pub fn wait_for_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `POST /v1/tokens` with Basic credentials; returns status and body.
+    pub async fn post_token(&self, (key, secret): (&str, &str), body: Value) -> (u16, Value) {
+        let response = http()
+            .post(self.url("/v1/tokens"))
+            .basic_auth(key, Some(secret))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST /v1/tokens");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A token that must be issued.
+    pub async fn token(&self, credentials: (&str, &str), body: Value) -> Token {
+        let (status, body) = self.post_token(credentials, body).await;
+        assert_eq!(status, 201, "token request failed: {body}");
+        Token::from_response(&body)
+    }
+
+    pub async fn revoke(&self, (key, secret): (&str, &str), access_id: &str) -> (u16, Value) {
+        let response = http()
+            .delete(self.url(&format!("/v1/tokens/{access_id}")))
+            .basic_auth(key, Some(secret))
+            .send()
+            .await
+            .expect("DELETE /v1/tokens");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The WebSocket URL for a raw query string.
+    pub fn ws_url(&self, query: &str) -> String {
+        let base = self.base.replacen("http", "ws", 1);
+        format!("{base}/v1/ws?{query}")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(PATIENCE)
+        .build()
+        .expect("http client")
+}
+
+/// An issued token as the client sees it.
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub access_id: String,
+    pub secret_seed: String,
+    pub ws_url: String,
+    pub otp: Value,
+}
+
+impl Token {
+    pub fn from_response(body: &Value) -> Token {
+        Token {
+            access_id: body["access_id"].as_str().expect("access_id").to_owned(),
+            secret_seed: body["secret_seed"]
+                .as_str()
+                .expect("secret_seed")
+                .to_owned(),
+            ws_url: body["ws_url"].as_str().expect("ws_url").to_owned(),
+            otp: body["otp"].clone(),
+        }
+    }
+
+    /// The code for the step `steps` away from now, computed from the
+    /// token's announced parameters.
+    pub fn code(&self, steps: i64) -> String {
+        let algorithm = match self.otp["algorithm"].as_str() {
+            Some("SHA1") => Algorithm::SHA1,
+            Some("SHA256") => Algorithm::SHA256,
+            Some("SHA512") => Algorithm::SHA512,
+            other => panic!("unexpected algorithm {other:?}"),
+        };
+        let digits = self.otp["digits"].as_u64().expect("digits") as usize;
+        let period = self.otp["period"].as_u64().expect("period");
+        totp_code(&self.secret_seed, algorithm, digits, period, steps)
+    }
+
+    /// The connection URL with this token and `otp`.
+    pub fn url_with(&self, otp: &str) -> String {
+        format!("{}&access_id={}&otp={otp}", self.ws_url, self.access_id)
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+pub fn totp_code(
+    seed: &str,
+    algorithm: Algorithm,
+    digits: usize,
+    period: u64,
+    steps: i64,
+) -> String {
+    let secret = Secret::Encoded(seed.to_owned())
+        .to_bytes()
+        .expect("base32 seed");
+    let totp = TOTP::new_unchecked(algorithm, digits, 0, period, secret);
+    let time = unix_now() as i64 + steps * period as i64;
+    totp.generate(time as u64)
+}
+
+/// Sleep, if needed, so that at least `margin` remains in the current time
+/// step: codes computed now then mean the same step to the server.
+pub async fn away_from_step_edge(period: u64, margin: u64) {
+    let into_step = unix_now() % period;
+    if into_step + margin >= period {
+        tokio::time::sleep(Duration::from_secs(period - into_step + 1)).await;
+    }
+}
+
+/// What a connection attempt led to.
+pub enum Connected {
+    Welcome { socket: Box<Socket>, welcome: Value },
+    Refused { code: u16, error: Value },
+}
+
+impl Connected {
+    /// The socket and welcome frame; panics on refusal.
+    pub fn welcomed(self) -> (Socket, Value) {
+        match self {
+            Connected::Welcome { socket, welcome } => (*socket, welcome),
+            Connected::Refused { code, error } => panic!("refused with {code}: {error}"),
+        }
+    }
+
+    /// The close code and error frame; panics when welcomed.
+    pub fn refused(self) -> (u16, Value) {
+        match self {
+            Connected::Refused { code, error } => (code, error),
+            Connected::Welcome { welcome, .. } => panic!("unexpectedly welcomed: {welcome}"),
+        }
+    }
+}
+
+/// Open a WebSocket and read until a welcome or a close.
+pub async fn connect(url: &str) -> Connected {
+    let (mut socket, _) = tokio::time::timeout(PATIENCE, connect_async(url))
+        .await
+        .expect("connect timed out")
+        .expect("WebSocket upgrade");
+    let first = next_json(&mut socket).await.expect("a first frame");
+    if first["type"] == "welcome" {
+        return Connected::Welcome {
+            socket: Box::new(socket),
+            welcome: first,
+        };
+    }
+    assert_eq!(first["type"], "error", "unexpected first frame {first}");
+    let code = closed_with(&mut socket).await;
+    assert_eq!(
+        first["code"].as_u64(),
+        Some(u64::from(code)),
+        "error frame {first} vs close {code}"
+    );
+    Connected::Refused { code, error: first }
+}
+
+/// The next JSON text frame, or `None` when the socket closes first.
+pub async fn next_json(socket: &mut Socket) -> Option<Value> {
+    loop {
+        let message = tokio::time::timeout(PATIENCE, socket.next())
+            .await
+            .expect("no frame in time")?;
+        match message.ok()? {
+            Message::Text(text) => {
+                return Some(serde_json::from_str(text.as_str()).expect("JSON frame"));
+            }
+            Message::Close(_) => return None,
+            _ => continue,
+        }
+    }
+}
+
+/// Read until the close frame and return its code (after an optional
+/// `error` frame with the same code).
+pub async fn closed_with(socket: &mut Socket) -> u16 {
+    loop {
+        let message = tokio::time::timeout(PATIENCE, socket.next())
+            .await
+            .expect("no close in time");
+        match message {
+            Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+            Some(Ok(Message::Close(None))) | None => panic!("closed without a code"),
+            Some(Ok(Message::Text(text))) => {
+                let frame: Value = serde_json::from_str(text.as_str()).expect("JSON frame");
+                assert_eq!(
+                    frame["type"], "error",
+                    "unexpected frame before close: {frame}"
+                );
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(error)) => panic!("socket failed before closing: {error}"),
+        }
+    }
+}
+
+pub async fn send_json(socket: &mut Socket, frame: Value) {
+    socket
+        .send(Message::Text(frame.to_string().into()))
+        .await
+        .expect("send frame");
+}
+
+/// Build an example plugin for wasm32-wasip2 and return its path. Uses the
+/// same separate target directory as the host's build script.
+pub fn build_example_plugin(package: &str) -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"))
+        .join("plugins");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(workspace)
+        .args([
+            "build",
+            "--quiet",
+            "--target",
+            "wasm32-wasip2",
+            "--profile",
+            "plugin",
+        ])
+        .args(["--package", package])
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building {package} failed");
+    target
+        .join("wasm32-wasip2")
+        .join("plugin")
+        .join(format!("{}.wasm", package.replace('-', "_")))
+}
+
+/// A JSON body with nothing in it.
+pub fn empty() -> Value {
+    json!({})
+}
