@@ -261,3 +261,18 @@ async fn shutdown_asks_open_sockets_to_reconnect_with_4200() {
         "exit: {exit:?}"
     );
 }
+
+#[tokio::test]
+async fn an_oversized_message_closes_the_socket_with_1009() {
+    let config = format!("[limits]\nmax_frame_bytes = 1024\n{TWO_APPS}");
+    let server = TestServer::start(&config);
+    let token = server.token(ALPHA, empty()).await;
+    away_from_step_edge(30, 3).await;
+    let (mut socket, _) = connect(&token.url_with(&token.code(0))).await.welcomed();
+    send_json(
+        &mut socket,
+        json!({"type": "ping", "pad": "x".repeat(2000)}),
+    )
+    .await;
+    assert_eq!(closed_with(&mut socket).await, 1009);
+}

@@ -30,6 +30,8 @@ pub enum CloseCode {
     PluginFailure,
     /// The store behind the plugins is unreachable.
     Unavailable,
+    /// An incoming message is over `limits.max_frame_bytes`.
+    MessageTooBig,
 }
 
 impl CloseCode {
@@ -47,6 +49,7 @@ impl CloseCode {
             CloseCode::HeartbeatTimeout => 4201,
             CloseCode::SlowConsumer => 4202,
             CloseCode::PluginFailure | CloseCode::Unavailable => 1011,
+            CloseCode::MessageTooBig => 1009,
         }
     }
 
@@ -66,6 +69,7 @@ impl CloseCode {
             CloseCode::SlowConsumer => "slow_consumer",
             CloseCode::PluginFailure => "plugin_failure",
             CloseCode::Unavailable => "unavailable",
+            CloseCode::MessageTooBig => "message_too_big",
         }
     }
 }

@@ -15,6 +15,9 @@ use crate::state::AppState;
 
 /// How long a closing socket waits for the client's close reply.
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a socket closed for an oversized message stays open, so the
+/// client can read why before unread input resets the connection.
+const UNREAD_INPUT_LINGER: Duration = Duration::from_millis(500);
 /// Never touch the token more often than this.
 const MIN_KEEPALIVE: Duration = Duration::from_millis(200);
 /// Never touch the token less often than this.
@@ -61,7 +64,16 @@ pub(super) async fn run(mut socket: WebSocket, state: Arc<AppState>, admitted: A
     let ending = loop {
         tokio::select! {
             incoming = socket.recv() => {
-                let Some(Ok(message)) = incoming else { break Ending::ClientGone };
+                let message = match incoming {
+                    Some(Ok(message)) => message,
+                    Some(Err(error)) if is_message_too_big(&error) => {
+                        break Ending::Close(
+                            CloseCode::MessageTooBig,
+                            format!("messages are at most {} bytes", state.config.limits.max_frame_bytes),
+                        );
+                    }
+                    _ => break Ending::ClientGone,
+                };
                 last_heard = Instant::now();
                 let reply = match message {
                     Message::Text(text) => answer(text.as_str()),
@@ -106,6 +118,12 @@ pub(super) async fn run(mut socket: WebSocket, state: Arc<AppState>, admitted: A
     let revoked = matches!(&ending, Ending::Close(CloseCode::TokenRevoked, _));
     if let Ending::Close(code, message) = ending {
         close(&mut socket, code, &message).await;
+        if code == CloseCode::MessageTooBig {
+            // The rest of the oversized message is still unread; dropping
+            // the socket now would reset the connection and could discard
+            // our close frame before the client reads it.
+            tokio::time::sleep(UNREAD_INPUT_LINGER).await;
+        }
     }
     drop(registration);
     // The moment a socket closes counts as activity: the token lives a full
@@ -130,6 +148,15 @@ async fn keep_token_alive(state: &AppState, app_id: &str, access_id: &str) -> Op
         // Already logged by the plugin runtime.
         Err(_) => None,
     }
+}
+
+/// Did reading fail because the client sent more than the size limit?
+fn is_message_too_big(error: &axum::Error) -> bool {
+    let cause = std::error::Error::source(error);
+    matches!(
+        cause.and_then(|cause| cause.downcast_ref::<tungstenite::Error>()),
+        Some(tungstenite::Error::Capacity(_))
+    )
 }
 
 /// The reply to one text frame, if it needs one.
