@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -28,24 +29,29 @@ type Shard = HashMap<String, Entry>;
 
 /// Key-value entries with expiry, sharded by key hash.
 ///
-/// A std `Mutex` is right here: every critical section is a hash-map
-/// operation that never awaits, so the lock is held for microseconds.
+/// A std `Mutex` is right here: every critical section is a few hash-map
+/// operations that never await, so a lock is held for microseconds. Each
+/// operation holds its key's shard lock from check to write, which is what
+/// makes `set_if_absent` and `increment` atomic.
 pub struct MemoryStore {
     shards: Vec<Mutex<Shard>>,
     hasher: RandomState,
+    /// Entries in the maps, expired-but-not-reaped ones included.
+    entries: AtomicUsize,
     /// Refuse new keys beyond this many, so a flood of token requests cannot
     /// exhaust the node's memory.
     max_entries: usize,
 }
 
 impl MemoryStore {
-    /// A store holding at most `max_entries` live keys. Expired entries are
+    /// A store holding at most `max_entries` keys. Expired entries are
     /// reclaimed by a background task for as long as the store exists, so
     /// memory does not grow with time; call from within a tokio runtime.
     pub fn start(max_entries: usize) -> Arc<MemoryStore> {
         let store = Arc::new(MemoryStore {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
             hasher: RandomState::new(),
+            entries: AtomicUsize::new(0),
             max_entries,
         });
         tokio::spawn(reap_expired(Arc::downgrade(&store)));
@@ -53,33 +59,34 @@ impl MemoryStore {
     }
 
     fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
-        let index = (self.hasher.hash_one(key) as usize) % SHARDS;
-        // A panic while holding the lock leaves a consistent map (every
-        // critical section is a single map operation), so keep using it.
-        self.shards[index]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        let index = (self.hasher.hash_one(key) % SHARDS as u64) as usize;
+        lock(&self.shards[index])
     }
 
-    /// Live entries over all shards (expired ones not yet reaped included).
+    /// Entries held, expired ones not yet reaped included.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|shard| shard.lock().map(|map| map.len()).unwrap_or(0))
-            .sum()
+        self.entries.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn ensure_room(&self) -> Result<(), StoreError> {
-        if self.len() >= self.max_entries {
+    /// Write `key`, counting it when it is new to the map; refused when the
+    /// store is full and the key is new.
+    fn put(&self, shard: &mut Shard, key: &str, entry: Entry) -> Result<(), StoreError> {
+        if let Some(slot) = shard.get_mut(key) {
+            *slot = entry;
+            return Ok(());
+        }
+        if self.entries.load(Ordering::Relaxed) >= self.max_entries {
             return Err(StoreError::Unavailable(format!(
                 "memory store is full ({} entries)",
                 self.max_entries
             )));
         }
+        self.entries.fetch_add(1, Ordering::Relaxed);
+        shard.insert(key.to_owned(), entry);
         Ok(())
     }
 
@@ -93,18 +100,11 @@ impl MemoryStore {
     }
 
     pub fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
-        let now = Instant::now();
-        if !self.contains_live(key, now) {
-            self.ensure_room()?;
-        }
-        self.shard(key).insert(
-            key.to_owned(),
-            Entry {
-                value: value.to_vec(),
-                expires_at: now + ttl,
-            },
-        );
-        Ok(())
+        let entry = Entry {
+            value: value.to_vec(),
+            expires_at: Instant::now() + ttl,
+        };
+        self.put(&mut self.shard(key), key, entry)
     }
 
     pub fn set_if_absent(
@@ -114,22 +114,15 @@ impl MemoryStore {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let now = Instant::now();
-        if self.contains_live(key, now) {
-            return Ok(false);
-        }
-        self.ensure_room()?;
         let mut shard = self.shard(key);
-        // Checked again under the lock: another caller may have won the race.
         if shard.get(key).is_some_and(|entry| entry.is_live(now)) {
             return Ok(false);
         }
-        shard.insert(
-            key.to_owned(),
-            Entry {
-                value: value.to_vec(),
-                expires_at: now + ttl,
-            },
-        );
+        let entry = Entry {
+            value: value.to_vec(),
+            expires_at: now + ttl,
+        };
+        self.put(&mut shard, key, entry)?;
         Ok(true)
     }
 
@@ -146,16 +139,15 @@ impl MemoryStore {
 
     pub fn delete(&self, key: &str) -> bool {
         let now = Instant::now();
-        self.shard(key)
-            .remove(key)
-            .is_some_and(|entry| entry.is_live(now))
+        let removed = self.shard(key).remove(key);
+        if removed.is_some() {
+            self.entries.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed.is_some_and(|entry| entry.is_live(now))
     }
 
     pub fn increment(&self, key: &str, delta: u64, ttl: Duration) -> Result<u64, StoreError> {
         let now = Instant::now();
-        if !self.contains_live(key, now) {
-            self.ensure_room()?;
-        }
         let mut shard = self.shard(key);
         let (current, expires_at) = match shard.get(key) {
             Some(entry) if entry.is_live(now) => {
@@ -172,20 +164,12 @@ impl MemoryStore {
         let next = current.checked_add(delta).ok_or_else(|| {
             StoreError::InvalidArgument(format!("counter {key:?} would overflow"))
         })?;
-        shard.insert(
-            key.to_owned(),
-            Entry {
-                value: next.to_string().into_bytes(),
-                expires_at,
-            },
-        );
+        let entry = Entry {
+            value: next.to_string().into_bytes(),
+            expires_at,
+        };
+        self.put(&mut shard, key, entry)?;
         Ok(next)
-    }
-
-    fn contains_live(&self, key: &str, now: Instant) -> bool {
-        self.shard(key)
-            .get(key)
-            .is_some_and(|entry| entry.is_live(now))
     }
 
     /// Drop every expired entry; one shard locked at a time.
@@ -193,15 +177,22 @@ impl MemoryStore {
         let now = Instant::now();
         let mut reaped = 0;
         for shard in &self.shards {
-            let mut map = shard
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut map = lock(shard);
             let before = map.len();
             map.retain(|_, entry| entry.is_live(now));
             reaped += before - map.len();
         }
+        self.entries.fetch_sub(reaped, Ordering::Relaxed);
         reaped
     }
+}
+
+/// Every critical section leaves its map consistent, so a lock poisoned by
+/// a panic elsewhere is still safe to use.
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 async fn reap_expired(store: Weak<MemoryStore>) {
