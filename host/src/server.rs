@@ -108,6 +108,7 @@ impl Server {
             signal_handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
         });
 
+        let hub = self.state.hub.clone();
         match self.tls {
             Some(tls) => {
                 axum_server::from_tcp_rustls(self.listener, tls)?
@@ -121,6 +122,12 @@ impl Server {
                     .serve(app)
                     .await?
             }
+        }
+        // Upgraded sockets live outside the HTTP server's bookkeeping: let
+        // them finish their close handshakes before the runtime stops.
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while hub.session_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
     }

@@ -10,7 +10,6 @@ use tokio_tungstenite::{Connector, connect_async_tls_with_config};
 
 #[tokio::test]
 async fn tokens_over_https_and_sockets_over_wss() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cert_path = dir.path().join("cert.pem");
@@ -30,6 +29,7 @@ async fn tokens_over_https_and_sockets_over_wss() {
     assert!(server.base.starts_with("https://"), "{}", server.base);
 
     // A client that trusts only this certificate.
+    let _ = http(); // installs the TLS provider
     let client = reqwest::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)

@@ -166,6 +166,9 @@ impl Drop for TestServer {
 }
 
 pub fn http() -> reqwest::Client {
+    // reqwest is built without a default TLS provider; ring is the one the
+    // host uses too.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(PATIENCE)
         .build()
