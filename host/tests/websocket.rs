@@ -90,11 +90,11 @@ async fn an_idle_token_expires() {
 #[tokio::test]
 async fn an_open_socket_keeps_its_token_alive() {
     let server = TestServer::start(TWO_APPS);
-    let token = server.token(ALPHA, json!({"ttl": 2})).await;
-    away_from_step_edge(30, 8).await;
+    let token = server.token(ALPHA, json!({"ttl": 3})).await;
+    away_from_step_edge(30, 10).await;
     let (mut socket, _) = connect(&token.url_with(&token.code(0))).await.welcomed();
     // Twice the idle timeout passes while the socket is open.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let (_second, _) = connect(&token.url_with(&token.code(1))).await.welcomed();
     // Still usable: the socket answers.
     send_json(&mut socket, json!({"type": "ping"})).await;
