@@ -249,6 +249,62 @@ impl PluginFailure {
     }
 }
 
+/// What every loaded plugin holds besides its world's pre-instantiated
+/// component: where its calls run, what they may reach, and its name.
+pub(crate) struct PluginCore {
+    sandbox: Arc<Sandbox>,
+    kind: PluginKind,
+    store: StoreBackend,
+    settings: PluginSettings,
+    name: String,
+}
+
+impl PluginCore {
+    /// Compile the configured component and check its imports against a
+    /// linker holding WASI and `add_world`'s interfaces.
+    fn load<F>(
+        sandbox: &Arc<Sandbox>,
+        kind: PluginKind,
+        store: StoreBackend,
+        config: &PluginConfig,
+        add_world: F,
+    ) -> anyhow::Result<(PluginCore, wasmtime::component::InstancePre<HostState>)>
+    where
+        F: FnOnce(&mut Linker<HostState>) -> wasmtime::Result<()>,
+    {
+        let linker = sandbox.linker(add_world)?;
+        let pre = sandbox.load(kind, &config.source, &linker)?;
+        let core = PluginCore {
+            sandbox: sandbox.clone(),
+            kind,
+            store,
+            settings: config.settings.clone(),
+            name: config.source.describe(kind),
+        };
+        Ok((core, pre))
+    }
+
+    /// The error for a component that lacks its world's export.
+    fn missing_export(&self, error: impl std::fmt::Display) -> anyhow::Error {
+        anyhow::anyhow!(
+            "the {} does not export madx:pusher/{}@0.1.0 as the {} world requires: {error}",
+            self.name,
+            self.kind.as_str(),
+            self.kind.world()
+        )
+    }
+
+    /// A fresh store for one call on behalf of `app_id`, and its call slot.
+    async fn store_for(&self, app_id: &str) -> (Store<HostState>, SemaphorePermit<'_>) {
+        let namespace = Namespace::new(self.store.clone(), app_id, self.kind.as_str());
+        self.sandbox.store(namespace, self.settings.clone()).await
+    }
+
+    fn failure(&self, call: &'static str, error: &wasmtime::Error) -> PluginFailure {
+        PluginFailure::new(&self.name, call, error)
+    }
+}
+
 /// Both plugins, ready to serve calls.
 pub struct Plugins {
     pub auth: AuthPlugin,

@@ -2,10 +2,12 @@
 
 use std::sync::Arc;
 
+use wasmtime::component::HasSelf;
+
 use super::bindings::router::{RouterPlugin as RouterWorld, RouterPluginPre};
 use super::bindings::{Claims, RouteError};
-use super::{PluginConfig, PluginFailure, PluginKind, PluginSettings, Sandbox};
-use crate::store::{Namespace, StoreBackend};
+use super::{HostState, PluginConfig, PluginCore, PluginFailure, PluginKind, Sandbox};
+use crate::store::StoreBackend;
 
 /// What a router call gives back: the plugin's decision, or a failure of
 /// the plugin itself.
@@ -13,11 +15,8 @@ pub type RouteResult<T> = Result<Result<T, RouteError>, PluginFailure>;
 
 /// The loaded router component.
 pub struct RouterPlugin {
-    sandbox: Arc<Sandbox>,
-    pre: RouterPluginPre<super::HostState>,
-    store: StoreBackend,
-    settings: PluginSettings,
-    name: String,
+    core: PluginCore,
+    pre: RouterPluginPre<HostState>,
 }
 
 impl RouterPlugin {
@@ -26,29 +25,16 @@ impl RouterPlugin {
         store: StoreBackend,
         config: &PluginConfig,
     ) -> anyhow::Result<RouterPlugin> {
-        let kind = PluginKind::Router;
-        let name = config.source.describe(kind);
-        let linker = sandbox.linker(|linker| {
-            RouterWorld::add_to_linker::<_, wasmtime::component::HasSelf<_>>(linker, |state| state)
+        let (core, pre) = PluginCore::load(sandbox, PluginKind::Router, store, config, |linker| {
+            RouterWorld::add_to_linker::<_, HasSelf<_>>(linker, |state| state)
         })?;
-        let pre = sandbox.load(kind, &config.source, &linker)?;
-        let pre = RouterPluginPre::new(pre).map_err(|error| {
-            anyhow::anyhow!(
-                "the {name} does not export madx:pusher/router@0.1.0 as the router-plugin world requires: {error}"
-            )
-        })?;
-        Ok(RouterPlugin {
-            sandbox: sandbox.clone(),
-            pre,
-            store,
-            settings: config.settings.clone(),
-            name,
-        })
+        let pre = RouterPluginPre::new(pre).map_err(|error| core.missing_export(error))?;
+        Ok(RouterPlugin { core, pre })
     }
 
     /// How logs name this component.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.core.name
     }
 
     /// May a connection holding `claims` subscribe to `channel`?
@@ -59,17 +45,16 @@ impl RouterPlugin {
         channel: &str,
     ) -> RouteResult<()> {
         let call = "authorize-subscribe";
-        let namespace = Namespace::new(self.store.clone(), app_id, PluginKind::Router.as_str());
-        let (mut store, _slot) = self.sandbox.store(namespace, self.settings.clone()).await;
+        let (mut store, _slot) = self.core.store_for(app_id).await;
         let instance = self
             .pre
             .instantiate_async(&mut store)
             .await
-            .map_err(|error| PluginFailure::new(&self.name, call, &error))?;
+            .map_err(|error| self.core.failure(call, &error))?;
         instance
             .madx_pusher_router()
             .call_authorize_subscribe(&mut store, claims, channel)
             .await
-            .map_err(|error| PluginFailure::new(&self.name, call, &error))
+            .map_err(|error| self.core.failure(call, &error))
     }
 }
