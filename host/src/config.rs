@@ -35,10 +35,28 @@ pub struct AppConfig {
 pub struct Limits {
     /// Largest incoming WebSocket frame or message, in bytes.
     pub max_frame_bytes: usize,
-    /// Largest HTTP request body, in bytes.
+    /// Largest HTTP request body of the token API, in bytes.
     pub max_body_bytes: usize,
+    /// Largest `data` of one published message (JSON text), in bytes.
+    pub max_publish_bytes: usize,
+    /// Messages in one `POST /v1/publish/batch`.
+    pub max_batch: usize,
+    /// Longest channel, user id, access id or event name in a publish.
+    pub max_name_bytes: usize,
     /// Entries the in-memory store holds at most.
     pub max_store_entries: usize,
+    /// Channels one socket may be subscribed to at once.
+    pub max_subscriptions_per_socket: usize,
+    /// Open sockets per token.
+    pub max_sockets_per_token: usize,
+    /// Open sockets per app on this node.
+    pub max_sockets_per_app: usize,
+    /// Messages queued for one socket before it is cut off as a slow
+    /// consumer (4202).
+    pub send_queue: usize,
+    /// Refused frames (error frames) a socket may cause within 10 s before
+    /// it is closed (4102).
+    pub max_frame_errors: u32,
 }
 
 impl Default for Limits {
@@ -46,7 +64,37 @@ impl Default for Limits {
         Limits {
             max_frame_bytes: 64 * 1024,
             max_body_bytes: 64 * 1024,
+            max_publish_bytes: 64 * 1024,
+            max_batch: 100,
+            max_name_bytes: 200,
             max_store_entries: 1_000_000,
+            max_subscriptions_per_socket: 100,
+            max_sockets_per_token: 10,
+            max_sockets_per_app: 100_000,
+            send_queue: 1024,
+            max_frame_errors: 20,
+        }
+    }
+}
+
+/// How much history is kept for recovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Messages kept per stream (a channel, a user's or a token's inbox).
+    pub per_stream: usize,
+    /// Seconds a message is kept.
+    pub ttl_secs: u64,
+    /// Messages kept over all streams of all apps.
+    pub total: usize,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            per_stream: 100,
+            ttl_secs: 600,
+            total: 100_000,
         }
     }
 }
@@ -90,6 +138,7 @@ struct ConfigFile {
     heartbeat_secs: Option<u64>,
     tls: Option<TlsFile>,
     limits: Limits,
+    history: HistoryConfig,
     plugins: PluginsFile,
     apps: Vec<AppConfig>,
 }
@@ -126,6 +175,7 @@ pub struct Config {
     /// Interval of server pings; a socket silent for two intervals is closed.
     pub heartbeat: Duration,
     pub limits: Limits,
+    pub history: HistoryConfig,
     pub sandbox: SandboxLimits,
     pub auth: PluginConfig,
     pub router: PluginConfig,
@@ -173,6 +223,25 @@ impl Config {
         let limits = file.limits;
         if limits.max_frame_bytes < 256 || limits.max_body_bytes < 256 {
             bail!("limits.max_frame_bytes and limits.max_body_bytes must be at least 256");
+        }
+        let at_least_one = [
+            ("limits.max_publish_bytes", limits.max_publish_bytes),
+            ("limits.max_batch", limits.max_batch),
+            ("limits.max_name_bytes", limits.max_name_bytes),
+            (
+                "limits.max_subscriptions_per_socket",
+                limits.max_subscriptions_per_socket,
+            ),
+            ("limits.max_sockets_per_token", limits.max_sockets_per_token),
+            ("limits.max_sockets_per_app", limits.max_sockets_per_app),
+            ("limits.send_queue", limits.send_queue),
+            ("history.per_stream", file.history.per_stream),
+            ("history.total", file.history.total),
+        ];
+        for (name, value) in at_least_one {
+            if value == 0 {
+                bail!("{name} must be at least 1");
+            }
         }
 
         let defaults = SandboxLimits::default();
@@ -226,6 +295,7 @@ impl Config {
             tls,
             heartbeat: Duration::from_secs(heartbeat_secs),
             limits,
+            history: file.history,
             sandbox,
             auth,
             router,

@@ -1,10 +1,14 @@
-//! This node's open sessions, indexed by token, so that a revoke (or a
-//! shutdown) can reach every socket it concerns.
+//! This node's open sessions: who is connected, with which token and user,
+//! subscribed to which channels. The hub hands each published frame to the
+//! sessions it concerns (by channel, user or token) without waiting on any
+//! of them: a session whose queue is full is told to close as a slow
+//! consumer, and the others carry on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc;
 
 use crate::gateway::CloseCode;
@@ -16,25 +20,87 @@ pub enum SessionCommand {
     Close(CloseCode),
 }
 
-/// One app's token, as the hub indexes sessions.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct TokenKey {
-    app_id: String,
-    access_id: String,
+/// Where a message goes within one app.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    Channel(String),
+    User(String),
+    Token(String),
 }
 
-type Sessions = HashMap<TokenKey, HashMap<u64, mpsc::UnboundedSender<SessionCommand>>>;
+/// Why a session was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// The token already has `max_sockets_per_token` sockets here.
+    Token,
+    /// The app already has `max_sockets_per_app` sockets here.
+    App,
+}
+
+struct SessionEntry {
+    access_id: String,
+    user_id: Option<String>,
+    channels: HashSet<String>,
+    frames: mpsc::Sender<Utf8Bytes>,
+    commands: mpsc::UnboundedSender<SessionCommand>,
+    /// Already told to close as a slow consumer.
+    cut_off: bool,
+}
+
+/// One app's sessions and their indexes.
+#[derive(Default)]
+struct AppSessions {
+    sessions: HashMap<u64, SessionEntry>,
+    by_token: HashMap<String, HashSet<u64>>,
+    by_user: HashMap<String, HashSet<u64>>,
+    by_channel: HashMap<String, HashSet<u64>>,
+}
+
+impl AppSessions {
+    fn index(&self, target: &Target) -> Option<&HashSet<u64>> {
+        match target {
+            Target::Channel(name) => self.by_channel.get(name),
+            Target::User(id) => self.by_user.get(id),
+            Target::Token(id) => self.by_token.get(id),
+        }
+    }
+}
+
+fn unindex(index: &mut HashMap<String, HashSet<u64>>, key: &str, serial: u64) {
+    if let Some(serials) = index.get_mut(key) {
+        serials.remove(&serial);
+        if serials.is_empty() {
+            index.remove(key);
+        }
+    }
+}
 
 /// The sessions of this node.
 ///
-/// A std `Mutex` is right here: the lock guards plain map updates and never
-/// spans an await.
+/// A std `Mutex` is right here: the lock guards map updates and
+/// non-blocking `try_send`s, and never spans an await.
 pub struct Hub {
-    sessions: Mutex<Sessions>,
+    apps: Mutex<HashMap<String, AppSessions>>,
     next_serial: AtomicU64,
     /// Random per process, so connection ids from different nodes or
     /// restarts do not collide.
     node_tag: String,
+}
+
+/// What a new session needs to know about itself.
+pub struct SessionSpec<'a> {
+    pub app_id: &'a str,
+    pub access_id: &'a str,
+    pub user_id: Option<&'a str>,
+    pub queue: usize,
+    pub max_per_token: usize,
+    pub max_per_app: usize,
+}
+
+/// The receiving ends a session task reads.
+pub struct Mailbox {
+    pub frames: mpsc::Receiver<Utf8Bytes>,
+    pub commands: mpsc::UnboundedReceiver<SessionCommand>,
 }
 
 impl Hub {
@@ -43,81 +109,220 @@ impl Hub {
         // Without OS randomness the ids are still unique within the process.
         let _ = getrandom::fill(&mut tag);
         Arc::new(Hub {
-            sessions: Mutex::new(HashMap::new()),
+            apps: Mutex::new(HashMap::new()),
             next_serial: AtomicU64::new(1),
             node_tag: tag.iter().map(|byte| format!("{byte:02x}")).collect(),
         })
     }
 
-    fn sessions(&self) -> MutexGuard<'_, Sessions> {
-        // Every critical section is a single map update, so a poisoned map
-        // is still consistent.
-        self.sessions
+    fn apps(&self) -> MutexGuard<'_, HashMap<String, AppSessions>> {
+        // Every critical section leaves the maps consistent, so a poisoned
+        // lock is still safe to use.
+        self.apps
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Add a session of `access_id`; it stays registered until the returned
-    /// registration is dropped.
+    /// Add a session, receiving its token's and user's inboxes; it stays
+    /// registered until the returned registration is dropped.
     pub fn register(
         self: &Arc<Self>,
-        app_id: &str,
-        access_id: &str,
-    ) -> (Registration, mpsc::UnboundedReceiver<SessionCommand>) {
+        spec: SessionSpec<'_>,
+    ) -> Result<(Registration, Mailbox), Full> {
+        let mut apps = self.apps();
+        let app = apps.entry(spec.app_id.to_owned()).or_default();
+        if app.sessions.len() >= spec.max_per_app {
+            return Err(Full::App);
+        }
+        let token_sessions = app.by_token.get(spec.access_id).map_or(0, HashSet::len);
+        if token_sessions >= spec.max_per_token {
+            return Err(Full::Token);
+        }
+
         let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
-        let key = TokenKey {
-            app_id: app_id.to_owned(),
-            access_id: access_id.to_owned(),
-        };
-        let (sender, receiver) = mpsc::unbounded_channel();
-        self.sessions()
-            .entry(key.clone())
+        let (frames, frames_rx) = mpsc::channel(spec.queue.max(1));
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        app.sessions.insert(
+            serial,
+            SessionEntry {
+                access_id: spec.access_id.to_owned(),
+                user_id: spec.user_id.map(str::to_owned),
+                channels: HashSet::new(),
+                frames,
+                commands,
+                cut_off: false,
+            },
+        );
+        app.by_token
+            .entry(spec.access_id.to_owned())
             .or_default()
-            .insert(serial, sender);
+            .insert(serial);
+        if let Some(user_id) = spec.user_id {
+            app.by_user
+                .entry(user_id.to_owned())
+                .or_default()
+                .insert(serial);
+        }
         let registration = Registration {
             hub: Arc::clone(self),
-            key,
+            app_id: spec.app_id.to_owned(),
             serial,
             connection_id: format!("{}.{serial}", self.node_tag),
         };
-        (registration, receiver)
+        let mailbox = Mailbox {
+            frames: frames_rx,
+            commands: commands_rx,
+        };
+        Ok((registration, mailbox))
+    }
+
+    /// Add `channel` to a session's subscriptions; `false` when it was
+    /// already there.
+    pub fn subscribe(&self, registration: &Registration, channel: &str) -> bool {
+        let mut apps = self.apps();
+        let Some(app) = apps.get_mut(&registration.app_id) else {
+            return false;
+        };
+        let Some(session) = app.sessions.get_mut(&registration.serial) else {
+            return false;
+        };
+        if !session.channels.insert(channel.to_owned()) {
+            return false;
+        }
+        app.by_channel
+            .entry(channel.to_owned())
+            .or_default()
+            .insert(registration.serial);
+        true
+    }
+
+    /// Remove `channel` from a session's subscriptions; `false` when it was
+    /// not there.
+    pub fn unsubscribe(&self, registration: &Registration, channel: &str) -> bool {
+        let mut apps = self.apps();
+        let Some(app) = apps.get_mut(&registration.app_id) else {
+            return false;
+        };
+        let removed = app
+            .sessions
+            .get_mut(&registration.serial)
+            .is_some_and(|session| session.channels.remove(channel));
+        if removed {
+            unindex(&mut app.by_channel, channel, registration.serial);
+        }
+        removed
+    }
+
+    /// Channels a session is subscribed to.
+    pub fn subscription_count(&self, registration: &Registration) -> usize {
+        self.apps()
+            .get(&registration.app_id)
+            .and_then(|app| app.sessions.get(&registration.serial))
+            .map_or(0, |session| session.channels.len())
+    }
+
+    /// Queue `frame` for every session reached by any of `targets` (each
+    /// session once). Never waits: a session with a full queue is told to
+    /// close as a slow consumer. Returns how many sessions got the frame.
+    pub fn deliver(&self, app_id: &str, targets: &[Target], frame: &Utf8Bytes) -> usize {
+        let mut apps = self.apps();
+        let Some(app) = apps.get_mut(app_id) else {
+            return 0;
+        };
+        let mut recipients: Vec<u64> = Vec::new();
+        for target in targets {
+            if let Some(serials) = app.index(target) {
+                recipients.extend(serials);
+            }
+        }
+        if targets.len() > 1 {
+            recipients.sort_unstable();
+            recipients.dedup();
+        }
+        let mut delivered = 0;
+        for serial in recipients {
+            let Some(session) = app.sessions.get_mut(&serial) else {
+                continue;
+            };
+            if session.cut_off {
+                continue;
+            }
+            match session.frames.try_send(frame.clone()) {
+                Ok(()) => delivered += 1,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    session.cut_off = true;
+                    let _ = session
+                        .commands
+                        .send(SessionCommand::Close(CloseCode::SlowConsumer));
+                }
+                // The session is ending; its registration goes with it.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        delivered
     }
 
     /// Ask every session of a token to close; returns how many were asked.
     pub fn close_token(&self, app_id: &str, access_id: &str, code: CloseCode) -> usize {
-        let key = TokenKey {
-            app_id: app_id.to_owned(),
-            access_id: access_id.to_owned(),
-        };
-        let sessions = self.sessions();
-        let Some(token_sessions) = sessions.get(&key) else {
+        let apps = self.apps();
+        let Some(app) = apps.get(app_id) else {
             return 0;
         };
-        token_sessions
-            .values()
-            .filter(|sender| sender.send(SessionCommand::Close(code)).is_ok())
+        let Some(serials) = app.by_token.get(access_id) else {
+            return 0;
+        };
+        serials
+            .iter()
+            .filter_map(|serial| app.sessions.get(serial))
+            .filter(|session| session.commands.send(SessionCommand::Close(code)).is_ok())
             .count()
     }
 
     /// Ask every session on this node to close (shutdown).
     pub fn close_all(&self, code: CloseCode) -> usize {
-        self.sessions()
+        self.apps()
             .values()
-            .flat_map(|token_sessions| token_sessions.values())
-            .filter(|sender| sender.send(SessionCommand::Close(code)).is_ok())
+            .flat_map(|app| app.sessions.values())
+            .filter(|session| session.commands.send(SessionCommand::Close(code)).is_ok())
             .count()
     }
 
     /// Open sessions on this node.
     pub fn session_count(&self) -> usize {
-        self.sessions().values().map(HashMap::len).sum()
+        self.apps().values().map(|app| app.sessions.len()).sum()
+    }
+
+    /// Open sessions per app on this node.
+    pub fn sessions_per_app(&self) -> Vec<(String, usize)> {
+        self.apps()
+            .iter()
+            .map(|(app_id, app)| (app_id.clone(), app.sessions.len()))
+            .collect()
+    }
+
+    fn remove(&self, app_id: &str, serial: u64) {
+        let mut apps = self.apps();
+        let Some(app) = apps.get_mut(app_id) else {
+            return;
+        };
+        let Some(session) = app.sessions.remove(&serial) else {
+            return;
+        };
+        unindex(&mut app.by_token, &session.access_id, serial);
+        if let Some(user_id) = &session.user_id {
+            unindex(&mut app.by_user, user_id, serial);
+        }
+        for channel in &session.channels {
+            unindex(&mut app.by_channel, channel, serial);
+        }
     }
 }
 
-/// A session's place in the hub; dropping it removes the session.
+/// A session's place in the hub; dropping it removes the session and its
+/// subscriptions.
 pub struct Registration {
     hub: Arc<Hub>,
-    key: TokenKey,
+    app_id: String,
     serial: u64,
     connection_id: String,
 }
@@ -131,13 +336,7 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut sessions = self.hub.sessions();
-        if let Some(token_sessions) = sessions.get_mut(&self.key) {
-            token_sessions.remove(&self.serial);
-            if token_sessions.is_empty() {
-                sessions.remove(&self.key);
-            }
-        }
+        self.hub.remove(&self.app_id, self.serial);
     }
 }
 
@@ -145,28 +344,87 @@ impl Drop for Registration {
 mod tests {
     use super::*;
 
-    #[test]
-    fn close_reaches_only_the_tokens_sessions_and_drop_unregisters() {
-        let hub = Hub::new();
-        let (first, mut first_commands) = hub.register("app", "token-a");
-        let (_second, mut second_commands) = hub.register("app", "token-a");
-        let (_other, mut other_commands) = hub.register("other-app", "token-a");
-        assert_ne!(first.connection_id(), _second.connection_id());
-        assert_eq!(hub.session_count(), 3);
+    fn spec<'a>(app_id: &'a str, access_id: &'a str, user_id: Option<&'a str>) -> SessionSpec<'a> {
+        SessionSpec {
+            app_id,
+            access_id,
+            user_id,
+            queue: 2,
+            max_per_token: 2,
+            max_per_app: 10,
+        }
+    }
 
+    #[test]
+    fn frames_reach_the_targeted_sessions_once() {
+        let hub = Hub::new();
+        let (alice, mut alice_mail) = hub.register(spec("app", "t1", Some("alice"))).unwrap();
+        let (_bob, mut bob_mail) = hub.register(spec("app", "t2", Some("bob"))).unwrap();
+        let (_other, mut other_mail) = hub.register(spec("other", "t1", Some("alice"))).unwrap();
+        assert!(hub.subscribe(&alice, "news"));
+        assert!(!hub.subscribe(&alice, "news"));
+
+        let frame = Utf8Bytes::from("x");
+        let both = [Target::User("alice".into()), Target::Channel("news".into())];
+        assert_eq!(hub.deliver("app", &both, &frame), 1);
+        assert_eq!(alice_mail.frames.try_recv().unwrap(), frame);
+        assert!(alice_mail.frames.try_recv().is_err(), "delivered once");
+        assert!(bob_mail.frames.try_recv().is_err());
+        assert!(other_mail.frames.try_recv().is_err(), "apps do not mix");
+
+        assert!(hub.unsubscribe(&alice, "news"));
         assert_eq!(
-            hub.close_token("app", "token-a", CloseCode::TokenRevoked),
-            2
+            hub.deliver("app", &[Target::Channel("news".into())], &frame),
+            0
         );
+    }
+
+    #[test]
+    fn a_full_queue_cuts_off_only_that_session() {
+        let hub = Hub::new();
+        let (_slow, mut slow_mail) = hub.register(spec("app", "t1", None)).unwrap();
+        let (_fast, mut fast_mail) = hub.register(spec("app", "t2", None)).unwrap();
+        let targets = [Target::Token("t1".into()), Target::Token("t2".into())];
+        for _ in 0..3 {
+            hub.deliver("app", &targets, &Utf8Bytes::from("m"));
+            let _ = fast_mail.frames.try_recv();
+        }
         assert_eq!(
-            first_commands.try_recv(),
+            slow_mail.commands.try_recv(),
+            Ok(SessionCommand::Close(CloseCode::SlowConsumer))
+        );
+        assert!(fast_mail.commands.try_recv().is_err());
+    }
+
+    #[test]
+    fn caps_per_token_and_per_app_and_cleanup_on_drop() {
+        let hub = Hub::new();
+        let (first, _a) = hub.register(spec("app", "t1", None)).unwrap();
+        let (_second, _b) = hub.register(spec("app", "t1", None)).unwrap();
+        assert!(matches!(
+            hub.register(spec("app", "t1", None)),
+            Err(Full::Token)
+        ));
+        drop(first);
+        let (_third, _c) = hub.register(spec("app", "t1", None)).unwrap();
+        assert_eq!(hub.session_count(), 2);
+
+        let mut tight = spec("small", "t", None);
+        tight.max_per_app = 0;
+        assert!(matches!(hub.register(tight), Err(Full::App)));
+    }
+
+    #[test]
+    fn close_reaches_only_the_tokens_sessions() {
+        let hub = Hub::new();
+        let (_one, mut one) = hub.register(spec("app", "t1", None)).unwrap();
+        let (_two, mut two) = hub.register(spec("app", "t2", None)).unwrap();
+        assert_eq!(hub.close_token("app", "t1", CloseCode::TokenRevoked), 1);
+        assert_eq!(
+            one.commands.try_recv(),
             Ok(SessionCommand::Close(CloseCode::TokenRevoked))
         );
-        assert!(second_commands.try_recv().is_ok());
-        assert!(other_commands.try_recv().is_err());
-
-        drop(first);
-        assert_eq!(hub.session_count(), 2);
+        assert!(two.commands.try_recv().is_err());
         assert_eq!(hub.close_all(CloseCode::GoingAway), 2);
     }
 }

@@ -15,13 +15,17 @@
 //!   and its JSON errors.
 //! - [`gateway`]: the WebSocket endpoint: connection strings, the session
 //!   loop, heartbeats and close codes.
-//! - [`hub`]: this node's open sessions, so a revoke can close them.
+//! - [`broker`]: message ids, bounded history and recovery; hands each
+//!   message, serialized once, to the hub.
+//! - [`hub`]: this node's open sessions, indexed by token, user and channel;
+//!   fan-out into bounded per-session queues.
 //! - [`plugins`]: the wasmtime runtime that runs the auth and router
 //!   components, one fresh instance per call, under a time and memory budget.
 //! - [`state`]: what every handler shares (config, apps, plugins, hub).
 //! - [`store`]: the key-value backend behind the components' `store` import.
 
 pub mod api;
+pub mod broker;
 pub mod config;
 pub mod gateway;
 pub mod hub;

@@ -11,6 +11,7 @@ use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 
 use crate::api;
+use crate::broker::Broker;
 use crate::config::Config;
 use crate::gateway::CloseCode;
 use crate::hub::Hub;
@@ -60,12 +61,15 @@ impl Server {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
 
+        let hub = Hub::new();
+        let broker = Broker::start(hub.clone(), config.history);
         let state = Arc::new(AppState {
             apps: Apps::new(&config.apps),
             config,
             plugins,
             store,
-            hub: Hub::new(),
+            hub,
+            broker,
         });
         Ok(Server {
             listener,

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::broker::Broker;
 use crate::config::{AppConfig, Config};
 use crate::hub::Hub;
 use crate::plugins::Plugins;
@@ -56,4 +57,5 @@ pub struct AppState {
     pub plugins: Plugins,
     pub store: StoreBackend,
     pub hub: Arc<Hub>,
+    pub broker: Arc<Broker>,
 }

@@ -1,8 +1,15 @@
 //! The default router component of madx-pusher.
 //!
-//! A connection may subscribe to a channel when the name is valid and one of
-//! its token's `channels` globs matches it. The rules are in [`rules`]; this
-//! file binds them to the `router-plugin` world from `wit/`.
+//! - A connection may subscribe to a channel when the name is valid and one
+//!   of its token's `channels` globs matches it.
+//! - A connection may publish to a channel from its socket when one of its
+//!   token's `publish` globs matches; the message goes to that channel
+//!   unchanged.
+//! - An app's publish reaches exactly the target it names, once the name is
+//!   checked.
+//!
+//! The rules are in [`rules`]; the `component` module binds them to the
+//! `router-plugin` world from `wit/`.
 
 pub mod rules;
 
@@ -17,7 +24,7 @@ mod component {
         world: "router-plugin",
     });
 
-    use exports::madx::pusher::router::{Guest, RouteError};
+    use exports::madx::pusher::router::{ClientPublication, Guest, RouteError, Target};
     use madx::pusher::types::Claims;
 
     struct Component;
@@ -32,6 +39,35 @@ mod component {
                     "the token does not allow subscribing to {channel:?}"
                 )))
             }
+        }
+
+        fn authorize_publish(
+            claims: Claims,
+            channel: String,
+            event: String,
+        ) -> Result<ClientPublication, RouteError> {
+            rules::validate_channel(&channel).map_err(RouteError::InvalidChannel)?;
+            rules::validate_event(&event).map_err(RouteError::Invalid)?;
+            if rules::any_glob_matches(&claims.publish, &channel) {
+                Ok(ClientPublication { channel, event })
+            } else {
+                Err(RouteError::Forbidden(format!(
+                    "the token does not allow publishing to {channel:?}"
+                )))
+            }
+        }
+
+        fn route_publish(target: Target, event: String) -> Result<Vec<Target>, RouteError> {
+            rules::validate_event(&event).map_err(RouteError::Invalid)?;
+            match &target {
+                Target::Channel(channel) => {
+                    rules::validate_channel(channel).map_err(RouteError::InvalidChannel)?
+                }
+                Target::User(id) | Target::Token(id) => {
+                    rules::validate_id(id).map_err(RouteError::Invalid)?
+                }
+            }
+            Ok(vec![target])
         }
     }
 

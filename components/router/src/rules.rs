@@ -18,6 +18,32 @@ pub fn validate_channel(name: &str) -> Result<(), String> {
     }
 }
 
+/// Longest event name, in bytes.
+pub const MAX_EVENT_LEN: usize = 100;
+/// Longest user id or access id a publish may target, in bytes.
+pub const MAX_ID_LEN: usize = 256;
+
+/// An event name is 1 to 100 printable ASCII characters.
+pub fn validate_event(name: &str) -> Result<(), String> {
+    let printable = name.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    if name.is_empty() || name.len() > MAX_EVENT_LEN || !printable {
+        return Err(format!(
+            "an event name is 1 to {MAX_EVENT_LEN} printable ASCII characters"
+        ));
+    }
+    Ok(())
+}
+
+/// A user id or access id is 1 to 256 bytes.
+pub fn validate_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(format!(
+            "a user id or access id is 1 to {MAX_ID_LEN} bytes long"
+        ));
+    }
+    Ok(())
+}
+
 fn is_channel_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "_-=@,.;:".contains(c)
 }
@@ -95,6 +121,18 @@ mod tests {
         assert!(validate_channel("wild*").is_err());
         assert!(validate_channel(&"x".repeat(MAX_CHANNEL_LEN + 1)).is_err());
         assert!(validate_channel(&"x".repeat(MAX_CHANNEL_LEN)).is_ok());
+    }
+
+    #[test]
+    fn event_names_and_ids_have_bounds() {
+        assert!(validate_event("report.done").is_ok());
+        assert!(validate_event("with space").is_ok());
+        assert!(validate_event("").is_err());
+        assert!(validate_event("tab\there").is_err());
+        assert!(validate_event(&"e".repeat(MAX_EVENT_LEN + 1)).is_err());
+        assert!(validate_id("alice").is_ok());
+        assert!(validate_id("").is_err());
+        assert!(validate_id(&"u".repeat(MAX_ID_LEN + 1)).is_err());
     }
 
     #[test]

@@ -55,22 +55,17 @@ pub struct JsonBody<T>(pub T);
 
 impl<S, T> FromRequest<S> for JsonBody<T>
 where
-    Arc<AppState>: FromRef<S>,
     S: Send + Sync,
     T: DeserializeOwned,
 {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let limit = Arc::<AppState>::from_ref(state)
-            .config
-            .limits
-            .max_body_bytes;
         let body = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::payload_too_large(limit)
+                    ApiError::payload_too_large("the request body is over the size limit")
                 } else {
                     ApiError::invalid_json(rejection.body_text())
                 }

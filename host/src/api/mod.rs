@@ -2,6 +2,7 @@
 
 mod error;
 mod extract;
+mod publish;
 mod tokens;
 
 use std::sync::Arc;
@@ -20,16 +21,28 @@ use crate::state::AppState;
 
 /// Every route the host serves.
 pub fn router(state: Arc<AppState>) -> Router {
-    let body_limit = state.config.limits.max_body_bytes;
+    let limits = state.config.limits;
+    // A message body may carry `max_publish_bytes` of data plus its
+    // envelope; a batch, `max_batch` of them.
+    let message_limit = limits.max_publish_bytes + 16 * 1024;
+    let batch_limit = message_limit.saturating_mul(limits.max_batch);
     Router::new()
         .route("/v1/tokens", post(tokens::create))
         .route("/v1/tokens/{access_id}", delete(tokens::revoke))
+        .route(
+            "/v1/publish",
+            post(publish::publish).layer(DefaultBodyLimit::max(message_limit)),
+        )
+        .route(
+            "/v1/publish/batch",
+            post(publish::publish_batch).layer(DefaultBodyLimit::max(batch_limit)),
+        )
         .route("/v1/ws", get(gateway::upgrade))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .with_state(state)
 }
 

@@ -18,8 +18,11 @@ pub enum CloseCode {
     TokenRevoked,
     /// Too many wrong codes for this access id.
     RateLimited,
-    /// The node cannot take this socket now.
+    /// The node cannot take this socket now (too many sockets for the app
+    /// or the token).
     OverCapacity,
+    /// The socket sent too many refused frames in a short time.
+    TooManyErrors,
     /// The node is shutting down.
     GoingAway,
     /// Nothing heard from the client for two heartbeat intervals.
@@ -45,6 +48,7 @@ impl CloseCode {
             CloseCode::TokenRevoked => 4010,
             CloseCode::RateLimited => 4100,
             CloseCode::OverCapacity => 4101,
+            CloseCode::TooManyErrors => 4102,
             CloseCode::GoingAway => 4200,
             CloseCode::HeartbeatTimeout => 4201,
             CloseCode::SlowConsumer => 4202,
@@ -64,6 +68,7 @@ impl CloseCode {
             CloseCode::TokenRevoked => "token_revoked",
             CloseCode::RateLimited => "rate_limited",
             CloseCode::OverCapacity => "over_capacity",
+            CloseCode::TooManyErrors => "too_many_errors",
             CloseCode::GoingAway => "going_away",
             CloseCode::HeartbeatTimeout => "heartbeat_timeout",
             CloseCode::SlowConsumer => "slow_consumer",

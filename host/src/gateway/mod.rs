@@ -34,6 +34,8 @@ pub struct ConnectParams {
     app: Option<String>,
     access_id: Option<String>,
     otp: Option<String>,
+    /// Replay the inboxes after this message id.
+    last_id: Option<String>,
 }
 
 /// Why a connection attempt is refused.
@@ -56,6 +58,7 @@ impl Refusal {
 pub(crate) struct Admitted {
     app: Arc<App>,
     claims: Claims,
+    last_id: Option<u64>,
 }
 
 pub async fn upgrade(
@@ -108,6 +111,15 @@ async fn admit(state: &AppState, params: ConnectParams) -> Result<Admitted, Refu
             "access_id and otp are required",
         ));
     };
+    let last_id = match params.last_id.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(text.parse::<u64>().map_err(|_| {
+            Refusal::new(
+                CloseCode::BadRequest,
+                "last_id must be a message id (decimal)",
+            )
+        })?),
+    };
 
     let verdict = state
         .plugins
@@ -116,7 +128,11 @@ async fn admit(state: &AppState, params: ConnectParams) -> Result<Admitted, Refu
         .await
         .map_err(|failure| Refusal::new(CloseCode::PluginFailure, failure.to_string()))?;
     match verdict {
-        Ok(claims) => Ok(Admitted { app, claims }),
+        Ok(claims) => Ok(Admitted {
+            app,
+            claims,
+            last_id,
+        }),
         Err(error) => Err(refusal_for(error)),
     }
 }

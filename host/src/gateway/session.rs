@@ -1,17 +1,19 @@
-//! One admitted socket: welcome, frames, heartbeats, keeping the token
-//! alive, and closing with the right code.
+//! One admitted socket: welcome and inbox recovery, client frames, queued
+//! messages, heartbeats, keeping the token alive, and closing with the
+//! right code.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use serde_json::value::RawValue;
 use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
 
-use super::frames::{self, ClientFrame, ServerFrame};
+use super::frames::{self, ClientFrame, FrameError, ServerFrame};
 use super::{Admitted, CloseCode, Refusal};
-use crate::hub::SessionCommand;
-use crate::plugins::bindings::AuthError;
-use crate::state::AppState;
+use crate::hub::{Full, Mailbox, Registration, SessionCommand, SessionSpec, Target};
+use crate::plugins::bindings::{AuthError, Claims, RouteError};
+use crate::state::{App, AppState};
 
 /// How long a closing socket waits for the client's close reply.
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -22,6 +24,8 @@ const UNREAD_INPUT_LINGER: Duration = Duration::from_millis(500);
 const MIN_KEEPALIVE: Duration = Duration::from_millis(200);
 /// Never touch the token less often than this.
 const MAX_KEEPALIVE: Duration = Duration::from_secs(300);
+/// The window in which `max_frame_errors` refused frames close the socket.
+const ERROR_WINDOW: Duration = Duration::from_secs(10);
 
 /// Why the session loop stopped.
 enum Ending {
@@ -33,105 +37,383 @@ enum Ending {
 
 /// Send the refusal as an `error` frame and close with its code.
 pub(super) async fn refuse(mut socket: WebSocket, refusal: Refusal) {
-    tracing::debug!(code = refusal.code.code(), message = %refusal.message, "connection refused");
+    tracing::info!(
+        code = refusal.code.code(),
+        reason = refusal.code.reason(),
+        message = %refusal.message,
+        "connection refused"
+    );
     close(&mut socket, refusal.code, &refusal.message).await;
 }
 
-pub(super) async fn run(mut socket: WebSocket, state: Arc<AppState>, admitted: Admitted) {
-    let Admitted { app, claims } = admitted;
-    let (registration, mut commands) = state.hub.register(&app.id, &claims.access_id);
-    let heartbeat = state.config.heartbeat;
-    let welcome = ServerFrame::Welcome {
-        connection_id: registration.connection_id(),
+pub(super) async fn run(socket: WebSocket, state: Arc<AppState>, admitted: Admitted) {
+    let Admitted {
+        app,
+        claims,
+        last_id,
+    } = admitted;
+    let limits = state.config.limits;
+    let spec = SessionSpec {
+        app_id: &app.id,
         access_id: &claims.access_id,
-        heartbeat_s: heartbeat.as_secs(),
+        user_id: claims.user_id.as_deref(),
+        queue: limits.send_queue,
+        max_per_token: limits.max_sockets_per_token,
+        max_per_app: limits.max_sockets_per_app,
     };
-    if send(&mut socket, &welcome).await.is_err() {
+    let mut inboxes = vec![Target::Token(claims.access_id.clone())];
+    if let Some(user_id) = &claims.user_id {
+        inboxes.push(Target::User(user_id.clone()));
+    }
+    // Registering and reading the inboxes' history under the broker's lock
+    // leaves no gap and no overlap between the replay and live messages.
+    let (registered, recovery) = state
+        .broker
+        .recover(&app.id, &inboxes, last_id, || state.hub.register(spec));
+    let (registration, mailbox) = match registered {
+        Ok(registered) => registered,
+        Err(full) => {
+            let message = match full {
+                Full::Token => "this token has too many open sockets",
+                Full::App => "this app has too many open sockets on this node",
+            };
+            return refuse(socket, Refusal::new(CloseCode::OverCapacity, message)).await;
+        }
+    };
+
+    let mut session = Session {
+        socket,
+        state,
+        app,
+        claims,
+        registration,
+        errors: ErrorWindow::new(),
+    };
+    let welcome = ServerFrame::Welcome {
+        connection_id: session.registration.connection_id(),
+        access_id: &session.claims.access_id,
+        heartbeat_s: session.state.config.heartbeat.as_secs(),
+        recovered: recovery.as_ref().map(|recovery| recovery.recovered),
+    };
+    let welcome = welcome.to_json();
+    if session.send_text(welcome.into()).await.is_err() {
         return;
     }
-    tracing::debug!(app = %app.id, connection_id = registration.connection_id(), "session opened");
+    for frame in recovery.map(|recovery| recovery.frames).unwrap_or_default() {
+        if session.send_text(frame).await.is_err() {
+            return;
+        }
+    }
+    tracing::debug!(app = %session.app.id, connection_id = session.registration.connection_id(), "session opened");
+    session.serve(mailbox).await;
+}
 
-    // An open socket keeps its token alive: touch it well within the idle
-    // timeout, so the token outlives the socket by a full timeout.
-    let keepalive_every = (Duration::from_secs(u64::from(claims.idle_timeout_secs)) / 3)
-        .clamp(MIN_KEEPALIVE, MAX_KEEPALIVE);
-    let mut keepalive = interval_at(Instant::now() + keepalive_every, keepalive_every);
-    keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut pings = interval_at(Instant::now() + heartbeat, heartbeat);
-    pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
+/// The state of one admitted socket.
+struct Session {
+    socket: WebSocket,
+    state: Arc<AppState>,
+    app: Arc<App>,
+    claims: Claims,
+    registration: Registration,
+    errors: ErrorWindow,
+}
 
-    let ending = loop {
-        tokio::select! {
-            incoming = socket.recv() => {
-                let message = match incoming {
-                    Some(Ok(message)) => message,
-                    Some(Err(error)) if is_message_too_big(&error) => {
+impl Session {
+    async fn serve(mut self, mut mailbox: Mailbox) {
+        let heartbeat = self.state.config.heartbeat;
+        // An open socket keeps its token alive: touch it well within the
+        // idle timeout (no store write per frame), so the token outlives
+        // the socket by a full timeout.
+        let keepalive_every = (Duration::from_secs(u64::from(self.claims.idle_timeout_secs)) / 3)
+            .clamp(MIN_KEEPALIVE, MAX_KEEPALIVE);
+        let mut keepalive = interval_at(Instant::now() + keepalive_every, keepalive_every);
+        keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut pings = interval_at(Instant::now() + heartbeat, heartbeat);
+        pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+
+        let ending = loop {
+            tokio::select! {
+                incoming = self.socket.recv() => {
+                    let message = match incoming {
+                        Some(Ok(message)) => message,
+                        Some(Err(error)) if is_message_too_big(&error) => {
+                            let limit = self.state.config.limits.max_frame_bytes;
+                            break Ending::Close(
+                                CloseCode::MessageTooBig,
+                                format!("messages are at most {limit} bytes"),
+                            );
+                        }
+                        _ => break Ending::ClientGone,
+                    };
+                    last_heard = Instant::now();
+                    let outcome = match message {
+                        Message::Text(text) => self.handle_text(text.as_str()).await,
+                        Message::Binary(_) => {
+                            self.refuse_frame(FrameError::BadFrame, "frames are JSON text", None, None)
+                                .await
+                        }
+                        Message::Close(_) => Err(Ending::ClientGone),
+                        // Pings are answered by the WebSocket layer; pongs
+                        // only prove liveness.
+                        Message::Ping(_) | Message::Pong(_) => Ok(()),
+                    };
+                    if let Err(ending) = outcome {
+                        break ending;
+                    }
+                }
+                Some(frame) = mailbox.frames.recv() => {
+                    if self.send_text(frame).await.is_err() {
+                        break Ending::ClientGone;
+                    }
+                }
+                Some(command) = mailbox.commands.recv() => match command {
+                    SessionCommand::Close(code) => break Ending::Close(code, closing_message(code)),
+                },
+                _ = pings.tick() => {
+                    if last_heard.elapsed() >= heartbeat * 2 {
                         break Ending::Close(
-                            CloseCode::MessageTooBig,
-                            format!("messages are at most {} bytes", state.config.limits.max_frame_bytes),
+                            CloseCode::HeartbeatTimeout,
+                            format!("nothing heard for {} s", (heartbeat * 2).as_secs()),
                         );
                     }
-                    _ => break Ending::ClientGone,
-                };
-                last_heard = Instant::now();
-                let reply = match message {
-                    Message::Text(text) => answer(text.as_str()),
-                    Message::Binary(_) => Some(frame_error(
-                        frames::FrameError::BadFrame,
-                        "frames are JSON text",
-                        None,
-                    )),
-                    Message::Close(_) => break Ending::ClientGone,
-                    // Pings are answered by the WebSocket layer; pongs only
-                    // prove liveness.
-                    Message::Ping(_) | Message::Pong(_) => None,
-                };
-                if let Some(reply) = reply
-                    && socket.send(Message::Text(reply.into())).await.is_err()
-                {
-                    break Ending::ClientGone;
+                    if self.socket.send(Message::Ping(Default::default())).await.is_err() {
+                        break Ending::ClientGone;
+                    }
+                }
+                _ = keepalive.tick() => {
+                    let (state, app, access_id) = (&self.state, &self.app, &self.claims.access_id);
+                    if let Some(code) = keep_token_alive(state, &app.id, access_id).await {
+                        break Ending::Close(code, closing_message(code));
+                    }
                 }
             }
-            Some(command) = commands.recv() => match command {
-                SessionCommand::Close(code) => break Ending::Close(code, closing_message(code)),
-            },
-            _ = pings.tick() => {
-                if last_heard.elapsed() >= heartbeat * 2 {
-                    break Ending::Close(
-                        CloseCode::HeartbeatTimeout,
-                        format!("nothing heard for {} s", (heartbeat * 2).as_secs()),
-                    );
-                }
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
-                    break Ending::ClientGone;
-                }
-            }
-            _ = keepalive.tick() => {
-                if let Some(code) = keep_token_alive(&state, &app.id, &claims.access_id).await {
-                    break Ending::Close(code, closing_message(code));
-                }
-            }
-        }
-    };
+        };
 
-    let revoked = matches!(&ending, Ending::Close(CloseCode::TokenRevoked, _));
-    if let Ending::Close(code, message) = ending {
-        close(&mut socket, code, &message).await;
-        if code == CloseCode::MessageTooBig {
-            // The rest of the oversized message is still unread; dropping
-            // the socket now would reset the connection and could discard
-            // our close frame before the client reads it.
-            tokio::time::sleep(UNREAD_INPUT_LINGER).await;
+        let revoked = matches!(&ending, Ending::Close(CloseCode::TokenRevoked, _));
+        if let Ending::Close(code, message) = ending {
+            if code == CloseCode::GoingAway {
+                // Hand over what was already accepted for this socket.
+                while let Ok(frame) = mailbox.frames.try_recv() {
+                    if self.send_text(frame).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            tracing::info!(app = %self.app.id, code = code.code(), reason = code.reason(), "closing socket");
+            close(&mut self.socket, code, &message).await;
+            if code == CloseCode::MessageTooBig {
+                // The rest of the oversized message is still unread;
+                // dropping the socket now would reset the connection and
+                // could discard our close frame before the client reads it.
+                tokio::time::sleep(UNREAD_INPUT_LINGER).await;
+            }
+        }
+        let Session {
+            state,
+            app,
+            claims,
+            registration,
+            ..
+        } = self;
+        drop(registration);
+        // The moment a socket closes counts as activity: the token lives a
+        // full idle timeout from here.
+        if !revoked {
+            keep_token_alive(&state, &app.id, &claims.access_id).await;
+        }
+        tracing::debug!(app = %app.id, "session closed");
+    }
+
+    /// Answer one text frame. `Err` ends the session.
+    async fn handle_text(&mut self, text: &str) -> Result<(), Ending> {
+        let frame = match frames::parse(text) {
+            Ok(frame) => frame,
+            Err(unparsable) => {
+                return self
+                    .refuse_frame(
+                        unparsable.error,
+                        &unparsable.message,
+                        unparsable.frame.as_deref(),
+                        None,
+                    )
+                    .await;
+            }
+        };
+        match frame {
+            ClientFrame::Ping => self.reply(&ServerFrame::Pong).await,
+            ClientFrame::Subscribe { channel, since } => {
+                self.subscribe(&channel, since.map(|id| id.0)).await
+            }
+            ClientFrame::Unsubscribe { channel } => {
+                self.state.hub.unsubscribe(&self.registration, &channel);
+                self.reply(&ServerFrame::Unsubscribed { channel: &channel })
+                    .await
+            }
+            ClientFrame::Publish {
+                channel,
+                event,
+                data,
+            } => self.publish(&channel, &event, &data).await,
         }
     }
-    drop(registration);
-    // The moment a socket closes counts as activity: the token lives a full
-    // idle timeout from here.
-    if !revoked {
-        keep_token_alive(&state, &app.id, &claims.access_id).await;
+
+    async fn subscribe(&mut self, channel: &str, since: Option<u64>) -> Result<(), Ending> {
+        let frame = Some("subscribe");
+        let limit = self.state.config.limits.max_subscriptions_per_socket;
+        if self.state.hub.subscription_count(&self.registration) >= limit {
+            let message = format!("at most {limit} subscriptions per socket");
+            return self
+                .refuse_frame(
+                    FrameError::TooManySubscriptions,
+                    &message,
+                    frame,
+                    Some(channel),
+                )
+                .await;
+        }
+        let verdict = self
+            .state
+            .plugins
+            .router
+            .authorize_subscribe(&self.app.id, &self.claims, channel)
+            .await;
+        if let Some((error, message)) = route_refusal(verdict) {
+            return self
+                .refuse_frame(error, &message, frame, Some(channel))
+                .await;
+        }
+
+        let streams = [Target::Channel(channel.to_owned())];
+        let (_, recovery) = self
+            .state
+            .broker
+            .recover(&self.app.id, &streams, since, || {
+                self.state.hub.subscribe(&self.registration, channel)
+            });
+        let subscribed = ServerFrame::Subscribed {
+            channel,
+            recovered: recovery.as_ref().map(|recovery| recovery.recovered),
+        };
+        self.reply(&subscribed).await?;
+        for frame in recovery.map(|recovery| recovery.frames).unwrap_or_default() {
+            self.send_text(frame)
+                .await
+                .map_err(|_| Ending::ClientGone)?;
+        }
+        Ok(())
     }
-    tracing::debug!(app = %app.id, "session closed");
+
+    async fn publish(&mut self, channel: &str, event: &str, data: &RawValue) -> Result<(), Ending> {
+        let frame = Some("publish");
+        let limit = self.state.config.limits.max_publish_bytes;
+        if data.get().len() > limit {
+            let message = format!("data is at most {limit} bytes");
+            return self
+                .refuse_frame(FrameError::PayloadTooLarge, &message, frame, Some(channel))
+                .await;
+        }
+        let verdict = self
+            .state
+            .plugins
+            .router
+            .authorize_publish(&self.app.id, &self.claims, channel, event)
+            .await;
+        let publication = match verdict {
+            Ok(Ok(publication)) => publication,
+            other => {
+                let (error, message) = route_refusal(other.map(|verdict| verdict.map(|_| ())))
+                    .unwrap_or((FrameError::Unavailable, String::new()));
+                return self
+                    .refuse_frame(error, &message, frame, Some(channel))
+                    .await;
+            }
+        };
+        let targets = [Target::Channel(publication.channel)];
+        self.state
+            .broker
+            .publish(&self.app.id, &targets, &publication.event, data);
+        Ok(())
+    }
+
+    /// Send an `error` frame for a refused client frame; too many of them
+    /// in a short time close the socket.
+    async fn refuse_frame(
+        &mut self,
+        error: FrameError,
+        message: &str,
+        frame: Option<&str>,
+        channel: Option<&str>,
+    ) -> Result<(), Ending> {
+        let reply = ServerFrame::Error {
+            code: error.code(),
+            reason: error.reason(),
+            message,
+            frame,
+            channel,
+        };
+        self.reply(&reply).await?;
+        if self
+            .errors
+            .record(self.state.config.limits.max_frame_errors)
+        {
+            return Err(Ending::Close(
+                CloseCode::TooManyErrors,
+                "too many refused frames".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn reply(&mut self, frame: &ServerFrame<'_>) -> Result<(), Ending> {
+        self.send_text(frame.to_json().into())
+            .await
+            .map_err(|_| Ending::ClientGone)
+    }
+
+    async fn send_text(&mut self, text: Utf8Bytes) -> Result<(), axum::Error> {
+        self.socket.send(Message::Text(text)).await
+    }
+}
+
+/// Refused frames in the current window.
+struct ErrorWindow {
+    started: Instant,
+    count: u32,
+}
+
+impl ErrorWindow {
+    fn new() -> Self {
+        ErrorWindow {
+            started: Instant::now(),
+            count: 0,
+        }
+    }
+
+    /// Count one refused frame; `true` when the socket is over the limit.
+    fn record(&mut self, limit: u32) -> bool {
+        if self.started.elapsed() >= ERROR_WINDOW {
+            *self = ErrorWindow::new();
+        }
+        self.count += 1;
+        self.count > limit
+    }
+}
+
+/// The error frame for a router decision that is not a plain yes.
+fn route_refusal(
+    verdict: Result<Result<(), RouteError>, crate::plugins::PluginFailure>,
+) -> Option<(FrameError, String)> {
+    match verdict {
+        Ok(Ok(())) => None,
+        Ok(Err(RouteError::Forbidden(message))) => Some((FrameError::Forbidden, message)),
+        Ok(Err(RouteError::InvalidChannel(message))) => Some((FrameError::InvalidChannel, message)),
+        Ok(Err(RouteError::Invalid(message))) => Some((FrameError::InvalidFrame, message)),
+        Err(_) => Some((
+            FrameError::Unavailable,
+            "the router failed; try again later".to_owned(),
+        )),
+    }
 }
 
 /// Restart the token's idle clock; `Some(code)` when the socket must close
@@ -159,35 +441,16 @@ fn is_message_too_big(error: &axum::Error) -> bool {
     )
 }
 
-/// The reply to one text frame, if it needs one.
-fn answer(text: &str) -> Option<String> {
-    match frames::parse(text) {
-        Ok(ClientFrame::Ping) => Some(ServerFrame::Pong.to_json()),
-        Err((error, message, frame)) => Some(frame_error(error, &message, frame.as_deref())),
-    }
-}
-
-fn frame_error(error: frames::FrameError, message: &str, frame: Option<&str>) -> String {
-    ServerFrame::Error {
-        code: error.code(),
-        reason: error.reason(),
-        message,
-        frame,
-    }
-    .to_json()
-}
-
 fn closing_message(code: CloseCode) -> String {
     match code {
         CloseCode::TokenRevoked => "the token was revoked; fetch a new one",
         CloseCode::GoingAway => "the server is going away; reconnect with last_id",
+        CloseCode::SlowConsumer => {
+            "messages arrived faster than this socket read them; reconnect with last_id"
+        }
         _ => "closing",
     }
     .to_owned()
-}
-
-async fn send(socket: &mut WebSocket, frame: &ServerFrame<'_>) -> Result<(), axum::Error> {
-    socket.send(Message::Text(frame.to_json().into())).await
 }
 
 /// Send an `error` frame, then a close frame with the same code, and wait
@@ -198,8 +461,13 @@ async fn close(socket: &mut WebSocket, code: CloseCode, message: &str) {
         reason: code.reason(),
         message,
         frame: None,
+        channel: None,
     };
-    if send(socket, &error).await.is_err() {
+    if socket
+        .send(Message::Text(error.to_json().into()))
+        .await
+        .is_err()
+    {
         return;
     }
     let frame = CloseFrame {

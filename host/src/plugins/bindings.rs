@@ -28,4 +28,6 @@ pub mod router {
 
 pub use auth::exports::madx::pusher::auth::{AuthError, IssuedToken, OtpParams, TokenRequest};
 pub use auth::madx::pusher::types::Claims;
-pub use router::exports::madx::pusher::router::RouteError;
+pub use router::exports::madx::pusher::router::{
+    ClientPublication, RouteError, Target as RouteTarget,
+};

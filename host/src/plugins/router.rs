@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
+use wasmtime::Store;
 use wasmtime::component::HasSelf;
 
 use super::bindings::router::{RouterPlugin as RouterWorld, RouterPluginPre};
-use super::bindings::{Claims, RouteError};
+use super::bindings::{Claims, ClientPublication, RouteError, RouteTarget};
 use super::{HostState, PluginConfig, PluginCore, PluginFailure, PluginKind, Sandbox};
 use crate::store::StoreBackend;
 
@@ -46,14 +47,57 @@ impl RouterPlugin {
     ) -> RouteResult<()> {
         let call = "authorize-subscribe";
         let (mut store, _slot) = self.core.store_for(app_id).await;
-        let instance = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|error| self.core.failure(call, &error))?;
+        let instance = self.instantiate(&mut store, call).await?;
         instance
             .madx_pusher_router()
             .call_authorize_subscribe(&mut store, claims, channel)
+            .await
+            .map_err(|error| self.core.failure(call, &error))
+    }
+
+    /// May a connection holding `claims` publish `event` to `channel`, and
+    /// as what?
+    pub async fn authorize_publish(
+        &self,
+        app_id: &str,
+        claims: &Claims,
+        channel: &str,
+        event: &str,
+    ) -> RouteResult<ClientPublication> {
+        let call = "authorize-publish";
+        let (mut store, _slot) = self.core.store_for(app_id).await;
+        let instance = self.instantiate(&mut store, call).await?;
+        instance
+            .madx_pusher_router()
+            .call_authorize_publish(&mut store, claims, channel, event)
+            .await
+            .map_err(|error| self.core.failure(call, &error))
+    }
+
+    /// The targets an app's publish to `target` reaches.
+    pub async fn route_publish(
+        &self,
+        app_id: &str,
+        target: &RouteTarget,
+        event: &str,
+    ) -> RouteResult<Vec<RouteTarget>> {
+        let call = "route-publish";
+        let (mut store, _slot) = self.core.store_for(app_id).await;
+        let instance = self.instantiate(&mut store, call).await?;
+        instance
+            .madx_pusher_router()
+            .call_route_publish(&mut store, target, event)
+            .await
+            .map_err(|error| self.core.failure(call, &error))
+    }
+
+    async fn instantiate(
+        &self,
+        store: &mut Store<HostState>,
+        call: &'static str,
+    ) -> Result<RouterWorld, PluginFailure> {
+        self.pre
+            .instantiate_async(store)
             .await
             .map_err(|error| self.core.failure(call, &error))
     }

@@ -1,0 +1,169 @@
+//! `POST /v1/publish` and `POST /v1/publish/batch`: an app's back-end or
+//! worker hands a message to the users, tokens or channel subscribers it is
+//! for.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::ApiError;
+use super::extract::{CallingApp, JsonBody};
+use crate::hub::Target;
+use crate::plugins::bindings::{RouteError, RouteTarget};
+use crate::state::{App, AppState};
+
+/// One message as the API takes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    channel: Option<String>,
+    user_id: Option<String>,
+    access_id: Option<String>,
+    event: String,
+    data: Box<RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    messages: Vec<PublishRequest>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    id: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BatchAccepted {
+    ids: Vec<String>,
+}
+
+/// A message checked and routed, ready to publish.
+struct Routed {
+    targets: Vec<Target>,
+    event: String,
+    data: Box<RawValue>,
+}
+
+pub async fn publish(
+    State(state): State<Arc<AppState>>,
+    CallingApp(app): CallingApp,
+    JsonBody(request): JsonBody<PublishRequest>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let routed = route(&state, &app, request, None).await?;
+    let id = state
+        .broker
+        .publish(&app.id, &routed.targets, &routed.event, &routed.data)
+        .id;
+    Ok((StatusCode::ACCEPTED, Json(Accepted { id: id.to_string() })))
+}
+
+/// Every message is checked and routed before any is published: a batch is
+/// accepted whole, in order, or refused whole.
+pub async fn publish_batch(
+    State(state): State<Arc<AppState>>,
+    CallingApp(app): CallingApp,
+    JsonBody(batch): JsonBody<BatchRequest>,
+) -> Result<(StatusCode, Json<BatchAccepted>), ApiError> {
+    let max = state.config.limits.max_batch;
+    if batch.messages.is_empty() || batch.messages.len() > max {
+        return Err(ApiError::invalid_request(format!(
+            "a batch holds 1 to {max} messages, got {}",
+            batch.messages.len()
+        )));
+    }
+    let mut routed = Vec::with_capacity(batch.messages.len());
+    for (index, request) in batch.messages.into_iter().enumerate() {
+        routed.push(route(&state, &app, request, Some(index)).await?);
+    }
+    let ids = routed
+        .iter()
+        .map(|message| {
+            let published =
+                state
+                    .broker
+                    .publish(&app.id, &message.targets, &message.event, &message.data);
+            published.id.to_string()
+        })
+        .collect();
+    Ok((StatusCode::ACCEPTED, Json(BatchAccepted { ids })))
+}
+
+/// Check one message against the limits and ask the router where it goes.
+async fn route(
+    state: &AppState,
+    app: &App,
+    request: PublishRequest,
+    index: Option<usize>,
+) -> Result<Routed, ApiError> {
+    let at = |message: String| match index {
+        Some(index) => format!("messages[{index}]: {message}"),
+        None => message,
+    };
+    let limits = state.config.limits;
+    let target = match (request.channel, request.user_id, request.access_id) {
+        (Some(channel), None, None) => RouteTarget::Channel(channel),
+        (None, Some(user_id), None) => RouteTarget::User(user_id),
+        (None, None, Some(access_id)) => RouteTarget::Token(access_id),
+        _ => {
+            return Err(ApiError::invalid_request(at(
+                "give exactly one of channel, user_id and access_id".to_owned(),
+            )));
+        }
+    };
+    let name = match &target {
+        RouteTarget::Channel(name) | RouteTarget::User(name) | RouteTarget::Token(name) => name,
+    };
+    for (field, value) in [("target", name), ("event", &request.event)] {
+        if value.is_empty() || value.len() > limits.max_name_bytes {
+            return Err(ApiError::invalid_request(at(format!(
+                "{field} must be 1 to {} bytes long",
+                limits.max_name_bytes
+            ))));
+        }
+    }
+    if request.data.get().len() > limits.max_publish_bytes {
+        return Err(ApiError::payload_too_large(at(format!(
+            "data is over the limit of {} bytes",
+            limits.max_publish_bytes
+        ))));
+    }
+
+    let targets = state
+        .plugins
+        .router
+        .route_publish(&app.id, &target, &request.event)
+        .await
+        .map_err(|failure| ApiError::plugin_failure(&failure))?
+        .map_err(|error| match error {
+            RouteError::InvalidChannel(message) | RouteError::Invalid(message) => {
+                ApiError::invalid_request(at(message))
+            }
+            RouteError::Forbidden(message) => ApiError::forbidden(at(message)),
+        })?;
+    if targets.is_empty() {
+        return Err(ApiError::invalid_request(at(
+            "the router sent this message nowhere".to_owned(),
+        )));
+    }
+    Ok(Routed {
+        targets: targets.into_iter().map(Target::from).collect(),
+        event: request.event,
+        data: request.data,
+    })
+}
+
+impl From<RouteTarget> for Target {
+    fn from(target: RouteTarget) -> Self {
+        match target {
+            RouteTarget::Channel(name) => Target::Channel(name),
+            RouteTarget::User(id) => Target::User(id),
+            RouteTarget::Token(id) => Target::Token(id),
+        }
+    }
+}
