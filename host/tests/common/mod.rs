@@ -373,6 +373,65 @@ pub fn build_example_plugin(package: &str) -> PathBuf {
         .join(format!("{}.wasm", package.replace('-', "_")))
 }
 
+/// `POST` a JSON body to `path` with app credentials.
+pub async fn post_json(
+    server: &TestServer,
+    path: &str,
+    (key, secret): (&str, &str),
+    body: &Value,
+) -> (u16, Value) {
+    let response = http()
+        .post(server.url(path))
+        .basic_auth(key, Some(secret))
+        .json(body)
+        .send()
+        .await
+        .expect("POST");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Publish one message that must be accepted; returns its id.
+pub async fn publish(server: &TestServer, credentials: (&str, &str), body: Value) -> String {
+    let (status, response) = post_json(server, "/v1/publish", credentials, &body).await;
+    assert_eq!(status, 202, "publish {body} refused: {response}");
+    response["id"].as_str().expect("id").to_owned()
+}
+
+/// Every `message` frame up to and including the one with event
+/// `sentinel`. Asserting on what arrived before a later sentinel makes
+/// "did not receive" checks able to fail.
+pub async fn messages_until(socket: &mut Socket, sentinel: &str) -> Vec<Value> {
+    let mut messages = Vec::new();
+    loop {
+        let frame = next_json(socket)
+            .await
+            .expect("socket closed before the sentinel");
+        if frame["type"] != "message" {
+            continue;
+        }
+        let done = frame["event"] == sentinel;
+        messages.push(frame);
+        if done {
+            return messages;
+        }
+    }
+}
+
+/// Read until the close frame, skipping everything else; the close code.
+pub async fn close_code_skipping_messages(socket: &mut Socket) -> Option<u16> {
+    loop {
+        let message = tokio::time::timeout(PATIENCE, socket.next())
+            .await
+            .expect("no close in time")?;
+        match message {
+            Ok(Message::Close(frame)) => return frame.map(|frame| u16::from(frame.code)),
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
 /// A JSON body with nothing in it.
 pub fn empty() -> Value {
     json!({})
