@@ -19,6 +19,7 @@
 //!   message, serialized once, to the hub.
 //! - [`hub`]: this node's open sessions, indexed by token, user and channel;
 //!   fan-out into bounded per-session queues.
+//! - [`metrics`]: Prometheus counters and gauges behind `GET /metrics`.
 //! - [`plugins`]: the wasmtime runtime that runs the auth and router
 //!   components, one fresh instance per call, under a time and memory budget.
 //! - [`state`]: what every handler shares (config, apps, plugins, hub).
@@ -29,6 +30,7 @@ pub mod broker;
 pub mod config;
 pub mod gateway;
 pub mod hub;
+pub mod metrics;
 pub mod plugins;
 pub mod server;
 pub mod state;

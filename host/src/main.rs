@@ -48,6 +48,9 @@ struct ServeArgs {
     /// An app as ID:KEY:SECRET (repeatable; MADX_APPS takes a comma list).
     #[arg(long = "app", env = "MADX_APPS", value_delimiter = ',')]
     apps: Vec<String>,
+    /// Bearer token that opens GET /metrics (at least 16 characters).
+    #[arg(long, env = "MADX_METRICS_TOKEN")]
+    metrics_token: Option<String>,
     /// Log lines as JSON objects instead of text.
     #[arg(long, env = "MADX_LOG_JSON")]
     log_json: bool,
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         apps: args.apps,
+        metrics_token: args.metrics_token,
     };
     let config = match Config::load(overrides) {
         Ok(config) => config,

@@ -15,6 +15,7 @@ use crate::broker::Broker;
 use crate::config::Config;
 use crate::gateway::CloseCode;
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::plugins::{Plugins, Sandbox};
 use crate::state::{AppState, Apps};
 use crate::store::{MemoryStore, StoreBackend};
@@ -36,7 +37,8 @@ impl Server {
     /// an error here, before anything is served.
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         let store = StoreBackend::Memory(MemoryStore::start(config.limits.max_store_entries));
-        let sandbox = Sandbox::new(config.sandbox)?;
+        let metrics = Arc::new(Metrics::new());
+        let sandbox = Sandbox::new(config.sandbox, metrics.clone())?;
         let plugins = Plugins::load(&sandbox, store.clone(), &config.auth, &config.router)?;
 
         let tls = match &config.tls {
@@ -70,6 +72,7 @@ impl Server {
             store,
             hub,
             broker,
+            metrics,
         });
         Ok(Server {
             listener,

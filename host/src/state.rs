@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::broker::Broker;
 use crate::config::{AppConfig, Config};
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::plugins::Plugins;
 use crate::store::StoreBackend;
 
@@ -58,4 +59,5 @@ pub struct AppState {
     pub store: StoreBackend,
     pub hub: Arc<Hub>,
     pub broker: Arc<Broker>,
+    pub metrics: Arc<Metrics>,
 }

@@ -626,3 +626,51 @@ async fn hundreds_of_subscribers_each_receive_one_publish_exactly_once() {
         assert_eq!(received[0]["id"], id.as_str());
     }
 }
+
+#[tokio::test]
+async fn metrics_count_connects_publishes_and_plugin_calls_for_the_operator_only() {
+    let token_line = "metrics_token = \"operator-token-0123456789\"\n";
+    let server = TestServer::start(&format!("{token_line}{TWO_APPS}"));
+    let (token, mut socket) = open_socket(&server, ALPHA, json!({"user_id": "erin"})).await;
+    let (code, _) = connect(&token.url_with("000000")).await.refused();
+    assert!(code == 4002 || code == 4003, "{code}");
+    publish(
+        &server,
+        ALPHA,
+        json!({"user_id": "erin", "event": "sentinel", "data": 1}),
+    )
+    .await;
+    messages_until(&mut socket, "sentinel").await;
+
+    let unauthorized = http().get(server.url("/metrics")).send().await.unwrap();
+    assert_eq!(unauthorized.status(), 401);
+    let response = http()
+        .get(server.url("/metrics"))
+        .bearer_auth("operator-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    for expected in [
+        r#"madx_connects_total{app="alpha",outcome="accepted"} 1"#,
+        r#"madx_sockets_open{app="alpha"} 1"#,
+        r#"madx_publishes_total{app="alpha",source="api"} 1"#,
+        r#"madx_deliveries_total{app="alpha"} 1"#,
+        // Both verifies ran fine; one said the code was wrong.
+        r#"madx_plugin_calls_total{plugin="auth",call="verify",outcome="ok"} 2"#,
+        r#"madx_plugin_calls_total{plugin="router",call="route-publish",outcome="ok"} 1"#,
+        "madx_plugin_call_seconds_bucket",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    assert!(
+        text.contains(r#"madx_connects_total{app="alpha",outcome="otp_"#),
+        "{text}"
+    );
+
+    // Without a configured token, metrics are off.
+    let plain = TestServer::start(TWO_APPS);
+    let off = http().get(plain.url("/metrics")).send().await.unwrap();
+    assert_eq!(off.status(), 404);
+}

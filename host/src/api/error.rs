@@ -45,6 +45,15 @@ impl ApiError {
         )
     }
 
+    /// `/metrics` without the operator token.
+    pub fn unauthorized_operator() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "GET /metrics needs Authorization: Bearer <metrics_token>",
+        )
+    }
+
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }

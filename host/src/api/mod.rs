@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use serde_json::json;
+use subtle::ConstantTimeEq;
 
 pub use error::ApiError;
 
@@ -39,6 +40,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/ws", get(gateway::upgrade))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -59,6 +61,41 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse,
         .await
         .map_err(|error| ApiError::store_unavailable(error.to_string()))?;
     Ok((StatusCode::OK, axum::Json(json!({ "status": "ready" }))))
+}
+
+/// Prometheus text, for holders of the operator token.
+async fn metrics(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let Some(expected) = &state.config.metrics_token else {
+        return Err(ApiError::not_found(
+            "not_found",
+            "metrics are off: set metrics_token in the configuration",
+        ));
+    };
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+        return Err(ApiError::unauthorized_operator());
+    }
+    for (app, sockets) in state.hub.sessions_per_app() {
+        state
+            .metrics
+            .sockets_open
+            .get_or_create(&crate::metrics::AppLabels { app })
+            .set(i64::try_from(sockets).unwrap_or(i64::MAX));
+    }
+    let history = i64::try_from(state.broker.history_len()).unwrap_or(i64::MAX);
+    state.metrics.history_messages.set(history);
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, content_type)],
+        state.metrics.render(),
+    ))
 }
 
 async fn not_found() -> ApiError {

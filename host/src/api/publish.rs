@@ -56,11 +56,16 @@ pub async fn publish(
     JsonBody(request): JsonBody<PublishRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let routed = route(&state, &app, request, None).await?;
-    let id = state
+    let published = state
         .broker
-        .publish(&app.id, &routed.targets, &routed.event, &routed.data)
-        .id;
-    Ok((StatusCode::ACCEPTED, Json(Accepted { id: id.to_string() })))
+        .publish(&app.id, &routed.targets, &routed.event, &routed.data);
+    state.metrics.published(&app.id, "api", published.delivered);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            id: published.id.to_string(),
+        }),
+    ))
 }
 
 /// Every message is checked and routed before any is published: a batch is
@@ -88,6 +93,7 @@ pub async fn publish_batch(
                 state
                     .broker
                     .publish(&app.id, &message.targets, &message.event, &message.data);
+            state.metrics.published(&app.id, "api", published.delivered);
             published.id.to_string()
         })
         .collect();

@@ -80,13 +80,26 @@ pub async fn upgrade(
                     format!("malformed query string: {}", rejection.body_text()),
                 )
             });
-            let admission = match params {
-                Ok(params) => admit(&state, params).await,
-                Err(refusal) => Err(refusal),
+            let (app_label, admission) = match params {
+                Ok(params) => {
+                    // Metrics label refusals with the app only when it exists.
+                    let app_label = params
+                        .app
+                        .as_deref()
+                        .and_then(|id| state.apps.by_id(id))
+                        .or_else(|| state.apps.only())
+                        .map(|app| app.id.clone())
+                        .unwrap_or_default();
+                    (app_label, admit(&state, params).await)
+                }
+                Err(refusal) => (String::new(), Err(refusal)),
             };
             match admission {
                 Ok(admitted) => session::run(socket, state, admitted).await,
-                Err(refusal) => session::refuse(socket, refusal).await,
+                Err(refusal) => {
+                    state.metrics.connect(&app_label, refusal.code.reason());
+                    session::refuse(socket, refusal).await
+                }
             }
         })
 }

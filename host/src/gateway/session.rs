@@ -77,9 +77,13 @@ pub(super) async fn run(socket: WebSocket, state: Arc<AppState>, admitted: Admit
                 Full::Token => "this token has too many open sockets",
                 Full::App => "this app has too many open sockets on this node",
             };
+            state
+                .metrics
+                .connect(&app.id, CloseCode::OverCapacity.reason());
             return refuse(socket, Refusal::new(CloseCode::OverCapacity, message)).await;
         }
     };
+    state.metrics.connect(&app.id, "accepted");
 
     let mut session = Session {
         socket,
@@ -190,6 +194,11 @@ impl Session {
             }
         };
 
+        let reason = match &ending {
+            Ending::ClientGone => "client",
+            Ending::Close(code, _) => code.reason(),
+        };
+        self.state.metrics.disconnect(&self.app.id, reason);
         let revoked = matches!(&ending, Ending::Close(CloseCode::TokenRevoked, _));
         if let Ending::Close(code, message) = ending {
             if code == CloseCode::GoingAway {
@@ -330,9 +339,13 @@ impl Session {
             }
         };
         let targets = [Target::Channel(publication.channel)];
-        self.state
+        let published = self
+            .state
             .broker
             .publish(&self.app.id, &targets, &publication.event, data);
+        self.state
+            .metrics
+            .published(&self.app.id, "socket", published.delivered);
         Ok(())
     }
 

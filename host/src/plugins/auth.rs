@@ -1,6 +1,7 @@
 //! Calls into the auth component.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmtime::Store;
 use wasmtime::component::HasSelf;
@@ -40,46 +41,62 @@ impl AuthPlugin {
 
     pub async fn issue(&self, app_id: &str, request: TokenRequest) -> AuthResult<IssuedToken> {
         let call = "issue";
+        let started = Instant::now();
         let (mut store, _slot) = self.core.store_for(app_id).await;
-        let instance = self.instantiate(&mut store, call).await?;
-        instance
-            .madx_pusher_auth()
-            .call_issue(&mut store, &request)
-            .await
-            .map_err(|error| self.core.failure(call, &error))
+        let result = match self.instantiate(&mut store, call).await {
+            Ok(instance) => instance
+                .madx_pusher_auth()
+                .call_issue(&mut store, &request)
+                .await
+                .map_err(|error| self.core.failure(call, &error)),
+            Err(failure) => Err(failure),
+        };
+        self.core.record(call, started, result)
     }
 
     pub async fn verify(&self, app_id: &str, access_id: &str, otp: &str) -> AuthResult<Claims> {
         let call = "verify";
+        let started = Instant::now();
         let (mut store, _slot) = self.core.store_for(app_id).await;
-        let instance = self.instantiate(&mut store, call).await?;
-        instance
-            .madx_pusher_auth()
-            .call_verify(&mut store, access_id, otp)
-            .await
-            .map_err(|error| self.core.failure(call, &error))
+        let result = match self.instantiate(&mut store, call).await {
+            Ok(instance) => instance
+                .madx_pusher_auth()
+                .call_verify(&mut store, access_id, otp)
+                .await
+                .map_err(|error| self.core.failure(call, &error)),
+            Err(failure) => Err(failure),
+        };
+        self.core.record(call, started, result)
     }
 
     pub async fn touch(&self, app_id: &str, access_id: &str) -> AuthResult<()> {
         let call = "touch";
+        let started = Instant::now();
         let (mut store, _slot) = self.core.store_for(app_id).await;
-        let instance = self.instantiate(&mut store, call).await?;
-        instance
-            .madx_pusher_auth()
-            .call_touch(&mut store, access_id)
-            .await
-            .map_err(|error| self.core.failure(call, &error))
+        let result = match self.instantiate(&mut store, call).await {
+            Ok(instance) => instance
+                .madx_pusher_auth()
+                .call_touch(&mut store, access_id)
+                .await
+                .map_err(|error| self.core.failure(call, &error)),
+            Err(failure) => Err(failure),
+        };
+        self.core.record(call, started, result)
     }
 
     pub async fn revoke(&self, app_id: &str, access_id: &str) -> AuthResult<bool> {
         let call = "revoke";
+        let started = Instant::now();
         let (mut store, _slot) = self.core.store_for(app_id).await;
-        let instance = self.instantiate(&mut store, call).await?;
-        instance
-            .madx_pusher_auth()
-            .call_revoke(&mut store, access_id)
-            .await
-            .map_err(|error| self.core.failure(call, &error))
+        let result = match self.instantiate(&mut store, call).await {
+            Ok(instance) => instance
+                .madx_pusher_auth()
+                .call_revoke(&mut store, access_id)
+                .await
+                .map_err(|error| self.core.failure(call, &error)),
+            Err(failure) => Err(failure),
+        };
+        self.core.record(call, started, result)
     }
 
     async fn instantiate(

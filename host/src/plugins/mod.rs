@@ -15,7 +15,7 @@ mod router;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -26,6 +26,7 @@ pub use auth::AuthPlugin;
 pub use host_state::{HostState, PluginSettings};
 pub use router::RouterPlugin;
 
+use crate::metrics::Metrics;
 use crate::store::{Namespace, StoreBackend};
 
 /// How often the epoch advances; the unit of the per-call time budget.
@@ -64,13 +65,14 @@ pub enum ComponentSource {
 /// The wasmtime engine and its limits, shared by every plugin.
 pub struct Sandbox {
     engine: Engine,
+    metrics: Arc<Metrics>,
     limits: SandboxLimits,
     slots: Semaphore,
     epoch_deadline_ticks: u64,
 }
 
 impl Sandbox {
-    pub fn new(limits: SandboxLimits) -> anyhow::Result<Arc<Sandbox>> {
+    pub fn new(limits: SandboxLimits, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Sandbox>> {
         let instances = limits.max_concurrent_calls.max(1);
         let mut pool = PoolingAllocationConfig::default();
         // A Rust component holds a few core instances (its module plus
@@ -93,6 +95,7 @@ impl Sandbox {
         let ticks = limits.call_timeout.as_millis() / EPOCH_TICK.as_millis();
         Ok(Arc::new(Sandbox {
             engine,
+            metrics,
             limits,
             slots: Semaphore::new(instances as usize),
             epoch_deadline_ticks: u64::try_from(ticks).unwrap_or(u64::MAX).max(1),
@@ -302,6 +305,19 @@ impl PluginCore {
 
     fn failure(&self, call: &'static str, error: &wasmtime::Error) -> PluginFailure {
         PluginFailure::new(&self.name, call, error)
+    }
+
+    /// Count a finished call and its duration.
+    fn record<T>(
+        &self,
+        call: &'static str,
+        started: Instant,
+        result: Result<T, PluginFailure>,
+    ) -> Result<T, PluginFailure> {
+        self.sandbox
+            .metrics
+            .plugin_call(self.kind.as_str(), call, started, result.is_ok());
+        result
     }
 }
 

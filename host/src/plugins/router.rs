@@ -1,6 +1,7 @@
 //! Calls into the router component.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmtime::Store;
 use wasmtime::component::HasSelf;
@@ -46,13 +47,17 @@ impl RouterPlugin {
         channel: &str,
     ) -> RouteResult<()> {
         let call = "authorize-subscribe";
+        let started = Instant::now();
         let (mut store, _slot) = self.core.store_for(app_id).await;
-        let instance = self.instantiate(&mut store, call).await?;
-        instance
-            .madx_pusher_router()
-            .call_authorize_subscribe(&mut store, claims, channel)
-            .await
-            .map_err(|error| self.core.failure(call, &error))
+        let result = match self.instantiate(&mut store, call).await {
+            Ok(instance) => instance
+                .madx_pusher_router()
+                .call_authorize_subscribe(&mut store, claims, channel)
+                .await
+                .map_err(|error| self.core.failure(call, &error)),
+            Err(failure) => Err(failure),
+        };
+        self.core.record(call, started, result)
     }
 
     /// May a connection holding `claims` publish `event` to `channel`, and
@@ -65,13 +70,17 @@ impl RouterPlugin {
         event: &str,
     ) -> RouteResult<ClientPublication> {
         let call = "authorize-publish";
+        let started = Instant::now();
         let (mut store, _slot) = self.core.store_for(app_id).await;
-        let instance = self.instantiate(&mut store, call).await?;
-        instance
-            .madx_pusher_router()
-            .call_authorize_publish(&mut store, claims, channel, event)
-            .await
-            .map_err(|error| self.core.failure(call, &error))
+        let result = match self.instantiate(&mut store, call).await {
+            Ok(instance) => instance
+                .madx_pusher_router()
+                .call_authorize_publish(&mut store, claims, channel, event)
+                .await
+                .map_err(|error| self.core.failure(call, &error)),
+            Err(failure) => Err(failure),
+        };
+        self.core.record(call, started, result)
     }
 
     /// The targets an app's publish to `target` reaches.
@@ -82,13 +91,17 @@ impl RouterPlugin {
         event: &str,
     ) -> RouteResult<Vec<RouteTarget>> {
         let call = "route-publish";
+        let started = Instant::now();
         let (mut store, _slot) = self.core.store_for(app_id).await;
-        let instance = self.instantiate(&mut store, call).await?;
-        instance
-            .madx_pusher_router()
-            .call_route_publish(&mut store, target, event)
-            .await
-            .map_err(|error| self.core.failure(call, &error))
+        let result = match self.instantiate(&mut store, call).await {
+            Ok(instance) => instance
+                .madx_pusher_router()
+                .call_route_publish(&mut store, target, event)
+                .await
+                .map_err(|error| self.core.failure(call, &error)),
+            Err(failure) => Err(failure),
+        };
+        self.core.record(call, started, result)
     }
 
     async fn instantiate(

@@ -1,0 +1,198 @@
+//! Prometheus metrics, served at `GET /metrics` to holders of the operator
+//! token (`metrics_token` in the config).
+
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppLabels {
+    pub app: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectLabels {
+    /// Empty when the request named no known app.
+    pub app: String,
+    /// `accepted` or the close reason of the refusal.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DisconnectLabels {
+    pub app: String,
+    /// The close reason (`slow_consumer`, `heartbeat_timeout`, ...) or
+    /// `client` when the client left.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PublishLabels {
+    pub app: String,
+    /// `api` or `socket`.
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    pub plugin: String,
+    pub call: String,
+    /// `ok` or `failure` (trap, timeout, out of memory).
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginCallLabels {
+    pub plugin: String,
+    pub call: String,
+}
+
+/// Every metric the host keeps. Cheap to update from any task.
+pub struct Metrics {
+    registry: Registry,
+    pub sockets_open: Family<AppLabels, Gauge>,
+    pub connects: Family<ConnectLabels, Counter>,
+    pub disconnects: Family<DisconnectLabels, Counter>,
+    pub publishes: Family<PublishLabels, Counter>,
+    pub deliveries: Family<AppLabels, Counter>,
+    pub history_messages: Gauge,
+    pub plugin_calls: Family<PluginLabels, Counter>,
+    pub plugin_call_seconds: Family<PluginCallLabels, Histogram>,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("madx");
+        let sockets_open = Family::<AppLabels, Gauge>::default();
+        let connects = Family::<ConnectLabels, Counter>::default();
+        let disconnects = Family::<DisconnectLabels, Counter>::default();
+        let publishes = Family::<PublishLabels, Counter>::default();
+        let deliveries = Family::<AppLabels, Counter>::default();
+        let history_messages = Gauge::default();
+        let plugin_calls = Family::<PluginLabels, Counter>::default();
+        // 10 µs to ~2.6 s.
+        let plugin_call_seconds =
+            Family::<PluginCallLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_01, 4.0, 10))
+            });
+        registry.register(
+            "sockets_open",
+            "Open WebSockets on this node",
+            sockets_open.clone(),
+        );
+        registry.register(
+            "connects",
+            "WebSocket connection attempts by outcome (accepted or the refusal reason)",
+            connects.clone(),
+        );
+        registry.register(
+            "disconnects",
+            "Closed WebSockets by reason",
+            disconnects.clone(),
+        );
+        registry.register(
+            "publishes",
+            "Messages accepted for publishing",
+            publishes.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Messages queued for a socket on this node",
+            deliveries.clone(),
+        );
+        registry.register(
+            "history_messages",
+            "Messages held in history for recovery",
+            history_messages.clone(),
+        );
+        registry.register(
+            "plugin_calls",
+            "Calls into plugin components",
+            plugin_calls.clone(),
+        );
+        registry.register(
+            "plugin_call_seconds",
+            "Duration of plugin calls, instantiation included",
+            plugin_call_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            sockets_open,
+            connects,
+            disconnects,
+            publishes,
+            deliveries,
+            history_messages,
+            plugin_calls,
+            plugin_call_seconds,
+        }
+    }
+
+    pub fn connect(&self, app: &str, outcome: &str) {
+        self.connects
+            .get_or_create(&ConnectLabels {
+                app: app.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn disconnect(&self, app: &str, reason: &str) {
+        self.disconnects
+            .get_or_create(&DisconnectLabels {
+                app: app.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn published(&self, app: &str, source: &str, delivered: usize) {
+        self.publishes
+            .get_or_create(&PublishLabels {
+                app: app.to_owned(),
+                source: source.to_owned(),
+            })
+            .inc();
+        self.deliveries
+            .get_or_create(&AppLabels {
+                app: app.to_owned(),
+            })
+            .inc_by(delivered as u64);
+    }
+
+    pub fn plugin_call(&self, plugin: &str, call: &str, started: Instant, ok: bool) {
+        let labels = PluginCallLabels {
+            plugin: plugin.to_owned(),
+            call: call.to_owned(),
+        };
+        self.plugin_call_seconds
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        self.plugin_calls
+            .get_or_create(&PluginLabels {
+                plugin: labels.plugin,
+                call: labels.call,
+                outcome: if ok { "ok" } else { "failure" }.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
