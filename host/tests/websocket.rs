@@ -247,12 +247,17 @@ async fn shutdown_asks_open_sockets_to_reconnect_with_4200() {
     let token = server.token(ALPHA, empty()).await;
     away_from_step_edge(30, 3).await;
     let (mut socket, _) = connect(&token.url_with(&token.code(0))).await.welcomed();
+    // Accepted just before the signal: it must not be dropped.
+    let body = json!({"access_id": token.access_id, "event": "last-words", "data": 1});
+    publish(&server, ALPHA, body).await;
 
     let status = std::process::Command::new("kill")
         .args(["-TERM", &server.pid().to_string()])
         .status()
         .expect("send SIGTERM");
     assert!(status.success());
+    let received = messages_until(&mut socket, "last-words").await;
+    assert_eq!(received.len(), 1);
     assert_eq!(closed_with(&mut socket).await, 4200);
     drop(socket);
     let exit = server.wait_for_exit(Duration::from_secs(15));
