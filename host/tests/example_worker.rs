@@ -38,20 +38,50 @@ async fn the_worker_pushes_each_result_to_the_user_in_order() {
 
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("tasks.db");
-    worker(&db, &server, &["enqueue", "--user", "alice", "--kind", "report", "--arg", "20"]);
-    worker(&db, &server, &["enqueue", "--user", "bob", "--kind", "square", "--arg", "3"]);
-    worker(&db, &server, &["enqueue", "--user", "alice", "--kind", "square", "--arg", "12"]);
+    worker(
+        &db,
+        &server,
+        &[
+            "enqueue", "--user", "alice", "--kind", "report", "--arg", "20",
+        ],
+    );
+    worker(
+        &db,
+        &server,
+        &["enqueue", "--user", "bob", "--kind", "square", "--arg", "3"],
+    );
+    worker(
+        &db,
+        &server,
+        &[
+            "enqueue", "--user", "alice", "--kind", "square", "--arg", "12",
+        ],
+    );
     let log = worker(&db, &server, &["run", "--drain"]);
     assert_eq!(log.lines().count(), 3, "{log}");
 
-    publish(&server, ALPHA, json!({"user_id": "alice", "event": "sentinel", "data": 0})).await;
+    publish(
+        &server,
+        ALPHA,
+        json!({"user_id": "alice", "event": "sentinel", "data": 0}),
+    )
+    .await;
     let received = messages_until(&mut socket, "sentinel").await;
-    let results: Vec<_> = received.iter().map(|m| (m["event"].clone(), m["data"].clone())).collect();
+    let results: Vec<_> = received
+        .iter()
+        .map(|m| (m["event"].clone(), m["data"].clone()))
+        .collect();
     assert_eq!(
         results,
         vec![
-            (json!("task.done"), json!({"task_id": 1, "kind": "report", "result": {"rows": 20, "total": 210}})),
-            (json!("task.done"), json!({"task_id": 3, "kind": "square", "result": {"value": 144}})),
+            (
+                json!("task.done"),
+                json!({"task_id": 1, "kind": "report", "result": {"rows": 20, "total": 210}})
+            ),
+            (
+                json!("task.done"),
+                json!({"task_id": 3, "kind": "square", "result": {"value": 144}})
+            ),
             (json!("sentinel"), json!(0)),
         ]
     );
