@@ -674,3 +674,48 @@ async fn metrics_count_connects_publishes_and_plugin_calls_for_the_operator_only
     let off = http().get(plain.url("/metrics")).send().await.unwrap();
     assert_eq!(off.status(), 404);
 }
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_does_not_hold_its_session() {
+    let config =
+        format!("heartbeat_secs = 1\nmetrics_token = \"operator-token-0123456789\"\n{TWO_APPS}");
+    let server = TestServer::start(&config);
+    let (_, mut stalled) = open_socket(&server, ALPHA, json!({"channels": ["firehose"]})).await;
+    subscribe(&mut stalled, "firehose").await;
+    // Never read again: fill every buffer between server and client.
+    let payload = "x".repeat(60 * 1024);
+    for _ in 0..400 {
+        publish(
+            &server,
+            ALPHA,
+            json!({"channel": "firehose", "event": "bulk", "data": payload}),
+        )
+        .await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = http()
+            .get(server.url("/metrics"))
+            .bearer_auth("operator-token-0123456789")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains(r#"madx_sockets_open{app="alpha"} 0"#) {
+            assert!(
+                text.contains(r#"reason="slow_consumer"} 1"#)
+                    || text.contains(r#"reason="heartbeat_timeout"} 1"#),
+                "{text}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session is still open:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(stalled);
+}

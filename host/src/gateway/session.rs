@@ -137,7 +137,22 @@ impl Session {
         let mut last_heard = Instant::now();
 
         let ending = loop {
+            // Biased: commands (close) first, then queued messages, then
+            // client frames, so a message accepted before a client frame
+            // arrives is sent before that frame is answered.
             tokio::select! {
+                biased;
+                Some(command) = mailbox.commands.recv() => match command {
+                    SessionCommand::Close(code) => break Ending::Close(code, closing_message(code)),
+                },
+                Some(frame) = mailbox.frames.recv() => match self.send_text(frame).await {
+                    Ok(()) => {}
+                    Err(SendError::Stalled) => break Ending::Close(
+                        CloseCode::SlowConsumer,
+                        closing_message(CloseCode::SlowConsumer),
+                    ),
+                    Err(SendError::Gone) => break Ending::ClientGone,
+                },
                 incoming = self.socket.recv() => {
                     let message = match incoming {
                         Some(Ok(message)) => message,
@@ -166,14 +181,6 @@ impl Session {
                         break ending;
                     }
                 }
-                Some(frame) = mailbox.frames.recv() => {
-                    if self.send_text(frame).await.is_err() {
-                        break Ending::ClientGone;
-                    }
-                }
-                Some(command) = mailbox.commands.recv() => match command {
-                    SessionCommand::Close(code) => break Ending::Close(code, closing_message(code)),
-                },
                 _ = pings.tick() => {
                     if last_heard.elapsed() >= heartbeat * 2 {
                         break Ending::Close(
@@ -181,8 +188,13 @@ impl Session {
                             format!("nothing heard for {} s", (heartbeat * 2).as_secs()),
                         );
                     }
-                    if self.socket.send(Message::Ping(Default::default())).await.is_err() {
-                        break Ending::ClientGone;
+                    match self.send(Message::Ping(Default::default())).await {
+                        Ok(()) => {}
+                        Err(SendError::Stalled) => break Ending::Close(
+                            CloseCode::HeartbeatTimeout,
+                            "the peer stopped reading".to_owned(),
+                        ),
+                        Err(SendError::Gone) => break Ending::ClientGone,
                     }
                 }
                 _ = keepalive.tick() => {
@@ -384,9 +396,29 @@ impl Session {
             .map_err(|_| Ending::ClientGone)
     }
 
-    async fn send_text(&mut self, text: Utf8Bytes) -> Result<(), axum::Error> {
-        self.socket.send(Message::Text(text)).await
+    /// Send one text frame. A peer that takes no bytes for two heartbeat
+    /// intervals is stalled: waiting longer would hold this session (and
+    /// its close) hostage.
+    async fn send_text(&mut self, text: Utf8Bytes) -> Result<(), SendError> {
+        self.send(Message::Text(text)).await
     }
+
+    async fn send(&mut self, message: Message) -> Result<(), SendError> {
+        let patience = self.state.config.heartbeat * 2;
+        match timeout(patience, self.socket.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(SendError::Gone),
+            Err(_) => Err(SendError::Stalled),
+        }
+    }
+}
+
+/// Why a frame could not be sent.
+enum SendError {
+    /// The connection is gone.
+    Gone,
+    /// The peer stopped reading.
+    Stalled,
 }
 
 /// Refused frames in the current window.
@@ -467,8 +499,18 @@ fn closing_message(code: CloseCode) -> String {
 }
 
 /// Send an `error` frame, then a close frame with the same code, and wait
-/// briefly for the client's close reply so the handshake ends cleanly.
+/// briefly for the client's close reply so the handshake ends cleanly. All
+/// of it within a bounded time: a peer that stopped reading cannot hold the
+/// session open.
 async fn close(socket: &mut WebSocket, code: CloseCode, message: &str) {
+    let _ = timeout(
+        CLOSE_HANDSHAKE_TIMEOUT,
+        close_handshake(socket, code, message),
+    )
+    .await;
+}
+
+async fn close_handshake(socket: &mut WebSocket, code: CloseCode, message: &str) {
     let error = ServerFrame::Error {
         code: code.code(),
         reason: code.reason(),
@@ -490,8 +532,5 @@ async fn close(socket: &mut WebSocket, code: CloseCode, message: &str) {
     if socket.send(Message::Close(Some(frame))).await.is_err() {
         return;
     }
-    let _ = timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
-        while let Some(Ok(_)) = socket.recv().await {}
-    })
-    .await;
+    while let Some(Ok(_)) = socket.recv().await {}
 }
