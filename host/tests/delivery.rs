@@ -8,31 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use serde_json::{Value, json};
-
-/// A socket of a new token with these claims, welcomed.
-async fn open_socket(
-    server: &TestServer,
-    credentials: (&str, &str),
-    claims: Value,
-) -> (Token, Socket) {
-    let token = server.token(credentials, claims).await;
-    away_from_step_edge(30, 2).await;
-    let (socket, _) = connect(&token.url_with(&token.code(0))).await.welcomed();
-    (token, socket)
-}
-
-fn events(messages: &[Value]) -> Vec<&str> {
-    messages
-        .iter()
-        .map(|m| m["event"].as_str().unwrap())
-        .collect()
-}
-
-async fn subscribe(socket: &mut Socket, channel: &str) -> Value {
-    send_json(socket, json!({"type": "subscribe", "channel": channel})).await;
-    next_json(socket).await.unwrap()
-}
+use serde_json::json;
 
 #[tokio::test]
 async fn inboxes_reach_the_token_and_every_socket_of_the_user_only() {

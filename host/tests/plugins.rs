@@ -82,3 +82,63 @@ fn a_bad_config_file_stops_start_up_with_a_clear_message() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("at least 8"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_hostile_component_fails_only_the_requests_that_reach_it() {
+    let plugin = build_example_plugin("madx-example-hostile-router");
+    let config = format!(
+        "metrics_token = \"operator-token-0123456789\"\n\
+         [plugins]\ncall_timeout_ms = 300\nmemory_mib = 16\n{TWO_APPS}"
+    );
+    let server = TestServer::start_with(&config, &["--router-component", plugin.to_str().unwrap()]);
+    let (_, mut socket) = open_socket(&server, ALPHA, json!({"channels": ["*"]})).await;
+
+    for misbehaviour in ["loop", "alloc", "trap"] {
+        let started = std::time::Instant::now();
+        let refused = subscribe(&mut socket, misbehaviour).await;
+        assert_eq!(refused["code"], 4307, "{misbehaviour}: {refused}");
+        assert_eq!(refused["reason"], "unavailable");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{misbehaviour} was not stopped in time"
+        );
+
+        let body = json!({"channel": misbehaviour, "event": "e", "data": 1});
+        let (status, response) = post_json(&server, "/v1/publish", ALPHA, &body).await;
+        assert_eq!(status, 503, "{misbehaviour}: {response}");
+        assert_eq!(response["error"]["code"], "plugin_failure");
+
+        // Everyone else is served, by fresh instances of the same component.
+        let channel = format!("after-{misbehaviour}");
+        assert_eq!(subscribe(&mut socket, &channel).await["type"], "subscribed");
+        publish(
+            &server,
+            ALPHA,
+            json!({"channel": channel, "event": "sentinel", "data": 1}),
+        )
+        .await;
+        assert_eq!(
+            events(&messages_until(&mut socket, "sentinel").await),
+            ["sentinel"]
+        );
+    }
+
+    let metrics = http()
+        .get(server.url("/metrics"))
+        .bearer_auth("operator-token-0123456789")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for call in ["authorize-subscribe", "route-publish"] {
+        let failures = format!(
+            r#"madx_plugin_calls_total{{plugin="router",call="{call}",outcome="failure"}} 3"#
+        );
+        assert!(
+            metrics.contains(&failures),
+            "missing {failures} in\n{metrics}"
+        );
+    }
+}

@@ -240,7 +240,9 @@ impl PluginFailure {
         let reason = match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => "ran past its time budget".to_owned(),
             Some(trap) => format!("trapped: {trap}"),
-            None => format!("{error:#}"),
+            // The root cause names the limit or failure; the rest is a
+            // backtrace into the guest.
+            None => error.root_cause().to_string(),
         };
         let failure = PluginFailure {
             component: component.to_owned(),

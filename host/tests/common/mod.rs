@@ -432,6 +432,32 @@ pub async fn close_code_skipping_messages(socket: &mut Socket) -> Option<u16> {
     }
 }
 
+/// A socket of a new token with these claims, welcomed.
+pub async fn open_socket(
+    server: &TestServer,
+    credentials: (&str, &str),
+    claims: Value,
+) -> (Token, Socket) {
+    let token = server.token(credentials, claims).await;
+    away_from_step_edge(30, 2).await;
+    let (socket, _) = connect(&token.url_with(&token.code(0))).await.welcomed();
+    (token, socket)
+}
+
+/// The `event` of each message.
+pub fn events(messages: &[Value]) -> Vec<&str> {
+    messages
+        .iter()
+        .map(|m| m["event"].as_str().unwrap())
+        .collect()
+}
+
+/// Send `subscribe` and return the answer.
+pub async fn subscribe(socket: &mut Socket, channel: &str) -> Value {
+    send_json(socket, json!({"type": "subscribe", "channel": channel})).await;
+    next_json(socket).await.unwrap()
+}
+
 /// A JSON body with nothing in it.
 pub fn empty() -> Value {
     json!({})

@@ -1,0 +1,69 @@
+//! A deliberately hostile router, for testing the sandbox. It misbehaves
+//! when a channel (or, for app publishes, a target) is named:
+//!
+//! - `loop`: spins forever (the host's time budget must stop it);
+//! - `alloc`: allocates without end (the memory cap must stop it);
+//! - `trap`: panics, which traps the instance.
+//!
+//! Any other name is allowed, so the tests can show the host still serves.
+
+/// What a name asks this router to do.
+pub fn misbehave(name: &str) {
+    match name {
+        "loop" => {
+            let mut spins: u64 = 0;
+            loop {
+                spins = std::hint::black_box(spins.wrapping_add(1));
+            }
+        }
+        "alloc" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        "trap" => panic!("hostile router: trap requested"),
+        _ => {}
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+mod component {
+    wit_bindgen::generate!({
+        path: "../../../wit",
+        world: "router-plugin",
+    });
+
+    use exports::madx::pusher::router::{ClientPublication, Guest, RouteError, Target};
+    use madx::pusher::types::Claims;
+
+    struct Hostile;
+
+    impl Guest for Hostile {
+        fn authorize_subscribe(_claims: Claims, channel: String) -> Result<(), RouteError> {
+            super::misbehave(&channel);
+            Ok(())
+        }
+
+        fn authorize_publish(
+            _claims: Claims,
+            channel: String,
+            event: String,
+        ) -> Result<ClientPublication, RouteError> {
+            super::misbehave(&channel);
+            Ok(ClientPublication { channel, event })
+        }
+
+        fn route_publish(target: Target, _event: String) -> Result<Vec<Target>, RouteError> {
+            match &target {
+                Target::Channel(name) | Target::User(name) | Target::Token(name) => {
+                    super::misbehave(name)
+                }
+            }
+            Ok(vec![target])
+        }
+    }
+
+    export!(Hostile);
+}
