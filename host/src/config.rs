@@ -136,7 +136,7 @@ struct ConfigFile {
     listen: Option<SocketAddr>,
     public_url: Option<String>,
     heartbeat_secs: Option<u64>,
-    metrics_token: Option<String>,
+    operator_token: Option<String>,
     tls: Option<TlsFile>,
     limits: Limits,
     history: HistoryConfig,
@@ -156,7 +156,7 @@ pub struct Overrides {
     pub tls_key: Option<PathBuf>,
     /// `ID:KEY:SECRET` triples.
     pub apps: Vec<String>,
-    pub metrics_token: Option<String>,
+    pub operator_token: Option<String>,
 }
 
 /// PEM files for HTTPS and WSS.
@@ -177,7 +177,7 @@ pub struct Config {
     /// Interval of server pings; a socket silent for two intervals is closed.
     pub heartbeat: Duration,
     /// Bearer token that opens `GET /metrics`; metrics are off without it.
-    pub metrics_token: Option<String>,
+    pub operator_token: Option<String>,
     pub limits: Limits,
     pub history: HistoryConfig,
     pub sandbox: SandboxLimits,
@@ -219,9 +219,12 @@ impl Config {
             _ => bail!("TLS needs both a certificate and a key (--tls-cert and --tls-key)"),
         };
 
-        let metrics_token = overrides.metrics_token.or(file.metrics_token);
-        if metrics_token.as_ref().is_some_and(|token| token.len() < 16) {
-            bail!("metrics_token must be at least 16 characters");
+        let operator_token = overrides.operator_token.or(file.operator_token);
+        if operator_token
+            .as_ref()
+            .is_some_and(|token| token.len() < 16)
+        {
+            bail!("operator_token must be at least 16 characters");
         }
 
         let heartbeat_secs = file.heartbeat_secs.unwrap_or(25);
@@ -303,7 +306,7 @@ impl Config {
             public_url,
             tls,
             heartbeat: Duration::from_secs(heartbeat_secs),
-            metrics_token,
+            operator_token,
             limits,
             history: file.history,
             sandbox,

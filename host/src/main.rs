@@ -49,8 +49,8 @@ struct ServeArgs {
     #[arg(long = "app", env = "MADX_APPS", value_delimiter = ',')]
     apps: Vec<String>,
     /// Bearer token that opens GET /metrics (at least 16 characters).
-    #[arg(long, env = "MADX_METRICS_TOKEN")]
-    metrics_token: Option<String>,
+    #[arg(long, env = "MADX_OPERATOR_TOKEN")]
+    operator_token: Option<String>,
     /// Log lines as JSON objects instead of text.
     #[arg(long, env = "MADX_LOG_JSON")]
     log_json: bool,
@@ -71,7 +71,7 @@ fn main() -> ExitCode {
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         apps: args.apps,
-        metrics_token: args.metrics_token,
+        operator_token: args.operator_token,
     };
     let config = match Config::load(overrides) {
         Ok(config) => config,
@@ -113,8 +113,8 @@ fn print_banner(server: &Server) {
     let state = server.state();
     println!(
         "plugins: {}, {}",
-        state.plugins.auth.name(),
-        state.plugins.router.name()
+        state.plugins().auth.name(),
+        state.plugins().router.name()
     );
     if state.config.demo {
         let app = &state.config.apps[0];

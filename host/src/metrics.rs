@@ -1,5 +1,5 @@
 //! Prometheus metrics, served at `GET /metrics` to holders of the operator
-//! token (`metrics_token` in the config).
+//! token (`operator_token` in the config).
 
 use std::time::Instant;
 

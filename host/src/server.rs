@@ -17,7 +17,7 @@ use crate::gateway::CloseCode;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::plugins::{Plugins, Sandbox};
-use crate::state::{AppState, Apps};
+use crate::state::AppState;
 use crate::store::{MemoryStore, StoreBackend};
 
 /// How long open connections get to finish after a shutdown signal.
@@ -65,15 +65,9 @@ impl Server {
 
         let hub = Hub::new();
         let broker = Broker::start(hub.clone(), config.history);
-        let state = Arc::new(AppState {
-            apps: Apps::new(&config.apps),
-            config,
-            plugins,
-            store,
-            hub,
-            broker,
-            metrics,
-        });
+        let state = Arc::new(AppState::new(
+            config, sandbox, plugins, store, hub, broker, metrics,
+        ));
         Ok(Server {
             listener,
             local_addr,
@@ -115,6 +109,7 @@ impl Server {
             signal_handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
         });
 
+        tokio::spawn(reload_on_hangup(self.state.clone()));
         let hub = self.state.hub.clone();
         match self.tls {
             Some(tls) => {
@@ -138,4 +133,23 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// `SIGHUP` reloads the plugin components.
+async fn reload_on_hangup(state: Arc<AppState>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: reloading needs POST /admin/reload");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            if let Err(error) = state.reload_plugins().await {
+                tracing::error!("plugin reload refused, the running components stay: {error:#}");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = state;
 }

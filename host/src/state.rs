@@ -3,11 +3,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use crate::broker::Broker;
 use crate::config::{AppConfig, Config};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::plugins::Plugins;
+use crate::plugins::{Plugins, Sandbox};
 use crate::store::StoreBackend;
 
 /// One served application.
@@ -55,9 +57,64 @@ impl Apps {
 pub struct AppState {
     pub config: Config,
     pub apps: Apps,
-    pub plugins: Plugins,
+    /// The loaded components; swapped whole by a reload, so a call in
+    /// flight finishes on the components it started with.
+    plugins: ArcSwap<Plugins>,
+    sandbox: Arc<Sandbox>,
     pub store: StoreBackend,
     pub hub: Arc<Hub>,
     pub broker: Arc<Broker>,
     pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    pub fn new(
+        config: Config,
+        sandbox: Arc<Sandbox>,
+        plugins: Plugins,
+        store: StoreBackend,
+        hub: Arc<Hub>,
+        broker: Arc<Broker>,
+        metrics: Arc<Metrics>,
+    ) -> AppState {
+        AppState {
+            apps: Apps::new(&config.apps),
+            config,
+            plugins: ArcSwap::from_pointee(plugins),
+            sandbox,
+            store,
+            hub,
+            broker,
+            metrics,
+        }
+    }
+
+    /// The components serving calls now.
+    pub fn plugins(&self) -> Arc<Plugins> {
+        self.plugins.load_full()
+    }
+
+    /// Load the configured component files again and, if both load and fit
+    /// their worlds, serve every new call with them. On error the running
+    /// components stay. Open sockets are not touched either way.
+    pub async fn reload_plugins(self: &Arc<Self>) -> anyhow::Result<()> {
+        let state = Arc::clone(self);
+        // Compiling takes a while: keep it off the async workers.
+        let fresh = tokio::task::spawn_blocking(move || {
+            Plugins::load(
+                &state.sandbox,
+                state.store.clone(),
+                &state.config.auth,
+                &state.config.router,
+            )
+        })
+        .await??;
+        tracing::info!(
+            auth = fresh.auth.name(),
+            router = fresh.router.name(),
+            "plugins reloaded"
+        );
+        self.plugins.store(Arc::new(fresh));
+        Ok(())
+    }
 }

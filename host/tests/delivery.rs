@@ -605,7 +605,7 @@ async fn hundreds_of_subscribers_each_receive_one_publish_exactly_once() {
 
 #[tokio::test]
 async fn metrics_count_connects_publishes_and_plugin_calls_for_the_operator_only() {
-    let token_line = "metrics_token = \"operator-token-0123456789\"\n";
+    let token_line = "operator_token = \"operator-token-0123456789\"\n";
     let server = TestServer::start(&format!("{token_line}{TWO_APPS}"));
     let (token, mut socket) = open_socket(&server, ALPHA, json!({"user_id": "erin"})).await;
     let (code, _) = connect(&token.url_with("000000")).await.refused();
@@ -654,7 +654,7 @@ async fn metrics_count_connects_publishes_and_plugin_calls_for_the_operator_only
 #[tokio::test]
 async fn a_peer_that_stops_reading_does_not_hold_its_session() {
     let config =
-        format!("heartbeat_secs = 1\nmetrics_token = \"operator-token-0123456789\"\n{TWO_APPS}");
+        format!("heartbeat_secs = 1\noperator_token = \"operator-token-0123456789\"\n{TWO_APPS}");
     let server = TestServer::start(&config);
     let (_, mut stalled) = open_socket(&server, ALPHA, json!({"channels": ["firehose"]})).await;
     subscribe(&mut stalled, "firehose").await;

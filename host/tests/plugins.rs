@@ -87,7 +87,7 @@ fn a_bad_config_file_stops_start_up_with_a_clear_message() {
 async fn a_hostile_component_fails_only_the_requests_that_reach_it() {
     let plugin = build_example_plugin("madx-example-hostile-router");
     let config = format!(
-        "metrics_token = \"operator-token-0123456789\"\n\
+        "operator_token = \"operator-token-0123456789\"\n\
          [plugins]\ncall_timeout_ms = 300\nmemory_mib = 16\n{TWO_APPS}"
     );
     let server = TestServer::start_with(&config, &["--router-component", plugin.to_str().unwrap()]);
@@ -141,4 +141,96 @@ async fn a_hostile_component_fails_only_the_requests_that_reach_it() {
             "missing {failures} in\n{metrics}"
         );
     }
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_components_and_open_sockets_keep_receiving() {
+    let default_auth = build_example_plugin("madx-auth");
+    let sha256_auth = build_example_plugin("madx-example-auth-sha256");
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("auth.wasm");
+    std::fs::copy(&default_auth, &live).unwrap();
+    let config = format!(
+        "operator_token = \"operator-token-0123456789\"\n[plugins.auth]\npath = {:?}\n{TWO_APPS}",
+        live.to_str().unwrap()
+    );
+    let server = TestServer::start(&config);
+    let (before, mut socket) = open_socket(&server, ALPHA, json!({"user_id": "zoe"})).await;
+    assert_eq!(before.otp["algorithm"], "SHA1");
+
+    // Swap the file and signal: new tokens come from the new component.
+    std::fs::copy(&sha256_auth, &live).unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let after = loop {
+        let token = server.token(ALPHA, json!({"user_id": "zoe"})).await;
+        if token.otp["algorithm"] == "SHA256" {
+            break token;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reload did not happen"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    away_from_step_edge(60, 3).await;
+    let (mut new_socket, _) = connect(&after.url_with(&after.code(0))).await.welcomed();
+
+    // The socket opened before the reload is still connected and receives.
+    publish(
+        &server,
+        ALPHA,
+        json!({"user_id": "zoe", "event": "sentinel", "data": 1}),
+    )
+    .await;
+    assert_eq!(
+        events(&messages_until(&mut socket, "sentinel").await),
+        ["sentinel"]
+    );
+    assert_eq!(
+        events(&messages_until(&mut new_socket, "sentinel").await),
+        ["sentinel"]
+    );
+
+    // A broken file is refused; the running component stays.
+    std::fs::write(&live, b"not a component").unwrap();
+    let response = http()
+        .post(server.url("/admin/reload"))
+        .bearer_auth("operator-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "reload_refused");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("auth.wasm"),
+        "{body}"
+    );
+    let still = server.token(ALPHA, empty()).await;
+    assert_eq!(still.otp["algorithm"], "SHA256");
+
+    // And the admin endpoint reloads too, for the operator only.
+    std::fs::copy(&default_auth, &live).unwrap();
+    let anonymous = http()
+        .post(server.url("/admin/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let response = http()
+        .post(server.url("/admin/reload"))
+        .bearer_auth("operator-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(server.token(ALPHA, empty()).await.otp["algorithm"], "SHA1");
 }

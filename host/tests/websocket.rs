@@ -90,8 +90,10 @@ async fn an_idle_token_expires() {
 #[tokio::test]
 async fn an_open_socket_keeps_its_token_alive() {
     let server = TestServer::start(TWO_APPS);
-    let token = server.token(ALPHA, json!({"ttl": 3})).await;
+    // First wait for a fresh step: waiting after issuing would let the
+    // short-lived token expire before it is used.
     away_from_step_edge(30, 10).await;
+    let token = server.token(ALPHA, json!({"ttl": 3})).await;
     let (mut socket, _) = connect(&token.url_with(&token.code(0))).await.welcomed();
     // Twice the idle timeout passes while the socket is open.
     tokio::time::sleep(Duration::from_secs(6)).await;

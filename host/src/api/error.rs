@@ -45,13 +45,18 @@ impl ApiError {
         )
     }
 
-    /// `/metrics` without the operator token.
+    /// An operator endpoint without the operator token.
     pub fn unauthorized_operator() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "GET /metrics needs Authorization: Bearer <metrics_token>",
+            "operator endpoints need Authorization: Bearer <operator_token>",
         )
+    }
+
+    /// A reload whose components did not load; the old ones keep serving.
+    pub fn reload_refused(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "reload_refused", message)
     }
 
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {

@@ -41,6 +41,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/ws", get(gateway::upgrade))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/admin/reload", post(reload))
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -63,15 +64,13 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse,
     Ok((StatusCode::OK, axum::Json(json!({ "status": "ready" }))))
 }
 
-/// Prometheus text, for holders of the operator token.
-async fn metrics(
-    State(state): State<Arc<AppState>>,
-    headers: axum::http::HeaderMap,
-) -> Result<impl IntoResponse, ApiError> {
-    let Some(expected) = &state.config.metrics_token else {
+/// Operator endpoints need `Authorization: Bearer <operator_token>`; without
+/// a configured token they do not exist.
+fn check_operator(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = &state.config.operator_token else {
         return Err(ApiError::not_found(
             "not_found",
-            "metrics are off: set metrics_token in the configuration",
+            "operator endpoints are off: set operator_token in the configuration",
         ));
     };
     let presented = headers
@@ -79,9 +78,41 @@ async fn metrics(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if !bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
-        return Err(ApiError::unauthorized_operator());
+    if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized_operator())
     }
+}
+
+/// Reload the plugin components, as `SIGHUP` does, and say how it went.
+async fn reload(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    check_operator(&state, &headers)?;
+    match state.reload_plugins().await {
+        Ok(()) => {
+            let plugins = state.plugins();
+            Ok(axum::Json(json!({
+                "reloaded": true,
+                "auth": plugins.auth.name(),
+                "router": plugins.router.name(),
+            })))
+        }
+        Err(error) => {
+            tracing::error!("plugin reload refused, the running components stay: {error:#}");
+            Err(ApiError::reload_refused(format!("{error:#}")))
+        }
+    }
+}
+
+/// Prometheus text, for holders of the operator token.
+async fn metrics(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    check_operator(&state, &headers)?;
     for (app, sockets) in state.hub.sessions_per_app() {
         state
             .metrics

@@ -141,7 +141,7 @@ async fn route(
     }
 
     let targets = state
-        .plugins
+        .plugins()
         .router
         .route_publish(&app.id, &target, &request.event)
         .await

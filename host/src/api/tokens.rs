@@ -67,7 +67,7 @@ pub async fn create(
         ttl_secs,
     };
     let issued = state
-        .plugins
+        .plugins()
         .auth
         .issue(&app.id, request)
         .await
@@ -99,7 +99,7 @@ pub async fn revoke(
     Path(access_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let existed = state
-        .plugins
+        .plugins()
         .auth
         .revoke(&app.id, &access_id)
         .await

@@ -135,7 +135,7 @@ async fn admit(state: &AppState, params: ConnectParams) -> Result<Admitted, Refu
     };
 
     let verdict = state
-        .plugins
+        .plugins()
         .auth
         .verify(&app.id, &access_id, &otp)
         .await

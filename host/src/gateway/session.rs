@@ -295,7 +295,7 @@ impl Session {
         }
         let verdict = self
             .state
-            .plugins
+            .plugins()
             .router
             .authorize_subscribe(&self.app.id, &self.claims, channel)
             .await;
@@ -336,7 +336,7 @@ impl Session {
         }
         let verdict = self
             .state
-            .plugins
+            .plugins()
             .router
             .authorize_publish(&self.app.id, &self.claims, channel, event)
             .await;
@@ -465,7 +465,7 @@ fn route_refusal(
 /// because the token is gone. A plugin or store failure keeps the socket:
 /// the next tick tries again.
 async fn keep_token_alive(state: &AppState, app_id: &str, access_id: &str) -> Option<CloseCode> {
-    match state.plugins.auth.touch(app_id, access_id).await {
+    match state.plugins().auth.touch(app_id, access_id).await {
         Ok(Ok(())) => None,
         Ok(Err(AuthError::TokenInvalid)) => Some(CloseCode::TokenRevoked),
         Ok(Err(error)) => {

@@ -8,8 +8,8 @@
 //! --profile plugin`, then `madx-pusher serve --auth-component
 //! target/wasm32-wasip2/plugin/madx_example_auth_sha256.wasm`.
 
-use madx_auth::component::{AuthComponent, Profile};
-use madx_auth::totp::{Algorithm, OtpProfile};
+use madx_auth_core::component::{AuthComponent, Profile};
+use madx_auth_core::totp::{Algorithm, OtpProfile};
 
 /// HMAC-SHA256, 8 digits, 60 s steps.
 pub struct Sha256EightDigits;
@@ -26,4 +26,4 @@ impl Profile for Sha256EightDigits {
 pub type Sha256Auth = AuthComponent<Sha256EightDigits>;
 
 #[cfg(target_arch = "wasm32")]
-madx_auth::component::export_auth_component!(Sha256Auth);
+madx_auth_core::component::export_auth_component!(Sha256Auth);

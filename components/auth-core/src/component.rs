@@ -12,7 +12,7 @@ wit_bindgen::generate!({
     world: "auth-plugin",
     pub_export_macro: true,
     export_macro_name: "export_auth_component",
-    default_bindings_module: "madx_auth::component",
+    default_bindings_module: "madx_auth_core::component",
 });
 
 use crate::tokens::{self, AuthFailure, Authority, StoreFailure};
@@ -149,11 +149,5 @@ impl<P: Profile> Guest for AuthComponent<P> {
     }
 }
 
-/// The default auth component.
+/// The default auth component (`components/auth` exports it).
 pub type DefaultAuth = AuthComponent<Rfc6238>;
-
-// Export symbols only in the WebAssembly build of the default component:
-// natively they would clash with the linker, and crates that reuse this one
-// export their own.
-#[cfg(all(feature = "default-component", target_arch = "wasm32"))]
-export_auth_component!(DefaultAuth);
