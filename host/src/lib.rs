@@ -7,6 +7,8 @@
 //!
 //! # Layout
 //!
+//! - [`check`]: `madx-pusher plugin check`, the conformance suite for
+//!   plugin authors.
 //! - [`config`]: the configuration file, environment and flags, resolved
 //!   into one validated [`config::Config`].
 //! - [`server`]: binds the listener (plain or TLS), wires the parts together
@@ -27,6 +29,7 @@
 
 pub mod api;
 pub mod broker;
+pub mod check;
 pub mod config;
 pub mod gateway;
 pub mod hub;

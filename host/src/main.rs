@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use madx_pusher::config::{Config, Overrides};
+use madx_pusher::plugins::ComponentSource;
 use madx_pusher::server::Server;
 use tracing_subscriber::EnvFilter;
 
@@ -20,6 +21,23 @@ struct Cli {
 enum Command {
     /// Run the push service.
     Serve(ServeArgs),
+    /// Work with plugin components.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Check components against their worlds and the behaviour the contract
+    /// expects. Exit status 0 when every check passes.
+    Check {
+        /// An auth component (.wasm), or `built-in`.
+        #[arg(long)]
+        auth: Option<PathBuf>,
+        /// A router component (.wasm), or `built-in`.
+        #[arg(long)]
+        router: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -57,9 +75,43 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
-    let Cli {
-        command: Command::Serve(args),
-    } = Cli::parse();
+    match Cli::parse().command {
+        Command::Serve(args) => serve_command(args),
+        Command::Plugin(PluginCommand::Check { auth, router }) => check_command(auth, router),
+    }
+}
+
+fn check_command(auth: Option<PathBuf>, router: Option<PathBuf>) -> ExitCode {
+    init_logging(false);
+    if auth.is_none() && router.is_none() {
+        eprintln!("madx-pusher plugin check: give --auth PATH and/or --router PATH");
+        return ExitCode::from(2);
+    }
+    let source = |path: PathBuf| {
+        if path.as_os_str() == "built-in" {
+            ComponentSource::BuiltIn
+        } else {
+            ComponentSource::File(path)
+        }
+    };
+    let (auth, router) = (auth.map(source), router.map(source));
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("madx-pusher: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = runtime.block_on(madx_pusher::check::run(auth.as_ref(), router.as_ref()));
+    println!("{}", report.summary());
+    if report.failed() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn serve_command(args: ServeArgs) -> ExitCode {
     init_logging(args.log_json);
 
     let overrides = Overrides {

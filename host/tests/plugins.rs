@@ -234,3 +234,44 @@ async fn sighup_reloads_the_components_and_open_sockets_keep_receiving() {
     assert_eq!(response.status(), 200);
     assert_eq!(server.token(ALPHA, empty()).await.otp["algorithm"], "SHA1");
 }
+
+fn plugin_check(args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_madx-pusher"))
+        .args(["plugin", "check"])
+        .args(args)
+        .output()
+        .expect("run madx-pusher plugin check");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn the_conformance_checker_passes_good_components_and_names_what_is_wrong() {
+    let sha256 = build_example_plugin("madx-example-auth-sha256");
+    let hostile = build_example_plugin("madx-example-hostile-router");
+    let (ok, output) = plugin_check(&["--auth", sha256.to_str().unwrap(), "--router", "built-in"]);
+    assert!(ok, "{output}");
+    assert!(
+        output.contains("ok   a used code is refused as reused"),
+        "{output}"
+    );
+    assert!(output.trim_end().ends_with("0 failed"), "{output}");
+
+    // The hostile router lets everything through: the deny cases fail.
+    let (ok, output) = plugin_check(&["--router", hostile.to_str().unwrap()]);
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains("FAIL subscribe outside the globs is forbidden"),
+        "{output}"
+    );
+
+    // An auth component offered as a router does not implement the world.
+    let (ok, output) = plugin_check(&["--router", sha256.to_str().unwrap()]);
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains("FAIL implements madx:pusher/router-plugin@0.1.0"),
+        "{output}"
+    );
+}

@@ -163,6 +163,36 @@ impl Sandbox {
     pub fn limits(&self) -> SandboxLimits {
         self.limits
     }
+
+    /// A component's imports, each with whether this host provides it
+    /// (WASI 0.2 and this package's `store`, `settings` and `types`).
+    pub fn imports(
+        &self,
+        kind: PluginKind,
+        source: &ComponentSource,
+    ) -> anyhow::Result<Vec<(String, bool)>> {
+        let name = source.describe(kind);
+        let bytes = match source {
+            ComponentSource::BuiltIn => kind.built_in().to_vec(),
+            ComponentSource::File(path) => {
+                std::fs::read(path).with_context(|| format!("cannot read the {name}"))?
+            }
+        };
+        let component = Component::from_binary(&self.engine, &bytes)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("the {name} is not a valid WebAssembly component"))?;
+        let provided = |import: &str| {
+            import.starts_with("wasi:") && import.contains("@0.2.")
+                || ["store", "settings", "types"]
+                    .iter()
+                    .any(|interface| import.starts_with(&format!("madx:pusher/{interface}@0.1.")))
+        };
+        Ok(component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(import, _)| (import.to_owned(), provided(import)))
+            .collect())
+    }
 }
 
 /// Advance the engine's epoch every tick, so running guests notice their
@@ -197,7 +227,7 @@ impl PluginKind {
         }
     }
 
-    fn world(self) -> &'static str {
+    pub fn world(self) -> &'static str {
         match self {
             PluginKind::Auth => "auth-plugin",
             PluginKind::Router => "router-plugin",

@@ -22,7 +22,7 @@ pub struct RouterPlugin {
 }
 
 impl RouterPlugin {
-    pub(super) fn load(
+    pub fn load(
         sandbox: &Arc<Sandbox>,
         store: StoreBackend,
         config: &PluginConfig,
