@@ -275,3 +275,64 @@ fn the_conformance_checker_passes_good_components_and_names_what_is_wrong() {
         "{output}"
     );
 }
+
+#[tokio::test]
+async fn a_router_written_in_python_routes_for_the_real_host() {
+    let router = build_python_router();
+    let config = format!("[plugins]\nmemory_mib = 64\n{TWO_APPS}");
+    let server = TestServer::start_with(&config, &["--router-component", router.to_str().unwrap()]);
+    let (_, mut socket) = open_socket(
+        &server,
+        ALPHA,
+        json!({"user_id": "alice", "channels": ["news.*"]}),
+    )
+    .await;
+
+    // The Python rules: the user's private channel without listing it...
+    assert_eq!(
+        subscribe(&mut socket, "private-alice").await["type"],
+        "subscribed"
+    );
+    assert_eq!(
+        subscribe(&mut socket, "news.sport").await["type"],
+        "subscribed"
+    );
+    // ...but nobody else's.
+    let refused = subscribe(&mut socket, "private-bob").await;
+    assert_eq!(refused["code"], 4303, "{refused}");
+
+    // A publish to the user also reaches the private channel; the socket
+    // that is in both gets it once.
+    let id = publish(
+        &server,
+        ALPHA,
+        json!({"user_id": "alice", "event": "report.done", "data": 1}),
+    )
+    .await;
+    publish(
+        &server,
+        ALPHA,
+        json!({"channel": "news.sport", "event": "sentinel", "data": 0}),
+    )
+    .await;
+    let received = messages_until(&mut socket, "sentinel").await;
+    assert_eq!(events(&received), ["report.done", "sentinel"]);
+
+    // The private channel's history holds it too.
+    send_json(
+        &mut socket,
+        json!({"type": "unsubscribe", "channel": "private-alice"}),
+    )
+    .await;
+    next_json(&mut socket).await;
+    let since = (id.parse::<u64>().unwrap() - 1).to_string();
+    send_json(
+        &mut socket,
+        json!({"type": "subscribe", "channel": "private-alice", "since": since}),
+    )
+    .await;
+    assert_eq!(next_json(&mut socket).await.unwrap()["recovered"], true);
+    let replayed = next_json(&mut socket).await.unwrap();
+    assert_eq!(replayed["id"], id.as_str());
+    assert_eq!(replayed["event"], "report.done");
+}

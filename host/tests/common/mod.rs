@@ -458,6 +458,37 @@ pub async fn subscribe(socket: &mut Socket, channel: &str) -> Value {
     next_json(socket).await.unwrap()
 }
 
+/// Build the Python router example (`examples/plugins/router-python`) with
+/// componentize-py (installed from `requirements-dev.txt`); its path.
+pub fn build_python_router() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
+    let out_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"))
+        .join("plugins");
+    std::fs::create_dir_all(&out_dir).expect("create target/plugins");
+    let output = out_dir.join("router_python.wasm");
+    let status = Command::new("componentize-py")
+        .arg("-d")
+        .arg(workspace.join("wit"))
+        .args(["-w", "router-plugin", "componentize", "-p"])
+        .arg(workspace.join("examples/plugins/router-python"))
+        .arg("app")
+        .arg("-o")
+        .arg(&output)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdout(Stdio::null())
+        .status()
+        .expect("componentize-py is missing: pip install -r requirements-dev.txt");
+    assert!(
+        status.success(),
+        "componentize-py failed to build the Python router"
+    );
+    output
+}
+
 /// A JSON body with nothing in it.
 pub fn empty() -> Value {
     json!({})
