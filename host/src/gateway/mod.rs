@@ -141,11 +141,16 @@ async fn admit(state: &AppState, params: ConnectParams) -> Result<Admitted, Refu
         .await
         .map_err(|failure| Refusal::new(CloseCode::PluginFailure, failure.to_string()))?;
     match verdict {
-        Ok(claims) => Ok(Admitted {
-            app,
-            claims,
-            last_id,
-        }),
+        Ok(mut claims) => {
+            // A plugin's answer is input too: keep the idle timeout within
+            // the contract, whatever the component says.
+            claims.idle_timeout_secs = claims.idle_timeout_secs.clamp(1, 7200);
+            Ok(Admitted {
+                app,
+                claims,
+                last_id,
+            })
+        }
         Err(error) => Err(refusal_for(error)),
     }
 }
