@@ -1,0 +1,356 @@
+//! Tokens, codes, sockets and publishes, as real clients do them.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, anyhow, bail};
+use futures_util::{SinkExt, StreamExt, stream};
+use serde_json::{Value, json};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{WebSocketStream, client_async_with_config};
+use totp_rs::{Algorithm, Secret, TOTP};
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// The server under test.
+pub struct Target {
+    /// `http://host:port`
+    pub base: String,
+    pub key: String,
+    pub secret: String,
+    /// floor-server: no tokens, no channels.
+    pub floor: bool,
+}
+
+/// A token as the client holds it.
+pub struct Token {
+    pub access_id: String,
+    seed: String,
+    ws_url: String,
+}
+
+/// An open socket and the token it belongs to.
+pub struct Opened {
+    pub socket: Ws,
+    pub access_id: String,
+}
+
+pub struct Client {
+    target: Target,
+    server: SocketAddr,
+    http: reqwest::Client,
+    sources: u8,
+    next_source: AtomicU32,
+}
+
+impl Client {
+    pub fn new(target: Target, sources: u8) -> anyhow::Result<Client> {
+        let authority = target
+            .base
+            .strip_prefix("http://")
+            .context("--target must be an http:// URL")?;
+        let server: SocketAddr = authority
+            .parse()
+            .with_context(|| format!("--target must be http://IP:PORT, got {}", target.base))?;
+        Ok(Client {
+            target,
+            server,
+            http: reqwest::Client::new(),
+            sources: sources.clamp(1, 250),
+            next_source: AtomicU32::new(0),
+        })
+    }
+
+    pub async fn issue(&self, channels: &[&str]) -> anyhow::Result<Token> {
+        let response = self
+            .http
+            .post(format!("{}/v1/tokens", self.target.base))
+            .basic_auth(&self.target.key, Some(&self.target.secret))
+            .json(&json!({ "channels": channels }))
+            .send()
+            .await?;
+        if response.status() != 201 {
+            bail!("token request answered {}", response.status());
+        }
+        let body: Value = response.json().await?;
+        let field = |name: &str| {
+            body[name]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| anyhow!("token response without {name}"))
+        };
+        Ok(Token {
+            access_id: field("access_id")?,
+            seed: field("secret_seed")?,
+            ws_url: field("ws_url")?,
+        })
+    }
+
+    pub async fn issue_many(
+        &self,
+        count: usize,
+        concurrency: usize,
+        channel: Option<&str>,
+    ) -> anyhow::Result<Vec<Token>> {
+        let channels: Vec<&str> = channel.into_iter().collect();
+        stream::iter(0..count)
+            .map(|_| self.issue(&channels))
+            .buffer_unordered(concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// TCP from the next loopback source address, then the WebSocket
+    /// handshake, with small buffers so the load generator fits many.
+    async fn dial(&self, url: &str) -> anyhow::Result<Ws> {
+        let index = self.next_source.fetch_add(1, Ordering::Relaxed) % u32::from(self.sources);
+        let source = Ipv4Addr::new(127, 0, 0, 2 + index as u8);
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::from((source, 0)))?;
+        let stream = socket.connect(self.server).await?;
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0);
+        let (ws, _) = client_async_with_config(url, stream, Some(config)).await?;
+        Ok(ws)
+    }
+
+    /// Connect with a fresh code and wait for `welcome`; the handshake time.
+    async fn open(&self, token: &Token) -> anyhow::Result<(Ws, u64)> {
+        let started = Instant::now();
+        let url = format!(
+            "{}&access_id={}&otp={}",
+            token.ws_url,
+            token.access_id,
+            current_code(&token.seed)?
+        );
+        let mut ws = self.dial(&url).await?;
+        let welcome = next_text(&mut ws).await?;
+        if !welcome.contains("\"welcome\"") {
+            bail!("refused: {welcome}");
+        }
+        Ok((ws, started.elapsed().as_micros() as u64))
+    }
+
+    pub async fn connect_tokens(
+        &self,
+        tokens: Vec<Token>,
+        concurrency: usize,
+    ) -> anyhow::Result<(Vec<Opened>, Vec<u64>)> {
+        let results: Vec<anyhow::Result<(Opened, u64)>> = stream::iter(tokens)
+            .map(|token| async move {
+                let (socket, latency) = self.open(&token).await?;
+                Ok((
+                    Opened {
+                        socket,
+                        access_id: token.access_id,
+                    },
+                    latency,
+                ))
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        let mut opened = Vec::with_capacity(results.len());
+        let mut latencies = Vec::with_capacity(results.len());
+        for result in results {
+            let (socket, latency) = result?;
+            opened.push(socket);
+            latencies.push(latency);
+        }
+        Ok((opened, latencies))
+    }
+
+    /// `count` sockets, subscribed to `channel` when given.
+    pub async fn open_many(
+        &self,
+        count: usize,
+        concurrency: usize,
+        channel: Option<&str>,
+    ) -> anyhow::Result<Vec<Opened>> {
+        if self.target.floor {
+            let url = format!("ws://{}/ws", self.server);
+            return stream::iter(0..count)
+                .map(|n| {
+                    let url = url.clone();
+                    async move {
+                        Ok(Opened {
+                            socket: self.dial(&url).await?,
+                            access_id: n.to_string(),
+                        })
+                    }
+                })
+                .buffer_unordered(concurrency.max(1))
+                .collect::<Vec<anyhow::Result<Opened>>>()
+                .await
+                .into_iter()
+                .collect();
+        }
+        let tokens = self.issue_many(count, concurrency, channel).await?;
+        let (mut opened, _) = self.connect_tokens(tokens, concurrency).await?;
+        if let Some(channel) = channel {
+            for socket in &mut opened {
+                let frame = json!({"type": "subscribe", "channel": channel}).to_string();
+                socket.socket.send(Message::Text(frame.into())).await?;
+                let answer = next_text(&mut socket.socket).await?;
+                if !answer.contains("\"subscribed\"") {
+                    bail!("subscribe refused: {answer}");
+                }
+            }
+        }
+        Ok(opened)
+    }
+
+    /// Publish message `n`, stamped with the send time, to the bench channel
+    /// or to one token's inbox.
+    pub async fn publish(&self, n: u64, to_access_id: Option<&str>) -> anyhow::Result<()> {
+        let data = json!({ "t": now_micros(), "n": n });
+        let response = if self.target.floor {
+            let frame = json!({"type": "message", "id": n.to_string(), "channel": "bench", "event": "tick", "data": data});
+            self.http
+                .post(format!("{}/publish", self.target.base))
+                .body(frame.to_string())
+                .send()
+                .await?
+        } else {
+            let body = match to_access_id {
+                Some(access_id) => json!({"access_id": access_id, "event": "tick", "data": data}),
+                None => json!({"channel": "bench", "event": "tick", "data": data}),
+            };
+            self.http
+                .post(format!("{}/v1/publish", self.target.base))
+                .basic_auth(&self.target.key, Some(&self.target.secret))
+                .json(&body)
+                .send()
+                .await?
+        };
+        if !response.status().is_success() {
+            bail!("publish answered {}", response.status());
+        }
+        Ok(())
+    }
+}
+
+async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => return Ok(text.as_str().to_owned()),
+            Some(Ok(Message::Close(frame))) => bail!("closed: {frame:?}"),
+            Some(Ok(_)) => continue,
+            Some(Err(error)) => return Err(error.into()),
+            None => bail!("closed"),
+        }
+    }
+}
+
+fn current_code(seed: &str) -> anyhow::Result<String> {
+    let secret = Secret::Encoded(seed.to_owned())
+        .to_bytes()
+        .map_err(|_| anyhow!("the secret seed is not base32"))?;
+    let totp = TOTP::new_unchecked(Algorithm::SHA1, 6, 0, 30, secret);
+    Ok(totp.generate(now_micros() / 1_000_000))
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// The send time stamped into a message (`"t":<micros>`), without parsing
+/// the whole frame: the load generator shares the cores with the server.
+fn stamp(text: &str) -> Option<u64> {
+    let start = text.find("\"t\":")? + 4;
+    let digits: String = text[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+#[derive(Default)]
+struct Tally {
+    received: u64,
+    latencies_us: Vec<u64>,
+    closed_code: Option<u16>,
+}
+
+/// Every socket read by its own task.
+pub struct Receivers {
+    tallies: Vec<Arc<Mutex<Tally>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+pub struct Outcome {
+    pub received: u64,
+    pub latencies_us: Vec<u64>,
+    /// Sockets closed with 4202 (slow consumer).
+    pub closed_slow: u64,
+    /// Messages those sockets did not get (they would recover them with
+    /// `last_id`): counted apart from loss.
+    pub missed_by_closed: u64,
+}
+
+pub fn receive_all(opened: Vec<Opened>) -> Receivers {
+    let mut tallies = Vec::with_capacity(opened.len());
+    let mut tasks = Vec::with_capacity(opened.len());
+    for Opened { mut socket, .. } in opened {
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        tallies.push(tally.clone());
+        tasks.push(tokio::spawn(async move {
+            while let Some(message) = socket.next().await {
+                let Ok(mut tally) = tally.lock() else { return };
+                match message {
+                    Ok(Message::Text(text)) => {
+                        if let Some(sent) = stamp(text.as_str()) {
+                            tally.received += 1;
+                            tally.latencies_us.push(now_micros().saturating_sub(sent));
+                        }
+                    }
+                    Ok(Message::Close(frame)) => {
+                        tally.closed_code = frame.map(|frame| u16::from(frame.code));
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    Receivers { tallies, tasks }
+}
+
+impl Receivers {
+    /// Stop reading and add up; `expected_per_socket` tells what a socket
+    /// closed as a slow consumer missed.
+    pub async fn finish(self, expected_per_socket: u64) -> Outcome {
+        for task in &self.tasks {
+            task.abort();
+        }
+        let mut outcome = Outcome {
+            received: 0,
+            latencies_us: Vec::new(),
+            closed_slow: 0,
+            missed_by_closed: 0,
+        };
+        for tally in self.tallies {
+            let Ok(mut tally) = tally.lock() else {
+                continue;
+            };
+            outcome.received += tally.received;
+            outcome.latencies_us.append(&mut tally.latencies_us);
+            if tally.closed_code == Some(4202) {
+                outcome.closed_slow += 1;
+                outcome.missed_by_closed += expected_per_socket.saturating_sub(tally.received);
+            }
+        }
+        outcome
+    }
+}

@@ -1,0 +1,254 @@
+//! madx-bench: load for madx-pusher (and for the bare-transport floor), over
+//! real WebSockets on loopback. Each scenario prints one JSON line and a
+//! human summary. See docs/benchmarks.md.
+
+mod client;
+mod host;
+mod stats;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use client::{Client, Target};
+use stats::Percentiles;
+
+#[derive(Parser)]
+#[command(name = "madx-bench", about = "Load generator for madx-pusher")]
+struct Cli {
+    /// Base URL of the server under test.
+    #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
+    target: String,
+    /// App key and secret (HTTP Basic) of the server under test.
+    #[arg(long, default_value = "demo-key", global = true)]
+    key: String,
+    #[arg(long, default_value = "demo-secret", global = true)]
+    secret: String,
+    /// The server's process id, to read its memory and CPU from /proc.
+    #[arg(long, global = true)]
+    host_pid: Option<u32>,
+    /// Loopback source addresses (127.0.0.2...) to spread sockets over.
+    #[arg(long, default_value_t = 8, global = true)]
+    sources: u8,
+    /// Connections opened at once.
+    #[arg(long, default_value_t = 64, global = true)]
+    concurrency: usize,
+    /// Talk to floor-server (no tokens, no channels) instead of madx-pusher.
+    #[arg(long, global = true)]
+    floor: bool,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Ramp to N idle sockets; host RSS per socket.
+    Idle {
+        #[arg(long, default_value_t = 1000)]
+        sockets: usize,
+    },
+    /// Full one-time-TOTP handshakes per second, with latency.
+    Connect {
+        #[arg(long, default_value_t = 1000)]
+        sockets: usize,
+    },
+    /// One channel, N subscribers, publishes at a fixed rate.
+    Fanout {
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// N sockets, each reached through its own token inbox.
+    Inboxes {
+        #[arg(long, default_value_t = 1000)]
+        sockets: usize,
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Every socket is a file; ask for as many as the hard limit allows.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let target = Target {
+        base: cli.target.trim_end_matches('/').to_owned(),
+        key: cli.key.clone(),
+        secret: cli.secret.clone(),
+        floor: cli.floor,
+    };
+    let client = Arc::new(Client::new(target, cli.sources)?);
+    let report = match cli.scenario {
+        Scenario::Idle { sockets } => idle(&client, &cli, sockets).await?,
+        Scenario::Connect { sockets } => connect(&client, &cli, sockets).await?,
+        Scenario::Fanout {
+            subscribers,
+            rate,
+            seconds,
+        } => fanout(&client, &cli, subscribers, rate, seconds, false).await?,
+        Scenario::Inboxes {
+            sockets,
+            rate,
+            seconds,
+        } => fanout(&client, &cli, sockets, rate, seconds, true).await?,
+    };
+    println!("{report}");
+    Ok(())
+}
+
+async fn idle(
+    client: &Arc<Client>,
+    cli: &Cli,
+    sockets: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let rss_before = cli.host_pid.and_then(host::rss_bytes);
+    let started = Instant::now();
+    let opened = client.open_many(sockets, cli.concurrency, None).await?;
+    let ramp = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after = cli.host_pid.and_then(host::rss_bytes);
+    let per_socket = match (rss_before, rss_after) {
+        (Some(before), Some(after)) => Some(after.saturating_sub(before) as f64 / sockets as f64),
+        _ => None,
+    };
+    let report = json!({
+        "scenario": "idle", "floor": cli.floor, "sockets": opened.len(),
+        "ramp_secs": ramp.as_secs_f64(),
+        "host_rss_bytes": rss_after,
+        "host_rss_per_socket_bytes": per_socket,
+    });
+    eprintln!(
+        "idle: {} sockets open in {:.1} s; host RSS {} per socket",
+        opened.len(),
+        ramp.as_secs_f64(),
+        per_socket.map_or("n/a (no --host-pid)".to_owned(), |bytes| format!(
+            "{:.1} KiB",
+            bytes / 1024.0
+        ))
+    );
+    Ok(report)
+}
+
+async fn connect(
+    client: &Arc<Client>,
+    cli: &Cli,
+    sockets: usize,
+) -> anyhow::Result<serde_json::Value> {
+    if cli.floor {
+        bail!("the connect scenario measures the product's handshake; drop --floor");
+    }
+    let tokens = client.issue_many(sockets, cli.concurrency, None).await?;
+    let cpu_before = cli.host_pid.and_then(host::cpu_seconds);
+    let started = Instant::now();
+    let (opened, latencies) = client.connect_tokens(tokens, cli.concurrency).await?;
+    let elapsed = started.elapsed();
+    let cpu = cli
+        .host_pid
+        .and_then(host::cpu_seconds)
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
+    let rate = opened.len() as f64 / elapsed.as_secs_f64();
+    let latency = Percentiles::of(latencies);
+    let report = json!({
+        "scenario": "connect", "sockets": opened.len(), "connects_per_sec": rate,
+        "handshake_p50_ms": latency.p50_ms(), "handshake_p99_ms": latency.p99_ms(),
+        "host_cpu_per_connect_us": cpu.map(|seconds| seconds * 1e6 / opened.len() as f64),
+    });
+    eprintln!(
+        "connect: {} handshakes in {:.2} s = {rate:.0}/s; p50 {:.2} ms, p99 {:.2} ms",
+        opened.len(),
+        elapsed.as_secs_f64(),
+        latency.p50_ms(),
+        latency.p99_ms()
+    );
+    Ok(report)
+}
+
+async fn fanout(
+    client: &Arc<Client>,
+    cli: &Cli,
+    sockets: usize,
+    rate: u64,
+    seconds: u64,
+    inboxes: bool,
+) -> anyhow::Result<serde_json::Value> {
+    let channel = if inboxes { None } else { Some("bench") };
+    let opened = client.open_many(sockets, cli.concurrency, channel).await?;
+    let access_ids: Vec<String> = opened
+        .iter()
+        .map(|socket| socket.access_id.clone())
+        .collect();
+    let receivers = client::receive_all(opened);
+
+    let cpu_before = cli.host_pid.and_then(host::cpu_seconds);
+    let published = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
+    let total = rate * seconds;
+    for n in 0..total {
+        ticks.tick().await;
+        let to = if inboxes {
+            Some(access_ids[(n as usize) % access_ids.len()].as_str())
+        } else {
+            None
+        };
+        client.publish(n, to).await?;
+        published.fetch_add(1, Ordering::Relaxed);
+    }
+    let publish_secs = started.elapsed().as_secs_f64();
+    // Let the last messages arrive.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu = cli
+        .host_pid
+        .and_then(host::cpu_seconds)
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
+    let per_socket = if inboxes {
+        total.div_ceil(sockets.max(1) as u64)
+    } else {
+        total
+    };
+    let outcome = receivers.finish(per_socket).await;
+    let expected = if inboxes {
+        total
+    } else {
+        total * sockets as u64
+    };
+    let received = outcome.received;
+    let lost = expected
+        .saturating_sub(received)
+        .saturating_sub(outcome.missed_by_closed);
+    let latency = Percentiles::of(outcome.latencies_us);
+    let cpu_per_delivery = cpu.map(|seconds| seconds * 1e6 / received.max(1) as f64);
+    let report = json!({
+        "scenario": if inboxes { "inboxes" } else { "fanout" }, "floor": cli.floor,
+        "sockets": sockets, "rate": rate, "seconds": seconds,
+        "published": total, "expected": expected, "received": received,
+        "closed_slow_consumer": outcome.closed_slow, "lost": lost,
+        "deliveries_per_sec": received as f64 / publish_secs,
+        "latency_p50_ms": latency.p50_ms(), "latency_p99_ms": latency.p99_ms(),
+        "latency_p999_ms": latency.p999_ms(),
+        "host_cpu_per_delivery_us": cpu_per_delivery,
+    });
+    eprintln!(
+        "{}{}: {sockets} sockets, {total} publishes at {rate}/s: {received}/{expected} delivered, {} cut off (4202), {lost} lost; p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms; host CPU {} per delivery",
+        if inboxes { "inboxes" } else { "fanout" },
+        if cli.floor { " (floor)" } else { "" },
+        outcome.closed_slow,
+        latency.p50_ms(),
+        latency.p99_ms(),
+        latency.p999_ms(),
+        cpu_per_delivery.map_or("n/a".to_owned(), |us| format!("{us:.2} µs")),
+    );
+    Ok(report)
+}

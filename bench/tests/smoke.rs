@@ -1,0 +1,129 @@
+//! A small run of every scenario against the real host and the floor server,
+//! asserting the counts (every socket opened, every delivery received), so
+//! the load generator cannot rot. Timings are not asserted: that is what
+//! docs/benchmarks.md is for.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+/// A server process, killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `madx-pusher` from the same build as this test (`target/<profile>/`).
+fn pusher_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test path");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>")
+        .join("madx-pusher")
+}
+
+fn start(program: PathBuf, args: &[&str]) -> Server {
+    let mut child = Command::new(&program)
+        .args(args)
+        .env("MADX_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot start {}: {error}", program.display()));
+    let stdout = child.stdout.take().expect("stdout");
+    let mut first = String::new();
+    let mut reader = BufReader::new(stdout);
+    reader.read_line(&mut first).expect("first line");
+    // Keep draining so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in reader.lines() {});
+    let base = first
+        .split("listening on ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .trim()
+        .to_owned();
+    Server { child, base }
+}
+
+fn bench(server: &Server, extra: &[&str]) -> Value {
+    let pid = server.child.id().to_string();
+    let output = Command::new(env!("CARGO_BIN_EXE_madx-bench"))
+        .args(["--target", &server.base, "--host-pid", &pid])
+        .args(extra)
+        .output()
+        .expect("run madx-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "madx-bench {extra:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("a JSON report")
+}
+
+#[test]
+fn every_scenario_opens_every_socket_and_delivers_every_message() {
+    let pusher = start(pusher_binary(), &["serve", "--listen", "127.0.0.1:0"]);
+
+    let idle = bench(&pusher, &["idle", "--sockets", "200"]);
+    assert_eq!(idle["sockets"], 200, "{idle}");
+    assert!(
+        idle["host_rss_per_socket_bytes"].as_f64().is_some(),
+        "{idle}"
+    );
+
+    let connect = bench(&pusher, &["connect", "--sockets", "200"]);
+    assert_eq!(connect["sockets"], 200, "{connect}");
+    assert!(connect["connects_per_sec"].as_f64().unwrap() > 0.0);
+
+    for scenario in [
+        vec![
+            "fanout",
+            "--subscribers",
+            "100",
+            "--rate",
+            "20",
+            "--seconds",
+            "2",
+        ],
+        vec![
+            "inboxes",
+            "--sockets",
+            "100",
+            "--rate",
+            "50",
+            "--seconds",
+            "2",
+        ],
+    ] {
+        let report = bench(&pusher, &scenario);
+        assert_eq!(report["received"], report["expected"], "{report}");
+        assert_eq!(report["lost"], 0, "{report}");
+    }
+
+    let floor_binary = PathBuf::from(env!("CARGO_BIN_EXE_floor-server"));
+    let floor = start(floor_binary, &["127.0.0.1:0"]);
+    let report = bench(
+        &floor,
+        &[
+            "--floor",
+            "fanout",
+            "--subscribers",
+            "100",
+            "--rate",
+            "20",
+            "--seconds",
+            "2",
+        ],
+    );
+    assert_eq!(report["received"], report["expected"], "{report}");
+}
