@@ -56,6 +56,7 @@ impl Client {
         let server: SocketAddr = authority
             .parse()
             .with_context(|| format!("--target must be http://IP:PORT, got {}", target.base))?;
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Ok(Client {
             target,
             server,

@@ -147,7 +147,9 @@ async fn connect(
     if cli.floor {
         bail!("the connect scenario measures the product's handshake; drop --floor");
     }
+    let rss_start = cli.host_pid.and_then(host::rss_bytes);
     let tokens = client.issue_many(sockets, cli.concurrency, None).await?;
+    let rss_tokens = cli.host_pid.and_then(host::rss_bytes);
     let cpu_before = cli.host_pid.and_then(host::cpu_seconds);
     let started = Instant::now();
     let (opened, latencies) = client.connect_tokens(tokens, cli.concurrency).await?;
@@ -157,12 +159,19 @@ async fn connect(
         .and_then(host::cpu_seconds)
         .zip(cpu_before)
         .map(|(after, before)| after - before);
+    let rss_sockets = cli.host_pid.and_then(host::rss_bytes);
+    let per = |from: Option<u64>, to: Option<u64>| {
+        from.zip(to)
+            .map(|(from, to)| to.saturating_sub(from) as f64 / sockets.max(1) as f64)
+    };
     let rate = opened.len() as f64 / elapsed.as_secs_f64();
     let latency = Percentiles::of(latencies);
     let report = json!({
         "scenario": "connect", "sockets": opened.len(), "connects_per_sec": rate,
         "handshake_p50_ms": latency.p50_ms(), "handshake_p99_ms": latency.p99_ms(),
         "host_cpu_per_connect_us": cpu.map(|seconds| seconds * 1e6 / opened.len() as f64),
+        "host_rss_per_token_bytes": per(rss_start, rss_tokens),
+        "host_rss_per_socket_bytes": per(rss_tokens, rss_sockets),
     });
     eprintln!(
         "connect: {} handshakes in {:.2} s = {rate:.0}/s; p50 {:.2} ms, p99 {:.2} ms",

@@ -90,7 +90,9 @@ pub async fn upgrade(
                         .or_else(|| state.apps.only())
                         .map(|app| app.id.clone())
                         .unwrap_or_default();
-                    (app_label, admit(&state, params).await)
+                    // Boxed, so the session that follows does not carry the
+                    // plugin call's space.
+                    (app_label, Box::pin(admit(&state, params)).await)
                 }
                 Err(refusal) => (String::new(), Err(refusal)),
             };

@@ -167,7 +167,9 @@ impl Session {
                     };
                     last_heard = Instant::now();
                     let outcome = match message {
-                        Message::Text(text) => self.handle_text(text.as_str()).await,
+                        // Boxed: plugin calls make this future large, and an
+                        // idle session should not carry that space inline.
+                        Message::Text(text) => Box::pin(self.handle_text(text.as_str())).await,
                         Message::Binary(_) => {
                             self.refuse_frame(FrameError::BadFrame, "frames are JSON text", None, None)
                                 .await
@@ -199,7 +201,7 @@ impl Session {
                 }
                 _ = keepalive.tick() => {
                     let (state, app, access_id) = (&self.state, &self.app, &self.claims.access_id);
-                    if let Some(code) = keep_token_alive(state, &app.id, access_id).await {
+                    if let Some(code) = Box::pin(keep_token_alive(state, &app.id, access_id)).await {
                         break Ending::Close(code, closing_message(code));
                     }
                 }
@@ -241,7 +243,7 @@ impl Session {
         // The moment a socket closes counts as activity: the token lives a
         // full idle timeout from here.
         if !revoked {
-            keep_token_alive(&state, &app.id, &claims.access_id).await;
+            Box::pin(keep_token_alive(&state, &app.id, &claims.access_id)).await;
         }
         tracing::debug!(app = %app.id, "session closed");
     }
