@@ -102,13 +102,8 @@ impl Sandbox {
         }))
     }
 
-    /// Compile a component and check it against a world's linker.
-    fn load(
-        &self,
-        kind: PluginKind,
-        source: &ComponentSource,
-        linker: &Linker<HostState>,
-    ) -> anyhow::Result<wasmtime::component::InstancePre<HostState>> {
+    /// Read and compile a component; errors name the file.
+    fn compile(&self, kind: PluginKind, source: &ComponentSource) -> anyhow::Result<Component> {
         let name = source.describe(kind);
         let bytes = match source {
             ComponentSource::BuiltIn => kind.built_in().to_vec(),
@@ -119,6 +114,18 @@ impl Sandbox {
         let component = Component::from_binary(&self.engine, &bytes)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("the {name} is not a valid WebAssembly component"))?;
+        Ok(component)
+    }
+
+    /// Compile a component and check it against a world's linker.
+    fn load(
+        &self,
+        kind: PluginKind,
+        source: &ComponentSource,
+        linker: &Linker<HostState>,
+    ) -> anyhow::Result<wasmtime::component::InstancePre<HostState>> {
+        let name = source.describe(kind);
+        let component = self.compile(kind, source)?;
         linker
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
@@ -171,16 +178,7 @@ impl Sandbox {
         kind: PluginKind,
         source: &ComponentSource,
     ) -> anyhow::Result<Vec<(String, bool)>> {
-        let name = source.describe(kind);
-        let bytes = match source {
-            ComponentSource::BuiltIn => kind.built_in().to_vec(),
-            ComponentSource::File(path) => {
-                std::fs::read(path).with_context(|| format!("cannot read the {name}"))?
-            }
-        };
-        let component = Component::from_binary(&self.engine, &bytes)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("the {name} is not a valid WebAssembly component"))?;
+        let component = self.compile(kind, source)?;
         let provided = |import: &str| {
             import.starts_with("wasi:") && import.contains("@0.2.")
                 || ["store", "settings", "types"]
