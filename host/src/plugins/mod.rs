@@ -167,10 +167,6 @@ impl Sandbox {
         (store, permit)
     }
 
-    pub fn limits(&self) -> SandboxLimits {
-        self.limits
-    }
-
     /// A component's imports, each with whether this host provides it
     /// (WASI 0.2 and this package's `store`, `settings` and `types`).
     pub fn imports(
