@@ -4,9 +4,9 @@
 export const PATIENCE_MS = 20_000;
 
 /**
- * Poll `predicate` until it returns a truthy value.
+ * Poll `predicate` (sync or async) until it returns a truthy value.
  * @template T
- * @param {() => T} predicate
+ * @param {() => T | Promise<T>} predicate
  * @param {string} what described in the failure
  * @param {number} [patienceMs]
  * @returns {Promise<T>}
@@ -14,7 +14,7 @@ export const PATIENCE_MS = 20_000;
 export async function until(predicate, what, patienceMs = PATIENCE_MS) {
   const deadline = Date.now() + patienceMs;
   for (;;) {
-    const value = predicate();
+    const value = await predicate();
     if (value) return value;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(20);
