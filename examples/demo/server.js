@@ -62,14 +62,20 @@ async function handle(request, response) {
   if (request.method === 'POST' && path === '/api/token') {
     // One token per tab: a token opens at most three sockets per 30 s step,
     // so tabs sharing one would refuse each other's reconnects.
-    const answer = await fetch(`${pusher.url}/v1/tokens`, {
-      method: 'POST',
-      headers: {
-        authorization: `Basic ${Buffer.from(`${pusher.key}:${pusher.secret}`).toString('base64')}`,
-        'content-type': 'application/json',
-      },
-      body: JSON.stringify({ user_id: user }),
-    }).catch((error) => ({ ok: false, status: 502, text: async () => String(error) }));
+    let answer;
+    try {
+      answer = await fetch(`${pusher.url}/v1/tokens`, {
+        method: 'POST',
+        headers: {
+          authorization: `Basic ${Buffer.from(`${pusher.key}:${pusher.secret}`).toString('base64')}`,
+          'content-type': 'application/json',
+        },
+        body: JSON.stringify({ user_id: user }),
+      });
+    } catch (error) {
+      send(response, 502, { error: `the pusher is unreachable: ${error}` });
+      return;
+    }
     if (!answer.ok) {
       send(response, 502, { error: `the pusher refused a token: ${answer.status} ${await answer.text()}` });
       return;

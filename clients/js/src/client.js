@@ -68,8 +68,9 @@ import {
  * @property {typeof WebSocket} [WebSocket] constructor; default the global one
  * @property {import('./policy.js').BackoffOptions} [backoff]
  * @property {number} [pingAfterMs] send a JSON `ping` after this long without
- *   any frame, and treat the connection as lost if nothing answers within a
- *   heartbeat; default four heartbeats; 0 turns the check off
+ *   any frame; default four server heartbeats (100 s); 0 turns the check off
+ * @property {number} [pongTimeoutMs] treat the connection as lost when
+ *   nothing answers that ping within this long (10000)
  * @property {number} [connectTimeoutMs] give up on a handshake and welcome
  *   that take longer (10000)
  * @property {string} [lastId] resume point (a message id) from an earlier
@@ -113,7 +114,7 @@ export class MadxClient {
    * @param {ClientOptions} [options]
    */
   constructor(token, options = {}) {
-    this._setToken(token);
+    this._t = useToken(token);
     this._options = options;
     this._backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
     this._now = options.now || Date.now;
@@ -130,6 +131,8 @@ export class MadxClient {
     this._timer = undefined;
     /** @type {ReturnType<typeof setInterval> | undefined} */
     this._watchdog = undefined;
+    /** When the last frame arrived (ms). */
+    this._heardAt = 0;
     /** @type {Stream} */
     this._inbox = newStream();
     this._inbox.since = options.lastId;
@@ -139,7 +142,7 @@ export class MadxClient {
     this._high = undefined;
     /** @type {Set<string>} */
     this._seen = new Set();
-    /** @type {Map<string, Set<Function>>} */
+    /** @type {Map<string, Set<(value: any, message?: any) => void>>} */
     this._listeners = new Map();
     /** @type {Array<{resolve: () => void, reject: (e: Error) => void}>} */
     this._waiting = [];
@@ -160,6 +163,7 @@ export class MadxClient {
    */
   connect() {
     if (this.state === 'connected') return Promise.resolve();
+    /** @type {Promise<void>} */
     const ready = new Promise((resolve, reject) => this._waiting.push({ resolve, reject }));
     // A caller that does not await connect() must not get an unhandled
     // rejection when the client is closed before it connects.
@@ -286,34 +290,21 @@ export class MadxClient {
 
   // --- connecting -------------------------------------------------------
 
-  /** @param {Token} token */
-  _setToken(token) {
-    if (!token || typeof token.access_id !== 'string' || typeof token.secret_seed !== 'string' ||
-        typeof token.ws_url !== 'string') {
-      throw new Error('a token needs access_id, secret_seed, otp and ws_url');
-    }
-    this._token = token;
-    this._otp = checkOtpParams(token.otp);
-    this._key = importKey(token.secret_seed, token.otp.algorithm);
-    /** Steps whose codes this token has spent (or found spent). */
-    this._used = new Set();
-  }
-
   /** Choose a code and open a socket, or wait until one is free. */
   async _attemptNow() {
     const generation = ++this._generation;
-    const { period, digits } = this._otp;
-    const choice = chooseStep(this._now(), period, this._used, edgeMargin(period));
+    const { period, digits } = this._t.otp;
+    const choice = chooseStep(this._now(), period, this._t.used, edgeMargin(period));
     if ('waitMs' in choice) {
       this._setState('reconnecting', { delayMs: choice.waitMs });
       this._schedule(choice.waitMs, () => this._attemptNow());
       return;
     }
-    for (const step of this._used) if (step < choice.step - 2) this._used.delete(step);
+    for (const step of this._t.used) if (step < choice.step - 2) this._t.used.delete(step);
     this._setState('connecting');
     let code;
     try {
-      code = await hotp(await this._key, choice.step, digits);
+      code = await hotp(await this._t.key, choice.step, digits);
     } catch (error) {
       this._emit('error', { code: 0, reason: 'otp_failed', message: String(error) });
       this._fail();
@@ -321,7 +312,7 @@ export class MadxClient {
     }
     if (generation !== this._generation) return;
 
-    const token = this._token;
+    const token = this._t.token;
     let url = `${token.ws_url}${token.ws_url.includes('?') ? '&' : '?'}` +
       `access_id=${encodeURIComponent(token.access_id)}&otp=${code}`;
     if (this._inbox.since !== undefined) url += `&last_id=${this._inbox.since}`;
@@ -366,7 +357,7 @@ export class MadxClient {
       // (refusal). A connection that failed before any frame may not have
       // reached the server, so its code stays available; at worst reusing
       // it costs a 4003, which does not count as a wrong code.
-      this._used.add(choice.step);
+      this._t.used.add(choice.step);
       let frame;
       try {
         frame = JSON.parse(String(event.data));
@@ -417,7 +408,7 @@ export class MadxClient {
    * @returns {string}
    */
   _timeFloor() {
-    const skewMs = 2 * this._otp.period * 1000 + 5000;
+    const skewMs = 2 * this._t.otp.period * 1000 + 5000;
     return `${Math.max(0, Math.floor(this._now() - skewMs))}000`;
   }
 
@@ -447,7 +438,7 @@ export class MadxClient {
     if (action !== 'code') this._attempt++;
     if (action === 'clock') {
       // The next code worth trying is the next step's.
-      const stepMs = this._otp.period * 1000;
+      const stepMs = this._t.otp.period * 1000;
       delayMs = Math.max(delayMs, stepMs - (this._now() % stepMs));
     }
     this._setState('reconnecting', { code, reason, delayMs });
@@ -462,7 +453,7 @@ export class MadxClient {
     try {
       token = await /** @type {() => Promise<Token>} */ (this._options.refreshToken)();
       if (generation !== this._generation) return;
-      this._setToken(token);
+      this._t = useToken(token);
     } catch (error) {
       if (generation !== this._generation) return;
       this._emit('error', { code: 0, reason: 'refresh_failed', message: String(error) });
@@ -507,7 +498,7 @@ export class MadxClient {
     const after = this._options.pingAfterMs ?? 4 * heartbeatMs;
     if (!after) return;
     const generation = this._generation;
-    const patience = Math.max(heartbeatMs, 5000);
+    const patience = this._options.pongTimeoutMs || 10000;
     this._heardAt = this._now();
     /** @type {number | undefined} */
     let pingedAt;
@@ -574,7 +565,7 @@ export class MadxClient {
     stream.since = message.id;
     this._high = maxId(this._high, message.id);
     this._seen.add(message.id);
-    if (this._seen.size > SEEN_LIMIT) this._seen.delete(this._seen.values().next().value);
+    if (this._seen.size > SEEN_LIMIT) this._seen.delete(/** @type {string} */ (this._seen.values().next().value));
 
     for (const handler of [...stream.handlers]) this._call(handler, message);
     for (const handler of [...(this._listeners.get(`message:${message.event}`) || [])]) {
@@ -624,7 +615,7 @@ export class MadxClient {
 
   /**
    * @param {string} name
-   * @param {Function} handler
+   * @param {(value: any, message?: any) => void} handler
    * @returns {() => void}
    */
   _listen(name, handler) {
@@ -677,6 +668,26 @@ export class MadxClient {
     this._waiting = [];
     for (const { resolve, reject } of waiting) error ? reject(error) : resolve();
   }
+}
+
+/**
+ * Check a token and prepare what connecting with it needs.
+ * @param {Token} token
+ */
+function useToken(token) {
+  if (!token || typeof token.access_id !== 'string' || typeof token.secret_seed !== 'string' ||
+      typeof token.ws_url !== 'string') {
+    throw new Error('a token needs access_id, secret_seed, otp and ws_url');
+  }
+  const otp = checkOtpParams(token.otp);
+  return {
+    token,
+    otp,
+    /** Importing the key is the slow part of a code: once per token. */
+    key: importKey(token.secret_seed, otp.algorithm),
+    /** Steps whose codes are spent (by this client, or found so by 4003). @type {Set<number>} */
+    used: new Set(),
+  };
 }
 
 /** @param {unknown} error */

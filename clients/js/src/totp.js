@@ -68,7 +68,7 @@ export function importKey(secret, algorithm) {
   const hash = HASHES[algorithm];
   if (!hash) throw new Error(`unsupported OTP algorithm ${JSON.stringify(algorithm)}`);
   const bytes = typeof secret === 'string' ? base32Decode(secret) : secret;
-  return crypto.subtle.importKey('raw', bytes, { name: 'HMAC', hash }, false, ['sign']);
+  return crypto.subtle.importKey('raw', /** @type {Uint8Array<ArrayBuffer>} */ (bytes), { name: 'HMAC', hash }, false, ['sign']);
 }
 
 /**

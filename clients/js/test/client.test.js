@@ -239,6 +239,22 @@ test('the WebSocket layer answers the server heartbeats: no 4201', async (t) => 
   assert.deepEqual(log.states.map((s) => s.current), ['connecting', 'connected']);
 });
 
+test('a silently dead connection is noticed by an unanswered ping and replaced', async (t) => {
+  const host = await startHost();
+  t.after(() => host.stop());
+  const proxy = await startProxy(host.port);
+  t.after(() => proxy.close());
+  const { client, log } = recorded(await fetchToken(proxy.base, { user_id: 'fay' }), { pingAfterMs: 300, pongTimeoutMs: 1000 });
+  t.after(() => client.close());
+  await client.connect();
+  assert.equal(proxy.freezeWebSockets(), 1);
+  await host.publish({ user_id: 'fay', event: 'while.frozen', data: 1 });
+  await until(() => log.states.some((s) => s.reason === 'no answer to ping'), 'the dead connection to be noticed');
+  await until(() => log.messages.length >= 1 && client.state === 'connected', 'the message after the reconnect');
+  await sleep(300);
+  assert.deepEqual(events(log.messages), ['while.frozen']);
+});
+
 test('close() stops reconnecting', async (t) => {
   const host = await startHost();
   t.after(() => host.stop());

@@ -13,6 +13,9 @@ import net from 'node:net';
  * @property {(blocked: boolean) => void} blockWebSockets refuse (cut) new
  *   WebSocket upgrades while true; plain HTTP still passes
  * @property {() => number} dropWebSockets cut every open WebSocket; the count
+ * @property {() => number} freezeWebSockets stop forwarding on every open
+ *   WebSocket without closing it (a dead route: nothing arrives, nothing
+ *   fails); the count
  * @property {() => number} webSocketCount open WebSockets through the proxy
  * @property {() => Promise<void>} close
  */
@@ -72,6 +75,18 @@ export async function startProxy(targetPort) {
         pair.client.destroy();
         pair.upstream.destroy();
         pairs.delete(pair);
+      }
+      return count;
+    },
+    freezeWebSockets() {
+      let count = 0;
+      for (const pair of pairs) {
+        if (!pair.ws) continue;
+        count++;
+        pair.client.removeAllListeners('data');
+        pair.upstream.unpipe(pair.client);
+        pair.client.pause();
+        pair.upstream.pause();
       }
       return count;
     },
