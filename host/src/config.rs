@@ -29,6 +29,24 @@ pub struct AppConfig {
     pub secret: String,
 }
 
+/// Where tokens, one-time guards and (with Redis) history live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// The embedded default: this process only.
+    Memory,
+    /// A Redis shared by every node of the deployment.
+    Redis {
+        /// `redis://[user:password@]host:port/db` (or `rediss://`).
+        url: String,
+        /// Every key and pub/sub channel starts with `<prefix>:`, so
+        /// deployments can share one Redis.
+        prefix: String,
+    },
+}
+
+/// The deployment prefix when none is configured.
+pub const DEFAULT_STORE_PREFIX: &str = "madx";
+
 /// Tunable limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -137,6 +155,9 @@ struct ConfigFile {
     public_url: Option<String>,
     heartbeat_secs: Option<u64>,
     operator_token: Option<String>,
+    /// `"memory"` (default) or a `redis://` URL.
+    store: Option<String>,
+    store_prefix: Option<String>,
     tls: Option<TlsFile>,
     limits: Limits,
     history: HistoryConfig,
@@ -157,6 +178,9 @@ pub struct Overrides {
     /// `ID:KEY:SECRET` triples.
     pub apps: Vec<String>,
     pub operator_token: Option<String>,
+    /// `memory` or a `redis://` URL.
+    pub store: Option<String>,
+    pub store_prefix: Option<String>,
 }
 
 /// PEM files for HTTPS and WSS.
@@ -178,6 +202,7 @@ pub struct Config {
     pub heartbeat: Duration,
     /// Bearer token that opens `GET /metrics`; metrics are off without it.
     pub operator_token: Option<String>,
+    pub store: StoreConfig,
     pub limits: Limits,
     pub history: HistoryConfig,
     pub sandbox: SandboxLimits,
@@ -226,6 +251,11 @@ impl Config {
         {
             bail!("operator_token must be at least 16 characters");
         }
+
+        let store = store_config(
+            overrides.store.or(file.store),
+            overrides.store_prefix.or(file.store_prefix),
+        )?;
 
         let heartbeat_secs = file.heartbeat_secs.unwrap_or(25);
         if !(1..=3600).contains(&heartbeat_secs) {
@@ -307,6 +337,7 @@ impl Config {
             tls,
             heartbeat: Duration::from_secs(heartbeat_secs),
             operator_token,
+            store,
             limits,
             history: file.history,
             sandbox,
@@ -315,6 +346,33 @@ impl Config {
             apps,
             demo,
         })
+    }
+}
+
+fn store_config(store: Option<String>, prefix: Option<String>) -> anyhow::Result<StoreConfig> {
+    let prefix = prefix.unwrap_or_else(|| DEFAULT_STORE_PREFIX.to_owned());
+    let prefix_ok = (1..=64).contains(&prefix.len())
+        && prefix
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"-_.".contains(&byte));
+    if !prefix_ok {
+        bail!("store_prefix must be 1 to 64 characters of A-Z a-z 0-9 - _ ., got {prefix:?}");
+    }
+    match store.as_deref() {
+        None | Some("memory") => Ok(StoreConfig::Memory),
+        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            // Checked here so a typo fails at start-up, not at first use.
+            redis::Client::open(url)
+                .map_err(|error| anyhow::anyhow!("invalid store URL: {error}"))?;
+            Ok(StoreConfig::Redis {
+                url: url.to_owned(),
+                prefix,
+            })
+        }
+        Some(other) => bail!(
+            "store must be \"memory\" or a redis:// URL, got {:?}",
+            other.split('@').next_back().unwrap_or_default()
+        ),
     }
 }
 
@@ -460,6 +518,24 @@ mod tests {
     }
 
     #[test]
+    fn the_store_is_memory_unless_a_redis_url_is_given() {
+        assert_eq!(parse("").unwrap().store, StoreConfig::Memory);
+        let file: ConfigFile =
+            toml::from_str("store = \"redis://127.0.0.1:6379/0\"\nstore_prefix = \"a\"").unwrap();
+        let overrides = Overrides {
+            store_prefix: Some("prod-1".into()),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            Config::resolve(file, overrides).unwrap().store,
+            StoreConfig::Redis {
+                url: "redis://127.0.0.1:6379/0".into(),
+                prefix: "prod-1".into(),
+            }
+        );
+    }
+
+    #[test]
     fn mistakes_are_reported() {
         let cases = [
             ("lisen = \"127.0.0.1:1\"", "unknown field"),
@@ -473,6 +549,9 @@ mod tests {
             ),
             ("public_url = \"push.example.com\"", "public_url"),
             ("heartbeat_secs = 0", "heartbeat_secs"),
+            ("store = \"postgres://db\"", "redis:// URL"),
+            ("store = \"redis://:pw@[::1\"", "invalid store URL"),
+            ("store_prefix = \"a:b\"", "store_prefix"),
         ];
         for (text, expected) in cases {
             let error = match toml::from_str::<ConfigFile>(text) {

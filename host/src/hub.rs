@@ -20,6 +20,26 @@ pub enum SessionCommand {
     Close(CloseCode),
 }
 
+/// One message queued for a session: its id (so a session can drop a copy
+/// it already sent) and the `message` frame shared by every recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: u64,
+    pub frame: Utf8Bytes,
+}
+
+/// A stream this node started or stopped caring about: the first session
+/// of a token, user or channel arrived, or the last one left. The Redis
+/// broker subscribes to exactly these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest<'a> {
+    Gained(&'a str, &'a Target),
+    Lost(&'a str, &'a Target),
+}
+
+/// Told of every [`Interest`] change, in order, under the hub's lock.
+pub type InterestObserver = Box<dyn Fn(Interest<'_>) + Send + Sync>;
+
 /// Where a message goes within one app.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Target {
@@ -41,7 +61,7 @@ struct SessionEntry {
     access_id: String,
     user_id: Option<String>,
     channels: HashSet<String>,
-    frames: mpsc::Sender<Utf8Bytes>,
+    frames: mpsc::Sender<Delivery>,
     commands: mpsc::UnboundedSender<SessionCommand>,
     /// Already told to close as a slow consumer.
     cut_off: bool,
@@ -66,12 +86,31 @@ impl AppSessions {
     }
 }
 
-fn unindex(index: &mut HashMap<String, HashSet<u64>>, key: &str, serial: u64) {
-    if let Some(serials) = index.get_mut(key) {
-        serials.remove(&serial);
-        if serials.is_empty() {
-            index.remove(key);
+/// Add `serial` under `key`; `true` when the key is new to the index.
+fn index(index: &mut HashMap<String, HashSet<u64>>, key: &str, serial: u64) -> bool {
+    match index.get_mut(key) {
+        Some(serials) => {
+            serials.insert(serial);
+            false
         }
+        None => {
+            index.insert(key.to_owned(), HashSet::from([serial]));
+            true
+        }
+    }
+}
+
+/// Remove `serial` from under `key`; `true` when the key left the index.
+fn unindex(index: &mut HashMap<String, HashSet<u64>>, key: &str, serial: u64) -> bool {
+    let Some(serials) = index.get_mut(key) else {
+        return false;
+    };
+    serials.remove(&serial);
+    if serials.is_empty() {
+        index.remove(key);
+        true
+    } else {
+        false
     }
 }
 
@@ -85,6 +124,7 @@ pub struct Hub {
     /// Random per process, so connection ids from different nodes or
     /// restarts do not collide.
     node_tag: String,
+    observer: Option<InterestObserver>,
 }
 
 /// What a new session needs to know about itself.
@@ -99,12 +139,21 @@ pub struct SessionSpec<'a> {
 
 /// The receiving ends a session task reads.
 pub struct Mailbox {
-    pub frames: mpsc::Receiver<Utf8Bytes>,
+    pub frames: mpsc::Receiver<Delivery>,
     pub commands: mpsc::UnboundedReceiver<SessionCommand>,
 }
 
 impl Hub {
     pub fn new() -> Arc<Hub> {
+        Hub::build(None)
+    }
+
+    /// A hub that tells `observer` which streams have local sessions.
+    pub fn observed(observer: InterestObserver) -> Arc<Hub> {
+        Hub::build(Some(observer))
+    }
+
+    fn build(observer: Option<InterestObserver>) -> Arc<Hub> {
         let mut tag = [0u8; 4];
         // Without OS randomness the ids are still unique within the process.
         let _ = getrandom::fill(&mut tag);
@@ -112,7 +161,14 @@ impl Hub {
             apps: Mutex::new(HashMap::new()),
             next_serial: AtomicU64::new(1),
             node_tag: tag.iter().map(|byte| format!("{byte:02x}")).collect(),
+            observer,
         })
+    }
+
+    fn tell(&self, interest: Interest<'_>) {
+        if let Some(observer) = &self.observer {
+            observer(interest);
+        }
     }
 
     fn apps(&self) -> MutexGuard<'_, HashMap<String, AppSessions>> {
@@ -153,15 +209,19 @@ impl Hub {
                 cut_off: false,
             },
         );
-        app.by_token
-            .entry(spec.access_id.to_owned())
-            .or_default()
-            .insert(serial);
-        if let Some(user_id) = spec.user_id {
-            app.by_user
-                .entry(user_id.to_owned())
-                .or_default()
-                .insert(serial);
+        if index(&mut app.by_token, spec.access_id, serial) {
+            self.tell(Interest::Gained(
+                spec.app_id,
+                &Target::Token(spec.access_id.to_owned()),
+            ));
+        }
+        if let Some(user_id) = spec.user_id
+            && index(&mut app.by_user, user_id, serial)
+        {
+            self.tell(Interest::Gained(
+                spec.app_id,
+                &Target::User(user_id.to_owned()),
+            ));
         }
         let registration = Registration {
             hub: Arc::clone(self),
@@ -189,10 +249,12 @@ impl Hub {
         if !session.channels.insert(channel.to_owned()) {
             return false;
         }
-        app.by_channel
-            .entry(channel.to_owned())
-            .or_default()
-            .insert(registration.serial);
+        if index(&mut app.by_channel, channel, registration.serial) {
+            self.tell(Interest::Gained(
+                &registration.app_id,
+                &Target::Channel(channel.to_owned()),
+            ));
+        }
         true
     }
 
@@ -207,8 +269,11 @@ impl Hub {
             .sessions
             .get_mut(&registration.serial)
             .is_some_and(|session| session.channels.remove(channel));
-        if removed {
-            unindex(&mut app.by_channel, channel, registration.serial);
+        if removed && unindex(&mut app.by_channel, channel, registration.serial) {
+            self.tell(Interest::Lost(
+                &registration.app_id,
+                &Target::Channel(channel.to_owned()),
+            ));
         }
         removed
     }
@@ -221,10 +286,10 @@ impl Hub {
             .map_or(0, |session| session.channels.len())
     }
 
-    /// Queue `frame` for every session reached by any of `targets` (each
-    /// session once). Never waits: a session with a full queue is told to
-    /// close as a slow consumer. Returns how many sessions got the frame.
-    pub fn deliver(&self, app_id: &str, targets: &[Target], frame: &Utf8Bytes) -> usize {
+    /// Queue message `id` for every session reached by any of `targets`
+    /// (each session once). Never waits: a session with a full queue is told
+    /// to close as a slow consumer. Returns how many sessions got it.
+    pub fn deliver(&self, app_id: &str, targets: &[Target], id: u64, frame: &Utf8Bytes) -> usize {
         let mut apps = self.apps();
         let Some(app) = apps.get_mut(app_id) else {
             return 0;
@@ -247,7 +312,11 @@ impl Hub {
             if session.cut_off {
                 continue;
             }
-            match session.frames.try_send(frame.clone()) {
+            let delivery = Delivery {
+                id,
+                frame: frame.clone(),
+            };
+            match session.frames.try_send(delivery) {
                 Ok(()) => delivered += 1,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     session.cut_off = true;
@@ -308,12 +377,18 @@ impl Hub {
         let Some(session) = app.sessions.remove(&serial) else {
             return;
         };
-        unindex(&mut app.by_token, &session.access_id, serial);
-        if let Some(user_id) = &session.user_id {
-            unindex(&mut app.by_user, user_id, serial);
+        if unindex(&mut app.by_token, &session.access_id, serial) {
+            self.tell(Interest::Lost(app_id, &Target::Token(session.access_id)));
         }
-        for channel in &session.channels {
-            unindex(&mut app.by_channel, channel, serial);
+        if let Some(user_id) = session.user_id
+            && unindex(&mut app.by_user, &user_id, serial)
+        {
+            self.tell(Interest::Lost(app_id, &Target::User(user_id)));
+        }
+        for channel in session.channels {
+            if unindex(&mut app.by_channel, &channel, serial) {
+                self.tell(Interest::Lost(app_id, &Target::Channel(channel)));
+            }
         }
     }
 }
@@ -366,15 +441,21 @@ mod tests {
 
         let frame = Utf8Bytes::from("x");
         let both = [Target::User("alice".into()), Target::Channel("news".into())];
-        assert_eq!(hub.deliver("app", &both, &frame), 1);
-        assert_eq!(alice_mail.frames.try_recv().unwrap(), frame);
+        assert_eq!(hub.deliver("app", &both, 7, &frame), 1);
+        assert_eq!(
+            alice_mail.frames.try_recv().unwrap(),
+            Delivery {
+                id: 7,
+                frame: frame.clone()
+            }
+        );
         assert!(alice_mail.frames.try_recv().is_err(), "delivered once");
         assert!(bob_mail.frames.try_recv().is_err());
         assert!(other_mail.frames.try_recv().is_err(), "apps do not mix");
 
         assert!(hub.unsubscribe(&alice, "news"));
         assert_eq!(
-            hub.deliver("app", &[Target::Channel("news".into())], &frame),
+            hub.deliver("app", &[Target::Channel("news".into())], 8, &frame),
             0
         );
     }
@@ -385,8 +466,8 @@ mod tests {
         let (_slow, mut slow_mail) = hub.register(spec("app", "t1", None)).unwrap();
         let (_fast, mut fast_mail) = hub.register(spec("app", "t2", None)).unwrap();
         let targets = [Target::Token("t1".into()), Target::Token("t2".into())];
-        for _ in 0..3 {
-            hub.deliver("app", &targets, &Utf8Bytes::from("m"));
+        for id in 0..3 {
+            hub.deliver("app", &targets, id, &Utf8Bytes::from("m"));
             let _ = fast_mail.frames.try_recv();
         }
         assert_eq!(
@@ -412,6 +493,39 @@ mod tests {
         let mut tight = spec("small", "t", None);
         tight.max_per_app = 0;
         assert!(matches!(hub.register(tight), Err(Full::App)));
+    }
+
+    #[test]
+    fn the_observer_hears_when_a_stream_gains_its_first_and_loses_its_last_session() {
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let log = heard.clone();
+        let hub = Hub::observed(Box::new(move |interest| {
+            let entry = match interest {
+                Interest::Gained(app, target) => format!("+{app} {target:?}"),
+                Interest::Lost(app, target) => format!("-{app} {target:?}"),
+            };
+            log.lock().unwrap().push(entry);
+        }));
+        let (first, _a) = hub.register(spec("app", "t1", Some("u"))).unwrap();
+        let (second, _b) = hub.register(spec("app", "t2", Some("u"))).unwrap();
+        hub.subscribe(&first, "news");
+        hub.subscribe(&second, "news");
+        hub.unsubscribe(&first, "news");
+        drop(first);
+        drop(second);
+        assert_eq!(
+            *heard.lock().unwrap(),
+            [
+                "+app Token(\"t1\")",
+                "+app User(\"u\")",
+                "+app Token(\"t2\")",
+                "+app Channel(\"news\")",
+                "-app Token(\"t1\")",
+                "-app Token(\"t2\")",
+                "-app User(\"u\")",
+                "-app Channel(\"news\")",
+            ]
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the push service.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Work with plugin components.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -69,6 +69,14 @@ struct ServeArgs {
     /// Bearer token that opens GET /metrics (at least 16 characters).
     #[arg(long, env = "MADX_OPERATOR_TOKEN")]
     operator_token: Option<String>,
+    /// Where tokens and history live: "memory" (this process, the default)
+    /// or a redis:// URL shared by every node.
+    #[arg(long, env = "MADX_STORE")]
+    store: Option<String>,
+    /// Prefix of every Redis key, so deployments can share one Redis
+    /// (default "madx").
+    #[arg(long, env = "MADX_STORE_PREFIX")]
+    store_prefix: Option<String>,
     /// Log lines as JSON objects instead of text.
     #[arg(long, env = "MADX_LOG_JSON")]
     log_json: bool,
@@ -76,7 +84,7 @@ struct ServeArgs {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Serve(args) => serve_command(args),
+        Command::Serve(args) => serve_command(*args),
         Command::Plugin(PluginCommand::Check { auth, router }) => check_command(auth, router),
     }
 }
@@ -124,6 +132,8 @@ fn serve_command(args: ServeArgs) -> ExitCode {
         tls_key: args.tls_key,
         apps: args.apps,
         operator_token: args.operator_token,
+        store: args.store,
+        store_prefix: args.store_prefix,
     };
     let config = match Config::load(overrides) {
         Ok(config) => config,

@@ -158,6 +158,11 @@ impl Metrics {
                 source: source.to_owned(),
             })
             .inc();
+        self.delivered(app, delivered);
+    }
+
+    /// Messages queued for sockets on this node.
+    pub fn delivered(&self, app: &str, delivered: usize) {
         self.deliveries
             .get_or_create(&AppLabels {
                 app: app.to_owned(),

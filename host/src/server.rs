@@ -11,14 +11,19 @@ use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 
 use crate::api;
-use crate::broker::Broker;
-use crate::config::Config;
+use crate::broker::{Broker, MemoryBroker, RedisBroker};
+use crate::config::{Config, StoreConfig};
 use crate::gateway::CloseCode;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::plugins::{Plugins, Sandbox};
 use crate::state::AppState;
-use crate::store::{MemoryStore, StoreBackend};
+use crate::store::{MemoryStore, RedisStore, StoreBackend};
+
+/// Budget of one Redis connection attempt and of one Redis command: a
+/// request fails with 503 rather than hang while Redis is unreachable.
+const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long open connections get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -36,8 +41,41 @@ impl Server {
     /// that does not fit its world, a port in use, unreadable TLS files) is
     /// an error here, before anything is served.
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
-        let store = StoreBackend::Memory(MemoryStore::start(config.limits.max_store_entries));
         let metrics = Arc::new(Metrics::new());
+        let (store, hub, broker) = match &config.store {
+            StoreConfig::Memory => {
+                let hub = Hub::new();
+                let broker = MemoryBroker::start(hub.clone(), config.history);
+                let store = MemoryStore::start(config.limits.max_store_entries);
+                (StoreBackend::Memory(store), hub, Broker::Memory(broker))
+            }
+            StoreConfig::Redis { url, prefix } => {
+                let client = redis::Client::open(url.as_str())
+                    .map_err(|error| anyhow::anyhow!("invalid store URL: {error}"))?;
+                let manager = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
+                    .set_number_of_retries(1);
+                // Lazy: a node starts (not ready) while Redis is down, and
+                // becomes ready by itself when it comes up.
+                let connection =
+                    redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), manager)
+                        .map_err(|error| anyhow::anyhow!("cannot set up Redis: {error}"))?;
+                let (hub, broker) = RedisBroker::start(
+                    client,
+                    connection.clone(),
+                    prefix,
+                    config.history,
+                    metrics.clone(),
+                );
+                let store = RedisStore::new(connection, prefix);
+                (
+                    StoreBackend::Redis(Arc::new(store)),
+                    hub,
+                    Broker::Redis(broker),
+                )
+            }
+        };
         let sandbox = Sandbox::new(config.sandbox, metrics.clone())?;
         let plugins = Plugins::load(&sandbox, store.clone(), &config.auth, &config.router)?;
 
@@ -63,10 +101,14 @@ impl Server {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
 
-        let hub = Hub::new();
-        let broker = Broker::start(hub.clone(), config.history);
         let state = Arc::new(AppState::new(
-            config, sandbox, plugins, store, hub, broker, metrics,
+            config,
+            sandbox,
+            plugins,
+            store,
+            hub,
+            Arc::new(broker),
+            metrics,
         ));
         Ok(Server {
             listener,

@@ -89,6 +89,15 @@ impl AppState {
         }
     }
 
+    /// Can this node take new tokens, connections and publishes? With
+    /// Redis, not while it is unreachable: accepting then would promise
+    /// what the node cannot keep.
+    pub fn ready(&self) -> Result<(), crate::api::ApiError> {
+        self.broker
+            .is_ready()
+            .map_err(|error| crate::api::ApiError::store_unavailable(error.to_string()))
+    }
+
     /// The components serving calls now.
     pub fn plugins(&self) -> Arc<Plugins> {
         self.plugins.load_full()

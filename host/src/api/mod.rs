@@ -54,8 +54,11 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(json!({ "status": "ok" }))
 }
 
-/// Readiness: the store is reachable, so new work can be taken.
+/// Readiness: the store (and with Redis, this node's pub/sub connection)
+/// is up, so new work can be taken. Liveness (`/healthz`) does not depend
+/// on it: a Redis outage must not make an orchestrator restart every node.
 async fn readyz(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
+    state.ready()?;
     state
         .store
         .ping()

@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 
 use super::ApiError;
 use super::extract::{CallingApp, JsonBody};
+use crate::broker::{Outgoing, Published};
 use crate::hub::Target;
 use crate::plugins::bindings::{RouteError, RouteTarget};
 use crate::state::{App, AppState};
@@ -55,15 +56,14 @@ pub async fn publish(
     CallingApp(app): CallingApp,
     JsonBody(request): JsonBody<PublishRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    state.ready()?;
     let routed = route(&state, &app, request, None).await?;
-    let published = state
-        .broker
-        .publish(&app.id, &routed.targets, &routed.event, &routed.data);
-    state.metrics.published(&app.id, "api", published.delivered);
+    let published = store(&state, &app, &[routed]).await?;
+    let id = published.first().map(|published| published.id.to_string());
     Ok((
         StatusCode::ACCEPTED,
         Json(Accepted {
-            id: published.id.to_string(),
+            id: id.unwrap_or_default(),
         }),
     ))
 }
@@ -82,22 +82,39 @@ pub async fn publish_batch(
             batch.messages.len()
         )));
     }
+    state.ready()?;
     let mut routed = Vec::with_capacity(batch.messages.len());
     for (index, request) in batch.messages.into_iter().enumerate() {
         routed.push(route(&state, &app, request, Some(index)).await?);
     }
-    let ids = routed
+    let ids = store(&state, &app, &routed)
+        .await?
         .iter()
-        .map(|message| {
-            let published =
-                state
-                    .broker
-                    .publish(&app.id, &message.targets, &message.event, &message.data);
-            state.metrics.published(&app.id, "api", published.delivered);
-            published.id.to_string()
-        })
+        .map(|published| published.id.to_string())
         .collect();
     Ok((StatusCode::ACCEPTED, Json(BatchAccepted { ids })))
+}
+
+/// Hand routed messages to the broker; 202 is only answered once they are
+/// stored (with Redis: the script ran), never for a message that was not.
+async fn store(state: &AppState, app: &App, routed: &[Routed]) -> Result<Vec<Published>, ApiError> {
+    let messages: Vec<Outgoing<'_>> = routed
+        .iter()
+        .map(|message| Outgoing {
+            targets: &message.targets,
+            event: &message.event,
+            data: &message.data,
+        })
+        .collect();
+    let published = state
+        .broker
+        .publish(&app.id, &messages)
+        .await
+        .map_err(|error| ApiError::store_unavailable(error.to_string()))?;
+    for message in &published {
+        state.metrics.published(&app.id, "api", message.delivered);
+    }
+    Ok(published)
 }
 
 /// Check one message against the limits and ask the router where it goes.

@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 
 use super::ApiError;
 use super::extract::{CallingApp, JsonBody};
-use crate::gateway::CloseCode;
 use crate::plugins::bindings::{AuthError, TokenRequest};
 use crate::state::AppState;
 
@@ -60,6 +59,7 @@ pub async fn create(
             )));
         }
     };
+    state.ready()?;
     let request = TokenRequest {
         user_id: body.user_id,
         channels: body.channels,
@@ -98,6 +98,7 @@ pub async fn revoke(
     CallingApp(app): CallingApp,
     Path(access_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    state.ready()?;
     let existed = state
         .plugins()
         .auth
@@ -106,8 +107,9 @@ pub async fn revoke(
         .map_err(|failure| ApiError::plugin_failure(&failure))?
         .map_err(api_error)?;
     let closed = state
-        .hub
-        .close_token(&app.id, &access_id, CloseCode::TokenRevoked);
+        .broker
+        .close_token(&state.hub, &app.id, &access_id)
+        .await;
     if existed || closed > 0 {
         tracing::info!(app = %app.id, closed, "token revoked");
         Ok(StatusCode::NO_CONTENT)

@@ -1,5 +1,4 @@
-//! Publishing: message ids, bounded history for recovery, and hand-off to
-//! this node's sessions through the [`Hub`].
+//! The one-node broker: ids, bounded history and delivery in this process.
 //!
 //! Each message is serialized once; every recipient and every history
 //! stream share the same bytes. Ids are assigned, stored and delivered under
@@ -12,34 +11,13 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::Utf8Bytes;
-use serde::Serialize;
-use serde_json::value::RawValue;
 
+use super::{Outgoing, Recovery, message_frame};
 use crate::config::HistoryConfig;
 use crate::hub::{Hub, Target};
 
 /// How often aged-out history is reclaimed in the background.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The `message` frame, serialized once per publish.
-#[derive(Serialize)]
-struct MessageFrame<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    id: String,
-    channel: &'a str,
-    event: &'a str,
-    data: &'a RawValue,
-}
-
-/// The `channel` field of a message delivered to an inbox.
-pub fn channel_label(target: &Target) -> &str {
-    match target {
-        Target::Channel(name) => name,
-        Target::User(_) => "#user",
-        Target::Token(_) => "#token",
-    }
-}
 
 struct Stored {
     id: u64,
@@ -95,25 +73,8 @@ struct State {
     total: usize,
 }
 
-/// What a recovery found.
-#[derive(Debug, Default)]
-pub struct Recovery {
-    /// `message` frames newer than the requested id, oldest first.
-    pub frames: Vec<Utf8Bytes>,
-    /// `false` when history no longer reaches back to the requested id.
-    pub recovered: bool,
-}
-
-/// A message accepted by [`Broker::publish`].
-#[derive(Debug, Clone, Copy)]
-pub struct Published {
-    pub id: u64,
-    /// Sessions on this node it was queued for.
-    pub delivered: usize,
-}
-
 /// Ids, history and delivery for every app on this node.
-pub struct Broker {
+pub struct MemoryBroker {
     state: Mutex<State>,
     hub: Arc<Hub>,
     limits: HistoryConfig,
@@ -121,11 +82,11 @@ pub struct Broker {
     start_floor: u64,
 }
 
-impl Broker {
+impl MemoryBroker {
     /// A broker delivering through `hub`; aged-out history is reclaimed in
     /// the background while it exists. Call from within a tokio runtime.
-    pub fn start(hub: Arc<Hub>, limits: HistoryConfig) -> Arc<Broker> {
-        let broker = Arc::new(Broker {
+    pub fn start(hub: Arc<Hub>, limits: HistoryConfig) -> Arc<MemoryBroker> {
+        let broker = Arc::new(MemoryBroker {
             state: Mutex::new(State {
                 apps: HashMap::new(),
                 order: VecDeque::new(),
@@ -147,14 +108,9 @@ impl Broker {
     }
 
     /// Assign an id, keep the message in each target's history and queue it
-    /// for every session on this node that `targets` reach.
-    pub fn publish(
-        &self,
-        app_id: &str,
-        targets: &[Target],
-        event: &str,
-        data: &RawValue,
-    ) -> Published {
+    /// for every session on this node that its targets reach. Returns the
+    /// id and how many sessions it was queued for.
+    pub fn publish(&self, app_id: &str, message: &Outgoing<'_>) -> (u64, usize) {
         let mut state = self.state();
         let floor = self.start_floor;
         let State { apps, order, total } = &mut *state;
@@ -162,16 +118,8 @@ impl Broker {
             .entry(app_id.to_owned())
             .or_insert_with(|| AppHistory::new(floor));
         let id = app.next_id();
-        let label = targets.first().map_or("", channel_label);
-        let frame = MessageFrame {
-            kind: "message",
-            id: id.to_string(),
-            channel: label,
-            event,
-            data,
-        };
-        // Serializing borrowed strings and already-valid JSON cannot fail.
-        let frame = Utf8Bytes::from(serde_json::to_string(&frame).unwrap_or_default());
+        let frame = Utf8Bytes::from(message_frame(id, &message.frame_tail()));
+        let targets = message.targets;
 
         let now = Instant::now();
         for target in targets {
@@ -196,8 +144,8 @@ impl Broker {
         }
         self.enforce_total(&mut state);
 
-        let delivered = self.hub.deliver(app_id, targets, &frame);
-        Published { id, delivered }
+        let delivered = self.hub.deliver(app_id, targets, id, &frame);
+        (id, delivered)
     }
 
     /// Run `attach` (register a session or a subscription in the hub) and
@@ -242,6 +190,8 @@ impl Broker {
         let recovery = Recovery {
             frames: messages.into_iter().map(|(_, frame)| frame).collect(),
             recovered,
+            // Replay and live messages never overlap here.
+            live_after: 0,
         };
         (attached, Some(recovery))
     }
@@ -330,7 +280,7 @@ fn drop_if_oldest(state: &mut State, app_id: &str, target: &Target, id: u64) -> 
     }
 }
 
-async fn sweep_periodically(broker: Weak<Broker>) {
+async fn sweep_periodically(broker: Weak<MemoryBroker>) {
     let mut interval = tokio::time::interval(SWEEP_INTERVAL);
     loop {
         interval.tick().await;
@@ -341,7 +291,7 @@ async fn sweep_periodically(broker: Weak<Broker>) {
     }
 }
 
-fn unix_micros() -> u64 {
+pub(super) fn unix_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX))
@@ -350,10 +300,18 @@ fn unix_micros() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::value::RawValue;
+
     use super::*;
 
-    fn data() -> Box<RawValue> {
-        RawValue::from_string("{\"n\":1}".into()).unwrap()
+    fn publish(broker: &MemoryBroker, app: &str, targets: &[Target]) -> u64 {
+        let data = RawValue::from_string("{\"n\":1}".into()).unwrap();
+        let message = Outgoing {
+            targets,
+            event: "e",
+            data: &data,
+        };
+        broker.publish(app, &message).0
     }
 
     fn limits(per_stream: usize, total: usize) -> HistoryConfig {
@@ -377,11 +335,11 @@ mod tests {
 
     #[tokio::test]
     async fn ids_increase_and_replay_is_exact() {
-        let broker = Broker::start(Hub::new(), limits(10, 100));
+        let broker = MemoryBroker::start(Hub::new(), limits(10, 100));
         let news = [Target::Channel("news".into())];
-        let first = broker.publish("app", &news, "e", &data()).id;
-        let second = broker.publish("app", &news, "e", &data()).id;
-        let third = broker.publish("app", &news, "e", &data()).id;
+        let first = publish(&broker, "app", &news);
+        let second = publish(&broker, "app", &news);
+        let third = publish(&broker, "app", &news);
         assert!(first < second && second < third);
 
         let ((), recovery) = broker.recover("app", &news, Some(first), || ());
@@ -392,12 +350,10 @@ mod tests {
 
     #[tokio::test]
     async fn recovery_says_false_when_history_no_longer_reaches_back() {
-        let broker = Broker::start(Hub::new(), limits(2, 100));
+        let broker = MemoryBroker::start(Hub::new(), limits(2, 100));
         let news = [Target::Channel("news".into())];
-        let first = broker.publish("app", &news, "e", &data()).id;
-        let kept: Vec<u64> = (0..2)
-            .map(|_| broker.publish("app", &news, "e", &data()).id)
-            .collect();
+        let first = publish(&broker, "app", &news);
+        let kept: Vec<u64> = (0..2).map(|_| publish(&broker, "app", &news)).collect();
         let (_, recovery) = broker.recover("app", &news, Some(first - 1), || ());
         let recovery = recovery.unwrap();
         assert!(!recovery.recovered);
@@ -409,9 +365,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_global_budget_bounds_all_streams() {
-        let broker = Broker::start(Hub::new(), limits(100, 5));
+        let broker = MemoryBroker::start(Hub::new(), limits(100, 5));
         for user in 0..20 {
-            broker.publish("app", &[Target::User(format!("u{user}"))], "e", &data());
+            publish(&broker, "app", &[Target::User(format!("u{user}"))]);
         }
         assert_eq!(broker.history_len(), 5);
         // An id from before the process: nothing can be promised.
@@ -421,9 +377,9 @@ mod tests {
 
     #[tokio::test]
     async fn apps_have_their_own_streams() {
-        let broker = Broker::start(Hub::new(), limits(10, 100));
+        let broker = MemoryBroker::start(Hub::new(), limits(10, 100));
         let news = [Target::Channel("news".into())];
-        let id = broker.publish("a", &news, "e", &data()).id;
+        let id = publish(&broker, "a", &news);
         let (_, recovery) = broker.recover("b", &news, Some(id - 1), || ());
         assert!(recovery.unwrap().frames.is_empty());
     }

@@ -126,6 +126,12 @@ async fn admit(state: &AppState, params: ConnectParams) -> Result<Admitted, Refu
             "access_id and otp are required",
         ));
     };
+    // Refused before the code is checked, so a client keeps its code for
+    // a node that can take it.
+    state
+        .broker
+        .is_ready()
+        .map_err(|error| Refusal::new(CloseCode::Unavailable, error.to_string()))?;
     let last_id = match params.last_id.as_deref() {
         None | Some("") => None,
         Some(text) => Some(text.parse::<u64>().map_err(|_| {

@@ -11,7 +11,8 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
 
 use super::frames::{self, ClientFrame, FrameError, ServerFrame};
 use super::{Admitted, CloseCode, Refusal};
-use crate::hub::{Full, Mailbox, Registration, SessionCommand, SessionSpec, Target};
+use crate::broker::{Outgoing, Recovery, channel_label, frame_label};
+use crate::hub::{Delivery, Full, Mailbox, Registration, SessionCommand, SessionSpec, Target};
 use crate::plugins::bindings::{AuthError, Claims, RouteError};
 use crate::state::{App, AppState};
 
@@ -65,11 +66,25 @@ pub(super) async fn run(socket: WebSocket, state: Arc<AppState>, admitted: Admit
     if let Some(user_id) = &claims.user_id {
         inboxes.push(Target::User(user_id.clone()));
     }
-    // Registering and reading the inboxes' history under the broker's lock
-    // leaves no gap and no overlap between the replay and live messages.
-    let (registered, recovery) = state
+    // The broker registers and reads the inboxes' history so that nothing
+    // falls between the replay and live messages.
+    let attached = state
         .broker
-        .recover(&app.id, &inboxes, last_id, || state.hub.register(spec));
+        .attach(&app.id, &inboxes, last_id, || state.hub.register(spec))
+        .await;
+    let (registered, recovery) = match attached {
+        Ok(attached) => attached,
+        Err(error) => {
+            state
+                .metrics
+                .connect(&app.id, CloseCode::Unavailable.reason());
+            return refuse(
+                socket,
+                Refusal::new(CloseCode::Unavailable, error.to_string()),
+            )
+            .await;
+        }
+    };
     let (registration, mailbox) = match registered {
         Ok(registered) => registered,
         Err(full) => {
@@ -92,7 +107,13 @@ pub(super) async fn run(socket: WebSocket, state: Arc<AppState>, admitted: Admit
         claims,
         registration,
         errors: ErrorWindow::new(),
+        live: LiveFilter::default(),
     };
+    if let Some(recovery) = &recovery {
+        for inbox in &inboxes {
+            session.live.expect_overlap(recovery, channel_label(inbox));
+        }
+    }
     let welcome = ServerFrame::Welcome {
         connection_id: session.registration.connection_id(),
         access_id: &session.claims.access_id,
@@ -120,6 +141,7 @@ struct Session {
     claims: Claims,
     registration: Registration,
     errors: ErrorWindow,
+    live: LiveFilter,
 }
 
 impl Session {
@@ -145,7 +167,7 @@ impl Session {
                 Some(command) = mailbox.commands.recv() => match command {
                     SessionCommand::Close(code) => break Ending::Close(code, closing_message(code)),
                 },
-                Some(frame) = mailbox.frames.recv() => match self.send_text(frame).await {
+                Some(delivery) = mailbox.frames.recv() => match self.send_live(delivery).await {
                     Ok(()) => {}
                     Err(SendError::Stalled) => break Ending::Close(
                         CloseCode::SlowConsumer,
@@ -217,8 +239,8 @@ impl Session {
         if let Ending::Close(code, message) = ending {
             if code == CloseCode::GoingAway {
                 // Hand over what was already accepted for this socket.
-                while let Ok(frame) = mailbox.frames.try_recv() {
-                    if self.send_text(frame).await.is_err() {
+                while let Ok(delivery) = mailbox.frames.try_recv() {
+                    if self.send_live(delivery).await.is_err() {
                         break;
                     }
                 }
@@ -308,12 +330,30 @@ impl Session {
         }
 
         let streams = [Target::Channel(channel.to_owned())];
-        let (_, recovery) = self
+        let attached = self
             .state
             .broker
-            .recover(&self.app.id, &streams, since, || {
+            .attach(&self.app.id, &streams, since, || {
                 self.state.hub.subscribe(&self.registration, channel)
-            });
+            })
+            .await;
+        let recovery = match attached {
+            Ok((_, recovery)) => recovery,
+            Err(error) => {
+                self.state.hub.unsubscribe(&self.registration, channel);
+                return self
+                    .refuse_frame(
+                        FrameError::Unavailable,
+                        &error.to_string(),
+                        frame,
+                        Some(channel),
+                    )
+                    .await;
+            }
+        };
+        if let Some(recovery) = &recovery {
+            self.live.expect_overlap(recovery, channel);
+        }
         let subscribed = ServerFrame::Subscribed {
             channel,
             recovered: recovery.as_ref().map(|recovery| recovery.recovered),
@@ -353,14 +393,29 @@ impl Session {
             }
         };
         let targets = [Target::Channel(publication.channel)];
-        let published = self
-            .state
-            .broker
-            .publish(&self.app.id, &targets, &publication.event, data);
-        self.state
-            .metrics
-            .published(&self.app.id, "socket", published.delivered);
-        Ok(())
+        let message = Outgoing {
+            targets: &targets,
+            event: &publication.event,
+            data,
+        };
+        match self.state.broker.publish(&self.app.id, &[message]).await {
+            Ok(published) => {
+                let delivered = published.iter().map(|published| published.delivered).sum();
+                self.state
+                    .metrics
+                    .published(&self.app.id, "socket", delivered);
+                Ok(())
+            }
+            Err(error) => {
+                self.refuse_frame(
+                    FrameError::Unavailable,
+                    &error.to_string(),
+                    frame,
+                    Some(channel),
+                )
+                .await
+            }
+        }
     }
 
     /// Send an `error` frame for a refused client frame; too many of them
@@ -398,6 +453,15 @@ impl Session {
             .map_err(|_| Ending::ClientGone)
     }
 
+    /// Send a live message unless the session already sent it.
+    async fn send_live(&mut self, delivery: Delivery) -> Result<(), SendError> {
+        if self.live.admits(&delivery) {
+            self.send_text(delivery.frame).await
+        } else {
+            Ok(())
+        }
+    }
+
     /// Send one text frame. A peer that takes no bytes for two heartbeat
     /// intervals is stalled: waiting longer would hold this session (and
     /// its close) hostage.
@@ -421,6 +485,49 @@ enum SendError {
     Gone,
     /// The peer stopped reading.
     Stalled,
+}
+
+/// Drops live copies of messages this session already sent.
+#[derive(Default)]
+struct LiveFilter {
+    /// The newest live message sent. Live messages reach a session in id
+    /// order, so one at or below it is a copy (a message for several
+    /// targets arrives once per target with Redis).
+    last_sent: u64,
+    /// After a recovery: live messages of these streams (by frame label) up
+    /// to this id were already in the replay.
+    overlap: Option<(u64, Vec<String>)>,
+}
+
+impl LiveFilter {
+    fn admits(&mut self, delivery: &Delivery) -> bool {
+        if delivery.id <= self.last_sent {
+            return false;
+        }
+        if let Some((up_to, labels)) = &self.overlap {
+            if delivery.id <= *up_to {
+                let replayed = frame_label(delivery.frame.as_str())
+                    .is_some_and(|label| labels.contains(&label));
+                if replayed {
+                    return false;
+                }
+            } else {
+                // Everything from here on is newer than any replay.
+                self.overlap = None;
+            }
+        }
+        self.last_sent = delivery.id;
+        true
+    }
+
+    fn expect_overlap(&mut self, recovery: &Recovery, label: &str) {
+        if recovery.live_after == 0 {
+            return;
+        }
+        let (up_to, labels) = self.overlap.get_or_insert_with(|| (0, Vec::new()));
+        *up_to = (*up_to).max(recovery.live_after);
+        labels.push(label.to_owned());
+    }
 }
 
 /// Refused frames in the current window.

@@ -1,14 +1,18 @@
 //! The key-value backend behind the WIT `store` interface.
 //!
 //! Components see one flat key space; [`Namespace`] gives each (app, plugin
-//! kind) its own prefix so they never see each other's keys.
+//! kind) its own prefix so they never see each other's keys. The in-memory
+//! backend serves one node; the Redis backend (keys under
+//! `<prefix>:app/<app>/<kind>/`) is shared by every node of a deployment.
 
 mod memory;
+mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 
 /// Longest key a plugin may use, in bytes.
 pub const MAX_KEY_BYTES: usize = 512;
@@ -31,6 +35,8 @@ pub enum StoreError {
 pub enum StoreBackend {
     /// The embedded default: one process, nothing to set up.
     Memory(Arc<MemoryStore>),
+    /// Shared by every node of a deployment.
+    Redis(Arc<RedisStore>),
 }
 
 impl StoreBackend {
@@ -38,18 +44,21 @@ impl StoreBackend {
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
             StoreBackend::Memory(_) => Ok(()),
+            StoreBackend::Redis(redis) => redis.ping().await,
         }
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
             StoreBackend::Memory(memory) => Ok(memory.get(key)),
+            StoreBackend::Redis(redis) => redis.get(key).await,
         }
     }
 
     pub async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
         match self {
             StoreBackend::Memory(memory) => memory.set(key, value, ttl),
+            StoreBackend::Redis(redis) => redis.set(key, value, ttl).await,
         }
     }
 
@@ -61,24 +70,28 @@ impl StoreBackend {
     ) -> Result<bool, StoreError> {
         match self {
             StoreBackend::Memory(memory) => memory.set_if_absent(key, value, ttl),
+            StoreBackend::Redis(redis) => redis.set_if_absent(key, value, ttl).await,
         }
     }
 
     pub async fn touch(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
         match self {
             StoreBackend::Memory(memory) => Ok(memory.touch(key, ttl)),
+            StoreBackend::Redis(redis) => redis.touch(key, ttl).await,
         }
     }
 
     pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         match self {
             StoreBackend::Memory(memory) => Ok(memory.delete(key)),
+            StoreBackend::Redis(redis) => redis.delete(key).await,
         }
     }
 
     pub async fn increment(&self, key: &str, delta: u64, ttl: Duration) -> Result<u64, StoreError> {
         match self {
             StoreBackend::Memory(memory) => memory.increment(key, delta, ttl),
+            StoreBackend::Redis(redis) => redis.increment(key, delta, ttl).await,
         }
     }
 }

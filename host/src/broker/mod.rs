@@ -1,0 +1,210 @@
+//! Publishing: message ids, bounded history for recovery, and hand-off to
+//! the sessions through the [`Hub`].
+//!
+//! [`MemoryBroker`] serves one node from this process's memory;
+//! [`RedisBroker`] keeps ids and history in Redis and fans every message out
+//! to every node through Redis pub/sub. Both keep the contract's promises:
+//! ids strictly increase per app, and a session that recovers sees every
+//! message after its id once, replay first, then live.
+
+mod memory;
+mod redis;
+
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+pub use memory::MemoryBroker;
+pub use redis::RedisBroker;
+
+use crate::hub::{Hub, Target};
+
+/// One message to publish.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    /// Where the router sent it (at least one).
+    pub targets: &'a [Target],
+    pub event: &'a str,
+    pub data: &'a RawValue,
+}
+
+impl Outgoing<'_> {
+    /// Everything of the `message` frame after its id: the id is assigned
+    /// where the message is stored (in Redis, by a script), the rest is
+    /// serialized once here.
+    fn frame_tail(&self) -> String {
+        #[derive(Serialize)]
+        struct Tail<'a> {
+            channel: &'a str,
+            event: &'a str,
+            data: &'a RawValue,
+        }
+        let tail = Tail {
+            channel: self.targets.first().map_or("", channel_label),
+            event: self.event,
+            data: self.data,
+        };
+        // Serializing borrowed strings and already-valid JSON cannot fail.
+        let json = serde_json::to_string(&tail).unwrap_or_default();
+        json.strip_prefix('{').unwrap_or(&json).to_owned()
+    }
+}
+
+/// The frame prefix every `message` frame starts with; the id follows.
+const FRAME_HEAD: &str = r#"{"type":"message","id":""#;
+
+/// The whole `message` frame for `id` (the Redis scripts build the same).
+fn message_frame(id: u64, tail: &str) -> String {
+    format!(r#"{FRAME_HEAD}{id}",{tail}"#)
+}
+
+/// The id of a `message` frame built by [`message_frame`].
+fn message_id(frame: &str) -> Option<u64> {
+    let rest = frame.strip_prefix(FRAME_HEAD)?;
+    let (digits, _) = rest.split_once('"')?;
+    digits.parse().ok()
+}
+
+/// The `channel` field of a message frame: the channel, or which inbox.
+pub fn channel_label(target: &Target) -> &str {
+    match target {
+        Target::Channel(name) => name,
+        Target::User(_) => "#user",
+        Target::Token(_) => "#token",
+    }
+}
+
+/// The `channel` field of a `message` frame (a full parse; only needed
+/// while a session filters a recovery's overlap).
+pub fn frame_label(frame: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Label {
+        channel: String,
+    }
+    serde_json::from_str::<Label>(frame)
+        .ok()
+        .map(|label| label.channel)
+}
+
+/// What a recovery found.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// `message` frames newer than the requested id, oldest first.
+    pub frames: Vec<Utf8Bytes>,
+    /// `false` when history no longer reaches back to the requested id.
+    pub recovered: bool,
+    /// Live messages of the recovered streams up to this id were already
+    /// in the replay (0: replay and live never overlap).
+    pub live_after: u64,
+}
+
+/// A message accepted for delivery.
+#[derive(Debug, Clone, Copy)]
+pub struct Published {
+    pub id: u64,
+    /// Sessions it was queued for, when known at once (one node).
+    pub delivered: usize,
+}
+
+/// Why the broker cannot take a request now.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BrokerError {
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The broker this node runs.
+pub enum Broker {
+    Memory(Arc<MemoryBroker>),
+    Redis(Arc<RedisBroker>),
+}
+
+impl Broker {
+    /// Publish `messages` in order; all of them are stored (and get ids) or
+    /// none is.
+    pub async fn publish(
+        &self,
+        app_id: &str,
+        messages: &[Outgoing<'_>],
+    ) -> Result<Vec<Published>, BrokerError> {
+        match self {
+            Broker::Memory(broker) => Ok(messages
+                .iter()
+                .map(|message| {
+                    let (id, delivered) = broker.publish(app_id, message);
+                    Published { id, delivered }
+                })
+                .collect()),
+            Broker::Redis(broker) => broker.publish(app_id, messages).await,
+        }
+    }
+
+    /// Run `attach` (register a session or a subscription in the hub) and
+    /// read what `streams` hold after `since`, so that every message is
+    /// either in the replay or delivered live after `attach` (a live copy of
+    /// a replayed message is marked by [`Recovery::live_after`]).
+    pub async fn attach<R>(
+        &self,
+        app_id: &str,
+        streams: &[Target],
+        since: Option<u64>,
+        attach: impl FnOnce() -> R,
+    ) -> Result<(R, Option<Recovery>), BrokerError> {
+        match self {
+            Broker::Memory(broker) => Ok(broker.recover(app_id, streams, since, attach)),
+            Broker::Redis(broker) => broker.attach(app_id, streams, since, attach).await,
+        }
+    }
+
+    /// Close every socket of a revoked token, on every node.
+    pub async fn close_token(&self, hub: &Hub, app_id: &str, access_id: &str) -> usize {
+        let closed = hub.close_token(app_id, access_id, crate::gateway::CloseCode::TokenRevoked);
+        if let Broker::Redis(broker) = self {
+            broker.announce_revoke(app_id, access_id).await;
+        }
+        closed
+    }
+
+    /// Can new work be taken? Always for one node; with Redis, while this
+    /// node's pub/sub connection is up.
+    pub fn is_ready(&self) -> Result<(), BrokerError> {
+        match self {
+            Broker::Memory(_) => Ok(()),
+            Broker::Redis(broker) => broker.is_ready(),
+        }
+    }
+
+    /// Messages held in this process's history (none with Redis).
+    pub fn history_len(&self) -> usize {
+        match self {
+            Broker::Memory(broker) => broker.history_len(),
+            Broker::Redis(_) => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_carry_their_id() {
+        let data = RawValue::from_string(r#"{"a":[1,"x"]}"#.into()).unwrap();
+        let targets = [Target::User("u".into())];
+        let message = Outgoing {
+            targets: &targets,
+            event: "done",
+            data: &data,
+        };
+        let frame = message_frame(17, &message.frame_tail());
+        assert_eq!(
+            frame,
+            r##"{"type":"message","id":"17","channel":"#user","event":"done","data":{"a":[1,"x"]}}"##
+        );
+        assert_eq!(message_id(&frame), Some(17));
+        assert_eq!(frame_label(&frame).as_deref(), Some("#user"));
+        assert_eq!(message_id("{}"), None);
+    }
+}

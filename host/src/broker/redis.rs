@@ -1,0 +1,595 @@
+//! The cluster broker: ids and history in Redis, fan-out through Redis
+//! pub/sub, so every node of a deployment behaves as one service.
+//!
+//! A publish is one Lua script (`lua/publish.lua`): it assigns the app's
+//! next id, appends the frame to each target's stream (bounded by count and
+//! age) and `PUBLISH`es it on the target's live channel. Every node,
+//! including the publishing one, delivers from its subscription, so each
+//! local session gets a message once. A node subscribes to a live channel
+//! only while it has a session for that channel, user or token (the hub
+//! reports those changes in order), so Redis traffic follows interest.
+//!
+//! Recovery subscribes first, then reads history (`lua/recover.lua`): a
+//! message published in between is both replayed and delivered live, and
+//! the session drops the live copy (`Recovery::live_after`). When the
+//! pub/sub connection drops, the node keeps its sockets, reconnects with
+//! back-off, subscribes again and replays from history what its sessions
+//! missed meanwhile.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use futures_util::StreamExt as _;
+use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
+use redis::{AsyncCommands as _, Script};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{MissedTickBehavior, timeout};
+
+use super::{BrokerError, Outgoing, Published, Recovery, memory::unix_micros, message_id};
+use crate::config::HistoryConfig;
+use crate::gateway::CloseCode;
+use crate::hub::{Hub, Interest, Target};
+use crate::metrics::Metrics;
+
+/// How long a session waits for its subscription to reach Redis.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Budget of one pub/sub connection attempt, subscribe or ping.
+const PUBSUB_TIMEOUT: Duration = Duration::from_secs(2);
+/// A silent Redis is noticed within about this long.
+const PUBSUB_PING_EVERY: Duration = Duration::from_secs(1);
+/// Reconnection back-off bounds.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Channels per SUBSCRIBE, and streams per pipelined history read.
+const CHUNK: usize = 500;
+/// Clock slack when replaying after a reconnect without a known last id.
+const BACKFILL_SLACK_MICROS: u64 = 5_000_000;
+
+/// What the subscriber task is asked to do.
+enum Command {
+    /// A live channel gained its first local session.
+    Subscribe(String),
+    /// A live channel lost its last local session.
+    Unsubscribe(String),
+    /// Answer once every earlier command reached Redis.
+    Sync(oneshot::Sender<()>),
+}
+
+/// A control message between nodes.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Control {
+    /// Close the token's sockets with 4010.
+    Revoke { app: String, access_id: String },
+}
+
+/// Key and channel names, all under the deployment's prefix.
+#[derive(Clone)]
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// `<prefix>:app/<app>/`: the app's ids, history and live channels.
+    fn app(&self, app_id: &str) -> String {
+        format!("{}:app/{app_id}/", self.prefix)
+    }
+
+    fn control(&self) -> String {
+        format!("{}:control", self.prefix)
+    }
+
+    fn live(&self, app_id: &str, target: &Target) -> String {
+        format!("{}live/{}", self.app(app_id), stream_name(target))
+    }
+
+    /// The app and target of a live channel name.
+    fn parse_live(&self, channel: &str) -> Option<(String, Target)> {
+        let rest = channel.strip_prefix(&self.prefix)?.strip_prefix(":app/")?;
+        let (app_id, rest) = rest.split_once('/')?;
+        let (kind, name) = rest.strip_prefix("live/")?.split_once('/')?;
+        let target = match kind {
+            "channel" => Target::Channel(name.to_owned()),
+            "user" => Target::User(name.to_owned()),
+            "token" => Target::Token(name.to_owned()),
+            _ => return None,
+        };
+        Some((app_id.to_owned(), target))
+    }
+}
+
+/// `<kind>/<name>`: a stream's name under its app.
+fn stream_name(target: &Target) -> String {
+    match target {
+        Target::Channel(name) => format!("channel/{name}"),
+        Target::User(id) => format!("user/{id}"),
+        Target::Token(id) => format!("token/{id}"),
+    }
+}
+
+/// `XRANGE`'s reply: entries of (stream id, field/value pairs).
+type StreamEntries = Vec<(String, Vec<(String, String)>)>;
+
+/// Ids, history and fan-out in a Redis shared by every node.
+pub struct RedisBroker {
+    connection: ConnectionManager,
+    keys: Keys,
+    limits: HistoryConfig,
+    publish: Script,
+    recover: Script,
+    commands: mpsc::UnboundedSender<Command>,
+    /// Is the pub/sub connection up (and subscribed)?
+    connected: watch::Receiver<bool>,
+}
+
+impl RedisBroker {
+    /// Start the subscriber task and return the hub it delivers to, wired
+    /// so that the hub's interest changes become (un)subscriptions.
+    pub fn start(
+        client: redis::Client,
+        connection: ConnectionManager,
+        prefix: &str,
+        limits: HistoryConfig,
+        metrics: Arc<Metrics>,
+    ) -> (Arc<Hub>, Arc<RedisBroker>) {
+        let keys = Keys {
+            prefix: prefix.to_owned(),
+        };
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let observer_keys = keys.clone();
+        let observer_commands = commands.clone();
+        let hub = Hub::observed(Box::new(move |interest| {
+            // The task outlives the hub; a send can only fail at shutdown.
+            let _ = observer_commands.send(match interest {
+                Interest::Gained(app_id, target) => {
+                    Command::Subscribe(observer_keys.live(app_id, target))
+                }
+                Interest::Lost(app_id, target) => {
+                    Command::Unsubscribe(observer_keys.live(app_id, target))
+                }
+            });
+        }));
+        let (connected_tx, connected) = watch::channel(false);
+        let subscriber = Subscriber {
+            client,
+            connection: connection.clone(),
+            keys: keys.clone(),
+            hub: hub.clone(),
+            metrics,
+            commands: commands_rx,
+            connected: connected_tx,
+            wanted: HashSet::new(),
+            subscribed: HashSet::new(),
+            waiting: Vec::new(),
+            last_seen: HashMap::new(),
+        };
+        tokio::spawn(subscriber.run());
+        let broker = Arc::new(RedisBroker {
+            connection,
+            keys,
+            limits,
+            publish: Script::new(include_str!("lua/publish.lua")),
+            recover: Script::new(include_str!("lua/recover.lua")),
+            commands,
+            connected,
+        });
+        (hub, broker)
+    }
+
+    pub fn is_ready(&self) -> Result<(), BrokerError> {
+        if *self.connected.borrow() {
+            Ok(())
+        } else {
+            Err(BrokerError::Unavailable(
+                "Redis is unreachable from this node".to_owned(),
+            ))
+        }
+    }
+
+    pub async fn publish(
+        &self,
+        app_id: &str,
+        messages: &[Outgoing<'_>],
+    ) -> Result<Vec<Published>, BrokerError> {
+        let mut invocation = self.publish.prepare_invoke();
+        invocation
+            .arg(self.keys.app(app_id))
+            .arg(self.limits.per_stream)
+            .arg(self.limits.ttl_secs.saturating_mul(1000))
+            .arg(messages.len());
+        for message in messages {
+            // The script appends to each stream once per message.
+            let mut streams: Vec<String> = message.targets.iter().map(stream_name).collect();
+            streams.sort_unstable();
+            streams.dedup();
+            invocation.arg(streams.len()).arg(message.frame_tail());
+            for stream in streams {
+                invocation.arg(stream);
+            }
+        }
+        let ids: Vec<String> = invocation
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)?;
+        ids.iter()
+            .map(|id| {
+                id.parse()
+                    .map(|id| Published { id, delivered: 0 })
+                    .map_err(|_| BrokerError::Unavailable(format!("bad id {id:?} from Redis")))
+            })
+            .collect()
+    }
+
+    pub async fn attach<R>(
+        &self,
+        app_id: &str,
+        streams: &[Target],
+        since: Option<u64>,
+        attach: impl FnOnce() -> R,
+    ) -> Result<(R, Option<Recovery>), BrokerError> {
+        let attached = attach();
+        // Live from here on: the subscription for what was just attached
+        // (or an earlier one for the same stream) is in place.
+        self.sync().await?;
+        let Some(since) = since else {
+            return Ok((attached, None));
+        };
+        let mut invocation = self.recover.prepare_invoke();
+        invocation
+            .arg(self.keys.app(app_id))
+            .arg(since)
+            .arg(self.limits.ttl_secs.saturating_mul(1000));
+        for stream in streams {
+            invocation.arg(stream_name(stream));
+        }
+        let reply: Vec<String> = invocation
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)?;
+        let mut reply = reply.into_iter();
+        let recovered = reply.next().is_some_and(|flag| flag == "1");
+        let live_after = reply
+            .next()
+            .and_then(|last| last.parse().ok())
+            .unwrap_or(u64::MAX);
+        let mut messages: Vec<(u64, Utf8Bytes)> = reply
+            .filter_map(|frame| Some((message_id(&frame)?, Utf8Bytes::from(frame))))
+            .collect();
+        messages.sort_by_key(|(id, _)| *id);
+        messages.dedup_by_key(|(id, _)| *id);
+        let recovery = Recovery {
+            frames: messages.into_iter().map(|(_, frame)| frame).collect(),
+            recovered,
+            live_after,
+        };
+        Ok((attached, Some(recovery)))
+    }
+
+    /// Wait until every (un)subscription asked for so far reached Redis.
+    async fn sync(&self) -> Result<(), BrokerError> {
+        let (done, wait) = oneshot::channel();
+        let down = || BrokerError::Unavailable("Redis pub/sub is not connected".to_owned());
+        self.commands
+            .send(Command::Sync(done))
+            .map_err(|_| down())?;
+        match timeout(SUBSCRIBE_TIMEOUT, wait).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(down()),
+        }
+    }
+
+    /// Tell every node (this one included) to close the token's sockets.
+    pub async fn announce_revoke(&self, app_id: &str, access_id: &str) {
+        let control = Control::Revoke {
+            app: app_id.to_owned(),
+            access_id: access_id.to_owned(),
+        };
+        let Ok(payload) = serde_json::to_string(&control) else {
+            return;
+        };
+        let sent: Result<u64, _> = self
+            .connection
+            .clone()
+            .publish(self.keys.control(), payload)
+            .await;
+        if let Err(error) = sent {
+            // The token is already gone from the store: sockets elsewhere
+            // close at their next keep-alive touch.
+            tracing::warn!(app = app_id, "could not announce a revoke: {error}");
+        }
+    }
+}
+
+fn unavailable(error: redis::RedisError) -> BrokerError {
+    BrokerError::Unavailable(format!("redis: {error}"))
+}
+
+/// The task that owns the pub/sub connection: applies (un)subscriptions in
+/// order, delivers messages to the hub, and reconnects when Redis goes away.
+struct Subscriber {
+    client: redis::Client,
+    /// For reading history after a reconnect.
+    connection: ConnectionManager,
+    keys: Keys,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    connected: watch::Sender<bool>,
+    /// Live channels with local sessions.
+    wanted: HashSet<String>,
+    /// Live channels subscribed on the current connection.
+    subscribed: HashSet<String>,
+    /// Syncs to answer once connected.
+    waiting: Vec<oneshot::Sender<()>>,
+    /// The newest id delivered per app, to replay from after a reconnect.
+    last_seen: HashMap<String, u64>,
+}
+
+/// Why a connection ended.
+struct Lost(String);
+
+impl Subscriber {
+    async fn run(mut self) {
+        let mut backoff = MIN_BACKOFF;
+        let mut first = true;
+        // Messages older than this may have been missed while disconnected.
+        let mut lost_at: Option<u64> = None;
+        loop {
+            let reason = match self.connect(lost_at).await {
+                Ok((mut sink, mut stream)) => {
+                    if first || lost_at.is_some() {
+                        tracing::info!("Redis pub/sub connected");
+                    }
+                    first = false;
+                    backoff = MIN_BACKOFF;
+                    self.connected.send_replace(true);
+                    self.answer_waiting();
+                    let Lost(reason) = self.serve(&mut sink, &mut stream).await;
+                    reason
+                }
+                Err(Lost(reason)) => reason,
+            };
+            if *self.connected.borrow() || first {
+                tracing::warn!("Redis pub/sub unavailable ({reason}); open sockets stay, retrying");
+            }
+            first = false;
+            self.connected.send_replace(false);
+            self.subscribed.clear();
+            lost_at.get_or_insert_with(unix_micros);
+            // Keep taking commands while waiting, so the wanted set is
+            // current when the connection returns.
+            let wake = tokio::time::sleep(backoff);
+            tokio::pin!(wake);
+            loop {
+                tokio::select! {
+                    _ = &mut wake => break,
+                    command = self.commands.recv() => match command {
+                        Some(command) => self.note(command),
+                        None => return,
+                    },
+                }
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            if self.commands.is_closed() {
+                return;
+            }
+        }
+    }
+
+    /// Open the pub/sub connection, subscribe to what is wanted and, after
+    /// an outage, deliver what was published meanwhile.
+    async fn connect(&mut self, lost_at: Option<u64>) -> Result<(PubSubSink, PubSubStream), Lost> {
+        let pubsub = timeout(PUBSUB_TIMEOUT, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| Lost("connect timed out".to_owned()))?
+            .map_err(|error| Lost(error.to_string()))?;
+        let (mut sink, stream) = pubsub.split();
+        let mut channels: Vec<String> = self.wanted.iter().cloned().collect();
+        channels.push(self.keys.control());
+        for chunk in channels.chunks(CHUNK) {
+            subscribe(&mut sink, chunk).await?;
+        }
+        self.subscribed = self.wanted.clone();
+        if let Some(lost_at) = lost_at {
+            self.backfill(lost_at).await?;
+        }
+        Ok((sink, stream))
+    }
+
+    /// Deliver, in id order, what the wanted streams got after the newest
+    /// id this node delivered (sessions drop copies they already have).
+    async fn backfill(&mut self, lost_at: u64) -> Result<(), Lost> {
+        let fallback = lost_at.saturating_sub(BACKFILL_SLACK_MICROS);
+        let streams: Vec<(String, Target)> = self
+            .subscribed
+            .iter()
+            .filter_map(|live| self.keys.parse_live(live))
+            .collect();
+        let mut found: Vec<(u64, String, Target, String)> = Vec::new();
+        for chunk in streams.chunks(CHUNK) {
+            let mut pipe = redis::pipe();
+            for (app_id, target) in chunk {
+                let since = self.last_seen.get(app_id).copied().unwrap_or(fallback);
+                let key = format!("{}history/{}", self.keys.app(app_id), stream_name(target));
+                pipe.cmd("XRANGE")
+                    .arg(key)
+                    .arg(format!("({since}"))
+                    .arg("+");
+            }
+            let replies: Vec<StreamEntries> = timeout(
+                PUBSUB_TIMEOUT,
+                pipe.query_async(&mut self.connection.clone()),
+            )
+            .await
+            .map_err(|_| Lost("history read timed out".to_owned()))?
+            .map_err(|error| Lost(error.to_string()))?;
+            for ((app_id, target), entries) in chunk.iter().zip(replies) {
+                for (_, fields) in entries {
+                    for (_, frame) in fields {
+                        if let Some(id) = message_id(&frame) {
+                            found.push((id, app_id.clone(), target.clone(), frame));
+                        }
+                    }
+                }
+            }
+        }
+        found.sort_by_key(|(id, ..)| *id);
+        let replayed = found.len();
+        for (id, app_id, target, frame) in found {
+            self.deliver(&app_id, target, id, frame);
+        }
+        if replayed > 0 {
+            tracing::info!(
+                replayed,
+                "replayed messages published while Redis pub/sub was down"
+            );
+        }
+        Ok(())
+    }
+
+    /// Deliver messages and apply commands until the connection is lost.
+    async fn serve(&mut self, sink: &mut PubSubSink, stream: &mut PubSubStream) -> Lost {
+        let mut ping = tokio::time::interval(PUBSUB_PING_EVERY);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                command = self.commands.recv() => {
+                    let Some(command) = command else {
+                        return Lost("shutting down".to_owned());
+                    };
+                    self.note(command);
+                    // Apply everything queued in one round trip.
+                    while let Ok(command) = self.commands.try_recv() {
+                        self.note(command);
+                    }
+                    if let Err(lost) = self.apply(sink).await {
+                        return lost;
+                    }
+                    self.answer_waiting();
+                }
+                message = stream.next() => {
+                    let Some(message) = message else {
+                        return Lost("connection closed".to_owned());
+                    };
+                    self.handle(&message);
+                }
+                _ = ping.tick() => {
+                    match timeout(PUBSUB_TIMEOUT, sink.ping::<redis::Value>()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(error)) => return Lost(error.to_string()),
+                        Err(_) => return Lost("ping timed out".to_owned()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Record a command; Redis is brought in line by [`Self::apply`].
+    fn note(&mut self, command: Command) {
+        match command {
+            Command::Subscribe(channel) => {
+                self.wanted.insert(channel);
+            }
+            Command::Unsubscribe(channel) => {
+                self.wanted.remove(&channel);
+            }
+            Command::Sync(done) => {
+                // Drop syncs nobody waits for any more (bounded while down).
+                self.waiting.retain(|waiting| !waiting.is_closed());
+                self.waiting.push(done);
+            }
+        }
+    }
+
+    /// Subscribe and unsubscribe so the connection matches `wanted`.
+    async fn apply(&mut self, sink: &mut PubSubSink) -> Result<(), Lost> {
+        let add: Vec<String> = self.wanted.difference(&self.subscribed).cloned().collect();
+        let remove: Vec<String> = self.subscribed.difference(&self.wanted).cloned().collect();
+        for chunk in add.chunks(CHUNK) {
+            subscribe(sink, chunk).await?;
+        }
+        for chunk in remove.chunks(CHUNK) {
+            timeout(PUBSUB_TIMEOUT, sink.unsubscribe(chunk))
+                .await
+                .map_err(|_| Lost("unsubscribe timed out".to_owned()))?
+                .map_err(|error| Lost(error.to_string()))?;
+        }
+        self.subscribed.extend(add);
+        for channel in &remove {
+            self.subscribed.remove(channel);
+        }
+        Ok(())
+    }
+
+    fn answer_waiting(&mut self) {
+        for done in self.waiting.drain(..) {
+            let _ = done.send(());
+        }
+    }
+
+    fn handle(&mut self, message: &redis::Msg) {
+        let channel = message.get_channel_name();
+        let Ok(payload) = std::str::from_utf8(message.get_payload_bytes()) else {
+            return;
+        };
+        if channel == self.keys.control() {
+            match serde_json::from_str(payload) {
+                Ok(Control::Revoke { app, access_id }) => {
+                    self.hub
+                        .close_token(&app, &access_id, CloseCode::TokenRevoked);
+                }
+                Err(error) => tracing::warn!("ignoring a bad control message: {error}"),
+            }
+            return;
+        }
+        let Some((app_id, target)) = self.keys.parse_live(channel) else {
+            return;
+        };
+        let Some(id) = message_id(payload) else {
+            tracing::warn!(channel, "ignoring a message without an id");
+            return;
+        };
+        self.deliver(&app_id, target, id, payload.to_owned());
+    }
+
+    fn deliver(&mut self, app_id: &str, target: Target, id: u64, frame: String) {
+        let delivered = self
+            .hub
+            .deliver(app_id, &[target], id, &Utf8Bytes::from(frame));
+        self.metrics.delivered(app_id, delivered);
+        let seen = self.last_seen.entry(app_id.to_owned()).or_default();
+        *seen = (*seen).max(id);
+    }
+}
+
+async fn subscribe(sink: &mut PubSubSink, channels: &[String]) -> Result<(), Lost> {
+    timeout(PUBSUB_TIMEOUT, sink.subscribe(channels))
+        .await
+        .map_err(|_| Lost("subscribe timed out".to_owned()))?
+        .map_err(|error| Lost(error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_channel_names_round_trip() {
+        let keys = Keys {
+            prefix: "madx".into(),
+        };
+        for target in [
+            Target::Channel("news.a:b".into()),
+            Target::User("user/with/slashes".into()),
+            Target::Token("K7KWgckL5EU_H6HF-TOTKQ".into()),
+        ] {
+            let live = keys.live("app-1", &target);
+            assert_eq!(keys.parse_live(&live), Some(("app-1".into(), target)));
+        }
+        assert_eq!(keys.parse_live("other:app/a/live/user/u"), None);
+        assert_eq!(keys.parse_live("madx:app/a/history/user/u"), None);
+    }
+}
