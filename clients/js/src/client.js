@@ -7,7 +7,6 @@ import {
   chooseStep,
   closeAction,
   edgeMargin,
-  idAfter,
   maxId,
   reconnectDelay,
 } from './policy.js';
@@ -79,7 +78,7 @@ import {
  * @property {() => number} [random] in [0, 1) (tests)
  */
 
-/** Recent ids kept to drop a message that arrives through two streams. */
+/** Recent ids kept to drop a repeat (a replay overlapping live delivery). */
 const SEEN_LIMIT = 1024;
 /** The stream key of both inboxes: one `last_id` covers them. */
 const INBOX = '#inbox';
@@ -558,11 +557,11 @@ export class MadxClient {
     // Inbox messages carry `#user`/`#token`; a channel we did not subscribe
     // to can only have come through an inbox (a router may label it so).
     const stream = this._channels.get(message.channel) || this._inbox;
+    // The server replays only what follows the position sent, so a repeat
+    // can only be recent; an id is never dropped just for being lower than
+    // the position, which would lose a message delivered out of order.
     if (this._seen.has(message.id)) return;
-    // Each stream arrives in id order, replay first, so anything not above
-    // the stream's position was delivered before.
-    if (stream.since !== undefined && !idAfter(message.id, stream.since)) return;
-    stream.since = message.id;
+    stream.since = maxId(stream.since, message.id);
     this._high = maxId(this._high, message.id);
     this._seen.add(message.id);
     if (this._seen.size > SEEN_LIMIT) this._seen.delete(/** @type {string} */ (this._seen.values().next().value));
