@@ -145,8 +145,12 @@ export class MadxClient {
     this._listeners = new Map();
     /** @type {Array<{resolve: () => void, reject: (e: Error) => void}>} */
     this._waiting = [];
+    /** What the pending timer will do. @type {() => void} */
+    this._next = () => {};
+    // Back online: skip the rest of the back-off (a step wait stays a wait,
+    // as chooseStep decides again).
     this._onOnline = () => {
-      if (this.state === 'reconnecting') this._schedule(0, () => this._attemptNow());
+      if (this.state === 'reconnecting') this._schedule(0, this._next);
     };
   }
 
@@ -356,7 +360,7 @@ export class MadxClient {
       // (refusal). A connection that failed before any frame may not have
       // reached the server, so its code stays available; at worst reusing
       // it costs a 4003, which does not count as a wrong code.
-      this._t.used.add(choice.step);
+      if (!welcomed) this._t.used.add(choice.step);
       let frame;
       try {
         frame = JSON.parse(String(event.data));
@@ -480,6 +484,7 @@ export class MadxClient {
    */
   _schedule(delayMs, action) {
     clearTimeout(this._timer);
+    this._next = action;
     const generation = this._generation;
     this._timer = setTimeout(() => {
       if (generation === this._generation) action();
