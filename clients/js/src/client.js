@@ -545,8 +545,9 @@ export class MadxClient {
         // A fresh subscription (no `since`, so no replay follows): every
         // message of it has a higher id than anything received before this
         // answer, all of which was published before the server registered
-        // the subscription; resume from there after a reconnect.
-        if (stream.since === undefined) stream.since = maxId(this._high, this._timeFloor());
+        // the subscription; resume from there after a reconnect. The time
+        // floor is only the fallback: it trusts the clocks.
+        if (stream.since === undefined) stream.since = frame.last_id || this._high || this._timeFloor();
         break;
       }
       case 'error':
