@@ -13,9 +13,10 @@
 
 pub mod rules;
 
-/// The WIT binding, only in the WebAssembly build (natively, the crate is
-/// just the rules and their tests).
-#[cfg(target_arch = "wasm32")]
+/// The WIT binding, only in the WebAssembly build with the `component`
+/// feature (natively, or without it, the crate is just the rules and their
+/// tests).
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component {
     use super::rules;
 

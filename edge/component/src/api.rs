@@ -1,0 +1,463 @@
+//! The four endpoints, with the host's contract: same routes, limits,
+//! checks in the same order, same statuses and error codes
+//! (`host/src/api/{tokens,publish,extract}.rs`).
+//!
+//! A request is handled in two steps so the body is read only once the
+//! route and the credentials are known (a host reads it last, too):
+//! [`begin`] answers at once or says how much body to read; [`finish`]
+//! takes the body.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use madx_auth_core::tokens::{self, AuthFailure, Authority};
+use madx_auth_core::totp::OtpProfile;
+use madx_router::rules;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use subtle::ConstantTimeEq;
+
+use crate::broker::{Broker, Outgoing, Target};
+use crate::config::{App, EdgeConfig};
+use crate::error::{ApiError, Response};
+use crate::platform::Platform;
+use crate::store::AuthStore;
+
+/// The code parameters of the default auth component (`components/auth`),
+/// which the hosts announce and check.
+const PROFILE: OtpProfile = OtpProfile::RFC6238_DEFAULT;
+
+/// What to do once the request line and headers are known.
+pub enum Step {
+    /// Answer now.
+    Respond(Response),
+    /// Read at most `limit` bytes of body, then call [`finish`].
+    ReadBody { limit: usize, call: Call },
+}
+
+/// A request that passed routing and authentication and needs its body.
+pub struct Call {
+    config: EdgeConfig,
+    app: App,
+    endpoint: Endpoint,
+}
+
+enum Endpoint {
+    CreateToken,
+    Publish,
+    PublishBatch,
+}
+
+/// The request body as read.
+pub enum Body {
+    Read(Vec<u8>),
+    /// More than the limit arrived; reading stopped.
+    TooLarge,
+    Failed(String),
+}
+
+enum Route<'a> {
+    Tokens,
+    Token(&'a str),
+    Publish,
+    PublishBatch,
+}
+
+/// Route, check the method, load the configuration and authenticate.
+pub fn begin(
+    platform: &impl Platform,
+    method: &str,
+    path_with_query: &str,
+    authorization: Option<&str>,
+) -> Step {
+    let path = path_with_query.split('?').next().unwrap_or_default();
+    let route = match path {
+        "/v1/tokens" => Route::Tokens,
+        "/v1/publish" => Route::Publish,
+        "/v1/publish/batch" => Route::PublishBatch,
+        other => match other.strip_prefix("/v1/tokens/") {
+            Some(segment) if !segment.is_empty() && !segment.contains('/') => Route::Token(segment),
+            _ => {
+                return Step::Respond(
+                    ApiError::not_found("not_found", "no such endpoint").into_response(),
+                );
+            }
+        },
+    };
+    let wanted = match route {
+        Route::Token(_) => "DELETE",
+        Route::Tokens | Route::Publish | Route::PublishBatch => "POST",
+    };
+    if method != wanted {
+        return Step::Respond(ApiError::method_not_allowed().into_response());
+    }
+    let config = match EdgeConfig::load(platform) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("madx-edge: {error}");
+            return Step::Respond(ApiError::misconfigured(error).into_response());
+        }
+    };
+    let Some(app) = calling_app(&config, authorization) else {
+        return Step::Respond(ApiError::unauthorized().into_response());
+    };
+    let limits = config.limits;
+    // A message body may carry `max_publish_bytes` of data plus its
+    // envelope; a batch, `max_batch` of them (as the host's body limits).
+    let message_limit = limits.max_publish_bytes + 16 * 1024;
+    let (limit, endpoint) = match route {
+        Route::Token(segment) => {
+            return Step::Respond(respond(revoke(platform, &config, &app, segment)));
+        }
+        Route::Tokens => (limits.max_body_bytes, Endpoint::CreateToken),
+        Route::Publish => (message_limit, Endpoint::Publish),
+        Route::PublishBatch => (
+            message_limit.saturating_mul(limits.max_batch),
+            Endpoint::PublishBatch,
+        ),
+    };
+    Step::ReadBody {
+        limit,
+        call: Call {
+            config,
+            app,
+            endpoint,
+        },
+    }
+}
+
+/// Handle the request with its body.
+pub fn finish(platform: &impl Platform, call: Call, body: Body) -> Response {
+    let Call {
+        config,
+        app,
+        endpoint,
+    } = call;
+    let result = match endpoint {
+        Endpoint::CreateToken => {
+            parse(body).and_then(|request| create_token(platform, &config, &app, request))
+        }
+        Endpoint::Publish => {
+            parse(body).and_then(|request| publish(platform, &config, &app, request))
+        }
+        Endpoint::PublishBatch => {
+            parse(body).and_then(|batch| publish_batch(platform, &config, &app, batch))
+        }
+    };
+    respond(result)
+}
+
+fn respond(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(ApiError::into_response)
+}
+
+/// The app whose key and secret came with the request (HTTP Basic); the
+/// secret is compared in constant time.
+fn calling_app(config: &EdgeConfig, authorization: Option<&str>) -> Option<App> {
+    let (scheme, encoded) = authorization?.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(BASE64.decode(encoded.trim()).ok()?).ok()?;
+    let (key, secret) = decoded.split_once(':')?;
+    let app = config.app_by_key(key)?;
+    bool::from(app.secret.as_bytes().ct_eq(secret.as_bytes())).then(|| app.clone())
+}
+
+/// A JSON body. An empty (or all-whitespace) body reads as `{}`, as on the
+/// host.
+fn parse<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
+    let body = match body {
+        Body::Read(body) => body,
+        Body::TooLarge => {
+            return Err(ApiError::payload_too_large(
+                "the request body is over the size limit",
+            ));
+        }
+        Body::Failed(message) => return Err(ApiError::invalid_json(message)),
+    };
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &body
+    };
+    serde_json::from_slice(body).map_err(|error| ApiError::invalid_json(error.to_string()))
+}
+
+/// The auth rules' answers as the host's API gives them.
+fn auth_error(failure: AuthFailure) -> ApiError {
+    match failure {
+        AuthFailure::BadRequest(message) => ApiError::invalid_request(message),
+        AuthFailure::TokenInvalid => ApiError::token_not_found(),
+        AuthFailure::RateLimited { retry_after_secs } => ApiError::rate_limited(retry_after_secs),
+        AuthFailure::Unavailable(message) => ApiError::store_unavailable(message),
+        AuthFailure::OtpInvalid | AuthFailure::OtpReused => {
+            ApiError::invalid_request("the auth plugin refused the request")
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateToken {
+    user_id: Option<String>,
+    #[serde(default)]
+    channels: Vec<String>,
+    #[serde(default)]
+    publish: Vec<String>,
+    ttl: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct OtpParams {
+    algorithm: &'static str,
+    digits: u8,
+    period: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct CreatedToken {
+    access_id: String,
+    secret_seed: String,
+    otp: OtpParams,
+    expires_in: u32,
+    ws_url: String,
+}
+
+/// `POST /v1/tokens`: the token is written where the hosts' auth component
+/// reads it, by the same rules.
+fn create_token(
+    platform: &impl Platform,
+    config: &EdgeConfig,
+    app: &App,
+    body: CreateToken,
+) -> Result<Response, ApiError> {
+    let max = u64::from(tokens::MAX_TTL_SECS);
+    let ttl_secs = match body.ttl {
+        None => None,
+        Some(ttl) if (1..=max).contains(&ttl) => u32::try_from(ttl).ok(),
+        Some(ttl) => {
+            return Err(ApiError::invalid_request(format!(
+                "ttl must be between 1 and {max} seconds, got {ttl}"
+            )));
+        }
+    };
+    let store = AuthStore::new(platform, &config.redis_url, &config.store_prefix, &app.id);
+    let authority = Authority::new(&store, PROFILE);
+    let issued = authority
+        .issue(tokens::Request {
+            user_id: body.user_id,
+            channels: body.channels,
+            publish: body.publish,
+            ttl_secs,
+        })
+        .map_err(auth_error)?;
+    let created = CreatedToken {
+        access_id: issued.access_id,
+        secret_seed: issued.secret_seed,
+        otp: OtpParams {
+            algorithm: PROFILE.algorithm.name(),
+            digits: PROFILE.digits,
+            period: PROFILE.period_secs,
+        },
+        expires_in: issued.ttl_secs,
+        ws_url: config.ws_url(&app.id),
+    };
+    // The body holds a secret: no cache may keep it.
+    Ok(Response::json(201, &created).with_header("cache-control", "no-store"))
+}
+
+/// `DELETE /v1/tokens/{access_id}`: delete the token, then tell every host
+/// to close its sockets.
+fn revoke(
+    platform: &impl Platform,
+    config: &EdgeConfig,
+    app: &App,
+    segment: &str,
+) -> Result<Response, ApiError> {
+    let access_id = percent_decode(segment)
+        .ok_or_else(|| ApiError::invalid_request("the access id is not valid UTF-8"))?;
+    let store = AuthStore::new(platform, &config.redis_url, &config.store_prefix, &app.id);
+    let existed = Authority::new(&store, PROFILE)
+        .revoke(&access_id)
+        .map_err(auth_error)?;
+    broker(platform, config).announce_revoke(&app.id, &access_id);
+    if existed {
+        Ok(Response::empty(204))
+    } else {
+        Err(ApiError::token_not_found())
+    }
+}
+
+fn broker<'a, P: Platform>(platform: &'a P, config: &'a EdgeConfig) -> Broker<'a, P> {
+    Broker {
+        platform,
+        redis_url: &config.redis_url,
+        prefix: &config.store_prefix,
+        per_stream: config.history.per_stream,
+        ttl_secs: config.history.ttl_secs,
+    }
+}
+
+/// One message as the API takes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    channel: Option<String>,
+    user_id: Option<String>,
+    access_id: Option<String>,
+    event: String,
+    data: Box<RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    messages: Vec<PublishRequest>,
+}
+
+#[derive(Debug, Serialize)]
+struct Accepted {
+    id: String,
+}
+
+#[derive(Debug, Serialize)]
+struct BatchAccepted {
+    ids: Vec<String>,
+}
+
+/// `POST /v1/publish`.
+fn publish(
+    platform: &impl Platform,
+    config: &EdgeConfig,
+    app: &App,
+    request: PublishRequest,
+) -> Result<Response, ApiError> {
+    let routed = route(config, request, None)?;
+    let ids = store(platform, config, app, &[routed])?;
+    let id = ids.first().map(u64::to_string).unwrap_or_default();
+    Ok(Response::json(202, &Accepted { id }))
+}
+
+/// `POST /v1/publish/batch`: every message is checked and routed before
+/// any is published; the batch is accepted whole, in order, or refused
+/// whole.
+fn publish_batch(
+    platform: &impl Platform,
+    config: &EdgeConfig,
+    app: &App,
+    batch: BatchRequest,
+) -> Result<Response, ApiError> {
+    let max = config.limits.max_batch;
+    if batch.messages.is_empty() || batch.messages.len() > max {
+        return Err(ApiError::invalid_request(format!(
+            "a batch holds 1 to {max} messages, got {}",
+            batch.messages.len()
+        )));
+    }
+    let mut routed = Vec::with_capacity(batch.messages.len());
+    for (index, request) in batch.messages.into_iter().enumerate() {
+        routed.push(route(config, request, Some(index))?);
+    }
+    let ids = store(platform, config, app, &routed)?
+        .iter()
+        .map(u64::to_string)
+        .collect();
+    Ok(Response::json(202, &BatchAccepted { ids }))
+}
+
+/// Hand routed messages to the hosts' broker script; 202 is only answered
+/// once it ran.
+fn store(
+    platform: &impl Platform,
+    config: &EdgeConfig,
+    app: &App,
+    routed: &[Outgoing],
+) -> Result<Vec<u64>, ApiError> {
+    broker(platform, config)
+        .publish(&app.id, routed)
+        .map_err(ApiError::store_unavailable)
+}
+
+/// Check one message against the limits, then route it as the built-in
+/// router does (`route-publish`: the target as named, once its name is
+/// valid).
+fn route(
+    config: &EdgeConfig,
+    request: PublishRequest,
+    index: Option<usize>,
+) -> Result<Outgoing, ApiError> {
+    let at = |message: String| match index {
+        Some(index) => format!("messages[{index}]: {message}"),
+        None => message,
+    };
+    let limits = config.limits;
+    let target = match (request.channel, request.user_id, request.access_id) {
+        (Some(channel), None, None) => Target::Channel(channel),
+        (None, Some(user_id), None) => Target::User(user_id),
+        (None, None, Some(access_id)) => Target::Token(access_id),
+        _ => {
+            return Err(ApiError::invalid_request(at(
+                "give exactly one of channel, user_id and access_id".to_owned(),
+            )));
+        }
+    };
+    let name = match &target {
+        Target::Channel(name) | Target::User(name) | Target::Token(name) => name,
+    };
+    for (field, value) in [("target", name), ("event", &request.event)] {
+        if value.is_empty() || value.len() > limits.max_name_bytes {
+            return Err(ApiError::invalid_request(at(format!(
+                "{field} must be 1 to {} bytes long",
+                limits.max_name_bytes
+            ))));
+        }
+    }
+    if request.data.get().len() > limits.max_publish_bytes {
+        return Err(ApiError::payload_too_large(at(format!(
+            "data is over the limit of {} bytes",
+            limits.max_publish_bytes
+        ))));
+    }
+    rules::validate_event(&request.event)
+        .map_err(|message| ApiError::invalid_request(at(message)))?;
+    match &target {
+        Target::Channel(channel) => rules::validate_channel(channel),
+        Target::User(id) | Target::Token(id) => rules::validate_id(id),
+    }
+    .map_err(|message| ApiError::invalid_request(at(message)))?;
+    Ok(Outgoing {
+        targets: vec![target],
+        event: request.event,
+        data: request.data,
+    })
+}
+
+/// A path segment with `%XX` escapes decoded; `None` when the result is not
+/// UTF-8.
+fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let escaped = (bytes[at] == b'%')
+            .then(|| bytes.get(at + 1..at + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                at += 3;
+            }
+            None => {
+                decoded.push(bytes[at]);
+                at += 1;
+            }
+        }
+    }
+    String::from_utf8(decoded).ok()
+}
+
+#[cfg(test)]
+mod tests;

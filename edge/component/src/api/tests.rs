@@ -1,0 +1,294 @@
+//! The request handling without Spin: routes, credentials, bodies and the
+//! checks that answer before Redis is asked. The end-to-end behaviour
+//! against real hosts and a real Redis is in `edge/harness/tests`.
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::platform::Reply;
+use crate::testing::FakePlatform;
+
+const ALPHA: &str = "Basic YWxwaGEta2V5OmFscGhhLXNlY3JldA=="; // alpha-key:alpha-secret
+
+fn platform() -> FakePlatform {
+    FakePlatform::with_variables(&[
+        ("apps", "alpha:alpha-key:alpha-secret"),
+        ("public_url", "https://push.example.com"),
+        ("redis_url", "redis://127.0.0.1:6379"),
+        ("store_prefix", "edge"),
+        ("max_batch", "2"),
+    ])
+}
+
+/// Run a request through both steps.
+fn request(
+    platform: &FakePlatform,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> Response {
+    match begin(platform, method, path, authorization) {
+        Step::Respond(response) => response,
+        Step::ReadBody { limit, call } => {
+            let body = if body.len() > limit {
+                Body::TooLarge
+            } else {
+                Body::Read(body.to_vec())
+            };
+            finish(platform, call, body)
+        }
+    }
+}
+
+fn post(platform: &FakePlatform, path: &str, body: Value) -> (u16, Value) {
+    let response = request(
+        platform,
+        "POST",
+        path,
+        Some(ALPHA),
+        body.to_string().as_bytes(),
+    );
+    (response.status, json_of(&response))
+}
+
+fn json_of(response: &Response) -> Value {
+    serde_json::from_slice(&response.body).unwrap_or(Value::Null)
+}
+
+fn code_of(response: &Response) -> String {
+    json_of(response)["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn unknown_paths_and_methods_are_refused_before_anything_else() {
+    let platform = FakePlatform::with_variables(&[]);
+    for (method, path, status, code) in [
+        ("GET", "/v1/nothing", 404, "not_found"),
+        ("DELETE", "/v1/tokens/", 404, "not_found"),
+        ("DELETE", "/v1/tokens/a/b", 404, "not_found"),
+        ("GET", "/v1/tokens", 405, "method_not_allowed"),
+        ("POST", "/v1/tokens/abc", 405, "method_not_allowed"),
+        ("GET", "/v1/publish/batch", 405, "method_not_allowed"),
+    ] {
+        let response = request(&platform, method, path, None, b"");
+        assert_eq!(response.status, status, "{method} {path}");
+        assert_eq!(code_of(&response), code, "{method} {path}");
+    }
+    // With no variables at all, a routed request says so.
+    let response = request(&platform, "POST", "/v1/tokens", Some(ALPHA), b"");
+    assert_eq!(response.status, 500);
+    assert_eq!(code_of(&response), "edge_misconfigured");
+}
+
+#[test]
+fn credentials_are_checked_before_the_body() {
+    let platform = platform();
+    let wrong = format!("Basic {}", BASE64.encode("alpha-key:alpha-secreT"));
+    let unknown = format!("Basic {}", BASE64.encode("nobody:alpha-secret"));
+    for authorization in [
+        None,
+        Some("Bearer abc"),
+        Some("Basic !!!"),
+        Some(wrong.as_str()),
+        Some(unknown.as_str()),
+    ] {
+        let response = request(
+            &platform,
+            "POST",
+            "/v1/tokens",
+            authorization,
+            &vec![b'x'; 1 << 20],
+        );
+        assert_eq!(response.status, 401, "{authorization:?}");
+        assert_eq!(code_of(&response), "unauthorized");
+        assert_eq!(
+            response.header("www-authenticate"),
+            Some("Basic realm=\"madx-pusher\"")
+        );
+    }
+    assert!(platform.commands().is_empty());
+}
+
+#[test]
+fn bodies_are_checked_as_on_the_host() {
+    let platform = platform();
+    let too_big = vec![b' '; 64 * 1024 + 1];
+    let response = request(&platform, "POST", "/v1/tokens", Some(ALPHA), &too_big);
+    assert_eq!(
+        (response.status, code_of(&response)),
+        (413, "payload_too_large".into())
+    );
+    for (body, code) in [
+        (&b"not json"[..], "invalid_json"),
+        (br#"{"nope": 1}"#, "invalid_json"),
+        (br#"{"ttl": "long"}"#, "invalid_json"),
+        (br#"{"ttl": 0}"#, "invalid_request"),
+        (br#"{"ttl": 7201}"#, "invalid_request"),
+        (br#"{"channels": ["bad glob"]}"#, "invalid_request"),
+    ] {
+        let response = request(&platform, "POST", "/v1/tokens", Some(ALPHA), body);
+        assert_eq!(response.status, 400, "{}", String::from_utf8_lossy(body));
+        assert_eq!(
+            code_of(&response),
+            code,
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    assert!(platform.commands().is_empty());
+}
+
+#[test]
+fn a_token_is_written_where_the_hosts_read_it() {
+    let platform = platform();
+    platform.reply(vec![Reply::Status("OK".into())]);
+    // An empty body is `{}`.
+    let response = request(&platform, "POST", "/v1/tokens", Some(ALPHA), b"  ");
+    assert_eq!(response.status, 201);
+    assert_eq!(response.header("cache-control"), Some("no-store"));
+    let body = json_of(&response);
+    let access_id = body["access_id"].as_str().unwrap();
+    assert_eq!(body["expires_in"], 7200);
+    assert_eq!(
+        body["otp"],
+        json!({"algorithm": "SHA1", "digits": 6, "period": 30})
+    );
+    assert_eq!(body["ws_url"], "wss://push.example.com/v1/ws?app=alpha");
+    let command = &platform.commands()[0];
+    assert!(
+        command.starts_with(&format!("SET edge:app/alpha/auth/token:{access_id} {{")),
+        "{command}"
+    );
+    assert!(command.ends_with(" NX PX 7200000"), "{command}");
+}
+
+#[test]
+fn redis_failures_are_store_unavailable() {
+    let platform = platform();
+    let (status, body) = post(&platform, "/v1/tokens", json!({}));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("store_unavailable"))
+    );
+    let (status, body) = post(
+        &platform,
+        "/v1/publish",
+        json!({"channel": "news", "event": "e", "data": 1}),
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("store_unavailable"))
+    );
+}
+
+#[test]
+fn publishes_are_checked_and_routed_as_on_the_host() {
+    let platform = platform();
+    for (body, status, code) in [
+        (json!({"event": "e", "data": 1}), 400, "invalid_request"),
+        (
+            json!({"channel": "a", "user_id": "u", "event": "e", "data": 1}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"channel": "a b", "event": "e", "data": 1}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"user_id": "u", "event": "", "data": 1}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"user_id": "u", "event": "e".repeat(101), "data": 1}),
+            400,
+            "invalid_request",
+        ),
+        (json!({"user_id": "u", "event": "e"}), 400, "invalid_json"),
+        (
+            json!({"user_id": "u", "event": "e", "data": "x".repeat(64 * 1024)}),
+            413,
+            "payload_too_large",
+        ),
+    ] {
+        let (got_status, got) = post(&platform, "/v1/publish", body.clone());
+        assert_eq!(got_status, status, "{body}: {got}");
+        assert_eq!(got["error"]["code"], code, "{body}: {got}");
+    }
+    for (batch, message) in [
+        (
+            json!({"messages": []}),
+            "a batch holds 1 to 2 messages, got 0",
+        ),
+        (
+            json!({"messages": [
+                {"user_id": "u", "event": "e", "data": 1},
+                {"channel": "*", "event": "e", "data": 1},
+            ]}),
+            "messages[1]: '*' is not allowed in a channel name (use A-Z a-z 0-9 _ - = @ , . ; :)",
+        ),
+    ] {
+        let (status, got) = post(&platform, "/v1/publish/batch", batch);
+        assert_eq!(status, 400);
+        assert_eq!(got["error"]["message"], message);
+    }
+    assert!(platform.commands().is_empty());
+
+    platform.reply(vec![
+        Reply::Bytes(b"41".to_vec()),
+        Reply::Bytes(b"42".to_vec()),
+    ]);
+    let (status, got) = post(
+        &platform,
+        "/v1/publish/batch",
+        json!({"messages": [
+            {"user_id": "u", "event": "e", "data": {"n": 1}},
+            {"access_id": "t", "event": "e", "data": [2]},
+        ]}),
+    );
+    assert_eq!((status, got), (202, json!({"ids": ["41", "42"]})));
+}
+
+#[test]
+fn a_revoke_deletes_then_announces() {
+    let platform = platform();
+    platform.reply(vec![Reply::Int(1)]);
+    platform.reply(vec![Reply::Int(3)]);
+    let response = request(&platform, "DELETE", "/v1/tokens/abc_-1", Some(ALPHA), b"");
+    assert_eq!(response.status, 204);
+    assert_eq!(
+        platform.commands(),
+        [
+            "DEL edge:app/alpha/auth/token:abc_-1",
+            r#"PUBLISH edge:control {"revoke":{"app":"alpha","access_id":"abc_-1"}}"#,
+        ]
+    );
+
+    platform.reply(vec![Reply::Int(0)]);
+    platform.reply(vec![Reply::Int(0)]);
+    let response = request(&platform, "DELETE", "/v1/tokens/gone", Some(ALPHA), b"");
+    assert_eq!(response.status, 404);
+    assert_eq!(code_of(&response), "token_not_found");
+
+    // Decoded as the host's router decodes it, then refused by the rules.
+    let response = request(&platform, "DELETE", "/v1/tokens/a%20b", Some(ALPHA), b"");
+    assert_eq!(response.status, 400);
+    assert_eq!(
+        json_of(&response)["error"]["message"],
+        "access_id must be 1 to 64 URL-safe characters"
+    );
+}
+
+#[test]
+fn percent_decoding() {
+    assert_eq!(percent_decode("a%20b%2Fc").as_deref(), Some("a b/c"));
+    assert_eq!(percent_decode("100%").as_deref(), Some("100%"));
+    assert_eq!(percent_decode("%zz").as_deref(), Some("%zz"));
+    assert_eq!(percent_decode("%ff"), None);
+}

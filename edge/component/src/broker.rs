@@ -1,0 +1,233 @@
+//! Publishing and revoking at the edge: the hosts' Redis broker, from the
+//! outside. A publish runs the hosts' own script
+//! (`host/src/broker/lua/publish.lua`) with the arguments a host passes, so
+//! ids, history and live fan-out are exactly a host publish's; a revoke is
+//! announced on `<prefix>:control`, where every host listens.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::platform::{Platform, Reply};
+
+/// The script every host runs to publish.
+const PUBLISH: &str = include_str!("../../../host/src/broker/lua/publish.lua");
+
+/// Where a message goes (the router's answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Channel(String),
+    User(String),
+    Token(String),
+}
+
+impl Target {
+    /// `<kind>/<name>`: the stream's name under its app.
+    fn stream_name(&self) -> String {
+        match self {
+            Target::Channel(name) => format!("channel/{name}"),
+            Target::User(id) => format!("user/{id}"),
+            Target::Token(id) => format!("token/{id}"),
+        }
+    }
+
+    /// The `channel` field of a `message` frame: the channel, or which
+    /// inbox.
+    fn label(&self) -> &str {
+        match self {
+            Target::Channel(name) => name,
+            Target::User(_) => "#user",
+            Target::Token(_) => "#token",
+        }
+    }
+}
+
+/// One routed message.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub targets: Vec<Target>,
+    pub event: String,
+    pub data: Box<RawValue>,
+}
+
+impl Outgoing {
+    /// The `message` frame after its id (`"channel":..,"event":..,
+    /// "data":..}`): the script puts the id in front.
+    pub fn frame_tail(&self) -> String {
+        #[derive(Serialize)]
+        struct Tail<'a> {
+            channel: &'a str,
+            event: &'a str,
+            data: &'a RawValue,
+        }
+        let tail = Tail {
+            channel: self.targets.first().map_or("", Target::label),
+            event: &self.event,
+            data: &self.data,
+        };
+        // Serializing borrowed strings and already-valid JSON cannot fail.
+        let json = serde_json::to_string(&tail).unwrap_or_default();
+        json.strip_prefix('{').unwrap_or(&json).to_owned()
+    }
+}
+
+/// The deployment's broker keys in one Redis.
+pub struct Broker<'a, P> {
+    pub platform: &'a P,
+    pub redis_url: &'a str,
+    pub prefix: &'a str,
+    pub per_stream: u64,
+    pub ttl_secs: u64,
+}
+
+impl<P: Platform> Broker<'_, P> {
+    /// Publish `messages` in order, atomically (one script run); their ids.
+    pub fn publish(&self, app_id: &str, messages: &[Outgoing]) -> Result<Vec<u64>, String> {
+        let mut args: Vec<Vec<u8>> = vec![
+            PUBLISH.into(),
+            b"0".to_vec(),
+            format!("{}:app/{app_id}/", self.prefix).into_bytes(),
+            self.per_stream.to_string().into_bytes(),
+            self.ttl_secs.saturating_mul(1000).to_string().into_bytes(),
+            messages.len().to_string().into_bytes(),
+        ];
+        for message in messages {
+            // The script appends to each stream once per message.
+            let mut streams: Vec<String> =
+                message.targets.iter().map(Target::stream_name).collect();
+            streams.sort_unstable();
+            streams.dedup();
+            args.push(streams.len().to_string().into_bytes());
+            args.push(message.frame_tail().into_bytes());
+            args.extend(streams.into_iter().map(String::into_bytes));
+        }
+        let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        let reply = self
+            .platform
+            .redis(self.redis_url, "EVAL", &args)
+            .map_err(|error| format!("redis: {error}"))?;
+        let ids: Vec<u64> = reply
+            .iter()
+            .map(|value| match value {
+                Reply::Bytes(id) => std::str::from_utf8(id)
+                    .ok()
+                    .and_then(|id| id.parse().ok())
+                    .ok_or_else(|| format!("bad id {value:?} from Redis")),
+                other => Err(format!("bad id {other:?} from Redis")),
+            })
+            .collect::<Result<_, _>>()?;
+        if ids.len() != messages.len() {
+            return Err(format!(
+                "Redis returned {} ids for {} messages",
+                ids.len(),
+                messages.len()
+            ));
+        }
+        Ok(ids)
+    }
+
+    /// Tell every host to close the token's sockets with 4010. Best effort,
+    /// as on a host: the token is already gone from the store, so sockets
+    /// elsewhere close at their next keep-alive touch anyway.
+    pub fn announce_revoke(&self, app_id: &str, access_id: &str) {
+        // The hosts' `Control::Revoke`, as they serialize it.
+        #[derive(Serialize)]
+        struct Revoke<'a> {
+            app: &'a str,
+            access_id: &'a str,
+        }
+        #[derive(Serialize)]
+        struct Control<'a> {
+            revoke: Revoke<'a>,
+        }
+        let control = Control {
+            revoke: Revoke {
+                app: app_id,
+                access_id,
+            },
+        };
+        let payload = serde_json::to_string(&control).unwrap_or_default();
+        let channel = format!("{}:control", self.prefix);
+        let args: [&[u8]; 2] = [channel.as_bytes(), payload.as_bytes()];
+        if let Err(error) = self.platform.redis(self.redis_url, "PUBLISH", &args) {
+            eprintln!("madx-edge: could not announce a revoke for app {app_id}: {error}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::FakePlatform;
+
+    fn message(targets: Vec<Target>) -> Outgoing {
+        Outgoing {
+            targets,
+            event: "done".into(),
+            data: RawValue::from_string(r#"{"a": [1, "x"]}"#.into()).unwrap(),
+        }
+    }
+
+    #[test]
+    fn frames_are_the_hosts() {
+        assert_eq!(
+            message(vec![Target::User("u".into())]).frame_tail(),
+            r##""channel":"#user","event":"done","data":{"a": [1, "x"]}}"##
+        );
+        assert_eq!(
+            message(vec![Target::Channel("news".into())]).frame_tail(),
+            r#""channel":"news","event":"done","data":{"a": [1, "x"]}}"#
+        );
+    }
+
+    #[test]
+    fn the_script_gets_the_hosts_arguments() {
+        let platform = FakePlatform::with_variables(&[]);
+        platform.reply(vec![
+            Reply::Bytes(b"17".to_vec()),
+            Reply::Bytes(b"18".to_vec()),
+        ]);
+        let broker = Broker {
+            platform: &platform,
+            redis_url: "redis://r",
+            prefix: "madx",
+            per_stream: 100,
+            ttl_secs: 600,
+        };
+        let ids = broker
+            .publish(
+                "alpha",
+                &[
+                    message(vec![Target::Token("t".into()), Target::Token("t".into())]),
+                    message(vec![Target::Channel("c".into())]),
+                ],
+            )
+            .unwrap();
+        assert_eq!(ids, [17, 18]);
+        let command = &platform.commands()[0];
+        assert!(command.starts_with("EVAL -- Publish messages"), "{command}");
+        assert!(
+            command.ends_with(
+                r##" 0 madx:app/alpha/ 100 600000 2 1 "channel":"#token","event":"done","data":{"a": [1, "x"]}} token/t 1 "channel":"c","event":"done","data":{"a": [1, "x"]}} channel/c"##
+            ),
+            "{command}"
+        );
+    }
+
+    #[test]
+    fn a_revoke_is_announced_on_the_control_channel() {
+        let platform = FakePlatform::with_variables(&[]);
+        platform.reply(vec![Reply::Int(2)]);
+        let broker = Broker {
+            platform: &platform,
+            redis_url: "redis://r",
+            prefix: "p",
+            per_stream: 100,
+            ttl_secs: 600,
+        };
+        broker.announce_revoke("alpha", "abc");
+        assert_eq!(
+            platform.commands(),
+            [r#"PUBLISH p:control {"revoke":{"app":"alpha","access_id":"abc"}}"#]
+        );
+    }
+}

@@ -1,0 +1,140 @@
+//! Responses, and the JSON errors of the HTTP API with the host's statuses
+//! and codes (`host/src/api/error.rs`, docs/protocol.md):
+//! `{"error": {"code": "<snake_case>", "message": "..."}}`.
+
+use serde::Serialize;
+use serde_json::json;
+
+/// A complete HTTP response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// `status` with `value` as its JSON body.
+    pub fn json(status: u16, value: &impl Serialize) -> Response {
+        Response {
+            status,
+            headers: vec![("content-type", "application/json".to_owned())],
+            // Serializing plain structs and already-valid JSON cannot fail.
+            body: serde_json::to_vec(value).unwrap_or_default(),
+        }
+    }
+
+    pub fn empty(status: u16) -> Response {
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(header, _)| header.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// An HTTP error with a documented code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+    retry_after_secs: Option<u32>,
+}
+
+impl ApiError {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    /// The body is not JSON, or not the JSON the endpoint takes.
+    pub fn invalid_json(message: impl Into<String>) -> Self {
+        Self::new(400, "invalid_json", message)
+    }
+
+    /// Well-formed JSON with a value that is not allowed.
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(400, "invalid_request", message)
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            401,
+            "unauthorized",
+            "missing or wrong app credentials (HTTP Basic with the app's key and secret)",
+        )
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(404, code, message)
+    }
+
+    pub fn token_not_found() -> Self {
+        Self::not_found(
+            "token_not_found",
+            "no such token (unknown, expired or already revoked)",
+        )
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            405,
+            "method_not_allowed",
+            "this endpoint does not take that method",
+        )
+    }
+
+    pub fn payload_too_large(message: impl Into<String>) -> Self {
+        Self::new(413, "payload_too_large", message)
+    }
+
+    pub fn rate_limited(retry_after_secs: u32) -> Self {
+        ApiError {
+            retry_after_secs: Some(retry_after_secs),
+            ..Self::new(
+                429,
+                "rate_limited",
+                format!("too many requests; retry in {retry_after_secs} s"),
+            )
+        }
+    }
+
+    pub fn store_unavailable(message: impl Into<String>) -> Self {
+        Self::new(503, "store_unavailable", message)
+    }
+
+    /// The edge's Spin variables are missing or invalid (the hosts refuse
+    /// to start in that case; a Spin component can only answer).
+    pub fn misconfigured(message: impl Into<String>) -> Self {
+        Self::new(500, "edge_misconfigured", message)
+    }
+
+    pub fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let mut response = Response::json(self.status, &body);
+        if self.status == 401 {
+            response = response.with_header("www-authenticate", "Basic realm=\"madx-pusher\"");
+        }
+        if let Some(seconds) = self.retry_after_secs {
+            response = response.with_header("retry-after", seconds.to_string());
+        }
+        response
+    }
+}
