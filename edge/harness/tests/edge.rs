@@ -1,0 +1,460 @@
+//! The Spin edge against real hosts: the component `spin.toml` names (built
+//! by its build command), served by the harness, and `madx-pusher` hosts in
+//! Redis mode, on one real `redis-server`. Tokens and publishes cross from
+//! one to the other; refusals are compared answer for answer.
+
+mod support;
+
+use redis::AsyncCommands as _;
+use serde_json::{Value, json};
+use support::*;
+
+#[tokio::test]
+async fn a_token_issued_at_the_edge_connects_on_a_host_once() {
+    let redis = RedisServer::start();
+    let host = Host::start(&redis, "edge-a").await;
+    let edge = start_edge(&redis, &host, "edge-a", &[("auth_default_ttl_secs", "900")]).await;
+
+    let answer = post(
+        &edge.base(),
+        "/v1/tokens",
+        ALPHA,
+        &json!({"user_id": "ann", "channels": ["news.*"]}),
+    )
+    .await;
+    let token = Token::from_answer(&answer);
+    assert_eq!(token.ws_url, format!("{}/v1/ws?app=alpha", host.ws_base()));
+    assert_eq!(answer.body["expires_in"], 900, "the edge's default ttl");
+    assert_eq!(
+        answer.body["otp"],
+        json!({"algorithm": "SHA1", "digits": 6, "period": 30})
+    );
+
+    // Where the hosts' store keeps an auth key, with the idle timeout.
+    let key = format!("edge-a:app/alpha/auth/token:{}", token.access_id);
+    let ttl_ms: i64 = redis.client().await.pttl(&key).await.unwrap();
+    assert!(
+        (880_000..=900_000).contains(&ttl_ms),
+        "PTTL {key} = {ttl_ms}"
+    );
+
+    away_from_step_edge(3).await;
+    let code = token.code(0);
+    let (mut socket, welcome) = connect(&token.url(&code, "")).await.welcomed();
+    assert_eq!(welcome["access_id"], token.access_id.as_str());
+    // The claims came through the record: the channel glob allows this.
+    send_json(
+        &mut socket,
+        json!({"type": "subscribe", "channel": "news.eu"}),
+    )
+    .await;
+    assert_eq!(next_json(&mut socket).await.unwrap()["type"], "subscribed");
+
+    let (close, error) = connect(&token.url(&code, "")).await.refused();
+    assert_eq!(close, 4003, "{error}");
+    assert_eq!(error["reason"], "otp_reused");
+
+    // Another app's credentials never see it.
+    let revoke = send(
+        &edge.base(),
+        "DELETE",
+        &format!("/v1/tokens/{}", token.access_id),
+        Some(&basic(BETA)),
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(revoke.status, 404);
+}
+
+#[tokio::test]
+async fn a_token_issued_by_a_host_is_revoked_at_the_edge() {
+    let redis = RedisServer::start();
+    let host = Host::start(&redis, "edge-b").await;
+    let edge = start_edge(&redis, &host, "edge-b", &[]).await;
+
+    let token =
+        Token::from_answer(&post(&host.base, "/v1/tokens", ALPHA, &json!({"user_id": "cy"})).await);
+    away_from_step_edge(3).await;
+    let (mut socket, _) = connect(&token.url(&token.code(0), "")).await.welcomed();
+
+    let path = format!("/v1/tokens/{}", token.access_id);
+    let revoked = send(
+        &edge.base(),
+        "DELETE",
+        &path,
+        Some(&basic(ALPHA)),
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(revoked.status, 204, "{:?}", revoked.body);
+    // The open socket on the host closes, and the token is gone.
+    assert_eq!(close_code(&mut socket).await, Some(4010));
+    let (close, error) = connect(&token.url(&token.code(1), "")).await.refused();
+    assert_eq!(close, 4004, "{error}");
+
+    // Revoking it again finds nothing. (A host would still answer 204
+    // while one of the token's sockets is closing on it; the edge answers
+    // from the store alone.)
+    let again = send(
+        &edge.base(),
+        "DELETE",
+        &path,
+        Some(&basic(ALPHA)),
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(again.status, 404);
+    assert_eq!(again.body["error"]["code"], "token_not_found");
+}
+
+#[tokio::test]
+async fn publishes_at_the_edge_reach_a_socket_on_a_host_in_id_order() {
+    let redis = RedisServer::start();
+    let host = Host::start(&redis, "edge-c").await;
+    let edge = start_edge(&redis, &host, "edge-c", &[]).await;
+
+    let token = Token::from_answer(
+        &post(
+            &host.base,
+            "/v1/tokens",
+            ALPHA,
+            &json!({"user_id": "bob", "channels": ["news"]}),
+        )
+        .await,
+    );
+    away_from_step_edge(3).await;
+    let (mut socket, _) = connect(&token.url(&token.code(0), "")).await.welcomed();
+    send_json(&mut socket, json!({"type": "subscribe", "channel": "news"})).await;
+    assert_eq!(next_json(&mut socket).await.unwrap()["type"], "subscribed");
+
+    let one = post(
+        &edge.base(),
+        "/v1/publish",
+        ALPHA,
+        &json!({"user_id": "bob", "event": "e1", "data": {"n": [1, "x"]}}),
+    )
+    .await;
+    assert_eq!(one.status, 202, "{:?}", one.body);
+    let batch = post(
+        &edge.base(),
+        "/v1/publish/batch",
+        ALPHA,
+        &json!({"messages": [
+            {"channel": "news", "event": "e2", "data": "two"},
+            {"access_id": token.access_id, "event": "e3", "data": 3},
+        ]}),
+    )
+    .await;
+    assert_eq!(batch.status, 202, "{:?}", batch.body);
+    // The host's own publish continues the same id sequence.
+    let four = post(
+        &host.base,
+        "/v1/publish",
+        ALPHA,
+        &json!({"user_id": "bob", "event": "e4", "data": null}),
+    )
+    .await;
+    assert_eq!(four.status, 202, "{:?}", four.body);
+    let ids: Vec<u64> = [
+        &one.body["id"],
+        &batch.body["ids"][0],
+        &batch.body["ids"][1],
+        &four.body["id"],
+    ]
+    .iter()
+    .map(|id| id.as_str().expect("a string id").parse().expect("a u64"))
+    .collect();
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{ids:?}");
+
+    let received = messages_until(&mut socket, "e4").await;
+    let seen: Vec<(u64, &str, &str, Value)> = received
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap().parse().unwrap(),
+                m["channel"].as_str().unwrap(),
+                m["event"].as_str().unwrap(),
+                m["data"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (ids[0], "#user", "e1", json!({"n": [1, "x"]})),
+            (ids[1], "news", "e2", json!("two")),
+            (ids[2], "#token", "e3", json!(3)),
+            (ids[3], "#user", "e4", Value::Null),
+        ]
+    );
+
+    // The edge's messages are in the hosts' history: a client that saw only
+    // the first recovers the rest of its inboxes on reconnect.
+    drop(socket);
+    let (mut socket, welcome) =
+        connect(&token.url(&token.code(1), &format!("&last_id={}", ids[0])))
+            .await
+            .welcomed();
+    assert_eq!(welcome["recovered"], true, "{welcome}");
+    let replayed = messages_until(&mut socket, "e4").await;
+    let events: Vec<&str> = replayed
+        .iter()
+        .map(|m| m["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["e3", "e4"]);
+}
+
+/// Requests a host refuses, each sent to a host and to the edge: the
+/// status, the error body and `WWW-Authenticate` must be the same.
+#[tokio::test]
+async fn the_edge_refuses_what_a_host_refuses_with_the_same_answer() {
+    let redis = RedisServer::start();
+    let host = Host::start(&redis, "edge-d").await;
+    let edge = start_edge(&redis, &host, "edge-d", &[]).await;
+
+    let alpha = basic(ALPHA);
+    let wrong_secret = basic(("alpha-key", "alpha-secreT"));
+    let unknown_key = basic(("nobody", "alpha-secret"));
+    let json = |value: Value| value.to_string().into_bytes();
+    let message = |extra: Value| {
+        let mut body = json!({"event": "e", "data": 1});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let many = (0..101)
+        .map(|_| message(json!({"user_id": "u"})))
+        .collect::<Vec<_>>();
+    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>)> = vec![
+        // Credentials.
+        ("POST", "/v1/tokens", None, json(json!({}))),
+        ("POST", "/v1/tokens", Some(&wrong_secret), json(json!({}))),
+        ("POST", "/v1/tokens", Some(&unknown_key), json(json!({}))),
+        (
+            "POST",
+            "/v1/tokens",
+            Some("Bearer alpha-secret"),
+            json(json!({})),
+        ),
+        ("POST", "/v1/publish", Some("Basic !!!"), json(json!({}))),
+        ("DELETE", "/v1/tokens/abc", None, Vec::new()),
+        // Token requests.
+        ("POST", "/v1/tokens", Some(&alpha), b"not json".to_vec()),
+        ("POST", "/v1/tokens", Some(&alpha), json(json!({"nope": 1}))),
+        (
+            "POST",
+            "/v1/tokens",
+            Some(&alpha),
+            json(json!({"ttl": "long"})),
+        ),
+        ("POST", "/v1/tokens", Some(&alpha), json(json!({"ttl": 0}))),
+        (
+            "POST",
+            "/v1/tokens",
+            Some(&alpha),
+            json(json!({"ttl": 7201})),
+        ),
+        (
+            "POST",
+            "/v1/tokens",
+            Some(&alpha),
+            json(json!({"user_id": ""})),
+        ),
+        (
+            "POST",
+            "/v1/tokens",
+            Some(&alpha),
+            json(json!({"user_id": "u".repeat(257)})),
+        ),
+        (
+            "POST",
+            "/v1/tokens",
+            Some(&alpha),
+            json(json!({"channels": ["bad glob"]})),
+        ),
+        (
+            "POST",
+            "/v1/tokens",
+            Some(&alpha),
+            json(json!({"publish": vec!["x"; 65]})),
+        ),
+        (
+            "POST",
+            "/v1/tokens",
+            Some(&alpha),
+            vec![b' '; 64 * 1024 + 1],
+        ),
+        // Publishes.
+        ("POST", "/v1/publish", Some(&alpha), b"[1]".to_vec()),
+        (
+            "POST",
+            "/v1/publish",
+            Some(&alpha),
+            json(message(json!({}))),
+        ),
+        (
+            "POST",
+            "/v1/publish",
+            Some(&alpha),
+            json(message(json!({"user_id": "u", "channel": "c"}))),
+        ),
+        (
+            "POST",
+            "/v1/publish",
+            Some(&alpha),
+            json(json!({"user_id": "u", "event": "e"})),
+        ),
+        (
+            "POST",
+            "/v1/publish",
+            Some(&alpha),
+            json(message(json!({"channel": "a b"}))),
+        ),
+        (
+            "POST",
+            "/v1/publish",
+            Some(&alpha),
+            json(message(json!({"channel": "c".repeat(201)}))),
+        ),
+        (
+            "POST",
+            "/v1/publish",
+            Some(&alpha),
+            json(message(json!({"user_id": "u", "event": ""}))),
+        ),
+        (
+            "POST",
+            "/v1/publish",
+            Some(&alpha),
+            json(message(json!({"user_id": "u", "event": "e".repeat(101)}))),
+        ),
+        (
+            "POST",
+            "/v1/publish",
+            Some(&alpha),
+            json(message(json!({"user_id": "u", "event": "tab\there"}))),
+        ),
+        (
+            "POST",
+            "/v1/publish",
+            Some(&alpha),
+            json(json!({"user_id": "u", "event": "e", "data": "x".repeat(64 * 1024)})),
+        ),
+        (
+            "POST",
+            "/v1/publish",
+            Some(&alpha),
+            vec![b' '; 80 * 1024 + 1],
+        ),
+        (
+            "POST",
+            "/v1/publish/batch",
+            Some(&alpha),
+            json(json!({"messages": []})),
+        ),
+        (
+            "POST",
+            "/v1/publish/batch",
+            Some(&alpha),
+            json(json!({"messages": many})),
+        ),
+        (
+            "POST",
+            "/v1/publish/batch",
+            Some(&alpha),
+            json(
+                json!({"messages": [message(json!({"user_id": "u"})), message(json!({"channel": "*"}))]}),
+            ),
+        ),
+        (
+            "POST",
+            "/v1/publish/batch",
+            Some(&alpha),
+            json(json!({"messages": [{}]})),
+        ),
+        // Revokes and methods.
+        ("DELETE", "/v1/tokens/a%20b", Some(&alpha), Vec::new()),
+        (
+            "DELETE",
+            "/v1/tokens/never-issued",
+            Some(&alpha),
+            Vec::new(),
+        ),
+        ("DELETE", "/v1/tokens/a/b", Some(&alpha), Vec::new()),
+        ("GET", "/v1/tokens", Some(&alpha), Vec::new()),
+        ("POST", "/v1/tokens/abc", Some(&alpha), Vec::new()),
+        ("PUT", "/v1/publish", Some(&alpha), Vec::new()),
+        ("GET", "/v1/publish/batch", None, Vec::new()),
+    ];
+    for (method, path, authorization, body) in cases {
+        let on_host = send(&host.base, method, path, authorization, body.clone()).await;
+        let on_edge = send(&edge.base(), method, path, authorization, body.clone()).await;
+        let request = format!(
+            "{method} {path} {authorization:?} {}",
+            String::from_utf8_lossy(&body[..body.len().min(120)])
+        );
+        assert!(on_host.status >= 400, "{request}: the host accepted it");
+        assert_eq!(on_edge, on_host, "{request}");
+    }
+
+    // Paths outside the API: Spin has no route for them (a bare 404),
+    // where a host answers its JSON 404 or serves the WebSocket.
+    let outside = send(&edge.base(), "GET", "/v1/ws", None, Vec::new()).await;
+    assert_eq!((outside.status, outside.body), (404, Value::Null));
+}
+
+#[tokio::test]
+async fn without_redis_the_edge_answers_503_like_a_host() {
+    let mut redis = RedisServer::start();
+    let host = Host::start(&redis, "edge-e").await;
+    let edge = start_edge(&redis, &host, "edge-e", &[]).await;
+    redis.stop();
+    host.wait_readyz(503).await;
+
+    for (path, body) in [
+        ("/v1/tokens", json!({"user_id": "u"})),
+        (
+            "/v1/publish",
+            json!({"user_id": "u", "event": "e", "data": 1}),
+        ),
+    ] {
+        let on_host = post(&host.base, path, ALPHA, &body).await;
+        let on_edge = post(&edge.base(), path, ALPHA, &body).await;
+        for answer in [&on_host, &on_edge] {
+            assert_eq!(answer.status, 503, "{path}: {:?}", answer.body);
+            assert_eq!(answer.body["error"]["code"], "store_unavailable");
+        }
+    }
+}
+
+#[test]
+fn spin_toml_routes_the_api_and_requires_credentials() {
+    let manifest = manifest();
+    let none = std::collections::HashMap::new();
+    let error = manifest.resolve("madx-edge", &none).unwrap_err();
+    assert!(error.to_string().contains("required variable"), "{error}");
+    let variables = [("apps", APPS), ("public_url", "https://push.example.com")]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect();
+    let resolved = manifest.resolve("madx-edge", &variables).unwrap();
+    assert_eq!(
+        resolved.routes,
+        [
+            "/v1/tokens",
+            "/v1/tokens/...",
+            "/v1/publish",
+            "/v1/publish/batch"
+        ]
+    );
+    assert_eq!(resolved.variables["redis_url"], "redis://127.0.0.1:6379");
+    assert_eq!(resolved.allowed_outbound_hosts, ["redis://127.0.0.1:6379"]);
+    assert_eq!(resolved.variables["store_prefix"], "madx");
+    assert!(
+        manifest
+            .source("madx-edge")
+            .unwrap()
+            .ends_with("target/edge/wasm32-wasip2/plugin/madx_edge.wasm")
+    );
+}
