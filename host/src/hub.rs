@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc;
 
 use crate::gateway::CloseCode;
+use crate::mailbox::{self, Mailbox, Refused};
 
 /// Something the rest of the host asks a session to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,8 +61,7 @@ struct SessionEntry {
     access_id: String,
     user_id: Option<String>,
     channels: HashSet<String>,
-    frames: mpsc::Sender<Delivery>,
-    commands: mpsc::UnboundedSender<SessionCommand>,
+    mailbox: mailbox::Sender,
     /// Already told to close as a slow consumer.
     cut_off: bool,
 }
@@ -137,12 +136,6 @@ pub struct SessionSpec<'a> {
     pub max_per_app: usize,
 }
 
-/// The receiving ends a session task reads.
-pub struct Mailbox {
-    pub frames: mpsc::Receiver<Delivery>,
-    pub commands: mpsc::UnboundedReceiver<SessionCommand>,
-}
-
 impl Hub {
     pub fn new() -> Arc<Hub> {
         Hub::build(None)
@@ -196,16 +189,14 @@ impl Hub {
         }
 
         let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
-        let (frames, frames_rx) = mpsc::channel(spec.queue.max(1));
-        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (sender, mailbox) = mailbox::mailbox(spec.queue);
         app.sessions.insert(
             serial,
             SessionEntry {
                 access_id: spec.access_id.to_owned(),
                 user_id: spec.user_id.map(str::to_owned),
                 channels: HashSet::new(),
-                frames,
-                commands,
+                mailbox: sender,
                 cut_off: false,
             },
         );
@@ -228,10 +219,6 @@ impl Hub {
             app_id: spec.app_id.to_owned(),
             serial,
             connection_id: format!("{}.{serial}", self.node_tag),
-        };
-        let mailbox = Mailbox {
-            frames: frames_rx,
-            commands: commands_rx,
         };
         Ok((registration, mailbox))
     }
@@ -316,16 +303,16 @@ impl Hub {
                 id,
                 frame: frame.clone(),
             };
-            match session.frames.try_send(delivery) {
+            match session.mailbox.send(delivery) {
                 Ok(()) => delivered += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(Refused::Full) => {
                     session.cut_off = true;
-                    let _ = session
-                        .commands
-                        .send(SessionCommand::Close(CloseCode::SlowConsumer));
+                    session
+                        .mailbox
+                        .command(SessionCommand::Close(CloseCode::SlowConsumer));
                 }
                 // The session is ending; its registration goes with it.
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(Refused::Closed) => {}
             }
         }
         delivered
@@ -343,7 +330,7 @@ impl Hub {
         serials
             .iter()
             .filter_map(|serial| app.sessions.get(serial))
-            .filter(|session| session.commands.send(SessionCommand::Close(code)).is_ok())
+            .filter(|session| session.mailbox.command(SessionCommand::Close(code)))
             .count()
     }
 
@@ -352,7 +339,7 @@ impl Hub {
         self.apps()
             .values()
             .flat_map(|app| app.sessions.values())
-            .filter(|session| session.commands.send(SessionCommand::Close(code)).is_ok())
+            .filter(|session| session.mailbox.command(SessionCommand::Close(code)))
             .count()
     }
 
@@ -418,6 +405,7 @@ impl Drop for Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mailbox::Mail;
 
     fn spec<'a>(app_id: &'a str, access_id: &'a str, user_id: Option<&'a str>) -> SessionSpec<'a> {
         SessionSpec {
@@ -433,9 +421,9 @@ mod tests {
     #[test]
     fn frames_reach_the_targeted_sessions_once() {
         let hub = Hub::new();
-        let (alice, mut alice_mail) = hub.register(spec("app", "t1", Some("alice"))).unwrap();
-        let (_bob, mut bob_mail) = hub.register(spec("app", "t2", Some("bob"))).unwrap();
-        let (_other, mut other_mail) = hub.register(spec("other", "t1", Some("alice"))).unwrap();
+        let (alice, alice_mail) = hub.register(spec("app", "t1", Some("alice"))).unwrap();
+        let (_bob, bob_mail) = hub.register(spec("app", "t2", Some("bob"))).unwrap();
+        let (_other, other_mail) = hub.register(spec("other", "t1", Some("alice"))).unwrap();
         assert!(hub.subscribe(&alice, "news"));
         assert!(!hub.subscribe(&alice, "news"));
 
@@ -443,15 +431,15 @@ mod tests {
         let both = [Target::User("alice".into()), Target::Channel("news".into())];
         assert_eq!(hub.deliver("app", &both, 7, &frame), 1);
         assert_eq!(
-            alice_mail.frames.try_recv().unwrap(),
-            Delivery {
+            alice_mail.try_next().unwrap(),
+            Mail::Message(Delivery {
                 id: 7,
                 frame: frame.clone()
-            }
+            })
         );
-        assert!(alice_mail.frames.try_recv().is_err(), "delivered once");
-        assert!(bob_mail.frames.try_recv().is_err());
-        assert!(other_mail.frames.try_recv().is_err(), "apps do not mix");
+        assert!(alice_mail.try_next().is_none(), "delivered once");
+        assert!(bob_mail.try_next().is_none());
+        assert!(other_mail.try_next().is_none(), "apps do not mix");
 
         assert!(hub.unsubscribe(&alice, "news"));
         assert_eq!(
@@ -463,18 +451,20 @@ mod tests {
     #[test]
     fn a_full_queue_cuts_off_only_that_session() {
         let hub = Hub::new();
-        let (_slow, mut slow_mail) = hub.register(spec("app", "t1", None)).unwrap();
-        let (_fast, mut fast_mail) = hub.register(spec("app", "t2", None)).unwrap();
+        let (_slow, slow_mail) = hub.register(spec("app", "t1", None)).unwrap();
+        let (_fast, fast_mail) = hub.register(spec("app", "t2", None)).unwrap();
         let targets = [Target::Token("t1".into()), Target::Token("t2".into())];
         for id in 0..3 {
             hub.deliver("app", &targets, id, &Utf8Bytes::from("m"));
-            let _ = fast_mail.frames.try_recv();
+            let _ = fast_mail.try_next();
         }
         assert_eq!(
-            slow_mail.commands.try_recv(),
-            Ok(SessionCommand::Close(CloseCode::SlowConsumer))
+            slow_mail.try_next(),
+            Some(Mail::Command(SessionCommand::Close(
+                CloseCode::SlowConsumer
+            )))
         );
-        assert!(fast_mail.commands.try_recv().is_err());
+        assert!(fast_mail.try_next().is_none());
     }
 
     #[test]
@@ -531,14 +521,16 @@ mod tests {
     #[test]
     fn close_reaches_only_the_tokens_sessions() {
         let hub = Hub::new();
-        let (_one, mut one) = hub.register(spec("app", "t1", None)).unwrap();
-        let (_two, mut two) = hub.register(spec("app", "t2", None)).unwrap();
+        let (_one, one) = hub.register(spec("app", "t1", None)).unwrap();
+        let (_two, two) = hub.register(spec("app", "t2", None)).unwrap();
         assert_eq!(hub.close_token("app", "t1", CloseCode::TokenRevoked), 1);
         assert_eq!(
-            one.commands.try_recv(),
-            Ok(SessionCommand::Close(CloseCode::TokenRevoked))
+            one.try_next(),
+            Some(Mail::Command(SessionCommand::Close(
+                CloseCode::TokenRevoked
+            )))
         );
-        assert!(two.commands.try_recv().is_err());
+        assert!(two.try_next().is_none());
         assert_eq!(hub.close_all(CloseCode::GoingAway), 2);
     }
 }

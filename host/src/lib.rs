@@ -21,6 +21,7 @@
 //!   message, serialized once, to the hub.
 //! - [`hub`]: this node's open sessions, indexed by token, user and channel;
 //!   fan-out into bounded per-session queues.
+//! - [`mailbox`]: a session's inbox of queued messages and close requests.
 //! - [`metrics`]: Prometheus counters and gauges behind `GET /metrics`.
 //! - [`plugins`]: the wasmtime runtime that runs the auth and router
 //!   components, one fresh instance per call, under a time and memory budget.
@@ -33,6 +34,7 @@ pub mod check;
 pub mod config;
 pub mod gateway;
 pub mod hub;
+pub mod mailbox;
 pub mod metrics;
 pub mod plugins;
 pub mod server;

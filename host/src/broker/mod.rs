@@ -137,7 +137,10 @@ impl Broker {
                     Published { id, delivered }
                 })
                 .collect()),
-            Broker::Redis(broker) => broker.publish(app_id, messages).await,
+            // Boxed: the Redis round trip's state is large, and the callers'
+            // futures (a session's, kept for the socket's lifetime) should
+            // not carry it inline.
+            Broker::Redis(broker) => Box::pin(broker.publish(app_id, messages)).await,
         }
     }
 
@@ -154,7 +157,7 @@ impl Broker {
     ) -> Result<(R, Option<Recovery>), BrokerError> {
         match self {
             Broker::Memory(broker) => Ok(broker.recover(app_id, streams, since, attach)),
-            Broker::Redis(broker) => broker.attach(app_id, streams, since, attach).await,
+            Broker::Redis(broker) => Box::pin(broker.attach(app_id, streams, since, attach)).await,
         }
     }
 

@@ -12,7 +12,8 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
 use super::frames::{self, ClientFrame, FrameError, ServerFrame};
 use super::{Admitted, CloseCode, Refusal};
 use crate::broker::{Outgoing, Recovery, channel_label, frame_label};
-use crate::hub::{Delivery, Full, Mailbox, Registration, SessionCommand, SessionSpec, Target};
+use crate::hub::{Delivery, Full, Registration, SessionCommand, SessionSpec, Target};
+use crate::mailbox::{Mail, Mailbox};
 use crate::plugins::bindings::{AuthError, Claims, RouteError};
 use crate::state::{App, AppState};
 
@@ -48,6 +49,21 @@ pub(super) async fn refuse(mut socket: WebSocket, refusal: Refusal) {
 }
 
 pub(super) async fn run(socket: WebSocket, state: Arc<AppState>, admitted: Admitted) {
+    // Boxed: the opening steps (registration, recovery, welcome) need a lot
+    // of state that is dead once the socket is open; inline, every open
+    // socket's task would keep that space for its whole life.
+    if let Some((session, mailbox)) = Box::pin(open(socket, state, admitted)).await {
+        session.serve(mailbox).await;
+    }
+}
+
+/// Register the session, send `welcome` and the recovered messages; the
+/// session, ready to serve, unless the socket was refused or went away.
+async fn open(
+    socket: WebSocket,
+    state: Arc<AppState>,
+    admitted: Admitted,
+) -> Option<(Session, Mailbox)> {
     let Admitted {
         app,
         claims,
@@ -78,11 +94,12 @@ pub(super) async fn run(socket: WebSocket, state: Arc<AppState>, admitted: Admit
             state
                 .metrics
                 .connect(&app.id, CloseCode::Unavailable.reason());
-            return refuse(
+            refuse(
                 socket,
                 Refusal::new(CloseCode::Unavailable, error.to_string()),
             )
             .await;
+            return None;
         }
     };
     let (registration, mailbox) = match registered {
@@ -95,7 +112,8 @@ pub(super) async fn run(socket: WebSocket, state: Arc<AppState>, admitted: Admit
             state
                 .metrics
                 .connect(&app.id, CloseCode::OverCapacity.reason());
-            return refuse(socket, Refusal::new(CloseCode::OverCapacity, message)).await;
+            refuse(socket, Refusal::new(CloseCode::OverCapacity, message)).await;
+            return None;
         }
     };
     state.metrics.connect(&app.id, "accepted");
@@ -122,15 +140,15 @@ pub(super) async fn run(socket: WebSocket, state: Arc<AppState>, admitted: Admit
     };
     let welcome = welcome.to_json();
     if session.send_text(welcome.into()).await.is_err() {
-        return;
+        return None;
     }
     for frame in recovery.map(|recovery| recovery.frames).unwrap_or_default() {
         if session.send_text(frame).await.is_err() {
-            return;
+            return None;
         }
     }
     tracing::debug!(app = %session.app.id, connection_id = session.registration.connection_id(), "session opened");
-    session.serve(mailbox).await;
+    Some((session, mailbox))
 }
 
 /// The state of one admitted socket.
@@ -145,7 +163,7 @@ struct Session {
 }
 
 impl Session {
-    async fn serve(mut self, mut mailbox: Mailbox) {
+    async fn serve(mut self, mailbox: Mailbox) {
         let heartbeat = self.state.config.heartbeat;
         // An open socket keeps its token alive: touch it well within the
         // idle timeout (no store write per frame), so the token outlives
@@ -164,16 +182,18 @@ impl Session {
             // arrives is sent before that frame is answered.
             tokio::select! {
                 biased;
-                Some(command) = mailbox.commands.recv() => match command {
-                    SessionCommand::Close(code) => break Ending::Close(code, closing_message(code)),
-                },
-                Some(delivery) = mailbox.frames.recv() => match self.send_live(delivery).await {
+                mail = mailbox.next() => match mail {
+                    Mail::Command(SessionCommand::Close(code)) => {
+                        break Ending::Close(code, closing_message(code))
+                    }
+                    Mail::Message(delivery) => match self.send_live(delivery).await {
                     Ok(()) => {}
                     Err(SendError::Stalled) => break Ending::Close(
                         CloseCode::SlowConsumer,
                         closing_message(CloseCode::SlowConsumer),
                     ),
                     Err(SendError::Gone) => break Ending::ClientGone,
+                    },
                 },
                 incoming = self.socket.recv() => {
                     let message = match incoming {
@@ -239,7 +259,7 @@ impl Session {
         if let Ending::Close(code, message) = ending {
             if code == CloseCode::GoingAway {
                 // Hand over what was already accepted for this socket.
-                while let Ok(delivery) = mailbox.frames.try_recv() {
+                while let Some(delivery) = mailbox.try_next_message() {
                     if self.send_live(delivery).await.is_err() {
                         break;
                     }

@@ -1,0 +1,189 @@
+//! A session's inbox: queued messages and at most one close request, handed
+//! from the hub (any thread, never waiting) to the session task.
+//!
+//! One small shared struct instead of two channels: an idle socket carries
+//! no preallocated queue blocks (tokio's channels allocate their first
+//! block of slots up front), and a close request overtakes queued messages.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use crate::hub::{Delivery, SessionCommand};
+
+#[derive(Default)]
+struct Inbox {
+    messages: VecDeque<Delivery>,
+    command: Option<SessionCommand>,
+    /// The session is gone: nothing more is accepted.
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    inbox: Mutex<Inbox>,
+    wake: Notify,
+}
+
+impl Shared {
+    fn inbox(&self) -> MutexGuard<'_, Inbox> {
+        // Every critical section leaves the inbox consistent.
+        self.inbox
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// What the session reads next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Mail {
+    Command(SessionCommand),
+    Message(Delivery),
+}
+
+/// Why a message was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `capacity` messages are already waiting: a slow consumer.
+    Full,
+    /// The session has ended.
+    Closed,
+}
+
+/// The hub's end.
+#[derive(Clone)]
+pub struct Sender {
+    shared: Arc<Shared>,
+    capacity: usize,
+}
+
+/// The session's end; dropping it refuses everything after.
+pub struct Mailbox {
+    shared: Arc<Shared>,
+}
+
+/// A mailbox holding at most `capacity` messages.
+pub fn mailbox(capacity: usize) -> (Sender, Mailbox) {
+    let shared = Arc::new(Shared::default());
+    let sender = Sender {
+        shared: shared.clone(),
+        capacity: capacity.max(1),
+    };
+    (sender, Mailbox { shared })
+}
+
+impl Sender {
+    pub fn send(&self, delivery: Delivery) -> Result<(), Refused> {
+        {
+            let mut inbox = self.shared.inbox();
+            if inbox.closed {
+                return Err(Refused::Closed);
+            }
+            if inbox.messages.len() >= self.capacity {
+                return Err(Refused::Full);
+            }
+            inbox.messages.push_back(delivery);
+        }
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// Ask the session to do `command` before anything queued; the first
+    /// request wins. `false` when the session has ended.
+    pub fn command(&self, command: SessionCommand) -> bool {
+        {
+            let mut inbox = self.shared.inbox();
+            if inbox.closed {
+                return false;
+            }
+            inbox.command.get_or_insert(command);
+        }
+        self.shared.wake.notify_one();
+        true
+    }
+}
+
+impl Mailbox {
+    /// The next command or message, waiting for one. Cancel-safe: nothing
+    /// is taken out unless it is returned.
+    pub async fn next(&self) -> Mail {
+        loop {
+            if let Some(mail) = self.try_next() {
+                return mail;
+            }
+            // A notification sent since the check is kept as a permit.
+            self.shared.wake.notified().await;
+        }
+    }
+
+    /// The next command or message, if one is waiting.
+    pub fn try_next(&self) -> Option<Mail> {
+        let mut inbox = self.shared.inbox();
+        if let Some(command) = inbox.command.take() {
+            return Some(Mail::Command(command));
+        }
+        inbox.messages.pop_front().map(Mail::Message)
+    }
+
+    /// The next queued message, leaving any command in place (for handing
+    /// over what was accepted before closing).
+    pub fn try_next_message(&self) -> Option<Delivery> {
+        self.shared.inbox().messages.pop_front()
+    }
+}
+
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        let mut inbox = self.shared.inbox();
+        inbox.closed = true;
+        inbox.messages.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::extract::ws::Utf8Bytes;
+
+    use super::*;
+    use crate::gateway::CloseCode;
+
+    fn delivery(id: u64) -> Delivery {
+        Delivery {
+            id,
+            frame: Utf8Bytes::from("m"),
+        }
+    }
+
+    #[tokio::test]
+    async fn commands_overtake_messages_and_capacity_is_kept() {
+        let (sender, mailbox) = mailbox(2);
+        sender.send(delivery(1)).unwrap();
+        sender.send(delivery(2)).unwrap();
+        assert_eq!(sender.send(delivery(3)), Err(Refused::Full));
+        assert!(sender.command(SessionCommand::Close(CloseCode::SlowConsumer)));
+        assert!(sender.command(SessionCommand::Close(CloseCode::TokenRevoked)));
+        assert_eq!(
+            mailbox.next().await,
+            Mail::Command(SessionCommand::Close(CloseCode::SlowConsumer))
+        );
+        assert_eq!(mailbox.next().await, Mail::Message(delivery(1)));
+        assert_eq!(mailbox.try_next_message(), Some(delivery(2)));
+        assert_eq!(mailbox.try_next(), None);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_session_wakes_and_a_gone_one_refuses() {
+        let (sender, mailbox) = mailbox(4);
+        let waiting = tokio::spawn(async move {
+            let mail = mailbox.next().await;
+            drop(mailbox);
+            mail
+        });
+        tokio::task::yield_now().await;
+        sender.send(delivery(7)).unwrap();
+        assert_eq!(waiting.await.unwrap(), Mail::Message(delivery(7)));
+        assert_eq!(sender.send(delivery(8)), Err(Refused::Closed));
+        assert!(!sender.command(SessionCommand::Close(CloseCode::GoingAway)));
+    }
+}
