@@ -153,9 +153,8 @@ impl Edge {
     }
 
     /// Serve until the task ends (the binary's `main`).
-    pub async fn wait(self) {
-        let task = &mut { self }.task;
-        let _ = task.await;
+    pub async fn wait(mut self) {
+        let _ = (&mut self.task).await;
     }
 }
 
@@ -167,8 +166,14 @@ impl Drop for Edge {
 
 async fn accept(listener: TcpListener, trigger: Arc<Trigger>) {
     loop {
-        let Ok((stream, client)) = listener.accept().await else {
-            continue;
+        let (stream, client) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors, say: wait instead of spinning.
+                eprintln!("madx-edge-harness: accept failed: {error}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let trigger = trigger.clone();
         tokio::spawn(async move {
