@@ -18,8 +18,9 @@ pub type Ws = WebSocketStream<TcpStream>;
 
 /// The server under test.
 pub struct Target {
-    /// `http://host:port`
-    pub base: String,
+    /// `http://host:port` of each node; sockets are spread over them,
+    /// publishes go to the first.
+    pub nodes: Vec<String>,
     pub key: String,
     pub secret: String,
     /// floor-server: no tokens, no channels.
@@ -29,8 +30,16 @@ pub struct Target {
 /// A token as the client holds it.
 pub struct Token {
     pub access_id: String,
-    seed: String,
+    pub seed: String,
     ws_url: String,
+    /// The node it was issued by, and its sockets connect to.
+    pub node: usize,
+}
+
+/// One node of the server under test.
+struct Node {
+    base: String,
+    address: SocketAddr,
 }
 
 /// An open socket and the token it belongs to.
@@ -41,7 +50,7 @@ pub struct Opened {
 
 pub struct Client {
     target: Target,
-    server: SocketAddr,
+    nodes: Vec<Node>,
     http: reqwest::Client,
     sources: u8,
     next_source: AtomicU32,
@@ -49,27 +58,32 @@ pub struct Client {
 
 impl Client {
     pub fn new(target: Target, sources: u8) -> anyhow::Result<Client> {
-        let authority = target
-            .base
-            .strip_prefix("http://")
-            .context("--target must be an http:// URL")?;
-        let server: SocketAddr = authority
-            .parse()
-            .with_context(|| format!("--target must be http://IP:PORT, got {}", target.base))?;
+        let mut nodes = Vec::new();
+        for base in &target.nodes {
+            let base = base.trim_end_matches('/').to_owned();
+            let address: SocketAddr = base
+                .strip_prefix("http://")
+                .and_then(|authority| authority.parse().ok())
+                .with_context(|| format!("nodes must be http://IP:PORT, got {base}"))?;
+            nodes.push(Node { base, address });
+        }
+        if nodes.is_empty() {
+            bail!("no node to test");
+        }
         let _ = rustls::crypto::ring::default_provider().install_default();
         Ok(Client {
             target,
-            server,
+            nodes,
             http: reqwest::Client::new(),
             sources: sources.clamp(1, 250),
             next_source: AtomicU32::new(0),
         })
     }
 
-    pub async fn issue(&self, channels: &[&str]) -> anyhow::Result<Token> {
+    pub async fn issue(&self, node: usize, channels: &[&str]) -> anyhow::Result<Token> {
         let response = self
             .http
-            .post(format!("{}/v1/tokens", self.target.base))
+            .post(format!("{}/v1/tokens", self.nodes[node].base))
             .basic_auth(&self.target.key, Some(&self.target.secret))
             .json(&json!({ "channels": channels }))
             .send()
@@ -88,6 +102,7 @@ impl Client {
             access_id: field("access_id")?,
             seed: field("secret_seed")?,
             ws_url: field("ws_url")?,
+            node,
         })
     }
 
@@ -99,7 +114,7 @@ impl Client {
     ) -> anyhow::Result<Vec<Token>> {
         let channels: Vec<&str> = channel.into_iter().collect();
         stream::iter(0..count)
-            .map(|_| self.issue(&channels))
+            .map(|n| self.issue(n % self.nodes.len(), &channels))
             .buffer_unordered(concurrency.max(1))
             .collect::<Vec<_>>()
             .await
@@ -109,12 +124,12 @@ impl Client {
 
     /// TCP from the next loopback source address, then the WebSocket
     /// handshake, with small buffers so the load generator fits many.
-    async fn dial(&self, url: &str) -> anyhow::Result<Ws> {
+    async fn dial(&self, node: usize, url: &str) -> anyhow::Result<Ws> {
         let index = self.next_source.fetch_add(1, Ordering::Relaxed) % u32::from(self.sources);
         let source = Ipv4Addr::new(127, 0, 0, 2 + index as u8);
         let socket = TcpSocket::new_v4()?;
         socket.bind(SocketAddr::from((source, 0)))?;
-        let stream = socket.connect(self.server).await?;
+        let stream = socket.connect(self.nodes[node].address).await?;
         let config = WebSocketConfig::default()
             .read_buffer_size(4096)
             .write_buffer_size(0);
@@ -125,18 +140,30 @@ impl Client {
     /// Connect with a fresh code and wait for `welcome`; the handshake time.
     async fn open(&self, token: &Token) -> anyhow::Result<(Ws, u64)> {
         let started = Instant::now();
-        let url = format!(
-            "{}&access_id={}&otp={}",
-            token.ws_url,
-            token.access_id,
-            current_code(&token.seed)?
-        );
-        let mut ws = self.dial(&url).await?;
+        let ws = self
+            .open_with(token, &current_code(&token.seed, 0)?, None)
+            .await?;
+        Ok((ws, started.elapsed().as_micros() as u64))
+    }
+
+    /// Connect with `code` (and `last_id`, to recover the inboxes) and wait
+    /// for `welcome`.
+    pub async fn open_with(
+        &self,
+        token: &Token,
+        code: &str,
+        last_id: Option<&str>,
+    ) -> anyhow::Result<Ws> {
+        let mut url = format!("{}&access_id={}&otp={code}", token.ws_url, token.access_id);
+        if let Some(last_id) = last_id {
+            url.push_str(&format!("&last_id={last_id}"));
+        }
+        let mut ws = self.dial(token.node, &url).await?;
         let welcome = next_text(&mut ws).await?;
         if !welcome.contains("\"welcome\"") {
             bail!("refused: {welcome}");
         }
-        Ok((ws, started.elapsed().as_micros() as u64))
+        Ok(ws)
     }
 
     pub async fn connect_tokens(
@@ -176,13 +203,13 @@ impl Client {
         channel: Option<&str>,
     ) -> anyhow::Result<Vec<Opened>> {
         if self.target.floor {
-            let url = format!("ws://{}/ws", self.server);
+            let url = format!("ws://{}/ws", self.nodes[0].address);
             return stream::iter(0..count)
                 .map(|n| {
                     let url = url.clone();
                     async move {
                         Ok(Opened {
-                            socket: self.dial(&url).await?,
+                            socket: self.dial(0, &url).await?,
                             access_id: n.to_string(),
                         })
                     }
@@ -197,25 +224,28 @@ impl Client {
         let (mut opened, _) = self.connect_tokens(tokens, concurrency).await?;
         if let Some(channel) = channel {
             for socket in &mut opened {
-                let frame = json!({"type": "subscribe", "channel": channel}).to_string();
-                socket.socket.send(Message::Text(frame.into())).await?;
-                let answer = next_text(&mut socket.socket).await?;
-                if !answer.contains("\"subscribed\"") {
-                    bail!("subscribe refused: {answer}");
-                }
+                subscribe(&mut socket.socket, channel, None).await?;
             }
         }
         Ok(opened)
     }
 
-    /// Publish message `n`, stamped with the send time, to the bench channel
-    /// or to one token's inbox.
-    pub async fn publish(&self, n: u64, to_access_id: Option<&str>) -> anyhow::Result<()> {
-        let data = json!({ "t": now_micros(), "n": n });
+    /// Publish message `n`, stamped with the send time (and `padding`
+    /// bytes of filler), to the bench channel or to one token's inbox.
+    pub async fn publish(
+        &self,
+        n: u64,
+        to_access_id: Option<&str>,
+        padding: usize,
+    ) -> anyhow::Result<()> {
+        let mut data = json!({ "t": now_micros(), "n": n });
+        if padding > 0 {
+            data["pad"] = json!("x".repeat(padding));
+        }
         let response = if self.target.floor {
             let frame = json!({"type": "message", "id": n.to_string(), "channel": "bench", "event": "tick", "data": data});
             self.http
-                .post(format!("{}/publish", self.target.base))
+                .post(format!("{}/publish", self.nodes[0].base))
                 .body(frame.to_string())
                 .send()
                 .await?
@@ -225,7 +255,7 @@ impl Client {
                 None => json!({"channel": "bench", "event": "tick", "data": data}),
             };
             self.http
-                .post(format!("{}/v1/publish", self.target.base))
+                .post(format!("{}/v1/publish", self.nodes[0].base))
                 .basic_auth(&self.target.key, Some(&self.target.secret))
                 .json(&body)
                 .send()
@@ -238,7 +268,22 @@ impl Client {
     }
 }
 
-async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
+/// Subscribe (recovering after `since` when given) and wait for the
+/// `subscribed` answer, which it returns.
+pub async fn subscribe(ws: &mut Ws, channel: &str, since: Option<&str>) -> anyhow::Result<String> {
+    let mut frame = json!({"type": "subscribe", "channel": channel});
+    if let Some(since) = since {
+        frame["since"] = json!(since);
+    }
+    ws.send(Message::Text(frame.to_string().into())).await?;
+    let answer = next_text(ws).await?;
+    if !answer.contains("\"subscribed\"") {
+        bail!("subscribe refused: {answer}");
+    }
+    Ok(answer)
+}
+
+pub async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(text))) => return Ok(text.as_str().to_owned()),
@@ -250,15 +295,18 @@ async fn next_text(ws: &mut Ws) -> anyhow::Result<String> {
     }
 }
 
-fn current_code(seed: &str) -> anyhow::Result<String> {
+/// The code of the time step `steps` away from now (the server accepts
+/// -1, 0 and +1, each once).
+pub fn current_code(seed: &str, steps: i64) -> anyhow::Result<String> {
     let secret = Secret::Encoded(seed.to_owned())
         .to_bytes()
         .map_err(|_| anyhow!("the secret seed is not base32"))?;
     let totp = TOTP::new_unchecked(Algorithm::SHA1, 6, 0, 30, secret);
-    Ok(totp.generate(now_micros() / 1_000_000))
+    let now = (now_micros() / 1_000_000) as i64;
+    Ok(totp.generate((now + steps * 30).max(0) as u64))
 }
 
-fn now_micros() -> u64 {
+pub fn now_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| elapsed.as_micros() as u64)

@@ -4,6 +4,7 @@
 
 mod client;
 mod host;
+mod overload;
 mod stats;
 
 use std::sync::Arc;
@@ -23,14 +24,19 @@ struct Cli {
     /// Base URL of the server under test.
     #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
     target: String,
+    /// More nodes of the same deployment (Redis mode): sockets are spread
+    /// over the target and these; publishes go to the target.
+    #[arg(long = "also", global = true)]
+    also: Vec<String>,
     /// App key and secret (HTTP Basic) of the server under test.
     #[arg(long, default_value = "demo-key", global = true)]
     key: String,
     #[arg(long, default_value = "demo-secret", global = true)]
     secret: String,
-    /// The server's process id, to read its memory and CPU from /proc.
-    #[arg(long, global = true)]
-    host_pid: Option<u32>,
+    /// The server's process ids (one per node), to read their memory and
+    /// CPU from /proc; figures are summed over them.
+    #[arg(long = "host-pid", global = true)]
+    host_pids: Vec<u32>,
     /// Loopback source addresses (127.0.0.2...) to spread sockets over.
     #[arg(long, default_value_t = 8, global = true)]
     sources: u8,
@@ -65,6 +71,24 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Publishes outrun the stalled subscribers: they are cut off (4202)
+    /// and recover with last_id / since; counts what is lost (must be 0).
+    Overload {
+        #[arg(long, default_value_t = 100)]
+        subscribers: usize,
+        /// Subscribers that stop reading for --stall-ms after subscribing.
+        #[arg(long, default_value_t = 10)]
+        stalled: usize,
+        #[arg(long, default_value_t = 4000)]
+        stall_ms: u64,
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Filler bytes per message, so a stalled reader fills its buffers.
+        #[arg(long, default_value_t = 16384)]
+        padding: usize,
+    },
     /// N sockets, each reached through its own token inbox.
     Inboxes {
         #[arg(long, default_value_t = 1000)]
@@ -82,7 +106,9 @@ async fn main() -> anyhow::Result<()> {
     // Every socket is a file; ask for as many as the hard limit allows.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let target = Target {
-        base: cli.target.trim_end_matches('/').to_owned(),
+        nodes: std::iter::once(cli.target.clone())
+            .chain(cli.also.iter().cloned())
+            .collect(),
         key: cli.key.clone(),
         secret: cli.secret.clone(),
         floor: cli.floor,
@@ -101,6 +127,27 @@ async fn main() -> anyhow::Result<()> {
             rate,
             seconds,
         } => fanout(&client, &cli, sockets, rate, seconds, true).await?,
+        Scenario::Overload {
+            subscribers,
+            stalled,
+            stall_ms,
+            rate,
+            seconds,
+            padding,
+        } => {
+            if cli.floor {
+                bail!("the overload scenario checks recovery, which the floor has not");
+            }
+            let settings = overload::Settings {
+                subscribers,
+                stalled: stalled.min(subscribers),
+                stall: Duration::from_millis(stall_ms),
+                rate,
+                seconds,
+                padding,
+            };
+            overload::run(&client, &settings).await?
+        }
     };
     println!("{report}");
     Ok(())
@@ -111,12 +158,12 @@ async fn idle(
     cli: &Cli,
     sockets: usize,
 ) -> anyhow::Result<serde_json::Value> {
-    let rss_before = cli.host_pid.and_then(host::rss_bytes);
+    let rss_before = host::rss_bytes(&cli.host_pids);
     let started = Instant::now();
     let opened = client.open_many(sockets, cli.concurrency, None).await?;
     let ramp = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_after = cli.host_pid.and_then(host::rss_bytes);
+    let rss_after = host::rss_bytes(&cli.host_pids);
     let per_socket = match (rss_before, rss_after) {
         (Some(before), Some(after)) => Some(after.saturating_sub(before) as f64 / sockets as f64),
         _ => None,
@@ -147,19 +194,17 @@ async fn connect(
     if cli.floor {
         bail!("the connect scenario measures the product's handshake; drop --floor");
     }
-    let rss_start = cli.host_pid.and_then(host::rss_bytes);
+    let rss_start = host::rss_bytes(&cli.host_pids);
     let tokens = client.issue_many(sockets, cli.concurrency, None).await?;
-    let rss_tokens = cli.host_pid.and_then(host::rss_bytes);
-    let cpu_before = cli.host_pid.and_then(host::cpu_seconds);
+    let rss_tokens = host::rss_bytes(&cli.host_pids);
+    let cpu_before = host::cpu_seconds(&cli.host_pids);
     let started = Instant::now();
     let (opened, latencies) = client.connect_tokens(tokens, cli.concurrency).await?;
     let elapsed = started.elapsed();
-    let cpu = cli
-        .host_pid
-        .and_then(host::cpu_seconds)
+    let cpu = host::cpu_seconds(&cli.host_pids)
         .zip(cpu_before)
         .map(|(after, before)| after - before);
-    let rss_sockets = cli.host_pid.and_then(host::rss_bytes);
+    let rss_sockets = host::rss_bytes(&cli.host_pids);
     let per = |from: Option<u64>, to: Option<u64>| {
         from.zip(to)
             .map(|(from, to)| to.saturating_sub(from) as f64 / sockets.max(1) as f64)
@@ -199,7 +244,7 @@ async fn fanout(
         .collect();
     let receivers = client::receive_all(opened);
 
-    let cpu_before = cli.host_pid.and_then(host::cpu_seconds);
+    let cpu_before = host::cpu_seconds(&cli.host_pids);
     let published = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
@@ -211,15 +256,13 @@ async fn fanout(
         } else {
             None
         };
-        client.publish(n, to).await?;
+        client.publish(n, to, 0).await?;
         published.fetch_add(1, Ordering::Relaxed);
     }
     let publish_secs = started.elapsed().as_secs_f64();
     // Let the last messages arrive.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let cpu = cli
-        .host_pid
-        .and_then(host::cpu_seconds)
+    let cpu = host::cpu_seconds(&cli.host_pids)
         .zip(cpu_before)
         .map(|(after, before)| after - before);
     let per_socket = if inboxes {

@@ -110,6 +110,48 @@ fn every_scenario_opens_every_socket_and_delivers_every_message() {
         assert_eq!(report["lost"], 0, "{report}");
     }
 
+    // Overload: a small send queue, history deep enough to recover from.
+    let config = std::env::temp_dir().join(format!("madx-bench-smoke-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        "[limits]\nsend_queue = 32\n[history]\nper_stream = 10000\n",
+    )
+    .expect("write the overload config");
+    let config_arg = config.to_string_lossy().into_owned();
+    let small_queue = start(
+        pusher_binary(),
+        &["serve", "--listen", "127.0.0.1:0", "--config", &config_arg],
+    );
+    let _ = std::fs::remove_file(&config);
+    let report = bench(
+        &small_queue,
+        &[
+            "overload",
+            "--subscribers",
+            "20",
+            "--stalled",
+            "3",
+            "--stall-ms",
+            "2000",
+            "--rate",
+            "500",
+            "--seconds",
+            "2",
+        ],
+    );
+    assert!(
+        report["cut_off"].as_u64().unwrap() >= 1,
+        "no one was cut off: {report}"
+    );
+    for count in [
+        "lost",
+        "duplicates",
+        "incomplete_recoveries",
+        "failed_subscribers",
+    ] {
+        assert_eq!(report[count], 0, "{count}: {report}");
+    }
+
     let floor_binary = PathBuf::from(env!("CARGO_BIN_EXE_floor-server"));
     let floor = start(floor_binary, &["127.0.0.1:0"]);
     let report = bench(
