@@ -161,19 +161,16 @@ async fn read(
             _ => continue,
         };
         let frame: Value = serde_json::from_str(text.as_str())?;
-        match frame["type"].as_str() {
-            Some("message") => {
-                let n = frame["data"]["n"].as_u64().context("message without n")?;
-                if !tally.received.insert(n) {
-                    tally.duplicates += 1;
-                }
-                *last_id = frame["id"].as_str().map(str::to_owned);
-                if n == total {
-                    return Ok(Ending::Done);
-                }
+        // Anything else is the error frame before a close.
+        if frame["type"] == "message" {
+            let n = frame["data"]["n"].as_u64().context("message without n")?;
+            if !tally.received.insert(n) {
+                tally.duplicates += 1;
             }
-            // The error frame before a close.
-            _ => {}
+            *last_id = frame["id"].as_str().map(str::to_owned);
+            if n == total {
+                return Ok(Ending::Done);
+            }
         }
     }
 }
