@@ -56,6 +56,10 @@ enum Scenario {
     Idle {
         #[arg(long, default_value_t = 1000)]
         sockets: usize,
+        /// Keep the sockets open this long after the ramp (memory is read
+        /// at the end), e.g. so that several generators overlap.
+        #[arg(long, default_value_t = 2)]
+        hold_secs: u64,
     },
     /// Full one-time-TOTP handshakes per second, with latency.
     Connect {
@@ -115,7 +119,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let client = Arc::new(Client::new(target, cli.sources)?);
     let report = match cli.scenario {
-        Scenario::Idle { sockets } => idle(&client, &cli, sockets).await?,
+        Scenario::Idle { sockets, hold_secs } => idle(&client, &cli, sockets, hold_secs).await?,
         Scenario::Connect { sockets } => connect(&client, &cli, sockets).await?,
         Scenario::Fanout {
             subscribers,
@@ -157,12 +161,13 @@ async fn idle(
     client: &Arc<Client>,
     cli: &Cli,
     sockets: usize,
+    hold_secs: u64,
 ) -> anyhow::Result<serde_json::Value> {
     let rss_before = host::rss_bytes(&cli.host_pids);
     let started = Instant::now();
     let opened = client.open_many(sockets, cli.concurrency, None).await?;
     let ramp = started.elapsed();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(hold_secs)).await;
     let rss_after = host::rss_bytes(&cli.host_pids);
     let per_socket = match (rss_before, rss_after) {
         (Some(before), Some(after)) => Some(after.saturating_sub(before) as f64 / sockets as f64),

@@ -350,3 +350,10 @@ async fn recovery_says_when_redis_history_no_longer_reaches_back() {
     let (_, welcome) = connect(&url).await.welcomed();
     assert_eq!(welcome["recovered"], true, "{welcome}");
 }
+
+#[tokio::test]
+async fn the_announced_position_is_a_resume_point_on_any_node() {
+    let redis = RedisServer::start();
+    let cluster = nodes(&redis, 1, TWO_APPS, "madx").await;
+    check_resume_from_announced_position(&cluster[0], ALPHA).await;
+}

@@ -64,7 +64,9 @@ async fn subscriptions_follow_the_tokens_channel_globs() {
     let server = TestServer::start(TWO_APPS);
     let (_, mut socket) = open_socket(&server, ALPHA, json!({"channels": ["news.*"]})).await;
 
-    let allowed = subscribe(&mut socket, "news.sport").await;
+    let mut allowed = subscribe(&mut socket, "news.sport").await;
+    let position = allowed.as_object_mut().unwrap().remove("last_id");
+    assert!(position.is_some_and(|id| id.as_str().unwrap().parse::<u64>().is_ok()));
     assert_eq!(
         allowed,
         json!({"type": "subscribed", "channel": "news.sport"})
@@ -292,7 +294,8 @@ async fn recovery_says_false_when_history_no_longer_reaches_back() {
         json!({"type": "subscribe", "channel": "feed", "since": first}),
     )
     .await;
-    let subscribed = next_json(&mut socket).await.unwrap();
+    let mut subscribed = next_json(&mut socket).await.unwrap();
+    subscribed.as_object_mut().unwrap().remove("last_id");
     assert_eq!(
         subscribed,
         json!({"type": "subscribed", "channel": "feed", "recovered": false})
@@ -694,4 +697,10 @@ async fn a_peer_that_stops_reading_does_not_hold_its_session() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(stalled);
+}
+
+#[tokio::test]
+async fn a_client_that_received_nothing_resumes_from_the_announced_position() {
+    let server = TestServer::start(TWO_APPS);
+    check_resume_from_announced_position(&server, ALPHA).await;
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::Utf8Bytes;
 
-use super::{Outgoing, Recovery, message_frame};
+use super::{Attached, Outgoing, Recovery, message_frame};
 use crate::config::HistoryConfig;
 use crate::hub::{Hub, Target};
 
@@ -158,42 +158,48 @@ impl MemoryBroker {
         streams: &[Target],
         since: Option<u64>,
         attach: impl FnOnce() -> R,
-    ) -> (R, Option<Recovery>) {
+    ) -> Attached<R> {
         let mut state = self.state();
         let attached = attach();
-        let Some(since) = since else {
-            return (attached, None);
-        };
         let floor = self.start_floor;
         let app = state
             .apps
             .entry(app_id.to_owned())
             .or_insert_with(|| AppHistory::new(floor));
-        let ttl = Duration::from_secs(self.limits.ttl_secs);
-        let now = Instant::now();
-        let mut messages: Vec<(u64, Utf8Bytes)> = Vec::new();
-        let mut recovered = true;
-        for target in streams {
-            recovered &= app.covers(target, since);
-            if let Some(stream) = app.streams.get(target) {
-                messages.extend(
-                    stream
-                        .messages
-                        .iter()
-                        .filter(|stored| stored.id > since && now.duration_since(stored.at) < ttl)
-                        .map(|stored| (stored.id, stored.frame.clone())),
-                );
+        let position = app.last_id;
+        let recovery = since.map(|since| {
+            let ttl = Duration::from_secs(self.limits.ttl_secs);
+            let now = Instant::now();
+            let mut messages: Vec<(u64, Utf8Bytes)> = Vec::new();
+            let mut recovered = true;
+            for target in streams {
+                recovered &= app.covers(target, since);
+                if let Some(stream) = app.streams.get(target) {
+                    messages.extend(
+                        stream
+                            .messages
+                            .iter()
+                            .filter(|stored| {
+                                stored.id > since && now.duration_since(stored.at) < ttl
+                            })
+                            .map(|stored| (stored.id, stored.frame.clone())),
+                    );
+                }
             }
+            messages.sort_by_key(|(id, _)| *id);
+            messages.dedup_by_key(|(id, _)| *id);
+            Recovery {
+                frames: messages.into_iter().map(|(_, frame)| frame).collect(),
+                recovered,
+                // Replay and live messages never overlap here.
+                live_after: 0,
+            }
+        });
+        Attached {
+            attached,
+            recovery,
+            position,
         }
-        messages.sort_by_key(|(id, _)| *id);
-        messages.dedup_by_key(|(id, _)| *id);
-        let recovery = Recovery {
-            frames: messages.into_iter().map(|(_, frame)| frame).collect(),
-            recovered,
-            // Replay and live messages never overlap here.
-            live_after: 0,
-        };
-        (attached, Some(recovery))
     }
 
     /// Drop the oldest messages over all apps until the total is in budget.
@@ -342,7 +348,7 @@ mod tests {
         let third = publish(&broker, "app", &news);
         assert!(first < second && second < third);
 
-        let ((), recovery) = broker.recover("app", &news, Some(first), || ());
+        let recovery = broker.recover("app", &news, Some(first), || ()).recovery;
         let recovery = recovery.unwrap();
         assert!(recovery.recovered);
         assert_eq!(ids(&recovery), vec![second, third]);
@@ -354,13 +360,16 @@ mod tests {
         let news = [Target::Channel("news".into())];
         let first = publish(&broker, "app", &news);
         let kept: Vec<u64> = (0..2).map(|_| publish(&broker, "app", &news)).collect();
-        let (_, recovery) = broker.recover("app", &news, Some(first - 1), || ());
+        let recovery = broker
+            .recover("app", &news, Some(first - 1), || ())
+            .recovery;
         let recovery = recovery.unwrap();
         assert!(!recovery.recovered);
         assert_eq!(ids(&recovery), kept);
         // From the first message on, nothing is missing.
-        let (_, recovery) = broker.recover("app", &news, Some(first), || ());
-        assert!(recovery.unwrap().recovered);
+        let attached = broker.recover("app", &news, Some(first), || ());
+        assert!(attached.recovery.unwrap().recovered);
+        assert_eq!(attached.position, kept[1], "the newest id");
     }
 
     #[tokio::test]
@@ -371,7 +380,9 @@ mod tests {
         }
         assert_eq!(broker.history_len(), 5);
         // An id from before the process: nothing can be promised.
-        let (_, recovery) = broker.recover("app", &[Target::User("u0".into())], Some(1), || ());
+        let recovery = broker
+            .recover("app", &[Target::User("u0".into())], Some(1), || ())
+            .recovery;
         assert!(!recovery.unwrap().recovered);
     }
 
@@ -380,7 +391,12 @@ mod tests {
         let broker = MemoryBroker::start(Hub::new(), limits(10, 100));
         let news = [Target::Channel("news".into())];
         let id = publish(&broker, "a", &news);
-        let (_, recovery) = broker.recover("b", &news, Some(id - 1), || ());
-        assert!(recovery.unwrap().frames.is_empty());
+        let attached = broker.recover("b", &news, Some(id - 1), || ());
+        assert!(attached.recovery.unwrap().frames.is_empty());
+        // An app without messages resumes from the process start.
+        let fresh = broker.recover("c", &news, None, || ());
+        assert!(fresh.recovery.is_none());
+        let resumed = broker.recover("c", &news, Some(fresh.position), || ());
+        assert!(resumed.recovery.unwrap().recovered);
     }
 }

@@ -100,6 +100,18 @@ pub struct Recovery {
     pub live_after: u64,
 }
 
+/// What [`Broker::attach`] did.
+#[derive(Debug)]
+pub struct Attached<R> {
+    /// What the attach closure returned.
+    pub attached: R,
+    /// The replay, when a recovery was asked for.
+    pub recovery: Option<Recovery>,
+    /// The app's newest id when the attachment went live: every later
+    /// message reaches it (live, or by recovering from this id).
+    pub position: u64,
+}
+
 /// A message accepted for delivery.
 #[derive(Debug, Clone, Copy)]
 pub struct Published {
@@ -154,7 +166,7 @@ impl Broker {
         streams: &[Target],
         since: Option<u64>,
         attach: impl FnOnce() -> R,
-    ) -> Result<(R, Option<Recovery>), BrokerError> {
+    ) -> Result<Attached<R>, BrokerError> {
         match self {
             Broker::Memory(broker) => Ok(broker.recover(app_id, streams, since, attach)),
             Broker::Redis(broker) => Box::pin(broker.attach(app_id, streams, since, attach)).await,

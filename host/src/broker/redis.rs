@@ -28,7 +28,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{MissedTickBehavior, timeout};
 
-use super::{BrokerError, Outgoing, Published, Recovery, memory::unix_micros, message_id};
+use super::{
+    Attached, BrokerError, Outgoing, Published, Recovery, memory::unix_micros, message_id,
+};
 use crate::config::HistoryConfig;
 use crate::gateway::CloseCode;
 use crate::hub::{Hub, Interest, Target};
@@ -229,18 +231,17 @@ impl RedisBroker {
         streams: &[Target],
         since: Option<u64>,
         attach: impl FnOnce() -> R,
-    ) -> Result<(R, Option<Recovery>), BrokerError> {
+    ) -> Result<Attached<R>, BrokerError> {
         let attached = attach();
         // Live from here on: the subscription for what was just attached
         // (or an earlier one for the same stream) is in place.
         self.sync().await?;
-        let Some(since) = since else {
-            return Ok((attached, None));
-        };
+        // Without a recovery, the script only reads the app's position.
+        let streams = if since.is_some() { streams } else { &[] };
         let mut invocation = self.recover.prepare_invoke();
         invocation
             .arg(self.keys.app(app_id))
-            .arg(since)
+            .arg(since.unwrap_or(0))
             .arg(self.limits.ttl_secs.saturating_mul(1000));
         for stream in streams {
             invocation.arg(stream_name(stream));
@@ -251,21 +252,27 @@ impl RedisBroker {
             .map_err(unavailable)?;
         let mut reply = reply.into_iter();
         let recovered = reply.next().is_some_and(|flag| flag == "1");
-        let live_after = reply
+        let position = reply
             .next()
             .and_then(|last| last.parse().ok())
-            .unwrap_or(u64::MAX);
-        let mut messages: Vec<(u64, Utf8Bytes)> = reply
-            .filter_map(|frame| Some((message_id(&frame)?, Utf8Bytes::from(frame))))
-            .collect();
-        messages.sort_by_key(|(id, _)| *id);
-        messages.dedup_by_key(|(id, _)| *id);
-        let recovery = Recovery {
-            frames: messages.into_iter().map(|(_, frame)| frame).collect(),
-            recovered,
-            live_after,
-        };
-        Ok((attached, Some(recovery)))
+            .ok_or_else(|| BrokerError::Unavailable("no position from Redis".to_owned()))?;
+        let recovery = since.map(|_| {
+            let mut messages: Vec<(u64, Utf8Bytes)> = reply
+                .filter_map(|frame| Some((message_id(&frame)?, Utf8Bytes::from(frame))))
+                .collect();
+            messages.sort_by_key(|(id, _)| *id);
+            messages.dedup_by_key(|(id, _)| *id);
+            Recovery {
+                frames: messages.into_iter().map(|(_, frame)| frame).collect(),
+                recovered,
+                live_after: position,
+            }
+        });
+        Ok(Attached {
+            attached,
+            recovery,
+            position,
+        })
     }
 
     /// Wait until every (un)subscription asked for so far reached Redis.

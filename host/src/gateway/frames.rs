@@ -61,11 +61,16 @@ pub enum ServerFrame<'a> {
         connection_id: &'a str,
         access_id: &'a str,
         heartbeat_s: u64,
+        /// The app's newest message id when the socket went live: a client
+        /// that has received nothing yet resumes from here.
+        last_id: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         recovered: Option<bool>,
     },
     Subscribed {
         channel: &'a str,
+        /// As in `welcome`, for this subscription.
+        last_id: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         recovered: Option<bool>,
     },

@@ -88,8 +88,8 @@ async fn open(
         .broker
         .attach(&app.id, &inboxes, last_id, || state.hub.register(spec))
         .await;
-    let (registered, recovery) = match attached {
-        Ok(attached) => attached,
+    let (registered, recovery, position) = match attached {
+        Ok(attached) => (attached.attached, attached.recovery, attached.position),
         Err(error) => {
             state
                 .metrics
@@ -136,6 +136,7 @@ async fn open(
         connection_id: session.registration.connection_id(),
         access_id: &session.claims.access_id,
         heartbeat_s: session.state.config.heartbeat.as_secs(),
+        last_id: position.to_string(),
         recovered: recovery.as_ref().map(|recovery| recovery.recovered),
     };
     let welcome = welcome.to_json();
@@ -357,8 +358,8 @@ impl Session {
                 self.state.hub.subscribe(&self.registration, channel)
             })
             .await;
-        let recovery = match attached {
-            Ok((_, recovery)) => recovery,
+        let (recovery, position) = match attached {
+            Ok(attached) => (attached.recovery, attached.position),
             Err(error) => {
                 self.state.hub.unsubscribe(&self.registration, channel);
                 return self
@@ -376,6 +377,7 @@ impl Session {
         }
         let subscribed = ServerFrame::Subscribed {
             channel,
+            last_id: position.to_string(),
             recovered: recovery.as_ref().map(|recovery| recovery.recovered),
         };
         self.reply(&subscribed).await?;

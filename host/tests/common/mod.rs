@@ -521,8 +521,8 @@ pub fn empty() -> Value {
 }
 
 /// A real `redis-server` on a free loopback port, stopped when dropped. It
-/// writes every change to its append-only file (in a temporary directory),
-/// as a production Redis holding tokens should, so a restart keeps them.
+/// keeps an append-only file (in a temporary directory), as a production
+/// Redis holding tokens should, so a restart keeps them.
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
@@ -553,10 +553,17 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
-    /// Kill the server (SIGKILL; what it wrote to its file stays).
+    /// Stop the server (SIGTERM: it writes its file and exits, as in a
+    /// rolling restart).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
+            let terminated = Command::new("kill")
+                .arg(child.id().to_string())
+                .status()
+                .is_ok_and(|status| status.success());
+            if !terminated {
+                let _ = child.kill();
+            }
             let _ = child.wait();
         }
     }
@@ -624,4 +631,58 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A client that has received nothing yet resumes from the position
+/// `welcome` and `subscribed` announce, and misses nothing published since.
+pub async fn check_resume_from_announced_position(server: &TestServer, credentials: (&str, &str)) {
+    let token = server
+        .token(credentials, json!({"user_id": "pos", "channels": ["pos"]}))
+        .await;
+    away_from_step_edge(30, 3).await;
+    let (mut socket, welcome) = connect(&token.url_with(&token.code(0))).await.welcomed();
+    let inbox_from = welcome["last_id"]
+        .as_str()
+        .expect("welcome.last_id")
+        .to_owned();
+    let subscribed = subscribe(&mut socket, "pos").await;
+    let channel_from = subscribed["last_id"]
+        .as_str()
+        .expect("subscribed.last_id")
+        .to_owned();
+    drop(socket);
+
+    let for_user = publish(
+        server,
+        credentials,
+        json!({"user_id": "pos", "event": "u", "data": 1}),
+    )
+    .await;
+    let for_channel = publish(
+        server,
+        credentials,
+        json!({"channel": "pos", "event": "c", "data": 2}),
+    )
+    .await;
+    for (id, from) in [(&for_user, &inbox_from), (&for_channel, &channel_from)] {
+        assert!(
+            id.parse::<u64>().unwrap() > from.parse::<u64>().unwrap(),
+            "{id} after {from}"
+        );
+    }
+
+    let url = format!("{}&last_id={inbox_from}", token.url_with(&token.code(1)));
+    let (mut socket, welcome) = connect(&url).await.welcomed();
+    assert_eq!(welcome["recovered"], true, "{welcome}");
+    let replayed = next_json(&mut socket).await.expect("the inbox message");
+    assert_eq!(replayed["id"], for_user.as_str(), "{replayed}");
+    send_json(
+        &mut socket,
+        json!({"type": "subscribe", "channel": "pos", "since": channel_from}),
+    )
+    .await;
+    let subscribed = next_json(&mut socket).await.expect("subscribed");
+    assert_eq!(subscribed["recovered"], true, "{subscribed}");
+    let replayed = next_json(&mut socket).await.expect("the channel message");
+    assert_eq!(replayed["id"], for_channel.as_str(), "{replayed}");
 }

@@ -5,8 +5,9 @@
 -- ARGV[2]  the client's last id
 -- ARGV[3]  history time to live in milliseconds
 -- ARGV[4..] streams, "<kind>/<name>"
--- Returns { "1" or "0" (complete or not), the app's last id, frames... },
--- frames in id order per stream (the host merges streams).
+-- Returns { "1" or "0" (complete or not), the app's position (its last id,
+-- or the floor before any), frames... }, frames in id order per stream
+-- (the host merges streams). With no streams it only reads the position.
 local base = ARGV[1]
 local since = tonumber(ARGV[2])
 local ttl_ms = tonumber(ARGV[3])
@@ -23,7 +24,7 @@ if not floor then
     redis.call('SET', base .. 'history-floor', floor)
 end
 local complete = since >= tonumber(floor)
-local last = redis.call('GET', base .. 'last-id') or '0'
+local last = redis.call('GET', base .. 'last-id') or floor
 
 local out = { '1', last }
 local from = string.format('%.0f', math.max(since + 1, oldest_kept))

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Every benchmark of docs/benchmarks.md in one go, on loopback: the product
+# and the bare-transport floor in the same run, a cut-off-and-recover
+# overload run, two nodes on Redis, and 50,000 sockets over three nodes.
+# Human lines go to the terminal, JSON lines to $OUT (bench-results.jsonl).
+# Needs redis-server for the cluster runs (scripts/test installs it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=${OUT:-bench-results.jsonl}
+cargo build --release -p madx-pusher -p madx-bench
+BENCH=target/release/madx-bench
+PUSHER=target/release/madx-pusher
+FLOOR=target/release/floor-server
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    kill "${pids[@]}" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+: >"$OUT"
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_for() { # URL
+    python3 - "$1" <<'EOF'
+import sys, time, urllib.request
+for _ in range(300):
+    try:
+        urllib.request.urlopen(sys.argv[1], timeout=1)
+        sys.exit(0)
+    except Exception:
+        time.sleep(0.1)
+sys.exit(f"{sys.argv[1]} did not answer")
+EOF
+}
+
+# start_pusher NAME [flags...] < extra config: sets $url and $pid.
+start_pusher() {
+    local name=$1 port
+    shift
+    port=$(free_port)
+    { echo "listen = \"127.0.0.1:$port\""; cat; } >"$work/$name.toml"
+    MADX_LOG=warn "$PUSHER" serve --config "$work/$name.toml" "$@" >"$work/$name.log" 2>&1 &
+    pid=$!
+    pids+=("$pid")
+    url="http://127.0.0.1:$port"
+    wait_for "$url/readyz"
+}
+
+start_floor() {
+    local port
+    port=$(free_port)
+    "$FLOOR" "127.0.0.1:$port" >"$work/floor.log" 2>&1 &
+    floor_pid=$!
+    pids+=("$floor_pid")
+    floor_url="http://127.0.0.1:$port"
+    sleep 0.5
+}
+
+start_redis() {
+    redis_port=$(free_port)
+    redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no \
+        --dir "$work" >"$work/redis.log" 2>&1 &
+    redis_pid=$!
+    pids+=("$redis_pid")
+    sleep 0.5
+}
+
+run() { # bench arguments...
+    "$BENCH" "$@" | tee -a "$OUT" >/dev/null
+}
+
+stop() { # pid
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+big='operator_token = "bench-operator-token"
+[limits]
+max_sockets_per_app = 100000'
+
+echo "== one node, in memory, and the floor" >&2
+start_pusher single <<<"$big"
+single_url=$url single_pid=$pid
+start_floor
+run --target "$single_url" --host-pid "$single_pid" idle --sockets 19000
+run --target "$floor_url" --host-pid "$floor_pid" --floor idle --sockets 19000
+run --target "$single_url" --host-pid "$single_pid" connect --sockets 10000
+for shape in "1000 100 10" "10000 10 10"; do
+    read -r subscribers rate seconds <<<"$shape"
+    run --target "$single_url" --host-pid "$single_pid" \
+        fanout --subscribers "$subscribers" --rate "$rate" --seconds "$seconds"
+    run --target "$floor_url" --host-pid "$floor_pid" --floor \
+        fanout --subscribers "$subscribers" --rate "$rate" --seconds "$seconds"
+done
+run --target "$single_url" --host-pid "$single_pid" inboxes --sockets 1000 --rate 1000 --seconds 5
+stop "$single_pid"
+
+echo "== overload: a small send queue, deep history" >&2
+start_pusher overload <<'EOF'
+[limits]
+send_queue = 256
+[history]
+per_stream = 100000
+total = 1000000
+EOF
+run --target "$url" --host-pid "$pid" overload --subscribers 100 --stalled 10
+stop "$pid"
+
+echo "== two nodes on Redis" >&2
+start_redis
+redis_url="redis://127.0.0.1:$redis_port/0"
+start_pusher node1 --store "$redis_url" <<<"$big"
+node1_url=$url node1_pid=$pid
+start_pusher node2 --store "$redis_url" <<<"$big"
+node2_url=$url node2_pid=$pid
+for shape in "1000 100 10" "10000 10 10"; do
+    read -r subscribers rate seconds <<<"$shape"
+    # CPU of both nodes and of Redis: the whole service.
+    run --target "$node1_url" --also "$node2_url" \
+        --host-pid "$node1_pid" --host-pid "$node2_pid" --host-pid "$redis_pid" \
+        fanout --subscribers "$subscribers" --rate "$rate" --seconds "$seconds"
+done
+
+echo "== 50,000 sockets over three nodes (one generator per node)" >&2
+start_pusher node3 --store "$redis_url" <<<"$big"
+node3_url=$url node3_pid=$pid
+generators=()
+for node in "$node1_url $node1_pid" "$node2_url $node2_pid" "$node3_url $node3_pid"; do
+    read -r node_url node_pid <<<"$node"
+    run --target "$node_url" --host-pid "$node_pid" idle --sockets 16667 --hold-secs 20 &
+    generators+=($!)
+done
+# The most sockets open at once over the three nodes, from their metrics.
+python3 - "$node1_url" "$node2_url" "$node3_url" <<'EOF' | tee -a "$OUT"
+import json, sys, time, urllib.request
+def open_sockets(base):
+    request = urllib.request.Request(base + "/metrics", headers={"Authorization": "Bearer bench-operator-token"})
+    text = urllib.request.urlopen(request, timeout=5).read().decode()
+    return sum(int(float(line.split()[-1])) for line in text.splitlines() if line.startswith("madx_sockets_open{"))
+most = 0
+for _ in range(40):
+    time.sleep(1)
+    most = max(most, sum(open_sockets(base) for base in sys.argv[1:]))
+print(json.dumps({"scenario": "cluster_sockets", "nodes": 3, "max_open_sockets": most}))
+print(f"cluster: at most {most} sockets open at once over 3 nodes", file=sys.stderr)
+EOF
+for generator in "${generators[@]}"; do
+    wait "$generator"
+done
+
+echo "results: $OUT" >&2
