@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use serde_json::value::RawValue;
-use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
+use tokio::time::{Instant, sleep_until, timeout};
 
 use super::frames::{self, ClientFrame, FrameError, ServerFrame};
 use super::{Admitted, CloseCode, Refusal};
@@ -171,10 +171,12 @@ impl Session {
         // the socket by a full timeout.
         let keepalive_every = (Duration::from_secs(u64::from(self.claims.idle_timeout_secs)) / 3)
             .clamp(MIN_KEEPALIVE, MAX_KEEPALIVE);
-        let mut keepalive = interval_at(Instant::now() + keepalive_every, keepalive_every);
-        keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut pings = interval_at(Instant::now() + heartbeat, heartbeat);
-        pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // One timer for both duties, set to the nearer deadline: every
+        // wake-up of the loop polls each branch, so fewer is cheaper.
+        let mut next_ping = Instant::now() + heartbeat;
+        let mut next_keepalive = Instant::now() + keepalive_every;
+        let timer = sleep_until(next_ping.min(next_keepalive));
+        tokio::pin!(timer);
         let mut last_heard = Instant::now();
 
         let ending = loop {
@@ -226,27 +228,33 @@ impl Session {
                         break ending;
                     }
                 }
-                _ = pings.tick() => {
-                    if last_heard.elapsed() >= heartbeat * 2 {
-                        break Ending::Close(
-                            CloseCode::HeartbeatTimeout,
-                            format!("nothing heard for {} s", (heartbeat * 2).as_secs()),
-                        );
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if now >= next_ping {
+                        next_ping = now + heartbeat;
+                        if last_heard.elapsed() >= heartbeat * 2 {
+                            break Ending::Close(
+                                CloseCode::HeartbeatTimeout,
+                                format!("nothing heard for {} s", (heartbeat * 2).as_secs()),
+                            );
+                        }
+                        match self.send(Message::Ping(Default::default())).await {
+                            Ok(()) => {}
+                            Err(SendError::Stalled) => break Ending::Close(
+                                CloseCode::HeartbeatTimeout,
+                                "the peer stopped reading".to_owned(),
+                            ),
+                            Err(SendError::Gone) => break Ending::ClientGone,
+                        }
                     }
-                    match self.send(Message::Ping(Default::default())).await {
-                        Ok(()) => {}
-                        Err(SendError::Stalled) => break Ending::Close(
-                            CloseCode::HeartbeatTimeout,
-                            "the peer stopped reading".to_owned(),
-                        ),
-                        Err(SendError::Gone) => break Ending::ClientGone,
+                    if now >= next_keepalive {
+                        next_keepalive = now + keepalive_every;
+                        let (state, app, access_id) = (&self.state, &self.app, &self.claims.access_id);
+                        if let Some(code) = Box::pin(keep_token_alive(state, &app.id, access_id)).await {
+                            break Ending::Close(code, closing_message(code));
+                        }
                     }
-                }
-                _ = keepalive.tick() => {
-                    let (state, app, access_id) = (&self.state, &self.app, &self.claims.access_id);
-                    if let Some(code) = Box::pin(keep_token_alive(state, &app.id, access_id)).await {
-                        break Ending::Close(code, closing_message(code));
-                    }
+                    timer.as_mut().reset(next_ping.min(next_keepalive));
                 }
             }
         };
