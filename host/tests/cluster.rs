@@ -191,7 +191,7 @@ async fn nodes_ride_out_a_redis_restart() {
     let mut redis = RedisServer::start();
     let cluster = nodes(&redis, 2, TWO_APPS, "madx").await;
     let (one, two) = (&cluster[0], &cluster[1]);
-    let (_, mut socket) =
+    let (token, mut socket) =
         open_socket(one, ALPHA, json!({"user_id": "eve", "channels": ["news"]})).await;
     assert_eq!(subscribe(&mut socket, "news").await["type"], "subscribed");
 
@@ -206,7 +206,13 @@ async fn nodes_ride_out_a_redis_restart() {
     let message = json!({"channel": "news", "event": "lost", "data": 0});
     let (status, body) = post_json(two, "/v1/publish", ALPHA, &message).await;
     assert_eq!(status, 503, "never 202 for a message not stored: {body}");
-    // The open socket stays and is served.
+    // New sockets are refused before their code is checked...
+    let (code, error) = connect(&token.url_with(&token.code(1))).await.refused();
+    assert_eq!(
+        (code, error["reason"].as_str()),
+        (1011, Some("unavailable"))
+    );
+    // ...while the open socket stays and is served.
     send_json(&mut socket, json!({"type": "ping"})).await;
     assert_eq!(next_json(&mut socket).await.unwrap()["type"], "pong");
 
