@@ -1,7 +1,6 @@
 //! Calls into the auth component.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use wasmtime::Store;
 use wasmtime::component::HasSelf;
@@ -40,73 +39,44 @@ impl AuthPlugin {
     }
 
     pub async fn issue(&self, app_id: &str, request: TokenRequest) -> AuthResult<IssuedToken> {
-        let call = "issue";
-        let started = Instant::now();
-        let (mut store, _slot) = self.core.store_for(app_id).await;
-        let result = match self.instantiate(&mut store, call).await {
-            Ok(instance) => instance
-                .madx_pusher_auth()
-                .call_issue(&mut store, &request)
-                .await
-                .map_err(|error| self.core.failure(call, &error)),
-            Err(failure) => Err(failure),
-        };
-        self.core.record(call, started, result)
+        self.call(app_id, "issue", async |auth, store| {
+            auth.madx_pusher_auth().call_issue(store, &request).await
+        })
+        .await
     }
 
     pub async fn verify(&self, app_id: &str, access_id: &str, otp: &str) -> AuthResult<Claims> {
-        let call = "verify";
-        let started = Instant::now();
-        let (mut store, _slot) = self.core.store_for(app_id).await;
-        let result = match self.instantiate(&mut store, call).await {
-            Ok(instance) => instance
-                .madx_pusher_auth()
-                .call_verify(&mut store, access_id, otp)
+        self.call(app_id, "verify", async |auth, store| {
+            auth.madx_pusher_auth()
+                .call_verify(store, access_id, otp)
                 .await
-                .map_err(|error| self.core.failure(call, &error)),
-            Err(failure) => Err(failure),
-        };
-        self.core.record(call, started, result)
+        })
+        .await
     }
 
     pub async fn touch(&self, app_id: &str, access_id: &str) -> AuthResult<()> {
-        let call = "touch";
-        let started = Instant::now();
-        let (mut store, _slot) = self.core.store_for(app_id).await;
-        let result = match self.instantiate(&mut store, call).await {
-            Ok(instance) => instance
-                .madx_pusher_auth()
-                .call_touch(&mut store, access_id)
-                .await
-                .map_err(|error| self.core.failure(call, &error)),
-            Err(failure) => Err(failure),
-        };
-        self.core.record(call, started, result)
+        self.call(app_id, "touch", async |auth, store| {
+            auth.madx_pusher_auth().call_touch(store, access_id).await
+        })
+        .await
     }
 
     pub async fn revoke(&self, app_id: &str, access_id: &str) -> AuthResult<bool> {
-        let call = "revoke";
-        let started = Instant::now();
-        let (mut store, _slot) = self.core.store_for(app_id).await;
-        let result = match self.instantiate(&mut store, call).await {
-            Ok(instance) => instance
-                .madx_pusher_auth()
-                .call_revoke(&mut store, access_id)
-                .await
-                .map_err(|error| self.core.failure(call, &error)),
-            Err(failure) => Err(failure),
-        };
-        self.core.record(call, started, result)
+        self.call(app_id, "revoke", async |auth, store| {
+            auth.madx_pusher_auth().call_revoke(store, access_id).await
+        })
+        .await
     }
 
-    async fn instantiate(
+    /// One call of the auth world on a fresh instance.
+    async fn call<T>(
         &self,
-        store: &mut Store<HostState>,
+        app_id: &str,
         call: &'static str,
-    ) -> Result<AuthWorld, PluginFailure> {
-        self.pre
-            .instantiate_async(store)
-            .await
-            .map_err(|error| self.core.failure(call, &error))
+        invoke: impl AsyncFnOnce(&AuthWorld, &mut Store<HostState>) -> wasmtime::Result<T>,
+    ) -> Result<T, PluginFailure> {
+        let instantiate =
+            async |store: &mut Store<HostState>| self.pre.instantiate_async(store).await;
+        self.core.call(app_id, call, instantiate, invoke).await
     }
 }

@@ -344,6 +344,26 @@ impl PluginCore {
         self.sandbox.store(namespace, self.settings.clone()).await
     }
 
+    /// One call on a fresh instance for `app_id`: `instantiate`, then
+    /// `invoke` on the instance, counted and timed. A trap or a spent
+    /// budget in either step is the plugin's failure.
+    async fn call<W, T>(
+        &self,
+        app_id: &str,
+        call: &'static str,
+        instantiate: impl AsyncFnOnce(&mut Store<HostState>) -> wasmtime::Result<W>,
+        invoke: impl AsyncFnOnce(&W, &mut Store<HostState>) -> wasmtime::Result<T>,
+    ) -> Result<T, PluginFailure> {
+        let started = Instant::now();
+        let (mut store, _slot) = self.store_for(app_id).await;
+        let result = match instantiate(&mut store).await {
+            Ok(instance) => invoke(&instance, &mut store).await,
+            Err(error) => Err(error),
+        };
+        let result = result.map_err(|error| self.failure(call, &error));
+        self.record(call, started, result)
+    }
+
     fn failure(&self, call: &'static str, error: &wasmtime::Error) -> PluginFailure {
         PluginFailure::new(&self.name, call, error)
     }

@@ -1,7 +1,6 @@
 //! Calls into the router component.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use wasmtime::Store;
 use wasmtime::component::HasSelf;
@@ -46,18 +45,13 @@ impl RouterPlugin {
         claims: &Claims,
         channel: &str,
     ) -> RouteResult<()> {
-        let call = "authorize-subscribe";
-        let started = Instant::now();
-        let (mut store, _slot) = self.core.store_for(app_id).await;
-        let result = match self.instantiate(&mut store, call).await {
-            Ok(instance) => instance
+        self.call(app_id, "authorize-subscribe", async |router, store| {
+            router
                 .madx_pusher_router()
-                .call_authorize_subscribe(&mut store, claims, channel)
+                .call_authorize_subscribe(store, claims, channel)
                 .await
-                .map_err(|error| self.core.failure(call, &error)),
-            Err(failure) => Err(failure),
-        };
-        self.core.record(call, started, result)
+        })
+        .await
     }
 
     /// May a connection holding `claims` publish `event` to `channel`, and
@@ -69,18 +63,13 @@ impl RouterPlugin {
         channel: &str,
         event: &str,
     ) -> RouteResult<ClientPublication> {
-        let call = "authorize-publish";
-        let started = Instant::now();
-        let (mut store, _slot) = self.core.store_for(app_id).await;
-        let result = match self.instantiate(&mut store, call).await {
-            Ok(instance) => instance
+        self.call(app_id, "authorize-publish", async |router, store| {
+            router
                 .madx_pusher_router()
-                .call_authorize_publish(&mut store, claims, channel, event)
+                .call_authorize_publish(store, claims, channel, event)
                 .await
-                .map_err(|error| self.core.failure(call, &error)),
-            Err(failure) => Err(failure),
-        };
-        self.core.record(call, started, result)
+        })
+        .await
     }
 
     /// The targets an app's publish to `target` reaches.
@@ -90,28 +79,24 @@ impl RouterPlugin {
         target: &RouteTarget,
         event: &str,
     ) -> RouteResult<Vec<RouteTarget>> {
-        let call = "route-publish";
-        let started = Instant::now();
-        let (mut store, _slot) = self.core.store_for(app_id).await;
-        let result = match self.instantiate(&mut store, call).await {
-            Ok(instance) => instance
+        self.call(app_id, "route-publish", async |router, store| {
+            router
                 .madx_pusher_router()
-                .call_route_publish(&mut store, target, event)
+                .call_route_publish(store, target, event)
                 .await
-                .map_err(|error| self.core.failure(call, &error)),
-            Err(failure) => Err(failure),
-        };
-        self.core.record(call, started, result)
+        })
+        .await
     }
 
-    async fn instantiate(
+    /// One call of the router world on a fresh instance.
+    async fn call<T>(
         &self,
-        store: &mut Store<HostState>,
+        app_id: &str,
         call: &'static str,
-    ) -> Result<RouterWorld, PluginFailure> {
-        self.pre
-            .instantiate_async(store)
-            .await
-            .map_err(|error| self.core.failure(call, &error))
+        invoke: impl AsyncFnOnce(&RouterWorld, &mut Store<HostState>) -> wasmtime::Result<T>,
+    ) -> Result<T, PluginFailure> {
+        let instantiate =
+            async |store: &mut Store<HostState>| self.pre.instantiate_async(store).await;
+        self.core.call(app_id, call, instantiate, invoke).await
     }
 }
