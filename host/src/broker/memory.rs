@@ -186,14 +186,8 @@ impl MemoryBroker {
                     );
                 }
             }
-            messages.sort_by_key(|(id, _)| *id);
-            messages.dedup_by_key(|(id, _)| *id);
-            Recovery {
-                frames: messages.into_iter().map(|(_, frame)| frame).collect(),
-                recovered,
-                // Replay and live messages never overlap here.
-                live_after: 0,
-            }
+            // Replay and live messages never overlap here.
+            Recovery::merged(messages, recovered, 0)
         });
         Attached {
             attached,

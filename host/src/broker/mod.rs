@@ -100,6 +100,20 @@ pub struct Recovery {
     pub live_after: u64,
 }
 
+impl Recovery {
+    /// The replay of messages read from several streams: in id order, each
+    /// once (a message for several targets is in each of their streams).
+    fn merged(mut messages: Vec<(u64, Utf8Bytes)>, recovered: bool, live_after: u64) -> Recovery {
+        messages.sort_by_key(|(id, _)| *id);
+        messages.dedup_by_key(|(id, _)| *id);
+        Recovery {
+            frames: messages.into_iter().map(|(_, frame)| frame).collect(),
+            recovered,
+            live_after,
+        }
+    }
+}
+
 /// What [`Broker::attach`] did.
 #[derive(Debug)]
 pub struct Attached<R> {

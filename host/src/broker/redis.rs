@@ -257,16 +257,10 @@ impl RedisBroker {
             .and_then(|last| last.parse().ok())
             .ok_or_else(|| BrokerError::Unavailable("no position from Redis".to_owned()))?;
         let recovery = since.map(|_| {
-            let mut messages: Vec<(u64, Utf8Bytes)> = reply
+            let messages = reply
                 .filter_map(|frame| Some((message_id(&frame)?, Utf8Bytes::from(frame))))
                 .collect();
-            messages.sort_by_key(|(id, _)| *id);
-            messages.dedup_by_key(|(id, _)| *id);
-            Recovery {
-                frames: messages.into_iter().map(|(_, frame)| frame).collect(),
-                recovered,
-                live_after: position,
-            }
+            Recovery::merged(messages, recovered, position)
         });
         Ok(Attached {
             attached,
