@@ -158,9 +158,19 @@ impl Hub {
         })
     }
 
-    fn tell(&self, interest: Interest<'_>) {
+    /// Tell the observer, if any, that `app_id` has its first session for
+    /// a stream; the target is only built when someone listens.
+    fn tell_gained(&self, app_id: &str, target: impl FnOnce() -> Target) {
         if let Some(observer) = &self.observer {
-            observer(interest);
+            observer(Interest::Gained(app_id, &target()));
+        }
+    }
+
+    /// Tell the observer, if any, that `app_id` lost its last session for a
+    /// stream.
+    fn tell_lost(&self, app_id: &str, target: impl FnOnce() -> Target) {
+        if let Some(observer) = &self.observer {
+            observer(Interest::Lost(app_id, &target()));
         }
     }
 
@@ -201,18 +211,12 @@ impl Hub {
             },
         );
         if index(&mut app.by_token, spec.access_id, serial) {
-            self.tell(Interest::Gained(
-                spec.app_id,
-                &Target::Token(spec.access_id.to_owned()),
-            ));
+            self.tell_gained(spec.app_id, || Target::Token(spec.access_id.to_owned()));
         }
         if let Some(user_id) = spec.user_id
             && index(&mut app.by_user, user_id, serial)
         {
-            self.tell(Interest::Gained(
-                spec.app_id,
-                &Target::User(user_id.to_owned()),
-            ));
+            self.tell_gained(spec.app_id, || Target::User(user_id.to_owned()));
         }
         let registration = Registration {
             hub: Arc::clone(self),
@@ -237,10 +241,7 @@ impl Hub {
             return false;
         }
         if index(&mut app.by_channel, channel, registration.serial) {
-            self.tell(Interest::Gained(
-                &registration.app_id,
-                &Target::Channel(channel.to_owned()),
-            ));
+            self.tell_gained(&registration.app_id, || Target::Channel(channel.to_owned()));
         }
         true
     }
@@ -257,10 +258,7 @@ impl Hub {
             .get_mut(&registration.serial)
             .is_some_and(|session| session.channels.remove(channel));
         if removed && unindex(&mut app.by_channel, channel, registration.serial) {
-            self.tell(Interest::Lost(
-                &registration.app_id,
-                &Target::Channel(channel.to_owned()),
-            ));
+            self.tell_lost(&registration.app_id, || Target::Channel(channel.to_owned()));
         }
         removed
     }
@@ -365,16 +363,16 @@ impl Hub {
             return;
         };
         if unindex(&mut app.by_token, &session.access_id, serial) {
-            self.tell(Interest::Lost(app_id, &Target::Token(session.access_id)));
+            self.tell_lost(app_id, || Target::Token(session.access_id));
         }
         if let Some(user_id) = session.user_id
             && unindex(&mut app.by_user, &user_id, serial)
         {
-            self.tell(Interest::Lost(app_id, &Target::User(user_id)));
+            self.tell_lost(app_id, || Target::User(user_id));
         }
         for channel in session.channels {
             if unindex(&mut app.by_channel, &channel, serial) {
-                self.tell(Interest::Lost(app_id, &Target::Channel(channel)));
+                self.tell_lost(app_id, || Target::Channel(channel));
             }
         }
     }
