@@ -223,6 +223,13 @@ impl Config {
         Config::resolve(file, overrides)
     }
 
+    /// A configuration file's text, validated as [`Config::load`] does,
+    /// without overrides.
+    pub fn from_toml(text: &str) -> anyhow::Result<Config> {
+        let file = toml::from_str(text).context("invalid config file")?;
+        Config::resolve(file, Overrides::default())
+    }
+
     fn resolve(file: ConfigFile, overrides: Overrides) -> anyhow::Result<Config> {
         let listen = match overrides.listen.or(file.listen) {
             Some(listen) => listen,

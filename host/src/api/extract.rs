@@ -70,10 +70,17 @@ where
                     ApiError::invalid_json(rejection.body_text())
                 }
             })?;
+        Self::parse(&body)
+    }
+}
+
+impl<T: DeserializeOwned> JsonBody<T> {
+    /// A request body as the extractor reads it, once it is in memory.
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
         let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
-            &body
+            body
         };
         serde_json::from_slice(body)
             .map(JsonBody)

@@ -16,6 +16,10 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 pub use error::ApiError;
+// The request bodies and their checks, for the fuzz targets (fuzz/).
+pub use extract::JsonBody;
+pub use publish::{BatchRequest, Checked, PublishRequest};
+pub use tokens::CreateToken;
 
 use crate::gateway;
 use crate::state::AppState;

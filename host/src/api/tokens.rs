@@ -43,29 +43,36 @@ struct CreatedToken {
     ws_url: String,
 }
 
+impl CreateToken {
+    /// The request for the auth plugin. The ttl is checked here too, so no
+    /// plugin can hand out tokens beyond the contract.
+    pub fn into_request(self) -> Result<TokenRequest, ApiError> {
+        let ttl_secs = match self.ttl {
+            None => None,
+            Some(ttl @ 1..=MAX_TTL_SECS) => u32::try_from(ttl).ok(),
+            Some(ttl) => {
+                return Err(ApiError::invalid_request(format!(
+                    "ttl must be between 1 and {MAX_TTL_SECS} seconds, got {ttl}"
+                )));
+            }
+        };
+        Ok(TokenRequest {
+            user_id: self.user_id,
+            channels: self.channels,
+            publish: self.publish,
+            ttl_secs,
+        })
+    }
+}
+
 pub async fn create(
     State(state): State<Arc<AppState>>,
     CallingApp(app): CallingApp,
     headers: HeaderMap,
     JsonBody(body): JsonBody<CreateToken>,
 ) -> Result<Response, ApiError> {
-    // Checked here too, so no plugin can hand out tokens beyond the contract.
-    let ttl_secs = match body.ttl {
-        None => None,
-        Some(ttl @ 1..=MAX_TTL_SECS) => u32::try_from(ttl).ok(),
-        Some(ttl) => {
-            return Err(ApiError::invalid_request(format!(
-                "ttl must be between 1 and {MAX_TTL_SECS} seconds, got {ttl}"
-            )));
-        }
-    };
+    let request = body.into_request()?;
     state.ready()?;
-    let request = TokenRequest {
-        user_id: body.user_id,
-        channels: body.channels,
-        publish: body.publish,
-        ttl_secs,
-    };
     let issued = state
         .plugins()
         .auth

@@ -5,7 +5,7 @@
 //! frame and a close code (see [`CloseCode`]).
 
 mod close;
-mod frames;
+pub mod frames;
 mod session;
 
 use std::sync::Arc;
@@ -31,16 +31,16 @@ const MAX_WRITE_BUFFER_BYTES: usize = 64 * 1024;
 #[derive(Debug, Default, Deserialize)]
 pub struct ConnectParams {
     /// The app's id; may be left out when the host serves one app.
-    app: Option<String>,
-    access_id: Option<String>,
-    otp: Option<String>,
+    pub app: Option<String>,
+    pub access_id: Option<String>,
+    pub otp: Option<String>,
     /// Replay the inboxes after this message id.
-    last_id: Option<String>,
+    pub last_id: Option<String>,
 }
 
 /// Why a connection attempt is refused.
 #[derive(Debug)]
-pub(crate) struct Refusal {
+pub struct Refusal {
     code: CloseCode,
     message: String,
 }
@@ -51,6 +51,10 @@ impl Refusal {
             code,
             message: message.into(),
         }
+    }
+
+    pub fn code(&self) -> CloseCode {
+        self.code
     }
 }
 
@@ -132,15 +136,7 @@ async fn admit(state: &AppState, params: ConnectParams) -> Result<Admitted, Refu
         .broker
         .is_ready()
         .map_err(|error| Refusal::new(CloseCode::Unavailable, error.to_string()))?;
-    let last_id = match params.last_id.as_deref() {
-        None | Some("") => None,
-        Some(text) => Some(text.parse::<u64>().map_err(|_| {
-            Refusal::new(
-                CloseCode::BadRequest,
-                "last_id must be a message id (decimal)",
-            )
-        })?),
-    };
+    let last_id = parse_last_id(params.last_id.as_deref())?;
 
     let verdict = state
         .plugins()
@@ -160,6 +156,19 @@ async fn admit(state: &AppState, params: ConnectParams) -> Result<Admitted, Refu
             })
         }
         Err(error) => Err(refusal_for(error)),
+    }
+}
+
+/// The query string's `last_id`: absent or empty means none.
+pub fn parse_last_id(text: Option<&str>) -> Result<Option<u64>, Refusal> {
+    match text {
+        None | Some("") => Ok(None),
+        Some(text) => text.parse::<u64>().map(Some).map_err(|_| {
+            Refusal::new(
+                CloseCode::BadRequest,
+                "last_id must be a message id (decimal)",
+            )
+        }),
     }
 }
 
