@@ -300,11 +300,13 @@ impl Config {
                 .call_timeout_ms
                 .map(Duration::from_millis)
                 .unwrap_or(defaults.call_timeout),
-            memory_bytes: file
-                .plugins
-                .memory_mib
-                .map(|mib| mib << 20)
-                .unwrap_or(defaults.memory_bytes),
+            memory_bytes: match file.plugins.memory_mib {
+                // A shift would drop the high bits of a huge value silently.
+                Some(mib) => mib
+                    .checked_mul(1 << 20)
+                    .context("plugins.memory_mib is too large")?,
+                None => defaults.memory_bytes,
+            },
             max_concurrent_calls: file
                 .plugins
                 .max_concurrent_calls
@@ -559,6 +561,10 @@ mod tests {
             ("store = \"postgres://db\"", "redis:// URL"),
             ("store = \"redis://:pw@[::1\"", "invalid store URL"),
             ("store_prefix = \"a:b\"", "store_prefix"),
+            (
+                "[plugins]\nmemory_mib = 17592186044417",
+                "memory_mib is too large",
+            ),
         ];
         for (text, expected) in cases {
             let error = match toml::from_str::<ConfigFile>(text) {

@@ -82,6 +82,10 @@ impl<T: DeserializeOwned> JsonBody<T> {
         } else {
             body
         };
+        // serde reads a struct from a JSON array too; bodies are objects.
+        if !crate::gateway::frames::is_json_object(body) {
+            return Err(ApiError::invalid_json("the body must be a JSON object"));
+        }
         serde_json::from_slice(body)
             .map(JsonBody)
             .map_err(|error| ApiError::invalid_json(error.to_string()))
