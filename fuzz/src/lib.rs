@@ -21,8 +21,11 @@ pub use frames::client_frame;
 pub use glob::glob;
 pub use query::ws_query;
 
+/// A target: the fuzzer's bytes in, a panic when an invariant breaks.
+pub type Target = fn(&[u8]);
+
 /// Every target by the name of its binary, corpus and artifacts folders.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("client_frame", client_frame),
     ("publish", publish),
     ("publish_batch", publish_batch),
