@@ -61,8 +61,13 @@ pub struct Limits {
     pub max_batch: usize,
     /// Longest channel, user id, access id or event name in a publish.
     pub max_name_bytes: usize,
-    /// Entries the in-memory store holds at most.
+    /// Entries the in-memory store holds for new tokens (and anything else
+    /// plugins write outside of checking a connection string).
     pub max_store_entries: usize,
+    /// Entries the in-memory store keeps on top of `max_store_entries` for
+    /// one-time guards and failure counters, so a store full of tokens
+    /// still lets every valid token connect.
+    pub store_reserved_entries: usize,
     /// Channels one socket may be subscribed to at once.
     pub max_subscriptions_per_socket: usize,
     /// Open sockets per token.
@@ -75,6 +80,11 @@ pub struct Limits {
     /// Refused frames (error frames) a socket may cause within 10 s before
     /// it is closed (4102).
     pub max_frame_errors: u32,
+    /// Wrong app secrets for one key from one source address within
+    /// `credential_failure_window_secs` before that source is refused (429)
+    /// for that key until the window ends.
+    pub max_credential_failures: u32,
+    pub credential_failure_window_secs: u64,
 }
 
 impl Default for Limits {
@@ -86,11 +96,14 @@ impl Default for Limits {
             max_batch: 100,
             max_name_bytes: 200,
             max_store_entries: 1_000_000,
+            store_reserved_entries: 200_000,
             max_subscriptions_per_socket: 100,
             max_sockets_per_token: 10,
             max_sockets_per_app: 100_000,
             send_queue: 1024,
             max_frame_errors: 20,
+            max_credential_failures: 10,
+            credential_failure_window_secs: 60,
         }
     }
 }

@@ -63,6 +63,12 @@ pub struct Metrics {
     pub history_messages: Gauge,
     pub plugin_calls: Family<PluginLabels, Counter>,
     pub plugin_call_seconds: Family<PluginCallLabels, Histogram>,
+    pub credential_refusals: Family<OutcomeLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
 }
 
 impl Metrics {
@@ -75,6 +81,12 @@ impl Metrics {
         let deliveries = Family::<AppLabels, Counter>::default();
         let history_messages = Gauge::default();
         let plugin_calls = Family::<PluginLabels, Counter>::default();
+        let credential_refusals = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "credential_refusals",
+            "Requests refused for their app credentials: wrong, or throttled after too many wrong ones",
+            credential_refusals.clone(),
+        );
         // 10 µs to ~2.6 s.
         let plugin_call_seconds =
             Family::<PluginCallLabels, Histogram>::new_with_constructor(|| {
@@ -130,7 +142,17 @@ impl Metrics {
             history_messages,
             plugin_calls,
             plugin_call_seconds,
+            credential_refusals,
         }
+    }
+
+    /// A request refused for its app credentials (`wrong` or `throttled`).
+    pub fn credential_refusal(&self, outcome: &str) {
+        self.credential_refusals
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     pub fn connect(&self, app: &str, outcome: &str) {

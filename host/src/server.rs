@@ -46,7 +46,10 @@ impl Server {
             StoreConfig::Memory => {
                 let hub = Hub::new();
                 let broker = MemoryBroker::start(hub.clone(), config.history);
-                let store = MemoryStore::start(config.limits.max_store_entries);
+                let store = MemoryStore::start(
+                    config.limits.max_store_entries,
+                    config.limits.store_reserved_entries,
+                );
                 (StoreBackend::Memory(store), hub, Broker::Memory(broker))
             }
             StoreConfig::Redis { url, prefix } => {
@@ -140,7 +143,9 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let app = api::router(self.state.clone()).into_make_service();
+        // Handlers see the peer's address (throttling of wrong credentials).
+        let app =
+            api::router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let handle: Handle<SocketAddr> = Handle::new();
         let hub = self.state.hub.clone();
         let signal_handle = handle.clone();

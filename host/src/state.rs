@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::api::CredentialThrottle;
 use crate::broker::Broker;
 use crate::config::{AppConfig, Config};
 use crate::hub::Hub;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub broker: Arc<Broker>,
     pub metrics: Arc<Metrics>,
+    /// Wrong app secrets per (key, source).
+    pub credential_throttle: CredentialThrottle,
 }
 
 impl AppState {
@@ -78,6 +81,10 @@ impl AppState {
         metrics: Arc<Metrics>,
     ) -> AppState {
         AppState {
+            credential_throttle: CredentialThrottle::new(
+                config.limits.max_credential_failures,
+                std::time::Duration::from_secs(config.limits.credential_failure_window_secs),
+            ),
             apps: Apps::new(&config.apps),
             config,
             plugins: ArcSwap::from_pointee(plugins),
@@ -95,7 +102,7 @@ impl AppState {
     pub fn ready(&self) -> Result<(), crate::api::ApiError> {
         self.broker
             .is_ready()
-            .map_err(|error| crate::api::ApiError::store_unavailable(error.to_string()))
+            .map_err(crate::api::ApiError::store_unavailable)
     }
 
     /// The components serving calls now.

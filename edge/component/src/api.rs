@@ -405,11 +405,18 @@ fn route(
     let name = match &target {
         Target::Channel(name) | Target::User(name) | Target::Token(name) => name,
     };
-    for (field, value) in [("target", name), ("event", &request.event)] {
-        if value.is_empty() || value.len() > limits.max_name_bytes {
+    // A user id's limit is the contract's (wit/types.wit), as on the hosts.
+    let name_limit = match &target {
+        Target::User(_) => madx_auth_core::tokens::MAX_USER_ID_LEN,
+        Target::Channel(_) | Target::Token(_) => limits.max_name_bytes,
+    };
+    for (field, value, limit) in [
+        ("target", name, name_limit),
+        ("event", &request.event, limits.max_name_bytes),
+    ] {
+        if value.is_empty() || value.len() > limit {
             return Err(ApiError::invalid_request(at(format!(
-                "{field} must be 1 to {} bytes long",
-                limits.max_name_bytes
+                "{field} must be 1 to {limit} bytes long"
             ))));
         }
     }

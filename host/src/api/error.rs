@@ -8,6 +8,11 @@ use serde_json::json;
 
 use crate::plugins::PluginFailure;
 
+/// What a client is told when the store fails.
+pub const STORE_UNAVAILABLE: &str = "the store cannot be reached right now; retry later";
+/// When to try again after `store_full`: idle tokens expire continually.
+const STORE_FULL_RETRY_SECS: u32 = 60;
+
 /// An HTTP error with a documented code (see docs/protocol.md).
 #[derive(Debug)]
 pub struct ApiError {
@@ -91,12 +96,29 @@ impl ApiError {
         }
     }
 
-    pub fn store_unavailable(message: impl Into<String>) -> Self {
+    /// The store failed. The detail (Redis' own words, script hashes) goes
+    /// to the log, never to the client: it gets the stable code and a short
+    /// message.
+    pub fn store_unavailable(detail: impl std::fmt::Display) -> Self {
+        tracing::warn!(%detail, "store unavailable");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
-            message,
+            STORE_UNAVAILABLE,
         )
+    }
+
+    /// The in-memory store has no room for new tokens; connects of existing
+    /// tokens still work.
+    pub fn store_full() -> Self {
+        ApiError {
+            retry_after_secs: Some(STORE_FULL_RETRY_SECS),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_full",
+                "the token store is full; retry when tokens have expired",
+            )
+        }
     }
 
     /// The plugin failed; the details are logged, not sent.

@@ -59,7 +59,22 @@ pub async fn create(
             )));
         }
     };
+    // Checked here too, so no plugin can issue a token for a user that
+    // publishes cannot reach.
+    if let Some(user_id) = &body.user_id
+        && (user_id.is_empty() || user_id.len() > super::MAX_USER_ID_BYTES)
+    {
+        return Err(ApiError::invalid_request(format!(
+            "user_id must be 1 to {} bytes long",
+            super::MAX_USER_ID_BYTES
+        )));
+    }
     state.ready()?;
+    // A full store still serves connects (they use a reserved room), but
+    // takes no new tokens until some expire.
+    if state.store.is_full() {
+        return Err(ApiError::store_full());
+    }
     let request = TokenRequest {
         user_id: body.user_id,
         channels: body.channels,
@@ -154,7 +169,7 @@ fn api_error(error: AuthError) -> ApiError {
             "no such token (unknown, expired or already revoked)",
         ),
         AuthError::RateLimited(seconds) => ApiError::rate_limited(seconds),
-        AuthError::Unavailable(message) => ApiError::store_unavailable(message),
+        AuthError::Unavailable(detail) => ApiError::store_unavailable(detail),
         AuthError::OtpInvalid | AuthError::OtpReused => {
             ApiError::invalid_request("the auth plugin refused the request")
         }

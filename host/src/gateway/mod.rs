@@ -52,6 +52,13 @@ impl Refusal {
             message: message.into(),
         }
     }
+
+    /// The store failed: the detail is logged, the client gets the stable
+    /// code and a short message (as the HTTP API does).
+    pub(crate) fn unavailable(detail: impl std::fmt::Display) -> Self {
+        tracing::warn!(%detail, "store unavailable");
+        Refusal::new(CloseCode::Unavailable, crate::api::STORE_UNAVAILABLE)
+    }
 }
 
 /// A connection string that checked out.
@@ -127,19 +134,21 @@ async fn admit(state: &AppState, params: ConnectParams) -> Result<Admitted, Refu
         ));
     };
     // Refused before the code is checked, so a client keeps its code for
-    // a node that can take it.
-    state
-        .broker
-        .is_ready()
-        .map_err(|error| Refusal::new(CloseCode::Unavailable, error.to_string()))?;
+    // a node that can take it, or for a corrected `last_id`.
+    state.broker.is_ready().map_err(Refusal::unavailable)?;
     let last_id = match params.last_id.as_deref() {
         None | Some("") => None,
-        Some(text) => Some(text.parse::<u64>().map_err(|_| {
-            Refusal::new(
-                CloseCode::BadRequest,
-                "last_id must be a message id (decimal)",
-            )
-        })?),
+        Some(text) => {
+            let id = text.parse::<u64>().map_err(|_| {
+                Refusal::new(
+                    CloseCode::InvalidLastId,
+                    "last_id must be a message id (decimal)",
+                )
+            })?;
+            crate::broker::check_position(id)
+                .map_err(|message| Refusal::new(CloseCode::InvalidLastId, message))?;
+            Some(id)
+        }
     };
 
     let verdict = state
@@ -147,7 +156,13 @@ async fn admit(state: &AppState, params: ConnectParams) -> Result<Admitted, Refu
         .auth
         .verify(&app.id, &access_id, &otp)
         .await
-        .map_err(|failure| Refusal::new(CloseCode::PluginFailure, failure.to_string()))?;
+        // The reason (a trap, a file path) is logged where the call failed.
+        .map_err(|_| {
+            Refusal::new(
+                CloseCode::PluginFailure,
+                "the auth plugin failed; try again later",
+            )
+        })?;
     match verdict {
         Ok(mut claims) => {
             // A plugin's answer is input too: keep the idle timeout within
@@ -182,9 +197,6 @@ fn refusal_for(error: AuthError) -> Refusal {
             CloseCode::RateLimited,
             format!("too many wrong codes; retry in {seconds} s"),
         ),
-        AuthError::Unavailable(message) => Refusal::new(
-            CloseCode::Unavailable,
-            format!("cannot check the token now: {message}"),
-        ),
+        AuthError::Unavailable(detail) => Refusal::unavailable(detail),
     }
 }

@@ -94,11 +94,7 @@ async fn open(
             state
                 .metrics
                 .connect(&app.id, CloseCode::Unavailable.reason());
-            refuse(
-                socket,
-                Refusal::new(CloseCode::Unavailable, error.to_string()),
-            )
-            .await;
+            refuse(socket, Refusal::unavailable(error)).await;
             return None;
         }
     };
@@ -201,14 +197,21 @@ impl Session {
                 incoming = self.socket.recv() => {
                     let message = match incoming {
                         Some(Ok(message)) => message,
-                        Some(Err(error)) if is_message_too_big(&error) => {
-                            let limit = self.state.config.limits.max_frame_bytes;
-                            break Ending::Close(
-                                CloseCode::MessageTooBig,
-                                format!("messages are at most {limit} bytes"),
-                            );
-                        }
-                        _ => break Ending::ClientGone,
+                        Some(Err(error)) => match read_violation(&error) {
+                            Some(Violation::TooBig) => {
+                                let limit = self.state.config.limits.max_frame_bytes;
+                                break Ending::Close(
+                                    CloseCode::MessageTooBig,
+                                    format!("messages are at most {limit} bytes"),
+                                );
+                            }
+                            Some(Violation::NotUtf8) => break Ending::Close(
+                                CloseCode::InvalidUtf8,
+                                "text messages must be UTF-8".to_owned(),
+                            ),
+                            None => break Ending::ClientGone,
+                        },
+                        None => break Ending::ClientGone,
                     };
                     last_heard = Instant::now();
                     let outcome = match message {
@@ -334,6 +337,11 @@ impl Session {
 
     async fn subscribe(&mut self, channel: &str, since: Option<u64>) -> Result<(), Ending> {
         let frame = Some("subscribe");
+        if let Some(Err(message)) = since.map(crate::broker::check_position) {
+            return self
+                .refuse_frame(FrameError::InvalidFrame, &message, frame, Some(channel))
+                .await;
+        }
         let limit = self.state.config.limits.max_subscriptions_per_socket;
         if self.state.hub.subscription_count(&self.registration) >= limit {
             let message = format!("at most {limit} subscriptions per socket");
@@ -370,10 +378,11 @@ impl Session {
             Ok(attached) => (attached.recovery, attached.position),
             Err(error) => {
                 self.state.hub.unsubscribe(&self.registration, channel);
+                tracing::warn!(%error, "store unavailable");
                 return self
                     .refuse_frame(
                         FrameError::Unavailable,
-                        &error.to_string(),
+                        crate::api::STORE_UNAVAILABLE,
                         frame,
                         Some(channel),
                     )
@@ -437,9 +446,10 @@ impl Session {
                 Ok(())
             }
             Err(error) => {
+                tracing::warn!(%error, "store unavailable");
                 self.refuse_frame(
                     FrameError::Unavailable,
-                    &error.to_string(),
+                    crate::api::STORE_UNAVAILABLE,
                     frame,
                     Some(channel),
                 )
@@ -617,12 +627,20 @@ async fn keep_token_alive(state: &AppState, app_id: &str, access_id: &str) -> Op
 }
 
 /// Did reading fail because the client sent more than the size limit?
-fn is_message_too_big(error: &axum::Error) -> bool {
-    let cause = std::error::Error::source(error);
-    matches!(
-        cause.and_then(|cause| cause.downcast_ref::<tungstenite::Error>()),
-        Some(tungstenite::Error::Capacity(_))
-    )
+/// A read that failed because of what the client sent, and is answered
+/// with a close code rather than a dropped connection.
+enum Violation {
+    TooBig,
+    NotUtf8,
+}
+
+fn read_violation(error: &axum::Error) -> Option<Violation> {
+    let cause = std::error::Error::source(error)?;
+    match cause.downcast_ref::<tungstenite::Error>()? {
+        tungstenite::Error::Capacity(_) => Some(Violation::TooBig),
+        tungstenite::Error::Utf8(_) => Some(Violation::NotUtf8),
+        _ => None,
+    }
 }
 
 fn closing_message(code: CloseCode) -> String {
