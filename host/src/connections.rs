@@ -622,17 +622,17 @@ impl Connections {
             Some(Errno::CONNABORTED | Errno::CONNRESET | Errno::PROTO | Errno::PERM) => {}
             Some(Errno::INTR | Errno::AGAIN) => {}
             Some(Errno::MFILE | Errno::NFILE) => {
-                if self.shed_oldest(Shed::FdLimit) {
-                    self.wait_for_release().await;
-                } else {
+                if !self.shed_oldest(Shed::FdLimit) {
                     drop(spare.take());
                     if let Some(Ok((stream, _))) = listener.accept().now_or_never() {
                         self.count(Shed::FdLimit);
                         drop(stream);
                     }
                     *spare = open_spare();
-                    sleep(Duration::from_millis(10)).await;
                 }
+                // Give the shed connection's task time to close its socket,
+                // so one shortage does not shed a connection per retry.
+                sleep(Duration::from_millis(10)).await;
             }
             _ => {
                 if warned.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
