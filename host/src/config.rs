@@ -130,6 +130,46 @@ impl Default for HistoryConfig {
     }
 }
 
+/// Connection-level limits of the HTTP listener (the `[http]` table):
+/// what an idle, slow or flooding client can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// From accepting a connection (TLS handshake included) until its first
+    /// request's headers are complete. Not reset by bytes that trickle in.
+    pub header_timeout_secs: u64,
+    /// A keep-alive connection with no request in flight is closed after
+    /// this long; the next request's headers must be complete by then.
+    pub idle_timeout_secs: u64,
+    /// From a request's headers until its response starts (a slow request
+    /// body included).
+    pub request_timeout_secs: u64,
+    /// Connections that have not yet sent a complete first request; beyond
+    /// it the oldest of them is closed.
+    pub max_pending_connections: usize,
+    /// Open connections, WebSockets included. Default and ceiling: the
+    /// descriptor limit (`RLIMIT_NOFILE`) minus `fd_reserve`.
+    pub max_connections: Option<usize>,
+    /// Descriptors kept free of connections for everything else (store,
+    /// log, accepting and closing when the table is full).
+    pub fd_reserve: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_timeout_secs: 10,
+            // Longer than the 60 s idle timeout of common load balancers,
+            // so they, not this host, close an idle connection first.
+            idle_timeout_secs: 75,
+            request_timeout_secs: 30,
+            max_pending_connections: 1024,
+            max_connections: None,
+            fd_reserve: 64,
+        }
+    }
+}
+
 /// The file's `[plugins]` table.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -173,6 +213,7 @@ struct ConfigFile {
     store_prefix: Option<String>,
     tls: Option<TlsFile>,
     limits: Limits,
+    http: HttpConfig,
     history: HistoryConfig,
     plugins: PluginsFile,
     apps: Vec<AppConfig>,
@@ -217,6 +258,7 @@ pub struct Config {
     pub operator_token: Option<String>,
     pub store: StoreConfig,
     pub limits: Limits,
+    pub http: HttpConfig,
     pub history: HistoryConfig,
     pub sandbox: SandboxLimits,
     pub auth: PluginConfig,
@@ -299,6 +341,27 @@ impl Config {
             }
         }
 
+        let http = file.http;
+        let timeouts = [
+            ("http.header_timeout_secs", http.header_timeout_secs),
+            ("http.idle_timeout_secs", http.idle_timeout_secs),
+            ("http.request_timeout_secs", http.request_timeout_secs),
+        ];
+        for (name, value) in timeouts {
+            if !(1..=3600).contains(&value) {
+                bail!("{name} must be between 1 and 3600, got {value}");
+            }
+        }
+        if http.max_pending_connections == 0 || http.max_connections == Some(0) {
+            bail!("http.max_pending_connections and http.max_connections must be at least 1");
+        }
+        if http.fd_reserve < 16 {
+            bail!(
+                "http.fd_reserve must be at least 16, got {}",
+                http.fd_reserve
+            );
+        }
+
         let defaults = SandboxLimits::default();
         let sandbox = SandboxLimits {
             call_timeout: file
@@ -352,6 +415,7 @@ impl Config {
             operator_token,
             store,
             limits,
+            http,
             history: file.history,
             sandbox,
             auth,
@@ -565,6 +629,13 @@ mod tests {
             ("store = \"postgres://db\"", "redis:// URL"),
             ("store = \"redis://:pw@[::1\"", "invalid store URL"),
             ("store_prefix = \"a:b\"", "store_prefix"),
+            (
+                "[http]\nheader_timeout_secs = 0",
+                "http.header_timeout_secs",
+            ),
+            ("[http]\nmax_connections = 0", "http.max_connections"),
+            ("[http]\nfd_reserve = 2", "http.fd_reserve"),
+            ("[http]\nidle_secs = 2", "unknown field"),
         ];
         for (text, expected) in cases {
             let error = match toml::from_str::<ConfigFile>(text) {

@@ -39,6 +39,13 @@ pub struct PublishLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShedLabels {
+    /// `header_timeout`, `idle_timeout`, `request_timeout`,
+    /// `pending_limit`, `connection_limit` or `fd_limit`.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PluginLabels {
     pub plugin: String,
     pub call: String,
@@ -63,6 +70,9 @@ pub struct Metrics {
     pub history_messages: Gauge,
     pub plugin_calls: Family<PluginLabels, Counter>,
     pub plugin_call_seconds: Family<PluginCallLabels, Histogram>,
+    pub connections_open: Gauge,
+    pub connections_pending: Gauge,
+    pub connections_shed: Family<ShedLabels, Counter>,
     pub credential_refusals: Family<OutcomeLabels, Counter>,
 }
 
@@ -92,6 +102,24 @@ impl Metrics {
             Family::<PluginCallLabels, Histogram>::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.000_01, 4.0, 10))
             });
+        let connections_open = Gauge::default();
+        let connections_pending = Gauge::default();
+        let connections_shed = Family::<ShedLabels, Counter>::default();
+        registry.register(
+            "connections_open",
+            "Open TCP connections on the listener, WebSockets included",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections_pending",
+            "Connections that have not yet sent a complete first request",
+            connections_pending.clone(),
+        );
+        registry.register(
+            "connections_shed",
+            "Connections closed by the server's connection limits, by reason",
+            connections_shed.clone(),
+        );
         registry.register(
             "sockets_open",
             "Open WebSockets on this node",
@@ -142,6 +170,9 @@ impl Metrics {
             history_messages,
             plugin_calls,
             plugin_call_seconds,
+            connections_open,
+            connections_pending,
+            connections_shed,
             credential_refusals,
         }
     }
@@ -151,6 +182,14 @@ impl Metrics {
         self.credential_refusals
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn connection_shed(&self, reason: &str) {
+        self.connections_shed
+            .get_or_create(&ShedLabels {
+                reason: reason.to_owned(),
             })
             .inc();
     }
