@@ -7,6 +7,7 @@ use arc_swap::ArcSwap;
 
 use crate::broker::Broker;
 use crate::config::{AppConfig, Config};
+use crate::gateway::PublishRates;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::plugins::{Plugins, Sandbox};
@@ -65,6 +66,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub broker: Arc<Broker>,
     pub metrics: Arc<Metrics>,
+    /// Client publish rate limits (per socket, per token on this node).
+    pub publish_rates: Arc<PublishRates>,
 }
 
 impl AppState {
@@ -79,6 +82,7 @@ impl AppState {
     ) -> AppState {
         AppState {
             apps: Apps::new(&config.apps),
+            publish_rates: PublishRates::new(&config.limits),
             config,
             plugins: ArcSwap::from_pointee(plugins),
             sandbox,
