@@ -724,9 +724,15 @@ mod tests {
             ("store = \"redis://:pw@[::1\"", "invalid store URL"),
             ("store_prefix = \"a:b\"", "store_prefix"),
             ("[history]\nmax_bytes = 0", "history.max_bytes"),
-            ("[history]\nmax_bytes_per_app = 0", "history.max_bytes_per_app"),
+            (
+                "[history]\nmax_bytes_per_app = 0",
+                "history.max_bytes_per_app",
+            ),
             ("[history]\nmax_bytes = -1", "invalid"),
-            ("[limits]\nclient_publish_per_sec = 0", "client_publish_per_sec"),
+            (
+                "[limits]\nclient_publish_per_sec = 0",
+                "client_publish_per_sec",
+            ),
             ("[limits]\ntoken_publish_burst = 0", "token_publish_burst"),
         ];
         for (text, expected) in cases {

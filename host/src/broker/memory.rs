@@ -120,7 +120,11 @@ impl AppHistory {
             };
             // The app's oldest message is the oldest of each stream that
             // still holds it.
-            if stream.messages.front().is_some_and(|oldest| oldest.id == id) {
+            if stream
+                .messages
+                .front()
+                .is_some_and(|oldest| oldest.id == id)
+            {
                 stream.messages.pop_front();
                 stream.dropped_max = stream.dropped_max.max(id);
                 totals.entries -= 1;
@@ -175,9 +179,11 @@ pub struct MemoryBroker {
 
 /// What keeping `frame` in `targets` counts against the byte budgets.
 fn charge(frame: &str, targets: &[Target]) -> usize {
-    targets.iter().fold(frame.len() + MESSAGE_OVERHEAD, |sum, target| {
-        sum + ENTRY_OVERHEAD + target_name(target).len()
-    })
+    targets
+        .iter()
+        .fold(frame.len() + MESSAGE_OVERHEAD, |sum, target| {
+            sum + ENTRY_OVERHEAD + target_name(target).len()
+        })
 }
 
 fn target_name(target: &Target) -> &str {

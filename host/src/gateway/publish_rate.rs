@@ -84,7 +84,11 @@ impl PublishRates {
 impl SocketRate {
     /// May this socket publish now? Takes one from both buckets when so.
     pub fn allow(&self) -> bool {
-        self.socket.check().is_ok() && self.token.as_ref().is_none_or(|token| token.check().is_ok())
+        self.socket.check().is_ok()
+            && self
+                .token
+                .as_ref()
+                .is_none_or(|token| token.check().is_ok())
     }
 }
 
@@ -128,8 +132,8 @@ mod tests {
         let rates = rates((1, 100), (1, 6));
         let first = rates.socket("a", "t");
         let second = rates.socket("a", "t");
-        let allowed = (0..20).filter(|_| first.allow()).count()
-            + (0..20).filter(|_| second.allow()).count();
+        let allowed =
+            (0..20).filter(|_| first.allow()).count() + (0..20).filter(|_| second.allow()).count();
         assert_eq!(allowed, 6);
         let other_token = rates.socket("a", "u");
         assert!(other_token.allow());
