@@ -85,6 +85,16 @@ pub struct Limits {
     /// for that key until the window ends.
     pub max_credential_failures: u32,
     pub credential_failure_window_secs: u64,
+    /// Client `publish` frames one socket may send per second, sustained
+    /// (4308 above it).
+    pub client_publish_per_sec: u32,
+    /// Client publishes one socket may send at once after a quiet spell.
+    pub client_publish_burst: u32,
+    /// As `client_publish_per_sec`, for all sockets of one token on this
+    /// node together.
+    pub token_publish_per_sec: u32,
+    /// As `client_publish_burst`, for all sockets of one token on this node.
+    pub token_publish_burst: u32,
 }
 
 impl Default for Limits {
@@ -104,13 +114,16 @@ impl Default for Limits {
             max_frame_errors: 20,
             max_credential_failures: 10,
             credential_failure_window_secs: 60,
+            client_publish_per_sec: 20,
+            client_publish_burst: 40,
+            token_publish_per_sec: 40,
+            token_publish_burst: 80,
         }
     }
 }
 
 /// How much history is kept for recovery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryConfig {
     /// Messages kept per stream (a channel, a user's or a token's inbox).
     pub per_stream: usize,
@@ -118,14 +131,21 @@ pub struct HistoryConfig {
     pub ttl_secs: u64,
     /// Messages kept over all streams of all apps.
     pub total: usize,
+    /// Bytes of history kept over all apps (see [`history_bytes_default`]).
+    pub max_bytes: usize,
+    /// Bytes of history kept per app.
+    pub max_bytes_per_app: usize,
 }
 
 impl Default for HistoryConfig {
     fn default() -> Self {
+        let max_bytes = history_bytes_default(memory_limit());
         HistoryConfig {
             per_stream: 100,
             ttl_secs: 600,
             total: 100_000,
+            max_bytes,
+            max_bytes_per_app: max_bytes,
         }
     }
 }
@@ -168,6 +188,87 @@ impl Default for HttpConfig {
             fd_reserve: 64,
         }
     }
+}
+
+/// The file's `[history]` table; the byte budgets default from the machine.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct HistoryFile {
+    per_stream: usize,
+    ttl_secs: u64,
+    total: usize,
+    max_bytes: Option<usize>,
+    max_bytes_per_app: Option<usize>,
+}
+
+impl Default for HistoryFile {
+    fn default() -> Self {
+        HistoryFile {
+            per_stream: 100,
+            ttl_secs: 600,
+            total: 100_000,
+            max_bytes: None,
+            max_bytes_per_app: None,
+        }
+    }
+}
+
+/// Smallest default history budget.
+const MIN_DEFAULT_HISTORY_BYTES: usize = 16 << 20;
+/// Largest default history budget.
+const MAX_DEFAULT_HISTORY_BYTES: usize = 1 << 30;
+/// Assumed memory when neither /proc/meminfo nor a cgroup says.
+const ASSUMED_MEMORY: u64 = 1 << 30;
+
+/// The default global history budget: an eighth of the memory this process
+/// may use (`memory`, see [`memory_limit`]), between 16 MiB and 1 GiB.
+pub fn history_bytes_default(memory: u64) -> usize {
+    usize::try_from(memory / 8)
+        .unwrap_or(usize::MAX)
+        .clamp(MIN_DEFAULT_HISTORY_BYTES, MAX_DEFAULT_HISTORY_BYTES)
+}
+
+/// The default per-app budget: the global one shared by up to four apps
+/// (one app may use it all; with four or more, each a quarter), so one
+/// app's flood cannot take every other app's history.
+fn history_bytes_per_app_default(max_bytes: usize, apps: usize) -> usize {
+    max_bytes / apps.clamp(1, 4)
+}
+
+/// The memory this process may use: physical memory (`MemTotal` of
+/// /proc/meminfo), or the cgroup's limit when that is lower (v2
+/// `memory.max`, v1 `memory.limit_in_bytes`); 1 GiB when none is readable.
+pub fn memory_limit() -> u64 {
+    let physical = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| meminfo_total(&text));
+    let cgroup = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .filter_map(|path| std::fs::read_to_string(path).ok())
+    // "max" (v2) or a huge number (v1) mean no limit.
+    .filter_map(|text| text.trim().parse::<u64>().ok())
+    .min();
+    match (physical, cgroup) {
+        (Some(physical), Some(cgroup)) => physical.min(cgroup),
+        (Some(limit), None) | (None, Some(limit)) => limit,
+        (None, None) => ASSUMED_MEMORY,
+    }
+}
+
+/// `MemTotal` of /proc/meminfo, in bytes.
+fn meminfo_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|line| line.starts_with("MemTotal:"))?;
+    let kib: u64 = line
+        .trim_start_matches("MemTotal:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
 }
 
 /// The file's `[plugins]` table.
@@ -214,7 +315,7 @@ struct ConfigFile {
     tls: Option<TlsFile>,
     limits: Limits,
     http: HttpConfig,
-    history: HistoryConfig,
+    history: HistoryFile,
     plugins: PluginsFile,
     apps: Vec<AppConfig>,
 }
@@ -332,8 +433,29 @@ impl Config {
             ("limits.max_sockets_per_token", limits.max_sockets_per_token),
             ("limits.max_sockets_per_app", limits.max_sockets_per_app),
             ("limits.send_queue", limits.send_queue),
+            (
+                "limits.client_publish_per_sec",
+                limits.client_publish_per_sec as usize,
+            ),
+            (
+                "limits.client_publish_burst",
+                limits.client_publish_burst as usize,
+            ),
+            (
+                "limits.token_publish_per_sec",
+                limits.token_publish_per_sec as usize,
+            ),
+            (
+                "limits.token_publish_burst",
+                limits.token_publish_burst as usize,
+            ),
             ("history.per_stream", file.history.per_stream),
             ("history.total", file.history.total),
+            ("history.max_bytes", file.history.max_bytes.unwrap_or(1)),
+            (
+                "history.max_bytes_per_app",
+                file.history.max_bytes_per_app.unwrap_or(1),
+            ),
         ];
         for (name, value) in at_least_one {
             if value == 0 {
@@ -407,6 +529,22 @@ impl Config {
         }
         validate_apps(&apps)?;
 
+        let max_bytes = file
+            .history
+            .max_bytes
+            .unwrap_or_else(|| history_bytes_default(memory_limit()));
+        let history = HistoryConfig {
+            per_stream: file.history.per_stream,
+            ttl_secs: file.history.ttl_secs,
+            total: file.history.total,
+            max_bytes,
+            max_bytes_per_app: file
+                .history
+                .max_bytes_per_app
+                .unwrap_or_else(|| history_bytes_per_app_default(max_bytes, apps.len()))
+                .min(max_bytes),
+        };
+
         Ok(Config {
             listen,
             public_url,
@@ -416,7 +554,7 @@ impl Config {
             store,
             limits,
             http,
-            history: file.history,
+            history,
             sandbox,
             auth,
             router,
@@ -613,6 +751,39 @@ mod tests {
     }
 
     #[test]
+    fn history_budgets_default_from_the_machine() {
+        let meminfo = "MemTotal:        8046512 kB\nMemFree:  100 kB\n";
+        assert_eq!(meminfo_total(meminfo), Some(8_046_512 * 1024));
+        assert_eq!(meminfo_total("garbage"), None);
+        // An eighth, between 16 MiB and 1 GiB.
+        assert_eq!(history_bytes_default(2 << 30), 256 << 20);
+        assert_eq!(history_bytes_default(64 << 20), 16 << 20);
+        assert_eq!(history_bytes_default(64 << 30), 1 << 30);
+        assert!(memory_limit() > 0);
+
+        let one_app = parse("[history]\nmax_bytes = 4000000").unwrap().history;
+        assert_eq!(one_app.max_bytes, 4_000_000);
+        assert_eq!(one_app.max_bytes_per_app, 4_000_000);
+        let two_apps = parse(
+            "[history]\nmax_bytes = 4000000\n[[apps]]\nid = \"a\"\nkey = \"ka\"\nsecret = \"secret-a\"\n[[apps]]\nid = \"b\"\nkey = \"kb\"\nsecret = \"secret-b\"",
+        )
+        .unwrap()
+        .history;
+        assert_eq!(two_apps.max_bytes_per_app, 2_000_000);
+        // A per-app budget above the global one is the global one.
+        let capped = parse("[history]\nmax_bytes = 3000000\nmax_bytes_per_app = 9000000")
+            .unwrap()
+            .history;
+        assert_eq!(capped.max_bytes_per_app, 3_000_000);
+        let defaults = parse("").unwrap();
+        assert_eq!(
+            defaults.history.max_bytes,
+            history_bytes_default(memory_limit())
+        );
+        assert_eq!(defaults.limits.client_publish_per_sec, 20);
+    }
+
+    #[test]
     fn mistakes_are_reported() {
         let cases = [
             ("lisen = \"127.0.0.1:1\"", "unknown field"),
@@ -636,6 +807,17 @@ mod tests {
             ("[http]\nmax_connections = 0", "http.max_connections"),
             ("[http]\nfd_reserve = 2", "http.fd_reserve"),
             ("[http]\nidle_secs = 2", "unknown field"),
+            ("[history]\nmax_bytes = 0", "history.max_bytes"),
+            (
+                "[history]\nmax_bytes_per_app = 0",
+                "history.max_bytes_per_app",
+            ),
+            ("[history]\nmax_bytes = -1", "invalid"),
+            (
+                "[limits]\nclient_publish_per_sec = 0",
+                "client_publish_per_sec",
+            ),
+            ("[limits]\ntoken_publish_burst = 0", "token_publish_burst"),
         ];
         for (text, expected) in cases {
             let error = match toml::from_str::<ConfigFile>(text) {

@@ -46,6 +46,13 @@ pub struct ShedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedPublishLabels {
+    pub app: String,
+    /// The error frame's reason (`rate_limited`, `forbidden`, ...).
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PluginLabels {
     pub plugin: String,
     pub call: String,
@@ -68,6 +75,8 @@ pub struct Metrics {
     pub publishes: Family<PublishLabels, Counter>,
     pub deliveries: Family<AppLabels, Counter>,
     pub history_messages: Gauge,
+    pub history_bytes: Gauge,
+    pub publishes_refused: Family<RefusedPublishLabels, Counter>,
     pub plugin_calls: Family<PluginLabels, Counter>,
     pub plugin_call_seconds: Family<PluginCallLabels, Histogram>,
     pub connections_open: Gauge,
@@ -90,6 +99,8 @@ impl Metrics {
         let publishes = Family::<PublishLabels, Counter>::default();
         let deliveries = Family::<AppLabels, Counter>::default();
         let history_messages = Gauge::default();
+        let history_bytes = Gauge::default();
+        let publishes_refused = Family::<RefusedPublishLabels, Counter>::default();
         let plugin_calls = Family::<PluginLabels, Counter>::default();
         let credential_refusals = Family::<OutcomeLabels, Counter>::default();
         registry.register(
@@ -151,6 +162,16 @@ impl Metrics {
             history_messages.clone(),
         );
         registry.register(
+            "history_bytes",
+            "Bytes held in history for recovery, as the history byte budgets count them",
+            history_bytes.clone(),
+        );
+        registry.register(
+            "publishes_refused",
+            "Client publish frames refused, by error reason",
+            publishes_refused.clone(),
+        );
+        registry.register(
             "plugin_calls",
             "Calls into plugin components",
             plugin_calls.clone(),
@@ -168,6 +189,8 @@ impl Metrics {
             publishes,
             deliveries,
             history_messages,
+            history_bytes,
+            publishes_refused,
             plugin_calls,
             plugin_call_seconds,
             connections_open,
@@ -229,6 +252,16 @@ impl Metrics {
                 app: app.to_owned(),
             })
             .inc_by(delivered as u64);
+    }
+
+    /// A client publish answered with an error frame.
+    pub fn publish_refused(&self, app: &str, reason: &str) {
+        self.publishes_refused
+            .get_or_create(&RefusedPublishLabels {
+                app: app.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     pub fn plugin_call(&self, plugin: &str, call: &str, started: Instant, ok: bool) {

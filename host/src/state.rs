@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 use crate::api::CredentialThrottle;
 use crate::broker::Broker;
 use crate::config::{AppConfig, Config};
+use crate::gateway::PublishRates;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::plugins::{Plugins, Sandbox};
@@ -68,6 +69,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Wrong app secrets per (key, source).
     pub credential_throttle: CredentialThrottle,
+    /// Client publish rate limits (per socket, per token on this node).
+    pub publish_rates: Arc<PublishRates>,
 }
 
 impl AppState {
@@ -86,6 +89,7 @@ impl AppState {
                 std::time::Duration::from_secs(config.limits.credential_failure_window_secs),
             ),
             apps: Apps::new(&config.apps),
+            publish_rates: PublishRates::new(&config.limits),
             config,
             plugins: ArcSwap::from_pointee(plugins),
             sandbox,

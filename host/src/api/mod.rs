@@ -136,6 +136,8 @@ async fn metrics(
     }
     let history = i64::try_from(state.broker.history_len()).unwrap_or(i64::MAX);
     state.metrics.history_messages.set(history);
+    let history_bytes = i64::try_from(state.broker.history_bytes()).unwrap_or(i64::MAX);
+    state.metrics.history_bytes.set(history_bytes);
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     Ok((
         [(axum::http::header::CONTENT_TYPE, content_type)],

@@ -230,6 +230,15 @@ impl Broker {
             Broker::Redis(_) => 0,
         }
     }
+
+    /// Bytes of history held in this process, as the budgets count them
+    /// (none with Redis).
+    pub fn history_bytes(&self) -> usize {
+        match self {
+            Broker::Memory(broker) => broker.history_bytes(),
+            Broker::Redis(_) => 0,
+        }
+    }
 }
 
 #[cfg(test)]

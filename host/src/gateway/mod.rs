@@ -6,6 +6,7 @@
 
 mod close;
 mod frames;
+mod publish_rate;
 mod session;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 pub use close::CloseCode;
+pub use publish_rate::PublishRates;
 
 use crate::plugins::bindings::{AuthError, Claims};
 use crate::state::{App, AppState};

@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use super::frames::{self, ClientFrame, FrameError, ServerFrame};
+use super::publish_rate::SocketRate;
 use super::{Admitted, CloseCode, Refusal};
 use crate::broker::{Outgoing, Recovery, channel_label, frame_label};
 use crate::hub::{Delivery, Full, Registration, SessionCommand, SessionSpec, Target};
@@ -114,6 +115,7 @@ async fn open(
     };
     state.metrics.connect(&app.id, "accepted");
 
+    let publish_rate = state.publish_rates.socket(&app.id, &claims.access_id);
     let mut session = Session {
         socket,
         state,
@@ -122,6 +124,7 @@ async fn open(
         registration,
         errors: ErrorWindow::new(),
         live: LiveFilter::default(),
+        publish_rate,
     };
     if let Some(recovery) = &recovery {
         for inbox in &inboxes {
@@ -157,6 +160,7 @@ struct Session {
     registration: Registration,
     errors: ErrorWindow,
     live: LiveFilter,
+    publish_rate: SocketRate,
 }
 
 impl Session {
@@ -407,12 +411,22 @@ impl Session {
     }
 
     async fn publish(&mut self, channel: &str, event: &str, data: &RawValue) -> Result<(), Ending> {
-        let frame = Some("publish");
+        // First, so a flood costs no plugin call and no store write.
+        if !self.publish_rate.allow() {
+            let limits = &self.state.config.limits;
+            let message = format!(
+                "at most {} publishes per second per socket and {} per token; slow down",
+                limits.client_publish_per_sec, limits.token_publish_per_sec
+            );
+            return self
+                .refuse_publish(FrameError::RateLimited, &message, Some(channel))
+                .await;
+        }
         let limit = self.state.config.limits.max_publish_bytes;
         if data.get().len() > limit {
             let message = format!("data is at most {limit} bytes");
             return self
-                .refuse_frame(FrameError::PayloadTooLarge, &message, frame, Some(channel))
+                .refuse_publish(FrameError::PayloadTooLarge, &message, Some(channel))
                 .await;
         }
         let verdict = self
@@ -426,9 +440,7 @@ impl Session {
             other => {
                 let (error, message) = route_refusal(other.map(|verdict| verdict.map(|_| ())))
                     .unwrap_or((FrameError::Unavailable, String::new()));
-                return self
-                    .refuse_frame(error, &message, frame, Some(channel))
-                    .await;
+                return self.refuse_publish(error, &message, Some(channel)).await;
             }
         };
         let targets = [Target::Channel(publication.channel)];
@@ -447,15 +459,28 @@ impl Session {
             }
             Err(error) => {
                 tracing::warn!(%error, "store unavailable");
-                self.refuse_frame(
+                self.refuse_publish(
                     FrameError::Unavailable,
                     crate::api::STORE_UNAVAILABLE,
-                    frame,
                     Some(channel),
                 )
                 .await
             }
         }
+    }
+
+    /// Refuse a `publish` frame, counting it by reason.
+    async fn refuse_publish(
+        &mut self,
+        error: FrameError,
+        message: &str,
+        channel: Option<&str>,
+    ) -> Result<(), Ending> {
+        self.state
+            .metrics
+            .publish_refused(&self.app.id, error.reason());
+        self.refuse_frame(error, message, Some("publish"), channel)
+            .await
     }
 
     /// Send an `error` frame for a refused client frame; too many of them
