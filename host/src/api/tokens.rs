@@ -14,7 +14,7 @@ use crate::plugins::bindings::{AuthError, TokenRequest};
 use crate::state::AppState;
 
 /// The contract's ceiling on a token's idle timeout.
-const MAX_TTL_SECS: u64 = 7200;
+const MAX_TTL_SECS: u32 = 7200;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,7 +24,8 @@ pub struct CreateToken {
     channels: Vec<String>,
     #[serde(default)]
     publish: Vec<String>,
-    ttl: Option<u64>,
+    /// A number, so that `60.0` means 60: JSON does not tell it from `60`.
+    ttl: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -52,7 +53,10 @@ pub async fn create(
     // Checked here too, so no plugin can hand out tokens beyond the contract.
     let ttl_secs = match body.ttl {
         None => None,
-        Some(ttl @ 1..=MAX_TTL_SECS) => u32::try_from(ttl).ok(),
+        // Whole and in range, so the cast is exact.
+        Some(ttl) if ttl.fract() == 0.0 && (1.0..=f64::from(MAX_TTL_SECS)).contains(&ttl) => {
+            Some(ttl as u32)
+        }
         Some(ttl) => {
             return Err(ApiError::invalid_request(format!(
                 "ttl must be between 1 and {MAX_TTL_SECS} seconds, got {ttl}"

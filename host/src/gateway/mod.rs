@@ -11,9 +11,10 @@ mod session;
 
 use std::sync::Arc;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 pub use close::CloseCode;
@@ -73,8 +74,19 @@ pub(crate) struct Admitted {
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
     params: Result<Query<ConnectParams>, axum::extract::rejection::QueryRejection>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // Not a WebSocket handshake: the API's JSON error, not axum's text.
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            return crate::api::ApiError::upgrade_required(format!(
+                "this endpoint takes a WebSocket upgrade: {}",
+                rejection.body_text()
+            ))
+            .into_response();
+        }
+    };
     let max_frame = state.config.limits.max_frame_bytes;
     upgrade
         .read_buffer_size(READ_BUFFER_BYTES)
