@@ -2,7 +2,9 @@
 //! /v1/publish/batch` and `POST /v1/tokens`, parsed and checked as the
 //! handlers do before any plugin is asked.
 
-use madx_pusher::api::{ApiError, BatchRequest, CreateToken, JsonBody, PublishRequest};
+use madx_pusher::api::{
+    ApiError, BatchRequest, CreateToken, JsonBody, MAX_USER_ID_BYTES, PublishRequest,
+};
 use madx_pusher::config::Limits;
 use madx_pusher::plugins::bindings::RouteTarget;
 use serde::de::DeserializeOwned;
@@ -82,13 +84,17 @@ pub fn token_request(data: &[u8]) {
     };
     let sent = object(&value);
     let field = |name: &str| sent.get(name).unwrap_or(&Value::Null);
+    // A whole number of seconds in 1..=7200 (`60.0` is 60), a user id of 1
+    // to 200 bytes.
+    let ttl = field("ttl").as_f64();
+    let ttl_ok = ttl.is_none_or(|ttl| ttl.fract() == 0.0 && (1.0..=7200.0).contains(&ttl));
+    let user_id = field("user_id").as_str();
+    let user_ok = user_id.is_none_or(|id| (1..=MAX_USER_ID_BYTES).contains(&id.len()));
     match body.into_request() {
         Ok(request) => {
-            assert_eq!(request.ttl_secs.map(u64::from), field("ttl").as_u64());
-            if let Some(ttl) = request.ttl_secs {
-                assert!((1..=7200).contains(&ttl));
-            }
-            assert_eq!(request.user_id.as_deref(), field("user_id").as_str());
+            assert!(ttl_ok && user_ok, "accepted {sent:?}");
+            assert_eq!(request.ttl_secs.map(f64::from), ttl);
+            assert_eq!(request.user_id.as_deref(), user_id);
             assert_eq!(strings(field("channels")), request.channels);
             assert_eq!(strings(field("publish")), request.publish);
             crate::auth::issue_and_connect(madx_auth_core::tokens::Request {
@@ -100,8 +106,7 @@ pub fn token_request(data: &[u8]) {
         }
         Err(error) => {
             assert_eq!(error.code(), "invalid_request");
-            let ttl = field("ttl").as_u64().expect("only the ttl is checked here");
-            assert!(!(1..=7200).contains(&ttl));
+            assert!(!(ttl_ok && user_ok), "refused {sent:?}");
         }
     }
 }
@@ -156,11 +161,18 @@ fn check_message(
         .into_iter()
         .filter(|name| !field(name).is_null())
         .collect();
-    let within = |name: &Value| {
+    let within = |name: &Value, limit: usize| {
         name.as_str()
-            .is_some_and(|name| (1..=limits.max_name_bytes).contains(&name.len()))
+            .is_some_and(|name| (1..=limit).contains(&name.len()))
     };
-    let names_ok = targets.len() == 1 && within(field(targets[0])) && within(field("event"));
+    // A user id's limit is the contract's; the others are configured.
+    let target_limit = |target: &str| match target {
+        "user_id" => MAX_USER_ID_BYTES,
+        _ => limits.max_name_bytes,
+    };
+    let names_ok = targets.len() == 1
+        && within(field(targets[0]), target_limit(targets[0]))
+        && within(field("event"), limits.max_name_bytes);
     match request.check(limits, index) {
         Ok(checked) => {
             assert!(names_ok, "accepted {sent:?}");

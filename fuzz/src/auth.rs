@@ -8,7 +8,8 @@ use std::collections::{HashMap, HashSet};
 use arbitrary::{Result, Unstructured};
 use data_encoding::BASE32_NOPAD;
 use madx_auth_core::tokens::{
-    AuthFailure, Authority, Backend, Grant, MAX_TTL_SECS, Request, Settings, StoreFailure,
+    AuthFailure, Authority, Backend, Grant, MAX_TTL_SECS, MAX_USER_ID_LEN, Request, Settings,
+    StoreFailure,
 };
 use madx_auth_core::totp::{self, Algorithm, OtpProfile};
 
@@ -212,10 +213,8 @@ fn request(input: &mut Unstructured) -> Result<Request> {
     })
 }
 
-/// Is the request within the contract (`Some(true)`), outside it
-/// (`Some(false)`), or in the band where the user id limit may still move
-/// (`None`: 201 to 256 bytes)?
-fn within_contract(request: &Request) -> Option<bool> {
+/// Is the request within the contract?
+fn within_contract(request: &Request) -> bool {
     let ttl_ok = request
         .ttl_secs
         .is_none_or(|ttl| (1..=MAX_TTL_SECS).contains(&ttl));
@@ -228,13 +227,11 @@ fn within_contract(request: &Request) -> Option<bool> {
                         .all(|byte| byte.is_ascii_alphanumeric() || b"_-=@,.;:*".contains(&byte))
             })
     };
-    let others_ok = ttl_ok && globs_ok(&request.channels) && globs_ok(&request.publish);
-    match request.user_id.as_ref().map(String::len) {
-        _ if !others_ok => Some(false),
-        None | Some(1..=200) => Some(true),
-        Some(201..=256) => None,
-        Some(_) => Some(false),
-    }
+    let user_ok = request
+        .user_id
+        .as_ref()
+        .is_none_or(|user_id| (1..=MAX_USER_ID_LEN).contains(&user_id.len()));
+    ttl_ok && user_ok && globs_ok(&request.channels) && globs_ok(&request.publish)
 }
 
 /// What the fuzzer's run knows about one issued token.
@@ -313,7 +310,7 @@ impl<'a> World<'a> {
         let expected = within_contract(&request);
         match self.authority().issue(request.clone()) {
             Ok(issued) => {
-                assert_ne!(expected, Some(false), "issued {request:?}");
+                assert!(expected, "issued {request:?}");
                 assert_eq!(issued.access_id.len(), 22);
                 assert!(
                     issued
@@ -340,7 +337,7 @@ impl<'a> World<'a> {
                 Some(self.tokens.len() - 1)
             }
             Err(AuthFailure::BadRequest(_)) => {
-                assert_ne!(expected, Some(true), "refused {request:?}");
+                assert!(!expected, "refused {request:?}");
                 None
             }
             Err(other) => panic!("issue failed with {other:?}"),
@@ -435,7 +432,8 @@ impl<'a> World<'a> {
                 other => panic!("a wrong code gave {other:?}"),
             }
         }
-        assert!(compared < self.settings.max_failures);
+        // The promise of the lockout: at most `max_failures` codes compared.
+        assert!(compared <= self.settings.max_failures);
         if !live || corrupt {
             return;
         }
@@ -560,6 +558,24 @@ impl Backend for MemoryBackend {
         let existed = self.live(key).is_some();
         self.entries.borrow_mut().remove(key);
         Ok(existed)
+    }
+    fn decrement(&self, key: &str, delta: u64) -> std::result::Result<u64, StoreFailure> {
+        let now = self.now_ms.get();
+        let mut entries = self.entries.borrow_mut();
+        let Some((value, expires)) = entries.get(key).filter(|(_, expires)| *expires > now) else {
+            return Ok(0);
+        };
+        let current: u64 = std::str::from_utf8(value)
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| failure("not a counter"))?;
+        let (next, expires) = (current.saturating_sub(delta), *expires);
+        if next == 0 {
+            entries.remove(key);
+        } else {
+            entries.insert(key.to_owned(), (next.to_string().into_bytes(), expires));
+        }
+        Ok(next)
     }
     fn increment(
         &self,

@@ -60,7 +60,7 @@ pub async fn run(auth: Option<&ComponentSource>, router: Option<&ComponentSource
             return report;
         }
     };
-    let store = StoreBackend::Memory(MemoryStore::start(100_000));
+    let store = StoreBackend::Memory(MemoryStore::start(100_000, 10_000));
     if let Some(source) = auth {
         let plugin = load(&mut report, &sandbox, PluginKind::Auth, source, |config| {
             AuthPlugin::load(&sandbox, store.clone(), config)

@@ -61,8 +61,13 @@ pub struct Limits {
     pub max_batch: usize,
     /// Longest channel, user id, access id or event name in a publish.
     pub max_name_bytes: usize,
-    /// Entries the in-memory store holds at most.
+    /// Entries the in-memory store holds for new tokens (and anything else
+    /// plugins write outside of checking a connection string).
     pub max_store_entries: usize,
+    /// Entries the in-memory store keeps on top of `max_store_entries` for
+    /// one-time guards and failure counters, so a store full of tokens
+    /// still lets every valid token connect.
+    pub store_reserved_entries: usize,
     /// Channels one socket may be subscribed to at once.
     pub max_subscriptions_per_socket: usize,
     /// Open sockets per token.
@@ -75,6 +80,21 @@ pub struct Limits {
     /// Refused frames (error frames) a socket may cause within 10 s before
     /// it is closed (4102).
     pub max_frame_errors: u32,
+    /// Wrong app secrets for one key from one source address within
+    /// `credential_failure_window_secs` before that source is refused (429)
+    /// for that key until the window ends.
+    pub max_credential_failures: u32,
+    pub credential_failure_window_secs: u64,
+    /// Client `publish` frames one socket may send per second, sustained
+    /// (4308 above it).
+    pub client_publish_per_sec: u32,
+    /// Client publishes one socket may send at once after a quiet spell.
+    pub client_publish_burst: u32,
+    /// As `client_publish_per_sec`, for all sockets of one token on this
+    /// node together.
+    pub token_publish_per_sec: u32,
+    /// As `client_publish_burst`, for all sockets of one token on this node.
+    pub token_publish_burst: u32,
 }
 
 impl Default for Limits {
@@ -86,18 +106,24 @@ impl Default for Limits {
             max_batch: 100,
             max_name_bytes: 200,
             max_store_entries: 1_000_000,
+            store_reserved_entries: 200_000,
             max_subscriptions_per_socket: 100,
             max_sockets_per_token: 10,
             max_sockets_per_app: 100_000,
             send_queue: 1024,
             max_frame_errors: 20,
+            max_credential_failures: 10,
+            credential_failure_window_secs: 60,
+            client_publish_per_sec: 20,
+            client_publish_burst: 40,
+            token_publish_per_sec: 40,
+            token_publish_burst: 80,
         }
     }
 }
 
 /// How much history is kept for recovery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryConfig {
     /// Messages kept per stream (a channel, a user's or a token's inbox).
     pub per_stream: usize,
@@ -105,16 +131,144 @@ pub struct HistoryConfig {
     pub ttl_secs: u64,
     /// Messages kept over all streams of all apps.
     pub total: usize,
+    /// Bytes of history kept over all apps (see [`history_bytes_default`]).
+    pub max_bytes: usize,
+    /// Bytes of history kept per app.
+    pub max_bytes_per_app: usize,
 }
 
 impl Default for HistoryConfig {
     fn default() -> Self {
+        let max_bytes = history_bytes_default(memory_limit());
         HistoryConfig {
             per_stream: 100,
             ttl_secs: 600,
             total: 100_000,
+            max_bytes,
+            max_bytes_per_app: max_bytes,
         }
     }
+}
+
+/// Connection-level limits of the HTTP listener (the `[http]` table):
+/// what an idle, slow or flooding client can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// From accepting a connection (TLS handshake included) until its first
+    /// request's headers are complete. Not reset by bytes that trickle in.
+    pub header_timeout_secs: u64,
+    /// A keep-alive connection with no request in flight is closed after
+    /// this long; the next request's headers must be complete by then.
+    pub idle_timeout_secs: u64,
+    /// From a request's headers until its response starts (a slow request
+    /// body included).
+    pub request_timeout_secs: u64,
+    /// Connections that have not yet sent a complete first request; beyond
+    /// it the oldest of them is closed.
+    pub max_pending_connections: usize,
+    /// Open connections, WebSockets included. Default and ceiling: the
+    /// descriptor limit (`RLIMIT_NOFILE`) minus `fd_reserve`.
+    pub max_connections: Option<usize>,
+    /// Descriptors kept free of connections for everything else (store,
+    /// log, accepting and closing when the table is full).
+    pub fd_reserve: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_timeout_secs: 10,
+            // Longer than the 60 s idle timeout of common load balancers,
+            // so they, not this host, close an idle connection first.
+            idle_timeout_secs: 75,
+            request_timeout_secs: 30,
+            max_pending_connections: 1024,
+            max_connections: None,
+            fd_reserve: 64,
+        }
+    }
+}
+
+/// The file's `[history]` table; the byte budgets default from the machine.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct HistoryFile {
+    per_stream: usize,
+    ttl_secs: u64,
+    total: usize,
+    max_bytes: Option<usize>,
+    max_bytes_per_app: Option<usize>,
+}
+
+impl Default for HistoryFile {
+    fn default() -> Self {
+        HistoryFile {
+            per_stream: 100,
+            ttl_secs: 600,
+            total: 100_000,
+            max_bytes: None,
+            max_bytes_per_app: None,
+        }
+    }
+}
+
+/// Smallest default history budget.
+const MIN_DEFAULT_HISTORY_BYTES: usize = 16 << 20;
+/// Largest default history budget.
+const MAX_DEFAULT_HISTORY_BYTES: usize = 1 << 30;
+/// Assumed memory when neither /proc/meminfo nor a cgroup says.
+const ASSUMED_MEMORY: u64 = 1 << 30;
+
+/// The default global history budget: an eighth of the memory this process
+/// may use (`memory`, see [`memory_limit`]), between 16 MiB and 1 GiB.
+pub fn history_bytes_default(memory: u64) -> usize {
+    usize::try_from(memory / 8)
+        .unwrap_or(usize::MAX)
+        .clamp(MIN_DEFAULT_HISTORY_BYTES, MAX_DEFAULT_HISTORY_BYTES)
+}
+
+/// The default per-app budget: the global one shared by up to four apps
+/// (one app may use it all; with four or more, each a quarter), so one
+/// app's flood cannot take every other app's history.
+fn history_bytes_per_app_default(max_bytes: usize, apps: usize) -> usize {
+    max_bytes / apps.clamp(1, 4)
+}
+
+/// The memory this process may use: physical memory (`MemTotal` of
+/// /proc/meminfo), or the cgroup's limit when that is lower (v2
+/// `memory.max`, v1 `memory.limit_in_bytes`); 1 GiB when none is readable.
+pub fn memory_limit() -> u64 {
+    let physical = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| meminfo_total(&text));
+    let cgroup = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .filter_map(|path| std::fs::read_to_string(path).ok())
+    // "max" (v2) or a huge number (v1) mean no limit.
+    .filter_map(|text| text.trim().parse::<u64>().ok())
+    .min();
+    match (physical, cgroup) {
+        (Some(physical), Some(cgroup)) => physical.min(cgroup),
+        (Some(limit), None) | (None, Some(limit)) => limit,
+        (None, None) => ASSUMED_MEMORY,
+    }
+}
+
+/// `MemTotal` of /proc/meminfo, in bytes.
+fn meminfo_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|line| line.starts_with("MemTotal:"))?;
+    let kib: u64 = line
+        .trim_start_matches("MemTotal:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
 }
 
 /// The file's `[plugins]` table.
@@ -160,7 +314,8 @@ struct ConfigFile {
     store_prefix: Option<String>,
     tls: Option<TlsFile>,
     limits: Limits,
-    history: HistoryConfig,
+    http: HttpConfig,
+    history: HistoryFile,
     plugins: PluginsFile,
     apps: Vec<AppConfig>,
 }
@@ -204,6 +359,7 @@ pub struct Config {
     pub operator_token: Option<String>,
     pub store: StoreConfig,
     pub limits: Limits,
+    pub http: HttpConfig,
     pub history: HistoryConfig,
     pub sandbox: SandboxLimits,
     pub auth: PluginConfig,
@@ -284,13 +440,55 @@ impl Config {
             ("limits.max_sockets_per_token", limits.max_sockets_per_token),
             ("limits.max_sockets_per_app", limits.max_sockets_per_app),
             ("limits.send_queue", limits.send_queue),
+            (
+                "limits.client_publish_per_sec",
+                limits.client_publish_per_sec as usize,
+            ),
+            (
+                "limits.client_publish_burst",
+                limits.client_publish_burst as usize,
+            ),
+            (
+                "limits.token_publish_per_sec",
+                limits.token_publish_per_sec as usize,
+            ),
+            (
+                "limits.token_publish_burst",
+                limits.token_publish_burst as usize,
+            ),
             ("history.per_stream", file.history.per_stream),
             ("history.total", file.history.total),
+            ("history.max_bytes", file.history.max_bytes.unwrap_or(1)),
+            (
+                "history.max_bytes_per_app",
+                file.history.max_bytes_per_app.unwrap_or(1),
+            ),
         ];
         for (name, value) in at_least_one {
             if value == 0 {
                 bail!("{name} must be at least 1");
             }
+        }
+
+        let http = file.http;
+        let timeouts = [
+            ("http.header_timeout_secs", http.header_timeout_secs),
+            ("http.idle_timeout_secs", http.idle_timeout_secs),
+            ("http.request_timeout_secs", http.request_timeout_secs),
+        ];
+        for (name, value) in timeouts {
+            if !(1..=3600).contains(&value) {
+                bail!("{name} must be between 1 and 3600, got {value}");
+            }
+        }
+        if http.max_pending_connections == 0 || http.max_connections == Some(0) {
+            bail!("http.max_pending_connections and http.max_connections must be at least 1");
+        }
+        if http.fd_reserve < 16 {
+            bail!(
+                "http.fd_reserve must be at least 16, got {}",
+                http.fd_reserve
+            );
         }
 
         let defaults = SandboxLimits::default();
@@ -340,6 +538,22 @@ impl Config {
         }
         validate_apps(&apps)?;
 
+        let max_bytes = file
+            .history
+            .max_bytes
+            .unwrap_or_else(|| history_bytes_default(memory_limit()));
+        let history = HistoryConfig {
+            per_stream: file.history.per_stream,
+            ttl_secs: file.history.ttl_secs,
+            total: file.history.total,
+            max_bytes,
+            max_bytes_per_app: file
+                .history
+                .max_bytes_per_app
+                .unwrap_or_else(|| history_bytes_per_app_default(max_bytes, apps.len()))
+                .min(max_bytes),
+        };
+
         Ok(Config {
             listen,
             public_url,
@@ -348,7 +562,8 @@ impl Config {
             operator_token,
             store,
             limits,
-            history: file.history,
+            http,
+            history,
             sandbox,
             auth,
             router,
@@ -545,6 +760,39 @@ mod tests {
     }
 
     #[test]
+    fn history_budgets_default_from_the_machine() {
+        let meminfo = "MemTotal:        8046512 kB\nMemFree:  100 kB\n";
+        assert_eq!(meminfo_total(meminfo), Some(8_046_512 * 1024));
+        assert_eq!(meminfo_total("garbage"), None);
+        // An eighth, between 16 MiB and 1 GiB.
+        assert_eq!(history_bytes_default(2 << 30), 256 << 20);
+        assert_eq!(history_bytes_default(64 << 20), 16 << 20);
+        assert_eq!(history_bytes_default(64 << 30), 1 << 30);
+        assert!(memory_limit() > 0);
+
+        let one_app = parse("[history]\nmax_bytes = 4000000").unwrap().history;
+        assert_eq!(one_app.max_bytes, 4_000_000);
+        assert_eq!(one_app.max_bytes_per_app, 4_000_000);
+        let two_apps = parse(
+            "[history]\nmax_bytes = 4000000\n[[apps]]\nid = \"a\"\nkey = \"ka\"\nsecret = \"secret-a\"\n[[apps]]\nid = \"b\"\nkey = \"kb\"\nsecret = \"secret-b\"",
+        )
+        .unwrap()
+        .history;
+        assert_eq!(two_apps.max_bytes_per_app, 2_000_000);
+        // A per-app budget above the global one is the global one.
+        let capped = parse("[history]\nmax_bytes = 3000000\nmax_bytes_per_app = 9000000")
+            .unwrap()
+            .history;
+        assert_eq!(capped.max_bytes_per_app, 3_000_000);
+        let defaults = parse("").unwrap();
+        assert_eq!(
+            defaults.history.max_bytes,
+            history_bytes_default(memory_limit())
+        );
+        assert_eq!(defaults.limits.client_publish_per_sec, 20);
+    }
+
+    #[test]
     fn mistakes_are_reported() {
         let cases = [
             ("lisen = \"127.0.0.1:1\"", "unknown field"),
@@ -565,6 +813,24 @@ mod tests {
                 "[plugins]\nmemory_mib = 17592186044417",
                 "memory_mib is too large",
             ),
+            (
+                "[http]\nheader_timeout_secs = 0",
+                "http.header_timeout_secs",
+            ),
+            ("[http]\nmax_connections = 0", "http.max_connections"),
+            ("[http]\nfd_reserve = 2", "http.fd_reserve"),
+            ("[http]\nidle_secs = 2", "unknown field"),
+            ("[history]\nmax_bytes = 0", "history.max_bytes"),
+            (
+                "[history]\nmax_bytes_per_app = 0",
+                "history.max_bytes_per_app",
+            ),
+            ("[history]\nmax_bytes = -1", "invalid"),
+            (
+                "[limits]\nclient_publish_per_sec = 0",
+                "client_publish_per_sec",
+            ),
+            ("[limits]\ntoken_publish_burst = 0", "token_publish_burst"),
         ];
         for (text, expected) in cases {
             let error = match toml::from_str::<ConfigFile>(text) {

@@ -13,6 +13,8 @@
 //!   into one validated [`config::Config`].
 //! - [`server`]: binds the listener (plain or TLS), wires the parts together
 //!   and shuts down gracefully.
+//! - [`connections`]: the accept loop and connection-level limits (header,
+//!   idle and request timeouts, pending and total caps, descriptor reserve).
 //! - [`api`]: the HTTP API (`/v1/tokens`, health), its app authentication
 //!   and its JSON errors.
 //! - [`gateway`]: the WebSocket endpoint: connection strings, the session
@@ -32,6 +34,7 @@ pub mod api;
 pub mod broker;
 pub mod check;
 pub mod config;
+pub mod connections;
 pub mod gateway;
 pub mod hub;
 pub mod mailbox;

@@ -39,6 +39,20 @@ pub struct PublishLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShedLabels {
+    /// `header_timeout`, `idle_timeout`, `request_timeout`,
+    /// `pending_limit`, `connection_limit` or `fd_limit`.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedPublishLabels {
+    pub app: String,
+    /// The error frame's reason (`rate_limited`, `forbidden`, ...).
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PluginLabels {
     pub plugin: String,
     pub call: String,
@@ -61,8 +75,19 @@ pub struct Metrics {
     pub publishes: Family<PublishLabels, Counter>,
     pub deliveries: Family<AppLabels, Counter>,
     pub history_messages: Gauge,
+    pub history_bytes: Gauge,
+    pub publishes_refused: Family<RefusedPublishLabels, Counter>,
     pub plugin_calls: Family<PluginLabels, Counter>,
     pub plugin_call_seconds: Family<PluginCallLabels, Histogram>,
+    pub connections_open: Gauge,
+    pub connections_pending: Gauge,
+    pub connections_shed: Family<ShedLabels, Counter>,
+    pub credential_refusals: Family<OutcomeLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
 }
 
 impl Metrics {
@@ -74,12 +99,38 @@ impl Metrics {
         let publishes = Family::<PublishLabels, Counter>::default();
         let deliveries = Family::<AppLabels, Counter>::default();
         let history_messages = Gauge::default();
+        let history_bytes = Gauge::default();
+        let publishes_refused = Family::<RefusedPublishLabels, Counter>::default();
         let plugin_calls = Family::<PluginLabels, Counter>::default();
+        let credential_refusals = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "credential_refusals",
+            "Requests refused for their app credentials: wrong, or throttled after too many wrong ones",
+            credential_refusals.clone(),
+        );
         // 10 µs to ~2.6 s.
         let plugin_call_seconds =
             Family::<PluginCallLabels, Histogram>::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.000_01, 4.0, 10))
             });
+        let connections_open = Gauge::default();
+        let connections_pending = Gauge::default();
+        let connections_shed = Family::<ShedLabels, Counter>::default();
+        registry.register(
+            "connections_open",
+            "Open TCP connections on the listener, WebSockets included",
+            connections_open.clone(),
+        );
+        registry.register(
+            "connections_pending",
+            "Connections that have not yet sent a complete first request",
+            connections_pending.clone(),
+        );
+        registry.register(
+            "connections_shed",
+            "Connections closed by the server's connection limits, by reason",
+            connections_shed.clone(),
+        );
         registry.register(
             "sockets_open",
             "Open WebSockets on this node",
@@ -111,6 +162,16 @@ impl Metrics {
             history_messages.clone(),
         );
         registry.register(
+            "history_bytes",
+            "Bytes held in history for recovery, as the history byte budgets count them",
+            history_bytes.clone(),
+        );
+        registry.register(
+            "publishes_refused",
+            "Client publish frames refused, by error reason",
+            publishes_refused.clone(),
+        );
+        registry.register(
             "plugin_calls",
             "Calls into plugin components",
             plugin_calls.clone(),
@@ -128,9 +189,32 @@ impl Metrics {
             publishes,
             deliveries,
             history_messages,
+            history_bytes,
+            publishes_refused,
             plugin_calls,
             plugin_call_seconds,
+            connections_open,
+            connections_pending,
+            connections_shed,
+            credential_refusals,
         }
+    }
+
+    /// A request refused for its app credentials (`wrong` or `throttled`).
+    pub fn credential_refusal(&self, outcome: &str) {
+        self.credential_refusals
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn connection_shed(&self, reason: &str) {
+        self.connections_shed
+            .get_or_create(&ShedLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     pub fn connect(&self, app: &str, outcome: &str) {
@@ -168,6 +252,16 @@ impl Metrics {
                 app: app.to_owned(),
             })
             .inc_by(delivered as u64);
+    }
+
+    /// A client publish answered with an error frame.
+    pub fn publish_refused(&self, app: &str, reason: &str) {
+        self.publishes_refused
+            .get_or_create(&RefusedPublishLabels {
+                app: app.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     pub fn plugin_call(&self, plugin: &str, call: &str, started: Instant, ok: bool) {

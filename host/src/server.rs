@@ -3,16 +3,19 @@
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum_server::Handle;
-use axum_server::tls_rustls::RustlsConfig;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::TlsAcceptor;
 
 use crate::api;
 use crate::broker::{Broker, MemoryBroker, RedisBroker};
-use crate::config::{Config, StoreConfig};
+use crate::config::{Config, StoreConfig, TlsFiles};
+use crate::connections::{ConnectionLimits, Connections};
 use crate::gateway::CloseCode;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -32,7 +35,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
-    tls: Option<RustlsConfig>,
+    tls: Option<TlsAcceptor>,
+    connections: Arc<Connections>,
     state: Arc<AppState>,
 }
 
@@ -46,7 +50,10 @@ impl Server {
             StoreConfig::Memory => {
                 let hub = Hub::new();
                 let broker = MemoryBroker::start(hub.clone(), config.history);
-                let store = MemoryStore::start(config.limits.max_store_entries);
+                let store = MemoryStore::start(
+                    config.limits.max_store_entries,
+                    config.limits.store_reserved_entries,
+                );
                 (StoreBackend::Memory(store), hub, Broker::Memory(broker))
             }
             StoreConfig::Redis { url, prefix } => {
@@ -80,26 +87,26 @@ impl Server {
         let plugins = Plugins::load(&sandbox, store.clone(), &config.auth, &config.router)?;
 
         let tls = match &config.tls {
-            Some(files) => {
-                // Several servers in one process (tests) share the provider.
-                let _ = rustls::crypto::ring::default_provider().install_default();
-                let tls = RustlsConfig::from_pem_file(&files.cert, &files.key)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "cannot load TLS certificate {} and key {}",
-                            files.cert.display(),
-                            files.key.display()
-                        )
-                    })?;
-                Some(tls)
-            }
+            Some(files) => Some(tls_acceptor(files).with_context(|| {
+                format!(
+                    "cannot load TLS certificate {} and key {}",
+                    files.cert.display(),
+                    files.key.display()
+                )
+            })?),
             None => None,
         };
 
         let listener = TcpListener::bind(config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let local_addr = listener.local_addr()?;
+        let limits = ConnectionLimits::resolve(&config.http);
+        tracing::info!(
+            max_connections = limits.max_connections,
+            max_pending = limits.max_pending,
+            "connection limits"
+        );
+        let connections = Connections::new(limits, metrics.clone());
 
         let state = Arc::new(AppState::new(
             config,
@@ -114,6 +121,7 @@ impl Server {
             listener,
             local_addr,
             tls,
+            connections,
             state,
         })
     }
@@ -140,41 +148,56 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let app = api::router(self.state.clone()).into_make_service();
-        let handle: Handle<SocketAddr> = Handle::new();
+        let app = api::router(self.state.clone());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let hub = self.state.hub.clone();
-        let signal_handle = handle.clone();
         tokio::spawn(async move {
             shutdown.await;
             let closing = hub.close_all(CloseCode::GoingAway);
             tracing::info!(closing, "shutting down");
-            signal_handle.graceful_shutdown(Some(SHUTDOWN_GRACE));
+            let _ = stop.send(true);
+            // Keep the sender: a dropped one would also read as "stop".
+            std::future::pending::<()>().await;
         });
 
         tokio::spawn(reload_on_hangup(self.state.clone()));
         let hub = self.state.hub.clone();
-        match self.tls {
-            Some(tls) => {
-                axum_server::from_tcp_rustls(self.listener, tls)?
-                    .handle(handle)
-                    .serve(app)
-                    .await?
-            }
-            None => {
-                axum_server::from_tcp(self.listener)?
-                    .handle(handle)
-                    .serve(app)
-                    .await?
-            }
-        }
-        // Upgraded sockets live outside the HTTP server's bookkeeping: let
-        // them finish their close handshakes before the runtime stops.
+        self.listener
+            .set_nonblocking(true)
+            .context("cannot make the listener non-blocking")?;
+        let listener = tokio::net::TcpListener::from_std(self.listener)
+            .context("cannot register the listener")?;
+        self.connections
+            .serve(listener, self.tls, app, stopped, SHUTDOWN_GRACE)
+            .await;
+        // Upgraded sockets live outside the HTTP connections' bookkeeping:
+        // let them finish their close handshakes before the runtime stops.
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         while hub.session_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
     }
+}
+
+/// The rustls acceptor for the configured PEM files. HTTP/2 and HTTP/1.1
+/// are offered by ALPN, as before.
+fn tls_acceptor(files: &TlsFiles) -> anyhow::Result<TlsAcceptor> {
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|error| anyhow::anyhow!("{}: {error}", files.cert.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("{}: no certificate found", files.cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(Path::new(&files.key))
+        .map_err(|error| anyhow::anyhow!("{}: {error}", files.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// `SIGHUP` reloads the plugin components.

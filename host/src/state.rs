@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::api::CredentialThrottle;
 use crate::broker::Broker;
 use crate::config::{AppConfig, Config};
+use crate::gateway::PublishRates;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::plugins::{Plugins, Sandbox};
@@ -65,6 +67,10 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub broker: Arc<Broker>,
     pub metrics: Arc<Metrics>,
+    /// Wrong app secrets per (key, source).
+    pub credential_throttle: CredentialThrottle,
+    /// Client publish rate limits (per socket, per token on this node).
+    pub publish_rates: Arc<PublishRates>,
 }
 
 impl AppState {
@@ -78,7 +84,12 @@ impl AppState {
         metrics: Arc<Metrics>,
     ) -> AppState {
         AppState {
+            credential_throttle: CredentialThrottle::new(
+                config.limits.max_credential_failures,
+                std::time::Duration::from_secs(config.limits.credential_failure_window_secs),
+            ),
             apps: Apps::new(&config.apps),
+            publish_rates: PublishRates::new(&config.limits),
             config,
             plugins: ArcSwap::from_pointee(plugins),
             sandbox,
@@ -95,7 +106,7 @@ impl AppState {
     pub fn ready(&self) -> Result<(), crate::api::ApiError> {
         self.broker
             .is_ready()
-            .map_err(|error| crate::api::ApiError::store_unavailable(error.to_string()))
+            .map_err(crate::api::ApiError::store_unavailable)
     }
 
     /// The components serving calls now.

@@ -155,6 +155,77 @@ async fn malformed_bodies_and_bad_fields_are_400() {
 }
 
 #[tokio::test]
+async fn ttl_is_a_json_number_and_must_be_whole() {
+    let server = TestServer::start(TWO_APPS);
+    // JSON does not tell 60.0 from 60 (nor does OpenAPI's `integer`).
+    let token = server.token(ALPHA, json!({"ttl": 60.0})).await;
+    assert!(!token.access_id.is_empty());
+    for ttl in [json!(1.5), json!(0.0), json!(7200.5), json!(-5)] {
+        let (status, body) = server.post_token(ALPHA, json!({ "ttl": ttl })).await;
+        assert_error(status, &body, 400, "invalid_request");
+    }
+}
+
+#[tokio::test]
+async fn a_token_user_id_has_the_publish_limit() {
+    let server = TestServer::start(TWO_APPS);
+    let longest = "u".repeat(200);
+    server.token(ALPHA, json!({ "user_id": longest })).await;
+    // Every user id a token carries can be published to.
+    let response = http()
+        .post(server.url("/v1/publish"))
+        .basic_auth(ALPHA.0, Some(ALPHA.1))
+        .json(&json!({"user_id": longest, "event": "e", "data": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    // 201 bytes: refused, also when they are fewer characters.
+    for user_id in ["u".repeat(201), "é".repeat(101)] {
+        let (status, body) = server
+            .post_token(ALPHA, json!({ "user_id": user_id }))
+            .await;
+        assert_error(status, &body, 400, "invalid_request");
+    }
+}
+
+#[tokio::test]
+async fn a_plain_get_of_the_websocket_path_is_426_in_json() {
+    let server = TestServer::start(TWO_APPS);
+    let response = http()
+        .get(server.url("/v1/ws?app=alpha&access_id=x&otp=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 426);
+    assert_eq!(response.headers()["upgrade"], "websocket");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "upgrade_required");
+}
+
+#[tokio::test]
+async fn operator_endpoints_challenge_with_bearer() {
+    let server = TestServer::start_with(TWO_APPS, &["--operator-token", "an-operator-token-16"]);
+    for request in [
+        http().get(server.url("/metrics")),
+        http().post(server.url("/admin/reload")),
+    ] {
+        let response = request.bearer_auth("wrong").send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            "Bearer realm=\"madx-pusher\""
+        );
+    }
+    // App endpoints keep the Basic challenge.
+    let response = http().post(server.url("/v1/tokens")).send().await.unwrap();
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        "Basic realm=\"madx-pusher\""
+    );
+}
+
+#[tokio::test]
 async fn an_oversized_body_is_413() {
     let server = TestServer::start(TWO_APPS);
     let huge = json!({"user_id": "x".repeat(70 * 1024)});

@@ -436,6 +436,12 @@ export class MadxClient {
       this._schedule(delayMs, () => this._refresh());
       return;
     }
+    // The server will never resume from this position: go on without it
+    // (`welcome` announces the position to follow from).
+    if (action === 'position') {
+      this._inbox.since = undefined;
+      this._emit('gap', { channel: INBOX });
+    }
     let delayMs = reconnectDelay(action, this._attempt, this._backoff, this._random);
     // 4003 is not a failure: another code of the window may be free.
     if (action !== 'code') this._attempt++;

@@ -10,6 +10,8 @@ import { stepAt } from './totp.js';
  *   than 4002/4003): get a new token from the app, if it can give one.
  * - `code`: the one-time code was already spent (4003): use another unused
  *   code of the window, or wait for the next step.
+ * - `position`: the resume position was refused (4005 `invalid_last_id`):
+ *   forget it and reconnect at once; `welcome` announces where to go on.
  * - `clock`: the code matched no accepted step (4002): the clocks disagree;
  *   try a fresh code at the next step, backing off.
  * - `backoff`: the server is throttling or failing (4100-4199, 1011, others):
@@ -18,11 +20,12 @@ import { stepAt } from './totp.js';
  * - `short`: the connection was lost without a code (1006, the node died, or
  *   the connect failed): a short back-off.
  * @param {number} code WebSocket close code
- * @returns {'token' | 'code' | 'clock' | 'backoff' | 'now' | 'short'}
+ * @returns {'token' | 'position' | 'code' | 'clock' | 'backoff' | 'now' | 'short'}
  */
 export function closeAction(code) {
   if (code === 4003) return 'code';
   if (code === 4002) return 'clock';
+  if (code === 4005) return 'position';
   if (code >= 4000 && code <= 4099) return 'token';
   if (code >= 4100 && code <= 4199) return 'backoff';
   if (code >= 4200 && code <= 4299) return 'now';
@@ -75,6 +78,7 @@ export function jittered(attempt, firstMs, maxMs, random) {
 export function reconnectDelay(action, attempt, options, random) {
   switch (action) {
     case 'code':
+    case 'position':
       return 0; // chooseStep decides whether to wait for the next step
     case 'now':
       // A repeated "now" (the node went away and the next connect failed

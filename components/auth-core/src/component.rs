@@ -52,6 +52,10 @@ impl tokens::Backend for Host {
     fn increment(&self, key: &str, delta: u64, ttl_ms: u64) -> Result<u64, StoreFailure> {
         store::increment(key, delta, ttl_ms).map_err(store_failure)
     }
+
+    fn decrement(&self, key: &str, delta: u64) -> Result<u64, StoreFailure> {
+        store::decrement(key, delta).map_err(store_failure)
+    }
     fn setting(&self, name: &str) -> Option<String> {
         settings::get(name)
     }

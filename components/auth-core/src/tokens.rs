@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | `token:{id}` | [`TokenRecord`] as JSON | the token's idle timeout, restarted on activity |
 //! | `used:{id}:{step}` | `1` | once the step can no longer be accepted |
-//! | `fails:{id}` | counter of wrong codes | `failure_window_secs` after the first |
+//! | `fails:{id}` | codes counted against the limit: wrong ones, and those being compared | `failure_window_secs` after the first, or with the lock |
 //! | `lock:{id}` | unix second the lock ends | at that second |
 //! | `locks:{id}` | counter of locks | 24 h after the first |
 
@@ -23,7 +23,9 @@ pub const MAX_TTL_SECS: u32 = 7200;
 const SEED_BYTES: usize = 20;
 const ACCESS_ID_BYTES: usize = 16;
 const MAX_ACCESS_ID_LEN: usize = 64;
-const MAX_USER_ID_LEN: usize = 256;
+/// The contract's limit on a user id (wit/types.wit), the same for tokens,
+/// publishes and routing.
+pub const MAX_USER_ID_LEN: usize = 200;
 const MAX_GLOBS: usize = 64;
 const MAX_GLOB_LEN: usize = 200;
 const LOCK_HISTORY_SECS: u64 = 24 * 3600;
@@ -40,6 +42,7 @@ pub trait Backend {
     fn touch(&self, key: &str, ttl_ms: u64) -> Result<bool, StoreFailure>;
     fn delete(&self, key: &str) -> Result<bool, StoreFailure>;
     fn increment(&self, key: &str, delta: u64, ttl_ms: u64) -> Result<u64, StoreFailure>;
+    fn decrement(&self, key: &str, delta: u64) -> Result<u64, StoreFailure>;
     fn setting(&self, name: &str) -> Option<String>;
     fn now_unix_secs(&self) -> u64;
     fn random_bytes(&self, buf: &mut [u8]);
@@ -251,6 +254,17 @@ impl<'a, B: Backend> Authority<'a, B> {
         if let Some(retry_after_secs) = lock_remaining(backend, access_id, now)? {
             return Err(AuthFailure::RateLimited { retry_after_secs });
         }
+        // Count the code before comparing it, atomically: however many codes
+        // for this access id arrive at once, on one node or many, at most
+        // `max_failures` of them are ever compared within a window. A code
+        // that matches gives its count back below.
+        let fails_key = fails_key(access_id);
+        let counted = backend.increment(&fails_key, 1, self.settings.failure_window_secs * 1000)?;
+        if counted > self.settings.max_failures {
+            let retry_after_secs = lock_remaining(backend, access_id, now)?
+                .unwrap_or_else(|| saturating_u32(self.settings.failure_window_secs));
+            return Err(AuthFailure::RateLimited { retry_after_secs });
+        }
 
         let seed = BASE32_NOPAD
             .decode(record.seed.as_bytes())
@@ -265,8 +279,12 @@ impl<'a, B: Backend> Authority<'a, B> {
             }
         }
         let Some(step) = matched else {
-            return Err(self.record_failure(access_id, now)?);
+            if counted == self.settings.max_failures {
+                self.lock(access_id, now)?;
+            }
+            return Err(AuthFailure::OtpInvalid);
         };
+        backend.decrement(&fails_key, 1)?;
 
         // A step is accepted until the clock is two steps past it; the marker
         // lives a little longer than that, so nodes with slightly different
@@ -278,7 +296,6 @@ impl<'a, B: Backend> Authority<'a, B> {
         if !backend.touch(&token_key(access_id), secs_to_ms(record.ttl))? {
             return Err(AuthFailure::TokenInvalid);
         }
-        backend.delete(&format!("fails:{access_id}"))?;
         Ok(Grant {
             access_id: access_id.to_owned(),
             user_id: record.user_id,
@@ -306,37 +323,43 @@ impl<'a, B: Backend> Authority<'a, B> {
         Ok(self.backend.delete(&token_key(access_id))?)
     }
 
-    /// Count a wrong code; the one that reaches `max_failures` locks the access
-    /// id (RFC 4226 section 7.3), for longer each time within a day.
-    fn record_failure(&self, access_id: &str, now: u64) -> Result<AuthFailure, AuthFailure> {
+    /// Lock the access id after the wrong code that used up the window's
+    /// allowance (RFC 4226 section 7.3), for longer each time within a day.
+    /// Only the call that creates the lock counts it, so a burst of wrong
+    /// codes escalates by one lock, not by one per code.
+    fn lock(&self, access_id: &str, now: u64) -> Result<(), AuthFailure> {
         let (backend, settings) = (self.backend, &self.settings);
-        let fails_key = format!("fails:{access_id}");
-        let failures = backend.increment(&fails_key, 1, settings.failure_window_secs * 1000)?;
-        if failures < settings.max_failures {
-            return Ok(AuthFailure::OtpInvalid);
-        }
+        let locks_key = format!("locks:{access_id}");
         let previous_locks = backend
-            .increment(&format!("locks:{access_id}"), 1, LOCK_HISTORY_SECS * 1000)?
-            .saturating_sub(1);
+            .get(&locks_key)?
+            .and_then(|count| std::str::from_utf8(&count).ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
         let lock_secs = settings
             .lockout_secs
             .saturating_mul(1u64 << previous_locks.min(20))
             .min(settings.max_lockout_secs.max(settings.lockout_secs));
         let until = now + lock_secs;
-        backend.set(
-            &format!("lock:{access_id}"),
-            until.to_string().as_bytes(),
-            lock_secs * 1000,
-        )?;
-        backend.delete(&fails_key)?;
-        Ok(AuthFailure::RateLimited {
-            retry_after_secs: u32::try_from(lock_secs).unwrap_or(u32::MAX),
-        })
+        let lock_key = format!("lock:{access_id}");
+        if backend.set_if_absent(&lock_key, until.to_string().as_bytes(), lock_secs * 1000)? {
+            backend.increment(&locks_key, 1, LOCK_HISTORY_SECS * 1000)?;
+            // The count ends with the lock: codes that were in flight when it
+            // was set stay refused, and a fresh window starts after it.
+            backend.touch(&fails_key(access_id), lock_secs * 1000)?;
+        }
+        Ok(())
     }
 }
 
 fn token_key(access_id: &str) -> String {
     format!("token:{access_id}")
+}
+
+fn fails_key(access_id: &str) -> String {
+    format!("fails:{access_id}")
+}
+
+fn saturating_u32(value: u64) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
 }
 
 fn secs_to_ms(secs: u32) -> u64 {
@@ -397,8 +420,7 @@ fn lock_remaining(
         .ok()
         .and_then(|text| text.parse::<u64>().ok())
         .unwrap_or(now + 1);
-    let remaining = until.saturating_sub(now).max(1);
-    Ok(Some(u32::try_from(remaining).unwrap_or(u32::MAX)))
+    Ok(Some(saturating_u32(until.saturating_sub(now).max(1))))
 }
 
 #[cfg(test)]

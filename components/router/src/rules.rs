@@ -21,7 +21,8 @@ pub fn validate_channel(name: &str) -> Result<(), String> {
 /// Longest event name, in bytes.
 pub const MAX_EVENT_LEN: usize = 100;
 /// Longest user id or access id a publish may target, in bytes.
-pub const MAX_ID_LEN: usize = 256;
+/// (The contract's user id limit, wit/types.wit.)
+pub const MAX_ID_LEN: usize = 200;
 
 /// An event name is 1 to 100 printable ASCII characters.
 pub fn validate_event(name: &str) -> Result<(), String> {
@@ -34,7 +35,7 @@ pub fn validate_event(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A user id or access id is 1 to 256 bytes.
+/// A user id or access id is 1 to 200 bytes.
 pub fn validate_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > MAX_ID_LEN {
         return Err(format!(

@@ -205,7 +205,8 @@ struct CreateToken {
     channels: Vec<String>,
     #[serde(default)]
     publish: Vec<String>,
-    ttl: Option<u64>,
+    /// A number, so that `60.0` means 60, as on the hosts.
+    ttl: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -232,10 +233,13 @@ fn create_token(
     app: &App,
     body: CreateToken,
 ) -> Result<Response, ApiError> {
-    let max = u64::from(tokens::MAX_TTL_SECS);
+    let max = tokens::MAX_TTL_SECS;
     let ttl_secs = match body.ttl {
         None => None,
-        Some(ttl) if (1..=max).contains(&ttl) => u32::try_from(ttl).ok(),
+        // Whole and in range, so the cast is exact.
+        Some(ttl) if ttl.fract() == 0.0 && (1.0..=f64::from(max)).contains(&ttl) => {
+            Some(ttl as u32)
+        }
         Some(ttl) => {
             return Err(ApiError::invalid_request(format!(
                 "ttl must be between 1 and {max} seconds, got {ttl}"
@@ -405,11 +409,18 @@ fn route(
     let name = match &target {
         Target::Channel(name) | Target::User(name) | Target::Token(name) => name,
     };
-    for (field, value) in [("target", name), ("event", &request.event)] {
-        if value.is_empty() || value.len() > limits.max_name_bytes {
+    // A user id's limit is the contract's (wit/types.wit), as on the hosts.
+    let name_limit = match &target {
+        Target::User(_) => madx_auth_core::tokens::MAX_USER_ID_LEN,
+        Target::Channel(_) | Target::Token(_) => limits.max_name_bytes,
+    };
+    for (field, value, limit) in [
+        ("target", name, name_limit),
+        ("event", &request.event, limits.max_name_bytes),
+    ] {
+        if value.is_empty() || value.len() > limit {
             return Err(ApiError::invalid_request(at(format!(
-                "{field} must be 1 to {} bytes long",
-                limits.max_name_bytes
+                "{field} must be 1 to {limit} bytes long"
             ))));
         }
     }

@@ -45,6 +45,9 @@ impl Response {
     }
 }
 
+/// What a client is told when the store fails (the hosts' words too).
+const STORE_UNAVAILABLE: &str = "the store cannot be reached right now; retry later";
+
 /// An HTTP error with a documented code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -116,8 +119,11 @@ impl ApiError {
         }
     }
 
-    pub fn store_unavailable(message: impl Into<String>) -> Self {
-        Self::new(503, "store_unavailable", message)
+    /// The store failed. As on the hosts, the detail (Redis' own words) is
+    /// logged, never sent: clients get the stable code and a short message.
+    pub fn store_unavailable(detail: impl std::fmt::Display) -> Self {
+        eprintln!("madx-edge: store unavailable: {detail}");
+        Self::new(503, "store_unavailable", STORE_UNAVAILABLE)
     }
 
     /// The edge's Spin variables are missing or invalid (the hosts refuse

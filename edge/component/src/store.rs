@@ -5,7 +5,7 @@
 //! A plugin key `K` of app `A` lives at `<prefix>:app/<A>/auth/<K>` (the
 //! host's `Namespace` plus `RedisStore` prefix). get = `GET`, set =
 //! `SET .. PX`, set-if-absent = `SET .. NX PX`, touch = `PEXPIRE`, delete =
-//! `DEL`, increment = `host/src/store/increment.lua`. The arguments are
+//! `DEL`, increment and decrement = `host/src/store/{increment,decrement}.lua`. The arguments are
 //! checked as the host's `Namespace` checks them before they reach Redis.
 
 use madx_auth_core::tokens::{Backend, StoreFailure};
@@ -19,8 +19,9 @@ const MAX_VALUE_BYTES: usize = 64 * 1024;
 /// The host's `store::MAX_TTL` (30 days), in milliseconds.
 const MAX_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
 
-/// The same script the hosts run for `increment`.
+/// The same scripts the hosts run for `increment` and `decrement`.
 const INCREMENT: &str = include_str!("../../../host/src/store/increment.lua");
+const DECREMENT: &str = include_str!("../../../host/src/store/decrement.lua");
 
 /// One app's auth keys in the shared Redis.
 pub struct AuthStore<'a, P> {
@@ -152,6 +153,16 @@ impl<P: Platform> Backend for AuthStore<'_, P> {
             delta.as_bytes(),
             ttl.as_bytes(),
         ];
+        let value = integer("EVAL", &self.run("EVAL", &args)?)?;
+        u64::try_from(value).map_err(|_| refused(format!("counter {key:?} is negative")))
+    }
+
+    fn decrement(&self, key: &str, delta: u64) -> Result<u64, StoreFailure> {
+        let key = self.key(key)?;
+        let delta =
+            i64::try_from(delta).map_err(|_| refused(format!("decrement {delta} is too large")))?;
+        let delta = delta.to_string();
+        let args: [&[u8]; 4] = [DECREMENT.as_bytes(), b"1", key.as_bytes(), delta.as_bytes()];
         let value = integer("EVAL", &self.run("EVAL", &args)?)?;
         u64::try_from(value).map_err(|_| refused(format!("counter {key:?} is negative")))
     }

@@ -113,6 +113,22 @@ impl madx::pusher::store::Host for Host {
             .insert(key, (next.to_string().into_bytes(), expires));
         Ok(next)
     }
+
+    async fn decrement(&mut self, key: String, delta: u64) -> Result<u64, StoreError> {
+        let Some((value, _)) = self.live(&key) else {
+            return Ok(0);
+        };
+        let current = String::from_utf8_lossy(value)
+            .parse::<u64>()
+            .map_err(|_| StoreError::InvalidArgument("not a counter".into()))?;
+        let next = current.saturating_sub(delta);
+        if next == 0 {
+            self.entries.remove(&key);
+        } else {
+            *value = next.to_string().into_bytes();
+        }
+        Ok(next)
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]

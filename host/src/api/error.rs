@@ -8,6 +8,11 @@ use serde_json::json;
 
 use crate::plugins::PluginFailure;
 
+/// What a client is told when the store fails.
+pub const STORE_UNAVAILABLE: &str = "the store cannot be reached right now; retry later";
+/// When to try again after `store_full`: idle tokens expire continually.
+const STORE_FULL_RETRY_SECS: u32 = 60;
+
 /// An HTTP error with a documented code (see docs/protocol.md).
 #[derive(Debug)]
 pub struct ApiError {
@@ -15,6 +20,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     retry_after_secs: Option<u32>,
+    /// The `WWW-Authenticate` challenge of a 401.
+    challenge: Option<&'static str>,
 }
 
 impl ApiError {
@@ -24,6 +31,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_secs: None,
+            challenge: None,
         }
     }
 
@@ -38,20 +46,32 @@ impl ApiError {
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong app credentials (HTTP Basic with the app's key and secret)",
-        )
+        ApiError {
+            challenge: Some("Basic realm=\"madx-pusher\""),
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong app credentials (HTTP Basic with the app's key and secret)",
+            )
+        }
     }
 
     /// An operator endpoint without the operator token.
     pub fn unauthorized_operator() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "operator endpoints need Authorization: Bearer <operator_token>",
-        )
+        ApiError {
+            challenge: Some("Bearer realm=\"madx-pusher\""),
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "operator endpoints need Authorization: Bearer <operator_token>",
+            )
+        }
+    }
+
+    /// `GET /v1/ws` without a WebSocket upgrade (`message` says what is
+    /// missing).
+    pub fn upgrade_required(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", message)
     }
 
     /// A reload whose components did not load; the old ones keep serving.
@@ -91,12 +111,29 @@ impl ApiError {
         }
     }
 
-    pub fn store_unavailable(message: impl Into<String>) -> Self {
+    /// The store failed. The detail (Redis' own words, script hashes) goes
+    /// to the log, never to the client: it gets the stable code and a short
+    /// message.
+    pub fn store_unavailable(detail: impl std::fmt::Display) -> Self {
+        tracing::warn!(%detail, "store unavailable");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
-            message,
+            STORE_UNAVAILABLE,
         )
+    }
+
+    /// The in-memory store has no room for new tokens; connects of existing
+    /// tokens still work.
+    pub fn store_full() -> Self {
+        ApiError {
+            retry_after_secs: Some(STORE_FULL_RETRY_SECS),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_full",
+                "the token store is full; retry when tokens have expired",
+            )
+        }
     }
 
     /// The plugin failed; the details are logged, not sent.
@@ -118,11 +155,16 @@ impl IntoResponse for ApiError {
         let body = json!({ "error": { "code": self.code, "message": self.message } });
         let mut response = (self.status, Json(body)).into_response();
         let headers = response.headers_mut();
-        if self.status == StatusCode::UNAUTHORIZED {
+        if let Some(challenge) = self.challenge {
             headers.insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"madx-pusher\""),
+                HeaderValue::from_static(challenge),
             );
+        }
+        if self.status == StatusCode::UPGRADE_REQUIRED {
+            // RFC 9110 section 15.5.22: a 426 names the protocol to switch to.
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
         if let Some(seconds) = self.retry_after_secs {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));

@@ -1,9 +1,10 @@
 //! Request extractors: the calling app (HTTP Basic) and JSON bodies with
 //! errors in the API's format.
 
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use base64::Engine as _;
@@ -13,6 +14,7 @@ use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
+use super::throttle::Counted;
 use crate::state::{App, AppState};
 
 /// The app whose key and secret came with the request (HTTP Basic).
@@ -28,14 +30,53 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = Arc::<AppState>::from_ref(state);
         let (key, secret) = basic_credentials(parts).ok_or_else(ApiError::unauthorized)?;
-        let app = state.apps.by_key(&key).ok_or_else(ApiError::unauthorized)?;
+        let source = source_address(parts);
+        // A source that has been guessing this key is refused before the
+        // secret is compared; other sources are not affected.
+        if let Some(retry_after_secs) = state.credential_throttle.retry_after(&key, source) {
+            state.metrics.credential_refusal("throttled");
+            return Err(ApiError::rate_limited(retry_after_secs));
+        }
+        let app = state.apps.by_key(&key);
         // Constant-time, so response timing does not reveal the secret.
-        if bool::from(app.secret.as_bytes().ct_eq(secret.as_bytes())) {
-            Ok(CallingApp(app))
-        } else {
-            Err(ApiError::unauthorized())
+        let matches = app
+            .as_ref()
+            .is_some_and(|app| bool::from(app.secret.as_bytes().ct_eq(secret.as_bytes())));
+        match app {
+            Some(app) if matches => Ok(CallingApp(app)),
+            _ => {
+                state.metrics.credential_refusal("wrong");
+                match state.credential_throttle.record_failure(&key, source) {
+                    Counted::Below => {
+                        tracing::info!(key, %source, "wrong app credentials");
+                    }
+                    Counted::Throttled => tracing::warn!(
+                        key,
+                        %source,
+                        "too many wrong app credentials: this source is refused \
+                         for this key until the failure window ends"
+                    ),
+                    Counted::Untracked => tracing::warn!(
+                        key,
+                        %source,
+                        "wrong app credentials; too many sources to track"
+                    ),
+                }
+                Err(ApiError::unauthorized())
+            }
         }
     }
+}
+
+/// The peer's address; behind a proxy, the proxy's (throttling then applies
+/// to everything that comes through it).
+fn source_address(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |ConnectInfo(peer)| {
+            peer.ip().to_canonical()
+        })
 }
 
 fn basic_credentials(parts: &Parts) -> Option<(String, String)> {

@@ -3,6 +3,7 @@
 mod error;
 mod extract;
 mod publish;
+mod throttle;
 mod tokens;
 
 use std::sync::Arc;
@@ -15,11 +16,16 @@ use axum::routing::{delete, get, post};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-pub use error::ApiError;
+pub use error::{ApiError, STORE_UNAVAILABLE};
+pub use throttle::CredentialThrottle;
 // The request bodies and their checks, for the fuzz targets (fuzz/).
 pub use extract::JsonBody;
 pub use publish::{BatchRequest, Checked, PublishRequest};
 pub use tokens::CreateToken;
+
+/// The contract's limit on a user id (wit/types.wit): a token can be issued
+/// for exactly the user ids a publish can reach.
+pub const MAX_USER_ID_BYTES: usize = 200;
 
 use crate::gateway;
 use crate::state::AppState;
@@ -67,7 +73,12 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse,
         .store
         .ping()
         .await
-        .map_err(|error| ApiError::store_unavailable(error.to_string()))?;
+        .map_err(ApiError::store_unavailable)?;
+    // Full: existing tokens connect, new ones are refused; say so, so that
+    // an operator (or a load balancer) sees it.
+    if state.store.is_full() {
+        return Err(ApiError::store_full());
+    }
     Ok((StatusCode::OK, axum::Json(json!({ "status": "ready" }))))
 }
 
@@ -129,6 +140,8 @@ async fn metrics(
     }
     let history = i64::try_from(state.broker.history_len()).unwrap_or(i64::MAX);
     state.metrics.history_messages.set(history);
+    let history_bytes = i64::try_from(state.broker.history_bytes()).unwrap_or(i64::MAX);
+    state.metrics.history_bytes.set(history_bytes);
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     Ok((
         [(axum::http::header::CONTENT_TYPE, content_type)],

@@ -61,11 +61,19 @@ impl PublishRequest {
         let name = match &target {
             RouteTarget::Channel(name) | RouteTarget::User(name) | RouteTarget::Token(name) => name,
         };
-        for (field, value) in [("target", name), ("event", &self.event)] {
-            if value.is_empty() || value.len() > limits.max_name_bytes {
+        // A user id's limit is the contract's, not a tunable: every user a
+        // token was issued for must stay reachable.
+        let name_limit = match &target {
+            RouteTarget::User(_) => super::MAX_USER_ID_BYTES,
+            RouteTarget::Channel(_) | RouteTarget::Token(_) => limits.max_name_bytes,
+        };
+        for (field, value, limit) in [
+            ("target", name, name_limit),
+            ("event", &self.event, limits.max_name_bytes),
+        ] {
+            if value.is_empty() || value.len() > limit {
                 return Err(ApiError::invalid_request(at(format!(
-                    "{field} must be 1 to {} bytes long",
-                    limits.max_name_bytes
+                    "{field} must be 1 to {limit} bytes long"
                 ))));
             }
         }
@@ -174,7 +182,7 @@ async fn store(state: &AppState, app: &App, routed: &[Routed]) -> Result<Vec<Pub
         .broker
         .publish(&app.id, &messages)
         .await
-        .map_err(|error| ApiError::store_unavailable(error.to_string()))?;
+        .map_err(ApiError::store_unavailable)?;
     for message in &published {
         state.metrics.published(&app.id, "api", message.delivered);
     }

@@ -14,7 +14,7 @@ use crate::plugins::bindings::{AuthError, TokenRequest};
 use crate::state::AppState;
 
 /// The contract's ceiling on a token's idle timeout.
-const MAX_TTL_SECS: u64 = 7200;
+const MAX_TTL_SECS: u32 = 7200;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,7 +24,8 @@ pub struct CreateToken {
     channels: Vec<String>,
     #[serde(default)]
     publish: Vec<String>,
-    ttl: Option<u64>,
+    /// A number, so that `60.0` means 60: JSON does not tell it from `60`.
+    ttl: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -44,18 +45,30 @@ struct CreatedToken {
 }
 
 impl CreateToken {
-    /// The request for the auth plugin. The ttl is checked here too, so no
-    /// plugin can hand out tokens beyond the contract.
+    /// The request for the auth plugin. The ttl and user id are checked
+    /// here too, so no plugin can hand out tokens beyond the contract or
+    /// for a user that publishes cannot reach.
     pub fn into_request(self) -> Result<TokenRequest, ApiError> {
         let ttl_secs = match self.ttl {
             None => None,
-            Some(ttl @ 1..=MAX_TTL_SECS) => u32::try_from(ttl).ok(),
+            // Whole and in range, so the cast is exact.
+            Some(ttl) if ttl.fract() == 0.0 && (1.0..=f64::from(MAX_TTL_SECS)).contains(&ttl) => {
+                Some(ttl as u32)
+            }
             Some(ttl) => {
                 return Err(ApiError::invalid_request(format!(
                     "ttl must be between 1 and {MAX_TTL_SECS} seconds, got {ttl}"
                 )));
             }
         };
+        if let Some(user_id) = &self.user_id
+            && (user_id.is_empty() || user_id.len() > super::MAX_USER_ID_BYTES)
+        {
+            return Err(ApiError::invalid_request(format!(
+                "user_id must be 1 to {} bytes long",
+                super::MAX_USER_ID_BYTES
+            )));
+        }
         Ok(TokenRequest {
             user_id: self.user_id,
             channels: self.channels,
@@ -73,6 +86,11 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let request = body.into_request()?;
     state.ready()?;
+    // A full store still serves connects (they use a reserved room), but
+    // takes no new tokens until some expire.
+    if state.store.is_full() {
+        return Err(ApiError::store_full());
+    }
     let issued = state
         .plugins()
         .auth
@@ -161,7 +179,7 @@ fn api_error(error: AuthError) -> ApiError {
             "no such token (unknown, expired or already revoked)",
         ),
         AuthError::RateLimited(seconds) => ApiError::rate_limited(seconds),
-        AuthError::Unavailable(message) => ApiError::store_unavailable(message),
+        AuthError::Unavailable(detail) => ApiError::store_unavailable(detail),
         AuthError::OtpInvalid | AuthError::OtpReused => {
             ApiError::invalid_request("the auth plugin refused the request")
         }

@@ -5,8 +5,13 @@
 //! one lock, so every session sees a stream's messages in id order, and a
 //! session that recovers history while registering (same lock) sees no gap
 //! and no duplicate between replay and live messages.
+//!
+//! History is bounded per stream (count), by age, over all streams (count),
+//! and by bytes per app and over all apps. Whatever drops a message from a
+//! stream raises that stream's `dropped_max`, so a recovery from an older id
+//! says `recovered: false`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,10 +23,15 @@ use crate::hub::{Hub, Target};
 
 /// How often aged-out history is reclaimed in the background.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Bytes charged per kept message besides its frame: its [`Held`] record
+/// in the app's B-tree and the shared buffer's header.
+pub const MESSAGE_OVERHEAD: usize = 160;
+/// Bytes charged per stream a message is kept in, besides the target's
+/// name: its [`Stored`] entry (with deque slack) and the target's copy.
+pub const ENTRY_OVERHEAD: usize = 160;
 
 struct Stored {
     id: u64,
-    at: Instant,
     frame: Utf8Bytes,
 }
 
@@ -32,12 +42,28 @@ struct Stream {
     dropped_max: u64,
 }
 
+/// A message that at least one stream of its app still holds.
+struct Held {
+    /// Publish order over all apps: the global budgets drop the lowest.
+    seq: u64,
+    at: Instant,
+    /// What it counts against the byte budgets.
+    bytes: usize,
+    /// Streams still holding it; at 0 it is forgotten.
+    holders: usize,
+    targets: Box<[Target]>,
+}
+
 struct AppHistory {
     last_id: u64,
     /// The highest id of any stream forgotten entirely (and, at start, the
     /// first id of this process: older ids are unknown here).
     forgotten_max: u64,
     streams: HashMap<Target, Stream>,
+    /// Every message some stream holds, by id (publish order).
+    held: BTreeMap<u64, Held>,
+    /// Bytes charged for `held`.
+    bytes: usize,
 }
 
 impl AppHistory {
@@ -46,6 +72,8 @@ impl AppHistory {
             last_id: floor,
             forgotten_max: floor,
             streams: HashMap::new(),
+            held: BTreeMap::new(),
+            bytes: 0,
         }
     }
 
@@ -64,13 +92,80 @@ impl AppHistory {
             .map_or(self.forgotten_max, |stream| stream.dropped_max);
         since >= floor
     }
+
+    /// One stream let go of message `id`; forget the message when no
+    /// stream holds it any more.
+    fn release(&mut self, id: u64, totals: &mut Totals) {
+        let Some(held) = self.held.get_mut(&id) else {
+            return;
+        };
+        held.holders = held.holders.saturating_sub(1);
+        if held.holders == 0 {
+            let bytes = held.bytes;
+            self.held.remove(&id);
+            self.bytes -= bytes;
+            totals.bytes -= bytes;
+        }
+    }
+
+    /// Drop the app's oldest message from every stream holding it; `false`
+    /// when the app holds nothing.
+    fn drop_oldest(&mut self, totals: &mut Totals) -> bool {
+        let Some((id, held)) = self.held.pop_first() else {
+            return false;
+        };
+        for target in &held.targets {
+            let Some(stream) = self.streams.get_mut(target) else {
+                continue;
+            };
+            // The app's oldest message is the oldest of each stream that
+            // still holds it.
+            if stream
+                .messages
+                .front()
+                .is_some_and(|oldest| oldest.id == id)
+            {
+                stream.messages.pop_front();
+                stream.dropped_max = stream.dropped_max.max(id);
+                totals.entries -= 1;
+            }
+        }
+        self.bytes -= held.bytes;
+        totals.bytes -= held.bytes;
+        true
+    }
+
+    /// Drop the messages older than `ttl`.
+    fn drop_aged(&mut self, ttl: Duration, now: Instant, totals: &mut Totals) {
+        while self
+            .held
+            .first_key_value()
+            .is_some_and(|(_, oldest)| now.duration_since(oldest.at) >= ttl)
+        {
+            self.drop_oldest(totals);
+        }
+    }
+
+    /// When the oldest message was published, if any.
+    fn oldest_seq(&self) -> u64 {
+        self.held
+            .first_key_value()
+            .map_or(u64::MAX, |(_, held)| held.seq)
+    }
+}
+
+/// Counters over all apps.
+#[derive(Default)]
+struct Totals {
+    /// Stream entries (a message kept in two streams counts twice).
+    entries: usize,
+    bytes: usize,
+    next_seq: u64,
 }
 
 struct State {
     apps: HashMap<String, AppHistory>,
-    /// Every stored message in publish order, for the global budget.
-    order: VecDeque<(String, Target, u64)>,
-    total: usize,
+    totals: Totals,
 }
 
 /// Ids, history and delivery for every app on this node.
@@ -82,6 +177,21 @@ pub struct MemoryBroker {
     start_floor: u64,
 }
 
+/// What keeping `frame` in `targets` counts against the byte budgets.
+fn charge(frame: &str, targets: &[Target]) -> usize {
+    targets
+        .iter()
+        .fold(frame.len() + MESSAGE_OVERHEAD, |sum, target| {
+            sum + ENTRY_OVERHEAD + target_name(target).len()
+        })
+}
+
+fn target_name(target: &Target) -> &str {
+    match target {
+        Target::Channel(name) | Target::User(name) | Target::Token(name) => name,
+    }
+}
+
 impl MemoryBroker {
     /// A broker delivering through `hub`; aged-out history is reclaimed in
     /// the background while it exists. Call from within a tokio runtime.
@@ -89,8 +199,7 @@ impl MemoryBroker {
         let broker = Arc::new(MemoryBroker {
             state: Mutex::new(State {
                 apps: HashMap::new(),
-                order: VecDeque::new(),
-                total: 0,
+                totals: Totals::default(),
             }),
             hub,
             limits,
@@ -113,7 +222,7 @@ impl MemoryBroker {
     pub fn publish(&self, app_id: &str, message: &Outgoing<'_>) -> (u64, usize) {
         let mut state = self.state();
         let floor = self.start_floor;
-        let State { apps, order, total } = &mut *state;
+        let State { apps, totals } = &mut *state;
         let app = apps
             .entry(app_id.to_owned())
             .or_insert_with(|| AppHistory::new(floor));
@@ -121,8 +230,13 @@ impl MemoryBroker {
         let frame = Utf8Bytes::from(message_frame(id, &message.frame_tail()));
         let targets = message.targets;
 
-        let now = Instant::now();
-        for target in targets {
+        // Each stream keeps a message once.
+        let mut streams = targets.to_vec();
+        streams.sort_unstable();
+        streams.dedup();
+        let bytes = charge(frame.as_str(), &streams);
+        totals.next_seq += 1;
+        for target in &streams {
             let forgotten = app.forgotten_max;
             let stream = app.streams.entry(target.clone()).or_insert_with(|| Stream {
                 messages: VecDeque::new(),
@@ -130,19 +244,31 @@ impl MemoryBroker {
             });
             stream.messages.push_back(Stored {
                 id,
-                at: now,
                 frame: frame.clone(),
             });
-            *total += 1;
+            totals.entries += 1;
             if stream.messages.len() > self.limits.per_stream
                 && let Some(dropped) = stream.messages.pop_front()
             {
                 stream.dropped_max = stream.dropped_max.max(dropped.id);
-                *total -= 1;
+                totals.entries -= 1;
+                app.release(dropped.id, totals);
             }
-            order.push_back((app_id.to_owned(), target.clone(), id));
         }
-        self.enforce_total(&mut state);
+        app.held.insert(
+            id,
+            Held {
+                seq: totals.next_seq,
+                at: Instant::now(),
+                bytes,
+                holders: streams.len(),
+                targets: streams.into_boxed_slice(),
+            },
+        );
+        app.bytes += bytes;
+        totals.bytes += bytes;
+        while app.bytes > self.limits.max_bytes_per_app && app.drop_oldest(totals) {}
+        self.enforce_totals(&mut state);
 
         let delivered = self.hub.deliver(app_id, targets, id, &frame);
         (id, delivered)
@@ -162,14 +288,15 @@ impl MemoryBroker {
         let mut state = self.state();
         let attached = attach();
         let floor = self.start_floor;
-        let app = state
-            .apps
+        let ttl = Duration::from_secs(self.limits.ttl_secs);
+        let State { apps, totals } = &mut *state;
+        let app = apps
             .entry(app_id.to_owned())
             .or_insert_with(|| AppHistory::new(floor));
+        // What aged out since the last sweep is dropped (and marked) first.
+        app.drop_aged(ttl, Instant::now(), totals);
         let position = app.last_id;
         let recovery = since.map(|since| {
-            let ttl = Duration::from_secs(self.limits.ttl_secs);
-            let now = Instant::now();
             let mut messages: Vec<(u64, Utf8Bytes)> = Vec::new();
             let mut recovered = true;
             for target in streams {
@@ -179,9 +306,7 @@ impl MemoryBroker {
                         stream
                             .messages
                             .iter()
-                            .filter(|stored| {
-                                stored.id > since && now.duration_since(stored.at) < ttl
-                            })
+                            .filter(|stored| stored.id > since)
                             .map(|stored| (stored.id, stored.frame.clone())),
                     );
                 }
@@ -196,14 +321,15 @@ impl MemoryBroker {
         }
     }
 
-    /// Drop the oldest messages over all apps until the total is in budget.
-    fn enforce_total(&self, state: &mut State) {
-        while state.total > self.limits.total {
-            let Some((app_id, target, id)) = state.order.pop_front() else {
+    /// Drop the oldest messages over all apps until the totals are within
+    /// the global budgets.
+    fn enforce_totals(&self, state: &mut State) {
+        let State { apps, totals } = state;
+        while totals.entries > self.limits.total || totals.bytes > self.limits.max_bytes {
+            // Apps are few (configured): a scan finds the oldest.
+            let oldest = apps.values_mut().min_by_key(|app| app.oldest_seq());
+            if !oldest.is_some_and(|app| app.drop_oldest(totals)) {
                 break;
-            };
-            if drop_if_oldest(state, &app_id, &target, id) {
-                state.total -= 1;
             }
         }
     }
@@ -215,18 +341,11 @@ impl MemoryBroker {
         let mut state = self.state();
         let ttl = Duration::from_secs(self.limits.ttl_secs);
         let now = Instant::now();
-        let mut reclaimed = 0;
-        for app in state.apps.values_mut() {
+        let State { apps, totals } = &mut *state;
+        for app in apps.values_mut() {
+            app.drop_aged(ttl, now, totals);
             let mut forgotten = app.forgotten_max;
             app.streams.retain(|_, stream| {
-                while let Some(oldest) = stream.messages.front() {
-                    if now.duration_since(oldest.at) < ttl {
-                        break;
-                    }
-                    stream.dropped_max = stream.dropped_max.max(oldest.id);
-                    stream.messages.pop_front();
-                    reclaimed += 1;
-                }
                 if stream.messages.is_empty() {
                     forgotten = forgotten.max(stream.dropped_max);
                     false
@@ -236,47 +355,16 @@ impl MemoryBroker {
             });
             app.forgotten_max = forgotten;
         }
-        state.total -= reclaimed;
-        // Entries of `order` whose message is gone, from the front.
-        while let Some((app_id, target, id)) = state.order.front() {
-            let live = state
-                .apps
-                .get(app_id)
-                .and_then(|app| app.streams.get(target))
-                .and_then(|stream| stream.messages.front())
-                .is_some_and(|oldest| oldest.id <= *id);
-            if live {
-                break;
-            }
-            state.order.pop_front();
-        }
     }
 
-    /// Messages held over all streams.
+    /// Stream entries held over all streams.
     pub fn history_len(&self) -> usize {
-        self.state().total
+        self.state().totals.entries
     }
-}
 
-/// Drop `id` from the front of its stream if it is still there.
-fn drop_if_oldest(state: &mut State, app_id: &str, target: &Target, id: u64) -> bool {
-    let Some(stream) = state
-        .apps
-        .get_mut(app_id)
-        .and_then(|app| app.streams.get_mut(target))
-    else {
-        return false;
-    };
-    if stream
-        .messages
-        .front()
-        .is_some_and(|oldest| oldest.id == id)
-    {
-        stream.messages.pop_front();
-        stream.dropped_max = stream.dropped_max.max(id);
-        true
-    } else {
-        false
+    /// Bytes charged for history over all apps.
+    pub fn history_bytes(&self) -> usize {
+        self.state().totals.bytes
     }
 }
 
@@ -319,7 +407,34 @@ mod tests {
             per_stream,
             ttl_secs: 600,
             total,
+            max_bytes: usize::MAX,
+            max_bytes_per_app: usize::MAX,
         }
+    }
+
+    fn budgets(max_bytes: usize, max_bytes_per_app: usize) -> HistoryConfig {
+        HistoryConfig {
+            max_bytes,
+            max_bytes_per_app,
+            ..limits(1_000, 1_000_000)
+        }
+    }
+
+    /// What one message of [`publish`] to one channel of this name costs.
+    fn cost(channel: &str) -> usize {
+        cost_of(Target::Channel(channel.into()))
+    }
+
+    fn cost_of(target: Target) -> usize {
+        let data = RawValue::from_string("{\"n\":1}".into()).unwrap();
+        let targets = [target];
+        let message = Outgoing {
+            targets: &targets,
+            event: "e",
+            data: &data,
+        };
+        let frame = message_frame(unix_micros(), &message.frame_tail());
+        charge(&frame, &targets)
     }
 
     fn ids(recovery: &Recovery) -> Vec<u64> {
@@ -392,5 +507,77 @@ mod tests {
         assert!(fresh.recovery.is_none());
         let resumed = broker.recover("c", &news, Some(fresh.position), || ());
         assert!(resumed.recovery.unwrap().recovered);
+    }
+
+    #[tokio::test]
+    async fn the_byte_budgets_drop_the_oldest_and_mark_it() {
+        let one = cost("c");
+        // Room for 10 messages per app, 15 over all apps.
+        let broker = MemoryBroker::start(Hub::new(), budgets(15 * one + 5, 10 * one + 5));
+        let c = [Target::Channel("c".into())];
+        let sent: Vec<u64> = (0..30).map(|_| publish(&broker, "a", &c)).collect();
+        assert_eq!(broker.history_len(), 10);
+        assert!(broker.history_bytes() <= 10 * one + 5);
+        // From an id whose successor was dropped: not recovered.
+        let recovery = broker.recover("a", &c, Some(sent[5]), || ()).recovery;
+        let recovery = recovery.unwrap();
+        assert!(!recovery.recovered);
+        assert_eq!(ids(&recovery), sent[20..]);
+        // From the last dropped id on, the replay is exact.
+        let recovery = broker.recover("a", &c, Some(sent[19]), || ()).recovery;
+        let recovery = recovery.unwrap();
+        assert!(recovery.recovered);
+        assert_eq!(ids(&recovery), sent[20..]);
+
+        // Another app gets its own 10 until the global budget takes the
+        // oldest messages of any app.
+        let b_sent: Vec<u64> = (0..8).map(|_| publish(&broker, "b", &c)).collect();
+        assert_eq!(broker.history_len(), 15);
+        assert!(broker.history_bytes() <= 15 * one + 5);
+        let a = broker.recover("a", &c, Some(sent[19]), || ()).recovery;
+        let a = a.unwrap();
+        assert!(!a.recovered);
+        assert_eq!(ids(&a), sent[23..]);
+        let b = broker.recover("b", &c, Some(b_sent[0] - 1), || ()).recovery;
+        assert_eq!(ids(&b.unwrap()), b_sent);
+    }
+
+    #[tokio::test]
+    async fn a_message_in_several_streams_is_charged_once() {
+        let broker = MemoryBroker::start(Hub::new(), limits(1, 1_000));
+        let both = [Target::Channel("x".into()), Target::User("u".into())];
+        publish(&broker, "a", &both);
+        let after_one = broker.history_bytes();
+        assert!(after_one < 2 * cost("x"), "{after_one}");
+        // A newer message pushes it out of "x" only: still kept for "u".
+        let newer = publish(&broker, "a", &[Target::Channel("x".into())]);
+        assert_eq!(broker.history_len(), 2);
+        assert_eq!(broker.history_bytes(), after_one + cost("x"));
+        // Out of "u" too: forgotten.
+        publish(&broker, "a", &[Target::User("u".into())]);
+        assert_eq!(broker.history_len(), 2);
+        let x = broker.recover("a", &[Target::Channel("x".into())], Some(newer - 1), || ());
+        assert_eq!(ids(&x.recovery.unwrap()), vec![newer]);
+        assert_eq!(
+            broker.history_bytes(),
+            cost("x") + cost_of(Target::User("u".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn aged_out_history_returns_its_bytes() {
+        let broker = MemoryBroker::start(
+            Hub::new(),
+            HistoryConfig {
+                ttl_secs: 0,
+                ..limits(10, 100)
+            },
+        );
+        let c = [Target::Channel("c".into())];
+        let id = publish(&broker, "a", &c);
+        broker.sweep();
+        assert_eq!((broker.history_len(), broker.history_bytes()), (0, 0));
+        let recovery = broker.recover("a", &c, Some(id - 1), || ()).recovery;
+        assert!(!recovery.unwrap().recovered);
     }
 }

@@ -134,6 +134,24 @@ pub struct Published {
     pub delivered: usize,
 }
 
+/// How far ahead of this node's clock a resume position may be. Ids are
+/// publish times in microseconds (or one more than the previous id), so no
+/// node whose clock is within this of ours can have issued a larger one.
+pub const MAX_POSITION_AHEAD: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Is `id` a position a client may resume from (`last_id`, `since`)? Ids
+/// far in the future (`u64::MAX`, say) are refused the same way on every
+/// backend, instead of each backend failing on them in its own way.
+pub fn check_position(id: u64) -> Result<(), String> {
+    let ahead = u64::try_from(MAX_POSITION_AHEAD.as_micros()).unwrap_or(u64::MAX);
+    if id > memory::unix_micros().saturating_add(ahead) {
+        return Err(format!(
+            "{id} is not a message id of this service yet (ids are publish times in microseconds)"
+        ));
+    }
+    Ok(())
+}
+
 /// Why the broker cannot take a request now.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
@@ -209,6 +227,15 @@ impl Broker {
     pub fn history_len(&self) -> usize {
         match self {
             Broker::Memory(broker) => broker.history_len(),
+            Broker::Redis(_) => 0,
+        }
+    }
+
+    /// Bytes of history held in this process, as the budgets count them
+    /// (none with Redis).
+    pub fn history_bytes(&self) -> usize {
+        match self {
+            Broker::Memory(broker) => broker.history_bytes(),
             Broker::Redis(_) => 0,
         }
     }

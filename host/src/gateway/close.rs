@@ -8,6 +8,8 @@
 pub enum CloseCode {
     /// Missing or malformed connection parameters.
     BadRequest,
+    /// `last_id` is not a message id, or one no node could have issued yet.
+    InvalidLastId,
     /// The one-time code does not match.
     OtpInvalid,
     /// The one-time code was already used.
@@ -35,6 +37,8 @@ pub enum CloseCode {
     Unavailable,
     /// An incoming message is over `limits.max_frame_bytes`.
     MessageTooBig,
+    /// A text message that is not UTF-8.
+    InvalidUtf8,
 }
 
 impl CloseCode {
@@ -42,6 +46,7 @@ impl CloseCode {
     pub fn code(self) -> u16 {
         match self {
             CloseCode::BadRequest => 4001,
+            CloseCode::InvalidLastId => 4005,
             CloseCode::OtpInvalid => 4002,
             CloseCode::OtpReused => 4003,
             CloseCode::TokenInvalid => 4004,
@@ -54,6 +59,7 @@ impl CloseCode {
             CloseCode::SlowConsumer => 4202,
             CloseCode::PluginFailure | CloseCode::Unavailable => 1011,
             CloseCode::MessageTooBig => 1009,
+            CloseCode::InvalidUtf8 => 1007,
         }
     }
 
@@ -62,6 +68,7 @@ impl CloseCode {
     pub fn reason(self) -> &'static str {
         match self {
             CloseCode::BadRequest => "bad_request",
+            CloseCode::InvalidLastId => "invalid_last_id",
             CloseCode::OtpInvalid => "otp_invalid",
             CloseCode::OtpReused => "otp_reused",
             CloseCode::TokenInvalid => "token_invalid",
@@ -75,6 +82,7 @@ impl CloseCode {
             CloseCode::PluginFailure => "plugin_failure",
             CloseCode::Unavailable => "unavailable",
             CloseCode::MessageTooBig => "message_too_big",
+            CloseCode::InvalidUtf8 => "invalid_utf8",
         }
     }
 }

@@ -23,6 +23,8 @@ pub enum FrameError {
     PayloadTooLarge,
     /// The router plugin failed; try again later.
     Unavailable,
+    /// A client publish over the socket's or the token's rate.
+    RateLimited,
 }
 
 impl FrameError {
@@ -36,6 +38,7 @@ impl FrameError {
             FrameError::TooManySubscriptions => 4305,
             FrameError::PayloadTooLarge => 4306,
             FrameError::Unavailable => 4307,
+            FrameError::RateLimited => 4308,
         }
     }
 
@@ -49,6 +52,7 @@ impl FrameError {
             FrameError::TooManySubscriptions => "too_many_subscriptions",
             FrameError::PayloadTooLarge => "payload_too_large",
             FrameError::Unavailable => "unavailable",
+            FrameError::RateLimited => "rate_limited",
         }
     }
 }

@@ -6,16 +6,19 @@
 
 mod close;
 pub mod frames;
+mod publish_rate;
 mod session;
 
 use std::sync::Arc;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 pub use close::CloseCode;
+pub use publish_rate::PublishRates;
 
 use crate::plugins::bindings::{AuthError, Claims};
 use crate::state::{App, AppState};
@@ -56,6 +59,13 @@ impl Refusal {
     pub fn code(&self) -> CloseCode {
         self.code
     }
+
+    /// The store failed: the detail is logged, the client gets the stable
+    /// code and a short message (as the HTTP API does).
+    pub(crate) fn unavailable(detail: impl std::fmt::Display) -> Self {
+        tracing::warn!(%detail, "store unavailable");
+        Refusal::new(CloseCode::Unavailable, crate::api::STORE_UNAVAILABLE)
+    }
 }
 
 /// A connection string that checked out.
@@ -68,8 +78,19 @@ pub(crate) struct Admitted {
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
     params: Result<Query<ConnectParams>, axum::extract::rejection::QueryRejection>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // Not a WebSocket handshake: the API's JSON error, not axum's text.
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            return crate::api::ApiError::upgrade_required(format!(
+                "this endpoint takes a WebSocket upgrade: {}",
+                rejection.body_text()
+            ))
+            .into_response();
+        }
+    };
     let max_frame = state.config.limits.max_frame_bytes;
     upgrade
         .read_buffer_size(READ_BUFFER_BYTES)
@@ -131,11 +152,8 @@ async fn admit(state: &AppState, params: ConnectParams) -> Result<Admitted, Refu
         ));
     };
     // Refused before the code is checked, so a client keeps its code for
-    // a node that can take it.
-    state
-        .broker
-        .is_ready()
-        .map_err(|error| Refusal::new(CloseCode::Unavailable, error.to_string()))?;
+    // a node that can take it, or for a corrected `last_id`.
+    state.broker.is_ready().map_err(Refusal::unavailable)?;
     let last_id = parse_last_id(params.last_id.as_deref())?;
 
     let verdict = state
@@ -143,7 +161,13 @@ async fn admit(state: &AppState, params: ConnectParams) -> Result<Admitted, Refu
         .auth
         .verify(&app.id, &access_id, &otp)
         .await
-        .map_err(|failure| Refusal::new(CloseCode::PluginFailure, failure.to_string()))?;
+        // The reason (a trap, a file path) is logged where the call failed.
+        .map_err(|_| {
+            Refusal::new(
+                CloseCode::PluginFailure,
+                "the auth plugin failed; try again later",
+            )
+        })?;
     match verdict {
         Ok(mut claims) => {
             // A plugin's answer is input too: keep the idle timeout within
@@ -163,12 +187,17 @@ async fn admit(state: &AppState, params: ConnectParams) -> Result<Admitted, Refu
 pub fn parse_last_id(text: Option<&str>) -> Result<Option<u64>, Refusal> {
     match text {
         None | Some("") => Ok(None),
-        Some(text) => text.parse::<u64>().map(Some).map_err(|_| {
-            Refusal::new(
-                CloseCode::BadRequest,
-                "last_id must be a message id (decimal)",
-            )
-        }),
+        Some(text) => {
+            let id = text.parse::<u64>().map_err(|_| {
+                Refusal::new(
+                    CloseCode::InvalidLastId,
+                    "last_id must be a message id (decimal)",
+                )
+            })?;
+            crate::broker::check_position(id)
+                .map_err(|message| Refusal::new(CloseCode::InvalidLastId, message))?;
+            Ok(Some(id))
+        }
     }
 }
 
@@ -191,9 +220,6 @@ fn refusal_for(error: AuthError) -> Refusal {
             CloseCode::RateLimited,
             format!("too many wrong codes; retry in {seconds} s"),
         ),
-        AuthError::Unavailable(message) => Refusal::new(
-            CloseCode::Unavailable,
-            format!("cannot check the token now: {message}"),
-        ),
+        AuthError::Unavailable(detail) => Refusal::unavailable(detail),
     }
 }

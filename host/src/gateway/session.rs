@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use super::frames::{self, ClientFrame, FrameError, ServerFrame};
+use super::publish_rate::SocketRate;
 use super::{Admitted, CloseCode, Refusal};
 use crate::broker::{Outgoing, Recovery, channel_label, frame_label};
 use crate::hub::{Delivery, Full, Registration, SessionCommand, SessionSpec, Target};
@@ -94,11 +95,7 @@ async fn open(
             state
                 .metrics
                 .connect(&app.id, CloseCode::Unavailable.reason());
-            refuse(
-                socket,
-                Refusal::new(CloseCode::Unavailable, error.to_string()),
-            )
-            .await;
+            refuse(socket, Refusal::unavailable(error)).await;
             return None;
         }
     };
@@ -118,6 +115,7 @@ async fn open(
     };
     state.metrics.connect(&app.id, "accepted");
 
+    let publish_rate = state.publish_rates.socket(&app.id, &claims.access_id);
     let mut session = Session {
         socket,
         state,
@@ -126,6 +124,7 @@ async fn open(
         registration,
         errors: ErrorWindow::new(),
         live: LiveFilter::default(),
+        publish_rate,
     };
     if let Some(recovery) = &recovery {
         for inbox in &inboxes {
@@ -161,6 +160,7 @@ struct Session {
     registration: Registration,
     errors: ErrorWindow,
     live: LiveFilter,
+    publish_rate: SocketRate,
 }
 
 impl Session {
@@ -201,14 +201,21 @@ impl Session {
                 incoming = self.socket.recv() => {
                     let message = match incoming {
                         Some(Ok(message)) => message,
-                        Some(Err(error)) if is_message_too_big(&error) => {
-                            let limit = self.state.config.limits.max_frame_bytes;
-                            break Ending::Close(
-                                CloseCode::MessageTooBig,
-                                format!("messages are at most {limit} bytes"),
-                            );
-                        }
-                        _ => break Ending::ClientGone,
+                        Some(Err(error)) => match read_violation(&error) {
+                            Some(Violation::TooBig) => {
+                                let limit = self.state.config.limits.max_frame_bytes;
+                                break Ending::Close(
+                                    CloseCode::MessageTooBig,
+                                    format!("messages are at most {limit} bytes"),
+                                );
+                            }
+                            Some(Violation::NotUtf8) => break Ending::Close(
+                                CloseCode::InvalidUtf8,
+                                "text messages must be UTF-8".to_owned(),
+                            ),
+                            None => break Ending::ClientGone,
+                        },
+                        None => break Ending::ClientGone,
                     };
                     last_heard = Instant::now();
                     let outcome = match message {
@@ -334,6 +341,11 @@ impl Session {
 
     async fn subscribe(&mut self, channel: &str, since: Option<u64>) -> Result<(), Ending> {
         let frame = Some("subscribe");
+        if let Some(Err(message)) = since.map(crate::broker::check_position) {
+            return self
+                .refuse_frame(FrameError::InvalidFrame, &message, frame, Some(channel))
+                .await;
+        }
         let limit = self.state.config.limits.max_subscriptions_per_socket;
         if self.state.hub.subscription_count(&self.registration) >= limit {
             let message = format!("at most {limit} subscriptions per socket");
@@ -370,10 +382,11 @@ impl Session {
             Ok(attached) => (attached.recovery, attached.position),
             Err(error) => {
                 self.state.hub.unsubscribe(&self.registration, channel);
+                tracing::warn!(%error, "store unavailable");
                 return self
                     .refuse_frame(
                         FrameError::Unavailable,
-                        &error.to_string(),
+                        crate::api::STORE_UNAVAILABLE,
                         frame,
                         Some(channel),
                     )
@@ -398,12 +411,22 @@ impl Session {
     }
 
     async fn publish(&mut self, channel: &str, event: &str, data: &RawValue) -> Result<(), Ending> {
-        let frame = Some("publish");
+        // First, so a flood costs no plugin call and no store write.
+        if !self.publish_rate.allow() {
+            let limits = &self.state.config.limits;
+            let message = format!(
+                "at most {} publishes per second per socket and {} per token; slow down",
+                limits.client_publish_per_sec, limits.token_publish_per_sec
+            );
+            return self
+                .refuse_publish(FrameError::RateLimited, &message, Some(channel))
+                .await;
+        }
         let limit = self.state.config.limits.max_publish_bytes;
         if data.get().len() > limit {
             let message = format!("data is at most {limit} bytes");
             return self
-                .refuse_frame(FrameError::PayloadTooLarge, &message, frame, Some(channel))
+                .refuse_publish(FrameError::PayloadTooLarge, &message, Some(channel))
                 .await;
         }
         let verdict = self
@@ -417,9 +440,7 @@ impl Session {
             other => {
                 let (error, message) = route_refusal(other.map(|verdict| verdict.map(|_| ())))
                     .unwrap_or((FrameError::Unavailable, String::new()));
-                return self
-                    .refuse_frame(error, &message, frame, Some(channel))
-                    .await;
+                return self.refuse_publish(error, &message, Some(channel)).await;
             }
         };
         let targets = [Target::Channel(publication.channel)];
@@ -437,15 +458,29 @@ impl Session {
                 Ok(())
             }
             Err(error) => {
-                self.refuse_frame(
+                tracing::warn!(%error, "store unavailable");
+                self.refuse_publish(
                     FrameError::Unavailable,
-                    &error.to_string(),
-                    frame,
+                    crate::api::STORE_UNAVAILABLE,
                     Some(channel),
                 )
                 .await
             }
         }
+    }
+
+    /// Refuse a `publish` frame, counting it by reason.
+    async fn refuse_publish(
+        &mut self,
+        error: FrameError,
+        message: &str,
+        channel: Option<&str>,
+    ) -> Result<(), Ending> {
+        self.state
+            .metrics
+            .publish_refused(&self.app.id, error.reason());
+        self.refuse_frame(error, message, Some("publish"), channel)
+            .await
     }
 
     /// Send an `error` frame for a refused client frame; too many of them
@@ -617,12 +652,20 @@ async fn keep_token_alive(state: &AppState, app_id: &str, access_id: &str) -> Op
 }
 
 /// Did reading fail because the client sent more than the size limit?
-fn is_message_too_big(error: &axum::Error) -> bool {
-    let cause = std::error::Error::source(error);
-    matches!(
-        cause.and_then(|cause| cause.downcast_ref::<tungstenite::Error>()),
-        Some(tungstenite::Error::Capacity(_))
-    )
+/// A read that failed because of what the client sent, and is answered
+/// with a close code rather than a dropped connection.
+enum Violation {
+    TooBig,
+    NotUtf8,
+}
+
+fn read_violation(error: &axum::Error) -> Option<Violation> {
+    let cause = std::error::Error::source(error)?;
+    match cause.downcast_ref::<tungstenite::Error>()? {
+        tungstenite::Error::Capacity(_) => Some(Violation::TooBig),
+        tungstenite::Error::Utf8(_) => Some(Violation::NotUtf8),
+        _ => None,
+    }
 }
 
 fn closing_message(code: CloseCode) -> String {

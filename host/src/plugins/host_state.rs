@@ -55,7 +55,9 @@ impl types::Host for HostState {}
 impl From<StoreError> for store::StoreError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Unavailable(message) => store::StoreError::Unavailable(message),
+            StoreError::Unavailable(message) | StoreError::Full(message) => {
+                store::StoreError::Unavailable(message)
+            }
             StoreError::InvalidArgument(message) => store::StoreError::InvalidArgument(message),
         }
     }
@@ -99,6 +101,10 @@ impl store::Host for HostState {
         ttl_ms: u64,
     ) -> Result<u64, store::StoreError> {
         Ok(self.store.increment(&key, delta, ttl_ms).await?)
+    }
+
+    async fn decrement(&mut self, key: String, delta: u64) -> Result<u64, store::StoreError> {
+        Ok(self.store.decrement(&key, delta).await?)
     }
 }
 

@@ -27,7 +27,7 @@ pub use host_state::{HostState, PluginSettings};
 pub use router::RouterPlugin;
 
 use crate::metrics::Metrics;
-use crate::store::{Namespace, StoreBackend};
+use crate::store::{Namespace, Room, StoreBackend};
 
 /// How often the epoch advances; the unit of the per-call time budget.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -338,9 +338,27 @@ impl PluginCore {
         )
     }
 
-    /// A fresh store for one call on behalf of `app_id`, and its call slot.
-    async fn store_for(&self, app_id: &str) -> (Store<HostState>, SemaphorePermit<'_>) {
-        let namespace = Namespace::new(self.store.clone(), app_id, self.kind.as_str());
+    /// A fresh store for one `call` on behalf of `app_id`, and its call
+    /// slot. The plugin's store operations must finish within three
+    /// quarters of its time budget, so a hung store is reported as the
+    /// store's failure with time left for the plugin to say so.
+    async fn store_for(
+        &self,
+        app_id: &str,
+        call: &'static str,
+    ) -> (Store<HostState>, SemaphorePermit<'_>) {
+        let room = match (self.kind, call) {
+            (PluginKind::Auth, "verify" | "touch" | "revoke") => Room::Reserved,
+            _ => Room::General,
+        };
+        let deadline = tokio::time::Instant::now() + self.sandbox.limits.call_timeout * 3 / 4;
+        let namespace = Namespace::new(
+            self.store.clone(),
+            app_id,
+            self.kind.as_str(),
+            room,
+            deadline,
+        );
         self.sandbox.store(namespace, self.settings.clone()).await
     }
 
@@ -355,7 +373,7 @@ impl PluginCore {
         invoke: impl AsyncFnOnce(&W, &mut Store<HostState>) -> wasmtime::Result<T>,
     ) -> Result<T, PluginFailure> {
         let started = Instant::now();
-        let (mut store, _slot) = self.store_for(app_id).await;
+        let (mut store, _slot) = self.store_for(app_id, call).await;
         let result = match instantiate(&mut store).await {
             Ok(instance) => invoke(&instance, &mut store).await,
             Err(error) => Err(error),

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use super::StoreError;
+use super::{Room, StoreError};
 
 /// Independent locks, so concurrent calls for different keys rarely wait on
 /// each other.
@@ -41,18 +41,24 @@ pub struct MemoryStore {
     /// Refuse new keys beyond this many, so a flood of token requests cannot
     /// exhaust the node's memory.
     max_entries: usize,
+    /// Headroom above `max_entries` that only [`Room::Reserved`] writes may
+    /// use: a store full of tokens still takes their one-time guards.
+    reserved_entries: usize,
 }
 
 impl MemoryStore {
-    /// A store holding at most `max_entries` keys. Expired entries are
-    /// reclaimed by a background task for as long as the store exists, so
-    /// memory does not grow with time; call from within a tokio runtime.
-    pub fn start(max_entries: usize) -> Arc<MemoryStore> {
+    /// A store holding at most `max_entries` keys written from the
+    /// [`Room::General`] room, plus `reserved_entries` more from the
+    /// reserved one. Expired entries are reclaimed by a background task for
+    /// as long as the store exists, so memory does not grow with time; call
+    /// from within a tokio runtime.
+    pub fn start(max_entries: usize, reserved_entries: usize) -> Arc<MemoryStore> {
         let store = Arc::new(MemoryStore {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
             hasher: RandomState::new(),
             entries: AtomicUsize::new(0),
             max_entries,
+            reserved_entries,
         });
         tokio::spawn(reap_expired(Arc::downgrade(&store)));
         store
@@ -72,17 +78,32 @@ impl MemoryStore {
         self.len() == 0
     }
 
+    /// No room left for general writes (new tokens); reserved writes may
+    /// still have some.
+    pub fn is_full(&self) -> bool {
+        self.len() >= self.max_entries
+    }
+
     /// Write `key`, counting it when it is new to the map; refused when the
-    /// store is full and the key is new.
-    fn put(&self, shard: &mut Shard, key: &str, entry: Entry) -> Result<(), StoreError> {
+    /// key is new and `room` has no space left.
+    fn put(
+        &self,
+        shard: &mut Shard,
+        key: &str,
+        entry: Entry,
+        room: Room,
+    ) -> Result<(), StoreError> {
         if let Some(slot) = shard.get_mut(key) {
             *slot = entry;
             return Ok(());
         }
-        if self.entries.load(Ordering::Relaxed) >= self.max_entries {
-            return Err(StoreError::Unavailable(format!(
-                "memory store is full ({} entries)",
-                self.max_entries
+        let limit = match room {
+            Room::General => self.max_entries,
+            Room::Reserved => self.max_entries.saturating_add(self.reserved_entries),
+        };
+        if self.entries.load(Ordering::Relaxed) >= limit {
+            return Err(StoreError::Full(format!(
+                "the memory store is full ({limit} entries)"
             )));
         }
         self.entries.fetch_add(1, Ordering::Relaxed);
@@ -99,12 +120,18 @@ impl MemoryStore {
             .map(|entry| entry.value.clone())
     }
 
-    pub fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+    pub fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        room: Room,
+    ) -> Result<(), StoreError> {
         let entry = Entry {
             value: value.to_vec(),
             expires_at: Instant::now() + ttl,
         };
-        self.put(&mut self.shard(key), key, entry)
+        self.put(&mut self.shard(key), key, entry, room)
     }
 
     pub fn set_if_absent(
@@ -112,6 +139,7 @@ impl MemoryStore {
         key: &str,
         value: &[u8],
         ttl: Duration,
+        room: Room,
     ) -> Result<bool, StoreError> {
         let now = Instant::now();
         let mut shard = self.shard(key);
@@ -122,7 +150,7 @@ impl MemoryStore {
             value: value.to_vec(),
             expires_at: now + ttl,
         };
-        self.put(&mut shard, key, entry)?;
+        self.put(&mut shard, key, entry, room)?;
         Ok(true)
     }
 
@@ -146,19 +174,17 @@ impl MemoryStore {
         removed.is_some_and(|entry| entry.is_live(now))
     }
 
-    pub fn increment(&self, key: &str, delta: u64, ttl: Duration) -> Result<u64, StoreError> {
+    pub fn increment(
+        &self,
+        key: &str,
+        delta: u64,
+        ttl: Duration,
+        room: Room,
+    ) -> Result<u64, StoreError> {
         let now = Instant::now();
         let mut shard = self.shard(key);
         let (current, expires_at) = match shard.get(key) {
-            Some(entry) if entry.is_live(now) => {
-                let current = std::str::from_utf8(&entry.value)
-                    .ok()
-                    .and_then(|text| text.parse::<u64>().ok())
-                    .ok_or_else(|| {
-                        StoreError::InvalidArgument(format!("{key:?} does not hold a counter"))
-                    })?;
-                (current, entry.expires_at)
-            }
+            Some(entry) if entry.is_live(now) => (counter(key, entry)?, entry.expires_at),
             _ => (0, now + ttl),
         };
         let next = current.checked_add(delta).ok_or_else(|| {
@@ -168,7 +194,26 @@ impl MemoryStore {
             value: next.to_string().into_bytes(),
             expires_at,
         };
-        self.put(&mut shard, key, entry)?;
+        self.put(&mut shard, key, entry, room)?;
+        Ok(next)
+    }
+
+    /// Subtract from a live counter; one that reaches 0 is removed.
+    pub fn decrement(&self, key: &str, delta: u64) -> Result<u64, StoreError> {
+        let now = Instant::now();
+        let mut shard = self.shard(key);
+        let next = match shard.get_mut(key) {
+            Some(entry) if entry.is_live(now) => {
+                let next = counter(key, entry)?.saturating_sub(delta);
+                entry.value = next.to_string().into_bytes();
+                next
+            }
+            _ => return Ok(0),
+        };
+        if next == 0 {
+            shard.remove(key);
+            self.entries.fetch_sub(1, Ordering::Relaxed);
+        }
         Ok(next)
     }
 
@@ -185,6 +230,14 @@ impl MemoryStore {
         self.entries.fetch_sub(reaped, Ordering::Relaxed);
         reaped
     }
+}
+
+/// The value of a counter entry.
+fn counter(key: &str, entry: &Entry) -> Result<u64, StoreError> {
+    std::str::from_utf8(&entry.value)
+        .ok()
+        .and_then(|text| text.parse::<u64>().ok())
+        .ok_or_else(|| StoreError::InvalidArgument(format!("{key:?} does not hold a counter")))
 }
 
 /// Every critical section leaves its map consistent, so a lock poisoned by
@@ -212,26 +265,31 @@ mod tests {
     use super::*;
 
     const TTL: Duration = Duration::from_secs(60);
+    const G: Room = Room::General;
 
     #[tokio::test]
     async fn set_if_absent_is_once_only() {
-        let store = MemoryStore::start(100);
-        assert_eq!(store.set_if_absent("k", b"1", TTL), Ok(true));
-        assert_eq!(store.set_if_absent("k", b"2", TTL), Ok(false));
+        let store = MemoryStore::start(100, 0);
+        assert_eq!(store.set_if_absent("k", b"1", TTL, G), Ok(true));
+        assert_eq!(store.set_if_absent("k", b"2", TTL, G), Ok(false));
         assert_eq!(store.get("k"), Some(b"1".to_vec()));
     }
 
     #[tokio::test]
     async fn expired_entries_vanish_and_are_reclaimed() {
-        let store = MemoryStore::start(100);
-        store.set("short", b"x", Duration::from_millis(30)).unwrap();
-        store.set("long", b"y", TTL).unwrap();
+        let store = MemoryStore::start(100, 0);
+        store
+            .set("short", b"x", Duration::from_millis(30), G)
+            .unwrap();
+        store.set("long", b"y", TTL, G).unwrap();
         assert!(!store.touch("missing", TTL));
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(store.get("short"), None);
         assert!(!store.touch("short", TTL));
-        assert_eq!(store.set_if_absent("short", b"z", TTL), Ok(true));
-        store.set("gone", b"x", Duration::from_millis(1)).unwrap();
+        assert_eq!(store.set_if_absent("short", b"z", TTL, G), Ok(true));
+        store
+            .set("gone", b"x", Duration::from_millis(1), G)
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert_eq!(store.reap(), 1);
         assert_eq!(store.len(), 2);
@@ -239,8 +297,8 @@ mod tests {
 
     #[tokio::test]
     async fn touch_extends_life() {
-        let store = MemoryStore::start(100);
-        store.set("k", b"x", Duration::from_millis(40)).unwrap();
+        let store = MemoryStore::start(100, 0);
+        store.set("k", b"x", Duration::from_millis(40), G).unwrap();
         assert!(store.touch("k", TTL));
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert_eq!(store.get("k"), Some(b"x".to_vec()));
@@ -250,28 +308,50 @@ mod tests {
 
     #[tokio::test]
     async fn counters_count_and_keep_their_expiry() {
-        let store = MemoryStore::start(100);
-        assert_eq!(store.increment("c", 1, Duration::from_millis(40)), Ok(1));
-        assert_eq!(store.increment("c", 2, TTL), Ok(3));
+        let store = MemoryStore::start(100, 0);
+        assert_eq!(store.increment("c", 1, Duration::from_millis(40), G), Ok(1));
+        assert_eq!(store.increment("c", 2, TTL, G), Ok(3));
         tokio::time::sleep(Duration::from_millis(60)).await;
-        assert_eq!(store.increment("c", 1, TTL), Ok(1));
-        store.set("text", b"abc", TTL).unwrap();
+        assert_eq!(store.increment("c", 1, TTL, G), Ok(1));
+        store.set("text", b"abc", TTL, G).unwrap();
         assert!(matches!(
-            store.increment("text", 1, TTL),
+            store.increment("text", 1, TTL, G),
             Err(StoreError::InvalidArgument(_))
         ));
     }
 
     #[tokio::test]
+    async fn counters_go_down_to_zero_and_missing_ones_stay_missing() {
+        let store = MemoryStore::start(100, 0);
+        assert_eq!(store.decrement("c", 1), Ok(0));
+        assert_eq!(store.get("c"), None);
+        assert_eq!(store.increment("c", 2, TTL, G), Ok(2));
+        assert_eq!(store.decrement("c", 1), Ok(1));
+        assert_eq!(store.decrement("c", 5), Ok(0));
+        assert_eq!(store.get("c"), None);
+        assert!(store.is_empty());
+    }
+
+    #[tokio::test]
     async fn a_full_store_refuses_new_keys_but_serves_existing_ones() {
-        let store = MemoryStore::start(2);
-        store.set("a", b"1", TTL).unwrap();
-        store.set("b", b"1", TTL).unwrap();
+        let store = MemoryStore::start(2, 1);
+        store.set("a", b"1", TTL, G).unwrap();
+        store.set("b", b"1", TTL, G).unwrap();
+        assert!(store.is_full());
         assert!(matches!(
-            store.set_if_absent("c", b"1", TTL),
-            Err(StoreError::Unavailable(_))
+            store.set_if_absent("c", b"1", TTL, G),
+            Err(StoreError::Full(_))
         ));
-        store.set("a", b"2", TTL).unwrap();
+        store.set("a", b"2", TTL, G).unwrap();
         assert_eq!(store.get("a"), Some(b"2".to_vec()));
+        // The reserved room takes what general writes may not, up to its size.
+        assert_eq!(
+            store.set_if_absent("c", b"1", TTL, Room::Reserved),
+            Ok(true)
+        );
+        assert!(matches!(
+            store.increment("d", 1, TTL, Room::Reserved),
+            Err(StoreError::Full(_))
+        ));
     }
 }

@@ -8,8 +8,11 @@
 mod memory;
 mod redis;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
@@ -26,8 +29,21 @@ pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The in-memory store has no room for a new key in this [`Room`].
+    #[error("store full: {0}")]
+    Full(String),
     #[error("invalid store request: {0}")]
     InvalidArgument(String),
+}
+
+/// Which share of a bounded store a plugin call may fill. New tokens use
+/// the general room; the one-time guards and failure counters that checking
+/// a connection string writes use a reserved one on top, so a store full of
+/// tokens still lets every valid token connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    General,
+    Reserved,
 }
 
 /// The backend serving every app's plugins on this node.
@@ -48,6 +64,15 @@ impl StoreBackend {
         }
     }
 
+    /// Is there no room left for new tokens? (Only the in-memory store
+    /// knows; Redis reports its own memory limit as a failed write.)
+    pub fn is_full(&self) -> bool {
+        match self {
+            StoreBackend::Memory(memory) => memory.is_full(),
+            StoreBackend::Redis(_) => false,
+        }
+    }
+
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
             StoreBackend::Memory(memory) => Ok(memory.get(key)),
@@ -55,9 +80,15 @@ impl StoreBackend {
         }
     }
 
-    pub async fn set(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), StoreError> {
+    pub async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        room: Room,
+    ) -> Result<(), StoreError> {
         match self {
-            StoreBackend::Memory(memory) => memory.set(key, value, ttl),
+            StoreBackend::Memory(memory) => memory.set(key, value, ttl, room),
             StoreBackend::Redis(redis) => redis.set(key, value, ttl).await,
         }
     }
@@ -67,9 +98,10 @@ impl StoreBackend {
         key: &str,
         value: &[u8],
         ttl: Duration,
+        room: Room,
     ) -> Result<bool, StoreError> {
         match self {
-            StoreBackend::Memory(memory) => memory.set_if_absent(key, value, ttl),
+            StoreBackend::Memory(memory) => memory.set_if_absent(key, value, ttl, room),
             StoreBackend::Redis(redis) => redis.set_if_absent(key, value, ttl).await,
         }
     }
@@ -88,29 +120,70 @@ impl StoreBackend {
         }
     }
 
-    pub async fn increment(&self, key: &str, delta: u64, ttl: Duration) -> Result<u64, StoreError> {
+    pub async fn increment(
+        &self,
+        key: &str,
+        delta: u64,
+        ttl: Duration,
+        room: Room,
+    ) -> Result<u64, StoreError> {
         match self {
-            StoreBackend::Memory(memory) => memory.increment(key, delta, ttl),
+            StoreBackend::Memory(memory) => memory.increment(key, delta, ttl, room),
             StoreBackend::Redis(redis) => redis.increment(key, delta, ttl).await,
+        }
+    }
+
+    pub async fn decrement(&self, key: &str, delta: u64) -> Result<u64, StoreError> {
+        match self {
+            StoreBackend::Memory(memory) => memory.decrement(key, delta),
+            StoreBackend::Redis(redis) => redis.decrement(key, delta).await,
         }
     }
 }
 
-/// One plugin's view of the backend: every key is prefixed with the app and
-/// the plugin kind, and every argument is checked before it reaches the
-/// backend.
+/// One plugin call's view of the backend: every key is prefixed with the
+/// app and the plugin kind, every argument is checked before it reaches the
+/// backend, writes go to the call's [`Room`], and every operation must
+/// answer before the call's store deadline.
 #[derive(Clone)]
 pub struct Namespace {
     backend: StoreBackend,
     prefix: String,
+    room: Room,
+    deadline: Instant,
 }
 
 impl Namespace {
-    pub fn new(backend: StoreBackend, app_id: &str, plugin_kind: &str) -> Self {
+    /// `deadline` comes before the end of the plugin's own time budget, so
+    /// a store that hangs is reported to the plugin (and by it) as the
+    /// store's failure, not as a plugin that ran out of time.
+    pub fn new(
+        backend: StoreBackend,
+        app_id: &str,
+        plugin_kind: &str,
+        room: Room,
+        deadline: Instant,
+    ) -> Self {
         Namespace {
             backend,
             prefix: format!("app/{app_id}/{plugin_kind}/"),
+            room,
+            deadline,
         }
+    }
+
+    /// Run one backend operation within the call's store deadline.
+    async fn timed<T>(
+        &self,
+        operation: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout_at(self.deadline, operation)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(
+                    "the store did not answer within the plugin call's store budget".into(),
+                ))
+            })
     }
 
     fn key(&self, key: &str) -> Result<String, StoreError> {
@@ -123,13 +196,15 @@ impl Namespace {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.backend.get(&self.key(key)?).await
+        let key = self.key(key)?;
+        self.timed(self.backend.get(&key)).await
     }
 
     pub async fn set(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<(), StoreError> {
         let (key, ttl) = (self.key(key)?, checked_ttl(ttl_ms)?);
         check_value(value)?;
-        self.backend.set(&key, value, ttl).await
+        self.timed(self.backend.set(&key, value, ttl, self.room))
+            .await
     }
 
     pub async fn set_if_absent(
@@ -140,21 +215,29 @@ impl Namespace {
     ) -> Result<bool, StoreError> {
         let (key, ttl) = (self.key(key)?, checked_ttl(ttl_ms)?);
         check_value(value)?;
-        self.backend.set_if_absent(&key, value, ttl).await
+        self.timed(self.backend.set_if_absent(&key, value, ttl, self.room))
+            .await
     }
 
     pub async fn touch(&self, key: &str, ttl_ms: u64) -> Result<bool, StoreError> {
         let (key, ttl) = (self.key(key)?, checked_ttl(ttl_ms)?);
-        self.backend.touch(&key, ttl).await
+        self.timed(self.backend.touch(&key, ttl)).await
     }
 
     pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        self.backend.delete(&self.key(key)?).await
+        let key = self.key(key)?;
+        self.timed(self.backend.delete(&key)).await
     }
 
     pub async fn increment(&self, key: &str, delta: u64, ttl_ms: u64) -> Result<u64, StoreError> {
         let (key, ttl) = (self.key(key)?, checked_ttl(ttl_ms)?);
-        self.backend.increment(&key, delta, ttl).await
+        self.timed(self.backend.increment(&key, delta, ttl, self.room))
+            .await
+    }
+
+    pub async fn decrement(&self, key: &str, delta: u64) -> Result<u64, StoreError> {
+        let key = self.key(key)?;
+        self.timed(self.backend.decrement(&key, delta)).await
     }
 }
 

@@ -15,6 +15,7 @@ pub struct RedisStore {
     /// `<prefix>:`, so deployments sharing one Redis never meet.
     prefix: String,
     increment: Script,
+    decrement: Script,
 }
 
 impl RedisStore {
@@ -23,6 +24,7 @@ impl RedisStore {
             connection,
             prefix: format!("{prefix}:"),
             increment: Script::new(include_str!("increment.lua")),
+            decrement: Script::new(include_str!("decrement.lua")),
         }
     }
 
@@ -108,6 +110,20 @@ impl RedisStore {
             .key(self.key(key))
             .arg(delta)
             .arg(millis(ttl))
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(classify)?;
+        u64::try_from(value)
+            .map_err(|_| StoreError::InvalidArgument(format!("counter {key:?} is negative")))
+    }
+
+    pub async fn decrement(&self, key: &str, delta: u64) -> Result<u64, StoreError> {
+        let delta = i64::try_from(delta)
+            .map_err(|_| StoreError::InvalidArgument(format!("decrement {delta} is too large")))?;
+        let value: i64 = self
+            .decrement
+            .key(self.key(key))
+            .arg(delta)
             .invoke_async(&mut self.connection())
             .await
             .map_err(classify)?;

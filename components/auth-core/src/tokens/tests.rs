@@ -23,9 +23,9 @@ impl TestBackend {
     fn advance_secs(&self, secs: u64) {
         self.now_ms.set(self.now_ms.get() + secs * 1000);
     }
-    fn live(&self, key: &str) -> Option<Vec<u8>> {
+    fn live(&self, key: impl AsRef<str>) -> Option<Vec<u8>> {
         let entries = self.entries.borrow();
-        let (value, expires) = entries.get(key)?;
+        let (value, expires) = entries.get(key.as_ref())?;
         (*expires > self.now_ms.get()).then(|| value.clone())
     }
     fn code(&self, seed: &str, step_offset: i64) -> String {
@@ -78,6 +78,22 @@ impl Backend for TestBackend {
         };
         entries.insert(key.into(), (value.to_string().into_bytes(), expires));
         Ok(value)
+    }
+    fn decrement(&self, key: &str, delta: u64) -> Result<u64, StoreFailure> {
+        let now = self.now_ms.get();
+        let mut entries = self.entries.borrow_mut();
+        let Some((value, expires)) = entries.get(key).filter(|(_, expires)| *expires > now) else {
+            return Ok(0);
+        };
+        let current: u64 = std::str::from_utf8(value).unwrap().parse().unwrap();
+        let next = current.saturating_sub(delta);
+        let expires = *expires;
+        if next == 0 {
+            entries.remove(key);
+        } else {
+            entries.insert(key.into(), (next.to_string().into_bytes(), expires));
+        }
+        Ok(next)
     }
     fn setting(&self, name: &str) -> Option<String> {
         self.settings.get(name).map(|value| value.to_string())
@@ -274,31 +290,26 @@ fn wrong_codes_lock_the_access_id_and_locks_grow() {
         "000000"
     };
 
+    // Every wrong code is answered as wrong; the third one also locks.
+    for _ in 0..3 {
+        assert_eq!(
+            auth(&backend).verify(&issued.access_id, wrong),
+            Err(AuthFailure::OtpInvalid)
+        );
+    }
+    // Locked: even the right code is refused, and not spent.
     assert_eq!(
-        auth(&backend).verify(&issued.access_id, wrong),
-        Err(AuthFailure::OtpInvalid)
-    );
-    assert_eq!(
-        auth(&backend).verify(&issued.access_id, wrong),
-        Err(AuthFailure::OtpInvalid)
-    );
-    assert_eq!(
-        auth(&backend).verify(&issued.access_id, wrong),
+        auth(&backend).verify(&issued.access_id, &right),
         Err(AuthFailure::RateLimited {
             retry_after_secs: 10
         })
     );
-    // Locked: even the right code is refused.
-    assert!(matches!(
-        auth(&backend).verify(&issued.access_id, &right),
-        Err(AuthFailure::RateLimited { .. })
-    ));
     backend.advance_secs(10);
     let right = backend.code(&issued.secret_seed, 0);
     auth(&backend).verify(&issued.access_id, &right).unwrap();
 
     // The second lock within a day lasts twice as long.
-    for _ in 0..2 {
+    for _ in 0..3 {
         assert_eq!(
             auth(&backend).verify(&issued.access_id, wrong),
             Err(AuthFailure::OtpInvalid)
@@ -310,6 +321,70 @@ fn wrong_codes_lock_the_access_id_and_locks_grow() {
             retry_after_secs: 20
         })
     );
+    assert_eq!(
+        backend
+            .live("locks:".to_owned() + &issued.access_id)
+            .as_deref(),
+        Some(&b"2"[..])
+    );
+}
+
+#[test]
+fn codes_are_counted_before_they_are_compared() {
+    let mut backend = TestBackend::at(T);
+    backend.settings.insert("max_failures", "3");
+    backend.settings.insert("lockout_secs", "10");
+    backend.settings.insert("failure_window_secs", "60");
+    let issued = issue_default(&backend);
+    let right = backend.code(&issued.secret_seed, 0);
+    let id = &issued.access_id;
+
+    // Codes still being compared elsewhere hold the whole allowance (what a
+    // burst of parallel guesses looks like to the next one): the next code
+    // is refused without being compared, even the right one, and it neither
+    // locks nor escalates.
+    backend
+        .increment(&format!("fails:{id}"), 3, 60_000)
+        .unwrap();
+    assert_eq!(
+        auth(&backend).verify(id, &right),
+        Err(AuthFailure::RateLimited {
+            retry_after_secs: 60
+        })
+    );
+    assert_eq!(backend.live(format!("lock:{id}")), None);
+    assert_eq!(backend.live(format!("locks:{id}")), None);
+
+    // A right code gives its count back; wrong ones keep theirs for the
+    // window, right codes in between or not.
+    backend.advance_secs(60);
+    let right = backend.code(&issued.secret_seed, 0);
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    assert_eq!(
+        auth(&backend).verify(id, wrong),
+        Err(AuthFailure::OtpInvalid)
+    );
+    auth(&backend).verify(id, &right).unwrap();
+    assert_eq!(
+        backend.live(format!("fails:{id}")).as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(
+        auth(&backend).verify(id, wrong),
+        Err(AuthFailure::OtpInvalid)
+    );
+    assert_eq!(
+        auth(&backend).verify(id, wrong),
+        Err(AuthFailure::OtpInvalid)
+    );
+    assert!(matches!(
+        auth(&backend).verify(id, wrong),
+        Err(AuthFailure::RateLimited { .. })
+    ));
 }
 
 #[test]

@@ -1,0 +1,13 @@
+-- DECRBY that removes a counter reaching 0, leaves a missing counter missing
+-- and keeps the expiry of an existing one (the in-memory store's semantics).
+-- KEYS[1] the counter, ARGV[1] the delta.
+local current = redis.call('GET', KEYS[1])
+if not current then
+    return 0
+end
+local value = redis.call('DECRBY', KEYS[1], ARGV[1])
+if value <= 0 then
+    redis.call('DEL', KEYS[1])
+    return 0
+end
+return value
