@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const PLUGINS: [(&str, &str); 2] = [("madx-auth", "madx_auth"), ("madx-router", "madx_router")];
+/// A directory holding `madx_auth.wasm` and `madx_router.wasm` to embed
+/// instead of building them.
+const PREBUILT_VARIABLE: &str = "MADX_PREBUILT_PLUGINS";
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -22,6 +25,19 @@ fn main() {
             "cargo:rerun-if-changed={}",
             workspace.join(watched).display()
         );
+    }
+
+    // Components built beforehand: for a host build by a toolchain that has
+    // no wasm32-wasip2 target (the nightly one `scripts/fuzz` uses).
+    println!("cargo:rerun-if-env-changed={PREBUILT_VARIABLE}");
+    if let Some(prebuilt) = env::var_os(PREBUILT_VARIABLE) {
+        let prebuilt = PathBuf::from(prebuilt);
+        for (_, artifact) in PLUGINS {
+            let file = prebuilt.join(format!("{artifact}.wasm"));
+            println!("cargo:rerun-if-changed={}", file.display());
+            copy(&file, &out_dir.join(format!("{artifact}.wasm")));
+        }
+        return;
     }
 
     // The nested build needs a target directory of its own: the outer cargo

@@ -379,6 +379,13 @@ impl Config {
         Config::resolve(file, overrides)
     }
 
+    /// A configuration file's text, validated as [`Config::load`] does,
+    /// without overrides.
+    pub fn from_toml(text: &str) -> anyhow::Result<Config> {
+        let file = toml::from_str(text).context("invalid config file")?;
+        Config::resolve(file, Overrides::default())
+    }
+
     fn resolve(file: ConfigFile, overrides: Overrides) -> anyhow::Result<Config> {
         let listen = match overrides.listen.or(file.listen) {
             Some(listen) => listen,
@@ -491,11 +498,13 @@ impl Config {
                 .call_timeout_ms
                 .map(Duration::from_millis)
                 .unwrap_or(defaults.call_timeout),
-            memory_bytes: file
-                .plugins
-                .memory_mib
-                .map(|mib| mib << 20)
-                .unwrap_or(defaults.memory_bytes),
+            memory_bytes: match file.plugins.memory_mib {
+                // A shift would drop the high bits of a huge value silently.
+                Some(mib) => mib
+                    .checked_mul(1 << 20)
+                    .context("plugins.memory_mib is too large")?,
+                None => defaults.memory_bytes,
+            },
             max_concurrent_calls: file
                 .plugins
                 .max_concurrent_calls
@@ -818,6 +827,9 @@ mod tests {
                 "client_publish_per_sec",
             ),
             ("[limits]\ntoken_publish_burst = 0", "token_publish_burst"),
+                "[plugins]\nmemory_mib = 17592186044417",
+                "memory_mib is too large",
+            ),
         ];
         for (text, expected) in cases {
             let error = match toml::from_str::<ConfigFile>(text) {

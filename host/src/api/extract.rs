@@ -111,11 +111,22 @@ where
                     ApiError::invalid_json(rejection.body_text())
                 }
             })?;
+        Self::parse(&body)
+    }
+}
+
+impl<T: DeserializeOwned> JsonBody<T> {
+    /// A request body as the extractor reads it, once it is in memory.
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
         let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
-            &body
+            body
         };
+        // serde reads a struct from a JSON array too; bodies are objects.
+        if !crate::gateway::frames::is_json_object(body) {
+            return Err(ApiError::invalid_json("the body must be a JSON object"));
+        }
         serde_json::from_slice(body)
             .map(JsonBody)
             .map_err(|error| ApiError::invalid_json(error.to_string()))

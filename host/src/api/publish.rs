@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 use super::ApiError;
 use super::extract::{CallingApp, JsonBody};
 use crate::broker::{Outgoing, Published};
+use crate::config::Limits;
 use crate::hub::Target;
 use crate::plugins::bindings::{RouteError, RouteTarget};
 use crate::state::{App, AppState};
@@ -32,6 +33,83 @@ pub struct PublishRequest {
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     messages: Vec<PublishRequest>,
+}
+
+/// A message that passed the checks made before the router is asked.
+#[derive(Debug)]
+pub struct Checked {
+    pub target: RouteTarget,
+    pub event: String,
+    pub data: Box<RawValue>,
+}
+
+impl PublishRequest {
+    /// Exactly one target, names and data within the limits. `index` is the
+    /// message's place in a batch, which error messages name.
+    pub fn check(self, limits: &Limits, index: Option<usize>) -> Result<Checked, ApiError> {
+        let at = |message: String| at_index(index, message);
+        let target = match (self.channel, self.user_id, self.access_id) {
+            (Some(channel), None, None) => RouteTarget::Channel(channel),
+            (None, Some(user_id), None) => RouteTarget::User(user_id),
+            (None, None, Some(access_id)) => RouteTarget::Token(access_id),
+            _ => {
+                return Err(ApiError::invalid_request(at(
+                    "give exactly one of channel, user_id and access_id".to_owned(),
+                )));
+            }
+        };
+        let name = match &target {
+            RouteTarget::Channel(name) | RouteTarget::User(name) | RouteTarget::Token(name) => name,
+        };
+        // A user id's limit is the contract's, not a tunable: every user a
+        // token was issued for must stay reachable.
+        let name_limit = match &target {
+            RouteTarget::User(_) => super::MAX_USER_ID_BYTES,
+            RouteTarget::Channel(_) | RouteTarget::Token(_) => limits.max_name_bytes,
+        };
+        for (field, value, limit) in [
+            ("target", name, name_limit),
+            ("event", &self.event, limits.max_name_bytes),
+        ] {
+            if value.is_empty() || value.len() > limit {
+                return Err(ApiError::invalid_request(at(format!(
+                    "{field} must be 1 to {limit} bytes long"
+                ))));
+            }
+        }
+        if self.data.get().len() > limits.max_publish_bytes {
+            return Err(ApiError::payload_too_large(at(format!(
+                "data is over the limit of {} bytes",
+                limits.max_publish_bytes
+            ))));
+        }
+        Ok(Checked {
+            target,
+            event: self.event,
+            data: self.data,
+        })
+    }
+}
+
+impl BatchRequest {
+    /// The batch's messages, if there are 1 to `max_batch` of them.
+    pub fn into_messages(self, limits: &Limits) -> Result<Vec<PublishRequest>, ApiError> {
+        let max = limits.max_batch;
+        if self.messages.is_empty() || self.messages.len() > max {
+            return Err(ApiError::invalid_request(format!(
+                "a batch holds 1 to {max} messages, got {}",
+                self.messages.len()
+            )));
+        }
+        Ok(self.messages)
+    }
+}
+
+fn at_index(index: Option<usize>, message: String) -> String {
+    match index {
+        Some(index) => format!("messages[{index}]: {message}"),
+        None => message,
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -75,16 +153,10 @@ pub async fn publish_batch(
     CallingApp(app): CallingApp,
     JsonBody(batch): JsonBody<BatchRequest>,
 ) -> Result<(StatusCode, Json<BatchAccepted>), ApiError> {
-    let max = state.config.limits.max_batch;
-    if batch.messages.is_empty() || batch.messages.len() > max {
-        return Err(ApiError::invalid_request(format!(
-            "a batch holds 1 to {max} messages, got {}",
-            batch.messages.len()
-        )));
-    }
+    let messages = batch.into_messages(&state.config.limits)?;
     state.ready()?;
-    let mut routed = Vec::with_capacity(batch.messages.len());
-    for (index, request) in batch.messages.into_iter().enumerate() {
+    let mut routed = Vec::with_capacity(messages.len());
+    for (index, request) in messages.into_iter().enumerate() {
         routed.push(route(&state, &app, request, Some(index)).await?);
     }
     let ids = store(&state, &app, &routed)
@@ -124,51 +196,17 @@ async fn route(
     request: PublishRequest,
     index: Option<usize>,
 ) -> Result<Routed, ApiError> {
-    let at = |message: String| match index {
-        Some(index) => format!("messages[{index}]: {message}"),
-        None => message,
-    };
-    let limits = state.config.limits;
-    let target = match (request.channel, request.user_id, request.access_id) {
-        (Some(channel), None, None) => RouteTarget::Channel(channel),
-        (None, Some(user_id), None) => RouteTarget::User(user_id),
-        (None, None, Some(access_id)) => RouteTarget::Token(access_id),
-        _ => {
-            return Err(ApiError::invalid_request(at(
-                "give exactly one of channel, user_id and access_id".to_owned(),
-            )));
-        }
-    };
-    let name = match &target {
-        RouteTarget::Channel(name) | RouteTarget::User(name) | RouteTarget::Token(name) => name,
-    };
-    // A user id's limit is the contract's, not a tunable: every user a token
-    // was issued for must stay reachable.
-    let name_limit = match &target {
-        RouteTarget::User(_) => super::MAX_USER_ID_BYTES,
-        RouteTarget::Channel(_) | RouteTarget::Token(_) => limits.max_name_bytes,
-    };
-    for (field, value, limit) in [
-        ("target", name, name_limit),
-        ("event", &request.event, limits.max_name_bytes),
-    ] {
-        if value.is_empty() || value.len() > limit {
-            return Err(ApiError::invalid_request(at(format!(
-                "{field} must be 1 to {limit} bytes long"
-            ))));
-        }
-    }
-    if request.data.get().len() > limits.max_publish_bytes {
-        return Err(ApiError::payload_too_large(at(format!(
-            "data is over the limit of {} bytes",
-            limits.max_publish_bytes
-        ))));
-    }
+    let at = |message: String| at_index(index, message);
+    let Checked {
+        target,
+        event,
+        data,
+    } = request.check(&state.config.limits, index)?;
 
     let targets = state
         .plugins()
         .router
-        .route_publish(&app.id, &target, &request.event)
+        .route_publish(&app.id, &target, &event)
         .await
         .map_err(|failure| ApiError::plugin_failure(&failure))?
         .map_err(|error| match error {
@@ -184,8 +222,8 @@ async fn route(
     }
     Ok(Routed {
         targets: targets.into_iter().map(Target::from).collect(),
-        event: request.event,
-        data: request.data,
+        event,
+        data,
     })
 }
 

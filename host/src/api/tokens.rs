@@ -44,47 +44,53 @@ struct CreatedToken {
     ws_url: String,
 }
 
+impl CreateToken {
+    /// The request for the auth plugin. The ttl and the user id are checked
+    /// here too, so no plugin can hand out tokens beyond the contract, or
+    /// for a user that publishes cannot reach.
+    pub fn into_request(self) -> Result<TokenRequest, ApiError> {
+        let ttl_secs = match self.ttl {
+            None => None,
+            // Whole and in range, so the cast is exact.
+            Some(ttl) if ttl.fract() == 0.0 && (1.0..=f64::from(MAX_TTL_SECS)).contains(&ttl) => {
+                Some(ttl as u32)
+            }
+            Some(ttl) => {
+                return Err(ApiError::invalid_request(format!(
+                    "ttl must be between 1 and {MAX_TTL_SECS} seconds, got {ttl}"
+                )));
+            }
+        };
+        if let Some(user_id) = &self.user_id
+            && (user_id.is_empty() || user_id.len() > super::MAX_USER_ID_BYTES)
+        {
+            return Err(ApiError::invalid_request(format!(
+                "user_id must be 1 to {} bytes long",
+                super::MAX_USER_ID_BYTES
+            )));
+        }
+        Ok(TokenRequest {
+            user_id: self.user_id,
+            channels: self.channels,
+            publish: self.publish,
+            ttl_secs,
+        })
+    }
+}
+
 pub async fn create(
     State(state): State<Arc<AppState>>,
     CallingApp(app): CallingApp,
     headers: HeaderMap,
     JsonBody(body): JsonBody<CreateToken>,
 ) -> Result<Response, ApiError> {
-    // Checked here too, so no plugin can hand out tokens beyond the contract.
-    let ttl_secs = match body.ttl {
-        None => None,
-        // Whole and in range, so the cast is exact.
-        Some(ttl) if ttl.fract() == 0.0 && (1.0..=f64::from(MAX_TTL_SECS)).contains(&ttl) => {
-            Some(ttl as u32)
-        }
-        Some(ttl) => {
-            return Err(ApiError::invalid_request(format!(
-                "ttl must be between 1 and {MAX_TTL_SECS} seconds, got {ttl}"
-            )));
-        }
-    };
-    // Checked here too, so no plugin can issue a token for a user that
-    // publishes cannot reach.
-    if let Some(user_id) = &body.user_id
-        && (user_id.is_empty() || user_id.len() > super::MAX_USER_ID_BYTES)
-    {
-        return Err(ApiError::invalid_request(format!(
-            "user_id must be 1 to {} bytes long",
-            super::MAX_USER_ID_BYTES
-        )));
-    }
+    let request = body.into_request()?;
     state.ready()?;
     // A full store still serves connects (they use a reserved room), but
     // takes no new tokens until some expire.
     if state.store.is_full() {
         return Err(ApiError::store_full());
     }
-    let request = TokenRequest {
-        user_id: body.user_id,
-        channels: body.channels,
-        publish: body.publish,
-        ttl_secs,
-    };
     let issued = state
         .plugins()
         .auth

@@ -181,11 +181,17 @@ struct Envelope {
 }
 
 pub fn parse(text: &str) -> Result<ClientFrame, Unparsable> {
-    let envelope: Envelope = serde_json::from_str(text).map_err(|_| Unparsable {
+    let bad_frame = || Unparsable {
         error: FrameError::BadFrame,
         message: "a frame is a JSON object with a string \"type\"".to_owned(),
         frame: None,
-    })?;
+    };
+    // serde reads a struct from a JSON array too (`["ping"]`); frames are
+    // objects only.
+    if !is_json_object(text.as_bytes()) {
+        return Err(bad_frame());
+    }
+    let envelope: Envelope = serde_json::from_str(text).map_err(|_| bad_frame())?;
     let kind: String = envelope.kind.chars().take(64).collect();
     let malformed = |error: serde_json::Error| Unparsable {
         error: FrameError::InvalidFrame,
@@ -223,6 +229,13 @@ pub fn parse(text: &str) -> Result<ClientFrame, Unparsable> {
     }
 }
 
+/// Does this JSON text open with an object (after JSON whitespace)?
+pub(crate) fn is_json_object(text: &[u8]) -> bool {
+    text.iter()
+        .find(|byte| !matches!(byte, b' ' | b'\t' | b'\n' | b'\r'))
+        .is_some_and(|&byte| byte == b'{')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +261,7 @@ mod tests {
         assert_eq!(error_of(r#"{"type":"dance"}"#), FrameError::UnknownType);
         assert_eq!(error_of("not json"), FrameError::BadFrame);
         assert_eq!(error_of(r#"{"kind":"ping"}"#), FrameError::BadFrame);
+        assert_eq!(error_of(r#"["ping"]"#), FrameError::BadFrame);
         assert_eq!(
             error_of(r#"{"type":"subscribe"}"#),
             FrameError::InvalidFrame

@@ -5,7 +5,7 @@
 //! frame and a close code (see [`CloseCode`]).
 
 mod close;
-mod frames;
+pub mod frames;
 mod publish_rate;
 mod session;
 
@@ -34,16 +34,16 @@ const MAX_WRITE_BUFFER_BYTES: usize = 64 * 1024;
 #[derive(Debug, Default, Deserialize)]
 pub struct ConnectParams {
     /// The app's id; may be left out when the host serves one app.
-    app: Option<String>,
-    access_id: Option<String>,
-    otp: Option<String>,
+    pub app: Option<String>,
+    pub access_id: Option<String>,
+    pub otp: Option<String>,
     /// Replay the inboxes after this message id.
-    last_id: Option<String>,
+    pub last_id: Option<String>,
 }
 
 /// Why a connection attempt is refused.
 #[derive(Debug)]
-pub(crate) struct Refusal {
+pub struct Refusal {
     code: CloseCode,
     message: String,
 }
@@ -61,6 +61,10 @@ impl Refusal {
     pub(crate) fn unavailable(detail: impl std::fmt::Display) -> Self {
         tracing::warn!(%detail, "store unavailable");
         Refusal::new(CloseCode::Unavailable, crate::api::STORE_UNAVAILABLE)
+    }
+
+    pub fn code(&self) -> CloseCode {
+        self.code
     }
 }
 
@@ -150,20 +154,7 @@ async fn admit(state: &AppState, params: ConnectParams) -> Result<Admitted, Refu
     // Refused before the code is checked, so a client keeps its code for
     // a node that can take it, or for a corrected `last_id`.
     state.broker.is_ready().map_err(Refusal::unavailable)?;
-    let last_id = match params.last_id.as_deref() {
-        None | Some("") => None,
-        Some(text) => {
-            let id = text.parse::<u64>().map_err(|_| {
-                Refusal::new(
-                    CloseCode::InvalidLastId,
-                    "last_id must be a message id (decimal)",
-                )
-            })?;
-            crate::broker::check_position(id)
-                .map_err(|message| Refusal::new(CloseCode::InvalidLastId, message))?;
-            Some(id)
-        }
-    };
+    let last_id = parse_last_id(params.last_id.as_deref())?;
 
     let verdict = state
         .plugins()
@@ -190,6 +181,23 @@ async fn admit(state: &AppState, params: ConnectParams) -> Result<Admitted, Refu
         }
         Err(error) => Err(refusal_for(error)),
     }
+}
+
+/// The query string's `last_id`: absent or empty means none; otherwise a
+/// message id some node can have issued (see [`crate::broker::check_position`]).
+pub fn parse_last_id(text: Option<&str>) -> Result<Option<u64>, Refusal> {
+    let Some(text) = text.filter(|text| !text.is_empty()) else {
+        return Ok(None);
+    };
+    let id = text.parse::<u64>().map_err(|_| {
+        Refusal::new(
+            CloseCode::InvalidLastId,
+            "last_id must be a message id (decimal)",
+        )
+    })?;
+    crate::broker::check_position(id)
+        .map_err(|message| Refusal::new(CloseCode::InvalidLastId, message))?;
+    Ok(Some(id))
 }
 
 fn refusal_for(error: AuthError) -> Refusal {
