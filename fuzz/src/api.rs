@@ -162,11 +162,18 @@ fn check_message(
         .into_iter()
         .filter(|name| !field(name).is_null())
         .collect();
-    let within = |name: &Value| {
+    let within = |name: &Value, limit: usize| {
         name.as_str()
-            .is_some_and(|name| (1..=limits.max_name_bytes).contains(&name.len()))
+            .is_some_and(|name| (1..=limit).contains(&name.len()))
     };
-    let names_ok = targets.len() == 1 && within(field(targets[0])) && within(field("event"));
+    // A user id's limit is the contract's (200 bytes), whatever the limits.
+    let target_limit = |target: &str| match target {
+        "user_id" => madx_pusher::api::MAX_USER_ID_BYTES,
+        _ => limits.max_name_bytes,
+    };
+    let names_ok = targets.len() == 1
+        && within(field(targets[0]), target_limit(targets[0]))
+        && within(field("event"), limits.max_name_bytes);
     match request.check(limits, index) {
         Ok(checked) => {
             assert!(names_ok, "accepted {sent:?}");

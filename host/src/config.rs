@@ -827,6 +827,7 @@ mod tests {
                 "client_publish_per_sec",
             ),
             ("[limits]\ntoken_publish_burst = 0", "token_publish_burst"),
+            (
                 "[plugins]\nmemory_mib = 17592186044417",
                 "memory_mib is too large",
             ),
