@@ -2,9 +2,7 @@
 //! /v1/publish/batch` and `POST /v1/tokens`, parsed and checked as the
 //! handlers do before any plugin is asked.
 
-use madx_pusher::api::{
-    ApiError, BatchRequest, CreateToken, JsonBody, MAX_USER_ID_BYTES, PublishRequest,
-};
+use madx_pusher::api::{ApiError, BatchRequest, CreateToken, JsonBody, PublishRequest};
 use madx_pusher::config::Limits;
 use madx_pusher::plugins::bindings::RouteTarget;
 use serde::de::DeserializeOwned;
@@ -73,9 +71,10 @@ pub fn publish_batch(data: &[u8]) {
     }
 }
 
-/// A token request body. Invariants: the ttl is refused exactly when it is
-/// outside 1..=7200; an accepted request carries what was sent; and handed
-/// to the token rules, a token they issue takes its first code once.
+/// A token request body. Invariants: refused exactly when the ttl is not a
+/// whole number in 1..=7200 or the user id is not 1-200 bytes; an accepted
+/// request carries what was sent; and handed to the token rules, a token
+/// they issue takes its first code once.
 pub fn token_request(data: &[u8]) {
     let (body, value) = match parse::<CreateToken>(data) {
         Some((body, Some(value))) => (body, value),
@@ -84,17 +83,13 @@ pub fn token_request(data: &[u8]) {
     };
     let sent = object(&value);
     let field = |name: &str| sent.get(name).unwrap_or(&Value::Null);
-    // A whole number of seconds in 1..=7200 (`60.0` is 60), a user id of 1
-    // to 200 bytes.
-    let ttl = field("ttl").as_f64();
-    let ttl_ok = ttl.is_none_or(|ttl| ttl.fract() == 0.0 && (1.0..=7200.0).contains(&ttl));
-    let user_id = field("user_id").as_str();
-    let user_ok = user_id.is_none_or(|id| (1..=MAX_USER_ID_BYTES).contains(&id.len()));
     match body.into_request() {
         Ok(request) => {
-            assert!(ttl_ok && user_ok, "accepted {sent:?}");
-            assert_eq!(request.ttl_secs.map(f64::from), ttl);
-            assert_eq!(request.user_id.as_deref(), user_id);
+            assert_eq!(request.ttl_secs.map(f64::from), field("ttl").as_f64());
+            if let Some(ttl) = request.ttl_secs {
+                assert!((1..=7200).contains(&ttl));
+            }
+            assert_eq!(request.user_id.as_deref(), field("user_id").as_str());
             assert_eq!(strings(field("channels")), request.channels);
             assert_eq!(strings(field("publish")), request.publish);
             crate::auth::issue_and_connect(madx_auth_core::tokens::Request {
@@ -106,7 +101,13 @@ pub fn token_request(data: &[u8]) {
         }
         Err(error) => {
             assert_eq!(error.code(), "invalid_request");
-            assert!(!(ttl_ok && user_ok), "refused {sent:?}");
+            let ttl_refused = field("ttl")
+                .as_f64()
+                .is_some_and(|ttl| ttl.fract() != 0.0 || !(1.0..=7200.0).contains(&ttl));
+            let user_id_refused = field("user_id")
+                .as_str()
+                .is_some_and(|id| id.is_empty() || id.len() > 200);
+            assert!(ttl_refused || user_id_refused, "refused {value}");
         }
     }
 }
@@ -165,9 +166,9 @@ fn check_message(
         name.as_str()
             .is_some_and(|name| (1..=limit).contains(&name.len()))
     };
-    // A user id's limit is the contract's; the others are configured.
+    // A user id's limit is the contract's (200 bytes), whatever the limits.
     let target_limit = |target: &str| match target {
-        "user_id" => MAX_USER_ID_BYTES,
+        "user_id" => madx_pusher::api::MAX_USER_ID_BYTES,
         _ => limits.max_name_bytes,
     };
     let names_ok = targets.len() == 1

@@ -6,8 +6,8 @@ use madx_pusher::gateway::{ConnectParams, parse_last_id};
 
 /// A query string, parsed by the extractor the endpoint uses. Invariants:
 /// what was read re-encodes to a query that reads the same; `last_id` is
-/// accepted only as a decimal u64 (or left out / empty), refused only when
-/// malformed or ahead of the clock, with a do-not-retry code (4000-4099).
+/// accepted exactly when it is a decimal u64 (or left out / empty), and
+/// refused with a do-not-retry code (4000-4099) otherwise.
 pub fn ws_query(data: &[u8]) {
     let Ok(query) = std::str::from_utf8(data) else {
         return;
@@ -34,17 +34,13 @@ pub fn ws_query(data: &[u8]) {
             assert_eq!(digits.parse::<u128>().ok(), Some(u128::from(id)));
         }
         Err(refusal) => {
+            // Refused: not a u64, or a position no node can have issued.
             let text = text.expect("only a given last_id is refused");
-            // Malformed, or a position no message can have yet.
-            let now_micros = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |elapsed| elapsed.as_micros());
-            let malformed_or_ahead = match text.parse::<u64>() {
-                Err(_) => true,
-                Ok(id) => u128::from(id) > now_micros,
-            };
-            assert!(malformed_or_ahead, "refused last_id {text:?}");
-            assert!((4000..4100).contains(&refusal.code().code()));
+            let issuable = text
+                .parse::<u64>()
+                .is_ok_and(|id| madx_pusher::broker::check_position(id).is_ok());
+            assert!(!issuable, "refused {text:?}");
+            assert_eq!(refusal.code().code(), 4005);
         }
     }
 }

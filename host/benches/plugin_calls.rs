@@ -16,7 +16,7 @@ use madx_pusher::plugins::bindings::{Claims, TokenRequest};
 use madx_pusher::plugins::{
     AuthPlugin, ComponentSource, PluginConfig, RouterPlugin, Sandbox, SandboxLimits,
 };
-use madx_pusher::store::{MemoryStore, StoreBackend};
+use madx_pusher::store::{MemoryStore, Room, StoreBackend};
 use totp_rs::{Algorithm, Secret, TOTP};
 
 const CALLS: usize = 5_000;
@@ -35,12 +35,12 @@ impl Backend for NativeBackend {
     }
     fn set(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<(), StoreFailure> {
         self.0
-            .set(key, value, ms(ttl_ms))
+            .set(key, value, ms(ttl_ms), Room::General)
             .map_err(|e| StoreFailure(e.to_string()))
     }
     fn set_if_absent(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<bool, StoreFailure> {
         self.0
-            .set_if_absent(key, value, ms(ttl_ms))
+            .set_if_absent(key, value, ms(ttl_ms), Room::General)
             .map_err(|e| StoreFailure(e.to_string()))
     }
     fn touch(&self, key: &str, ttl_ms: u64) -> Result<bool, StoreFailure> {
@@ -51,7 +51,12 @@ impl Backend for NativeBackend {
     }
     fn increment(&self, key: &str, delta: u64, ttl_ms: u64) -> Result<u64, StoreFailure> {
         self.0
-            .increment(key, delta, ms(ttl_ms))
+            .increment(key, delta, ms(ttl_ms), Room::General)
+            .map_err(|e| StoreFailure(e.to_string()))
+    }
+    fn decrement(&self, key: &str, delta: u64) -> Result<u64, StoreFailure> {
+        self.0
+            .decrement(key, delta)
             .map_err(|e| StoreFailure(e.to_string()))
     }
     fn setting(&self, _name: &str) -> Option<String> {
@@ -84,7 +89,7 @@ fn per_call(total: Duration, calls: usize) -> f64 {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let sandbox = Sandbox::new(SandboxLimits::default(), Arc::new(Metrics::new())).unwrap();
-    let memory = MemoryStore::start(10_000_000);
+    let memory = MemoryStore::start(10_000_000, 1_000_000);
     let store = StoreBackend::Memory(memory.clone());
     let built_in = PluginConfig {
         source: ComponentSource::BuiltIn,

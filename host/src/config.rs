@@ -810,10 +810,6 @@ mod tests {
             ("store = \"redis://:pw@[::1\"", "invalid store URL"),
             ("store_prefix = \"a:b\"", "store_prefix"),
             (
-                "[plugins]\nmemory_mib = 17592186044417",
-                "memory_mib is too large",
-            ),
-            (
                 "[http]\nheader_timeout_secs = 0",
                 "http.header_timeout_secs",
             ),
@@ -831,6 +827,10 @@ mod tests {
                 "client_publish_per_sec",
             ),
             ("[limits]\ntoken_publish_burst = 0", "token_publish_burst"),
+            (
+                "[plugins]\nmemory_mib = 17592186044417",
+                "memory_mib is too large",
+            ),
         ];
         for (text, expected) in cases {
             let error = match toml::from_str::<ConfigFile>(text) {

@@ -17,10 +17,10 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 pub use error::{ApiError, STORE_UNAVAILABLE};
-pub use throttle::CredentialThrottle;
 // The request bodies and their checks, for the fuzz targets (fuzz/).
 pub use extract::JsonBody;
 pub use publish::{BatchRequest, Checked, PublishRequest};
+pub use throttle::CredentialThrottle;
 pub use tokens::CreateToken;
 
 /// The contract's limit on a user id (wit/types.wit): a token can be issued

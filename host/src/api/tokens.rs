@@ -45,8 +45,8 @@ struct CreatedToken {
 }
 
 impl CreateToken {
-    /// The request for the auth plugin. The ttl and user id are checked
-    /// here too, so no plugin can hand out tokens beyond the contract or
+    /// The request for the auth plugin. The ttl and the user id are checked
+    /// here too, so no plugin can hand out tokens beyond the contract, or
     /// for a user that publishes cannot reach.
     pub fn into_request(self) -> Result<TokenRequest, ApiError> {
         let ttl_secs = match self.ttl {

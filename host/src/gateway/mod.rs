@@ -56,15 +56,15 @@ impl Refusal {
         }
     }
 
-    pub fn code(&self) -> CloseCode {
-        self.code
-    }
-
     /// The store failed: the detail is logged, the client gets the stable
     /// code and a short message (as the HTTP API does).
     pub(crate) fn unavailable(detail: impl std::fmt::Display) -> Self {
         tracing::warn!(%detail, "store unavailable");
         Refusal::new(CloseCode::Unavailable, crate::api::STORE_UNAVAILABLE)
+    }
+
+    pub fn code(&self) -> CloseCode {
+        self.code
     }
 }
 
@@ -183,22 +183,21 @@ async fn admit(state: &AppState, params: ConnectParams) -> Result<Admitted, Refu
     }
 }
 
-/// The query string's `last_id`: absent or empty means none.
+/// The query string's `last_id`: absent or empty means none; otherwise a
+/// message id some node can have issued (see [`crate::broker::check_position`]).
 pub fn parse_last_id(text: Option<&str>) -> Result<Option<u64>, Refusal> {
-    match text {
-        None | Some("") => Ok(None),
-        Some(text) => {
-            let id = text.parse::<u64>().map_err(|_| {
-                Refusal::new(
-                    CloseCode::InvalidLastId,
-                    "last_id must be a message id (decimal)",
-                )
-            })?;
-            crate::broker::check_position(id)
-                .map_err(|message| Refusal::new(CloseCode::InvalidLastId, message))?;
-            Ok(Some(id))
-        }
-    }
+    let Some(text) = text.filter(|text| !text.is_empty()) else {
+        return Ok(None);
+    };
+    let id = text.parse::<u64>().map_err(|_| {
+        Refusal::new(
+            CloseCode::InvalidLastId,
+            "last_id must be a message id (decimal)",
+        )
+    })?;
+    crate::broker::check_position(id)
+        .map_err(|message| Refusal::new(CloseCode::InvalidLastId, message))?;
+    Ok(Some(id))
 }
 
 fn refusal_for(error: AuthError) -> Refusal {

@@ -146,6 +146,18 @@ impl TestServer {
         format!("{}{path}", self.base)
     }
 
+    /// `GET /metrics` with the operator token; the Prometheus text.
+    pub async fn metrics(&self, operator_token: &str) -> String {
+        let response = http()
+            .get(self.url("/metrics"))
+            .bearer_auth(operator_token)
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(response.status().as_u16(), 200, "GET /metrics");
+        response.text().await.expect("metrics text")
+    }
+
     /// `POST /v1/tokens` with Basic credentials; returns status and body.
     pub async fn post_token(&self, (key, secret): (&str, &str), body: Value) -> (u16, Value) {
         let response = http()
