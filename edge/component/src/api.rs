@@ -181,6 +181,15 @@ fn parse<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
     } else {
         &body
     };
+    // serde reads a struct from a JSON array too; bodies are objects (as on
+    // the host).
+    let opens_an_object = body
+        .iter()
+        .find(|byte| !matches!(byte, b' ' | b'\t' | b'\n' | b'\r'))
+        .is_some_and(|&byte| byte == b'{');
+    if !opens_an_object {
+        return Err(ApiError::invalid_json("the body must be a JSON object"));
+    }
     serde_json::from_slice(body).map_err(|error| ApiError::invalid_json(error.to_string()))
 }
 
