@@ -332,6 +332,47 @@ impl Hub {
             .count()
     }
 
+    /// Ask every session of a user to close; returns how many were asked.
+    pub fn close_user(&self, app_id: &str, user_id: &str, code: CloseCode) -> usize {
+        let apps = self.apps();
+        let Some(app) = apps.get(app_id) else {
+            return 0;
+        };
+        let Some(serials) = app.by_user.get(user_id) else {
+            return 0;
+        };
+        serials
+            .iter()
+            .filter_map(|serial| app.sessions.get(serial))
+            .filter(|session| session.mailbox.command(SessionCommand::Close(code)))
+            .count()
+    }
+
+    /// Sessions of this node subscribed to a channel.
+    pub fn channel_subscribers(&self, app_id: &str, channel: &str) -> usize {
+        self.apps()
+            .get(app_id)
+            .and_then(|app| app.by_channel.get(channel))
+            .map_or(0, HashSet::len)
+    }
+
+    /// The channels with at least one session on this node whose names
+    /// start with `prefix`, each with its session count, sorted by name.
+    pub fn occupied_channels(&self, app_id: &str, prefix: &str) -> Vec<(String, usize)> {
+        let apps = self.apps();
+        let Some(app) = apps.get(app_id) else {
+            return Vec::new();
+        };
+        let mut channels: Vec<(String, usize)> = app
+            .by_channel
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(name, serials)| (name.clone(), serials.len()))
+            .collect();
+        channels.sort_unstable();
+        channels
+    }
+
     /// Ask every session on this node to close (shutdown).
     pub fn close_all(&self, code: CloseCode) -> usize {
         self.apps()
@@ -414,6 +455,38 @@ mod tests {
             max_per_token: 2,
             max_per_app: 10,
         }
+    }
+
+    #[test]
+    fn channel_counts_and_user_closes_follow_the_sessions() {
+        let hub = Hub::new();
+        let (first, first_mail) = hub.register(spec("app", "t1", Some("alice"))).unwrap();
+        let (second, second_mail) = hub.register(spec("app", "t2", Some("alice"))).unwrap();
+        let (bob, bob_mail) = hub.register(spec("app", "t3", Some("bob"))).unwrap();
+        hub.subscribe(&first, "news");
+        hub.subscribe(&second, "news");
+        hub.subscribe(&bob, "sport");
+        assert_eq!(hub.channel_subscribers("app", "news"), 2);
+        assert_eq!(hub.channel_subscribers("other", "news"), 0);
+        assert_eq!(
+            hub.occupied_channels("app", ""),
+            vec![("news".to_owned(), 2), ("sport".to_owned(), 1)]
+        );
+        assert_eq!(
+            hub.occupied_channels("app", "sp"),
+            vec![("sport".to_owned(), 1)]
+        );
+
+        assert_eq!(hub.close_user("app", "alice", CloseCode::TokenRevoked), 2);
+        for mail in [&first_mail, &second_mail] {
+            assert_eq!(
+                mail.try_next().unwrap(),
+                Mail::Command(SessionCommand::Close(CloseCode::TokenRevoked))
+            );
+        }
+        assert!(bob_mail.try_next().is_none());
+        drop(second);
+        assert_eq!(hub.channel_subscribers("app", "news"), 1);
     }
 
     #[test]

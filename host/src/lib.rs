@@ -21,6 +21,8 @@
 //!   loop, heartbeats and close codes.
 //! - [`broker`]: message ids, bounded history and recovery; hands each
 //!   message, serialized once, to the hub.
+//! - [`channels`]: what the HTTP APIs report about channels (occupied,
+//!   subscription and member counts), one answer for every API.
 //! - [`hub`]: this node's open sessions, indexed by token, user and channel;
 //!   fan-out into bounded per-session queues.
 //! - [`mailbox`]: a session's inbox of queued messages and close requests.
@@ -32,6 +34,7 @@
 
 pub mod api;
 pub mod broker;
+pub mod channels;
 pub mod check;
 pub mod config;
 pub mod connections;
