@@ -143,6 +143,68 @@ async fn a_hostile_component_fails_only_the_requests_that_reach_it() {
     }
 }
 
+/// A runaway plugin call must not hold a runtime worker: while eight calls
+/// loop until their budget, a bystander socket's pings are answered at once.
+#[tokio::test]
+async fn runaway_plugin_calls_do_not_stall_other_sockets() {
+    const RUNAWAYS: usize = 8;
+    let plugin = build_example_plugin("madx-example-hostile-router");
+    let config = format!("[plugins]\ncall_timeout_ms = 2000\n{TWO_APPS}");
+    let server = TestServer::start_with(&config, &["--router-component", plugin.to_str().unwrap()]);
+    let (_, mut bystander) = open_socket(&server, ALPHA, json!({"channels": ["*"]})).await;
+    let mut runaways = Vec::new();
+    for _ in 0..RUNAWAYS {
+        runaways.push(
+            open_socket(&server, ALPHA, json!({"channels": ["*"]}))
+                .await
+                .1,
+        );
+    }
+
+    let started = std::time::Instant::now();
+    for socket in &mut runaways {
+        send_json(socket, json!({"type": "subscribe", "channel": "loop"})).await;
+    }
+    // Let the calls start spinning, then ping for about a second, well
+    // inside their 2 s budget.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let mut round_trips = Vec::new();
+    while started.elapsed() < std::time::Duration::from_millis(1100) {
+        let sent = std::time::Instant::now();
+        send_json(&mut bystander, json!({"type": "ping"})).await;
+        assert_eq!(next_json(&mut bystander).await.unwrap()["type"], "pong");
+        round_trips.push(sent.elapsed());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let pinged_until = started.elapsed();
+
+    // Every runaway call was stopped by its budget, and only after the
+    // pings: they were answered while all eight calls were running.
+    for socket in &mut runaways {
+        let refused = next_json(socket).await.unwrap();
+        assert_eq!(refused["code"], 4307, "{refused}");
+    }
+    let refused_at = started.elapsed();
+    assert!(
+        refused_at > pinged_until && refused_at >= std::time::Duration::from_millis(1900),
+        "the runaway calls ended before the pings did ({refused_at:?} vs {pinged_until:?})"
+    );
+    round_trips.sort();
+    let worst = round_trips[round_trips.len() - 1];
+    eprintln!(
+        "bystander ping round trips during {RUNAWAYS} runaway calls: {} pings, median {:?}, worst {worst:?}",
+        round_trips.len(),
+        round_trips[round_trips.len() / 2],
+    );
+    // Without yielding, a worker is held for the whole 2 s budget; with it,
+    // a turn lasts about one epoch tick. The bound is loose because this
+    // machine is shared.
+    assert!(
+        worst < std::time::Duration::from_millis(100),
+        "a bystander waited {worst:?} for a pong: {round_trips:?}"
+    );
+}
+
 #[tokio::test]
 async fn sighup_reloads_the_components_and_open_sockets_keep_receiving() {
     let default_auth = build_example_plugin("madx-auth");

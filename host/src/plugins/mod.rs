@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{
+    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
+};
 
 pub use auth::AuthPlugin;
 pub use host_state::{HostState, PluginSettings};
@@ -29,8 +31,11 @@ pub use router::RouterPlugin;
 use crate::metrics::Metrics;
 use crate::store::{Namespace, Room, StoreBackend};
 
-/// How often the epoch advances; the unit of the per-call time budget.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How often the epoch advances: a running guest is interrupted this often
+/// to give its worker thread back to the other tasks (sockets, other
+/// calls), and to check its time budget. A runaway call therefore delays
+/// the rest of the node by at most about one tick per turn.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Bytes of each instance slot kept mapped between calls (the built-in
 /// components use well under this); beyond it, slots are decommitted.
 const LINEAR_MEMORY_KEEP_RESIDENT: usize = 2 << 20;
@@ -74,7 +79,6 @@ pub struct Sandbox {
     metrics: Arc<Metrics>,
     limits: SandboxLimits,
     slots: Semaphore,
-    epoch_deadline_ticks: u64,
 }
 
 impl Sandbox {
@@ -107,13 +111,11 @@ impl Sandbox {
             .context("cannot start the WebAssembly engine")?;
         start_epoch_ticker(&engine)?;
 
-        let ticks = limits.call_timeout.as_millis() / EPOCH_TICK.as_millis();
         Ok(Arc::new(Sandbox {
             engine,
             metrics,
             limits,
             slots: Semaphore::new(instances as usize),
-            epoch_deadline_ticks: u64::try_from(ticks).unwrap_or(u64::MAX).max(1),
         }))
     }
 
@@ -177,8 +179,19 @@ impl Sandbox {
         let state = HostState::new(namespace, settings, self.limits.memory_bytes);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline(self.epoch_deadline_ticks);
-        store.epoch_deadline_trap();
+        // Every tick the guest yields its worker thread (calls run on the
+        // async runtime, never blocking it for more than a tick), and is
+        // interrupted once its wall-clock budget is spent. Host calls
+        // (store I/O) count against the same budget.
+        let budget_ends = Instant::now() + self.limits.call_timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= budget_ends {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+            })
+        });
         (store, permit)
     }
 
