@@ -83,6 +83,12 @@ pub struct Metrics {
     pub connections_pending: Gauge,
     pub connections_shed: Family<ShedLabels, Counter>,
     pub credential_refusals: Family<OutcomeLabels, Counter>,
+    pub plugin_log_lines_dropped: Family<PluginKindLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginKindLabels {
+    pub plugin: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -103,6 +109,12 @@ impl Metrics {
         let publishes_refused = Family::<RefusedPublishLabels, Counter>::default();
         let plugin_calls = Family::<PluginLabels, Counter>::default();
         let credential_refusals = Family::<OutcomeLabels, Counter>::default();
+        let plugin_log_lines_dropped = Family::<PluginKindLabels, Counter>::default();
+        registry.register(
+            "plugin_log_lines_dropped",
+            "Lines of plugin output not logged: over the rate limit or beyond a call's buffer",
+            plugin_log_lines_dropped.clone(),
+        );
         registry.register(
             "credential_refusals",
             "Requests refused for their app credentials: wrong, or throttled after too many wrong ones",
@@ -197,6 +209,18 @@ impl Metrics {
             connections_pending,
             connections_shed,
             credential_refusals,
+            plugin_log_lines_dropped,
+        }
+    }
+
+    /// Plugin output lines that were not logged.
+    pub fn plugin_log_lines_dropped(&self, plugin: &str, lines: u64) {
+        if lines > 0 {
+            self.plugin_log_lines_dropped
+                .get_or_create(&PluginKindLabels {
+                    plugin: plugin.to_owned(),
+                })
+                .inc_by(lines);
         }
     }
 

@@ -143,6 +143,54 @@ async fn a_hostile_component_fails_only_the_requests_that_reach_it() {
     }
 }
 
+/// What a plugin writes to stdout or stderr is logged with its component,
+/// app and call, a panic message included, within a per-component rate.
+#[tokio::test]
+async fn plugin_output_and_panics_reach_the_log_within_a_rate_limit() {
+    let plugin = build_example_plugin("madx-example-hostile-router");
+    let config = format!("operator_token = \"operator-token-0123456789\"\n{TWO_APPS}");
+    let server = TestServer::start_logging(
+        &config,
+        &["--router-component", plugin.to_str().unwrap()],
+        "info",
+    );
+    let (_, mut socket) = open_socket(&server, ALPHA, json!({"channels": ["*"]})).await;
+
+    let refused = subscribe(&mut socket, "trap").await;
+    assert_eq!(refused["code"], 4307, "{refused}");
+    assert_eq!(subscribe(&mut socket, "chatty").await["type"], "subscribed");
+
+    let log = server.log();
+    let panic_line = log
+        .lines()
+        .find(|line| line.contains("hostile router: trap requested"))
+        .unwrap_or_else(|| panic!("no panic message in the log:\n{log}"));
+    for field in [
+        "madx_example_hostile_router.wasm",
+        "app=\"alpha\"",
+        "call=\"authorize-subscribe\"",
+    ] {
+        assert!(
+            panic_line.contains(field),
+            "{field} missing in {panic_line}"
+        );
+    }
+    assert!(log.contains("hostile router: chatty line 0"), "{log}");
+    // 200 lines in one go: what is left of the burst of 100 after the
+    // panic's few lines is logged, the rest dropped and counted.
+    assert!(!log.contains("hostile router: chatty line 199"), "{log}");
+    let metrics = server.metrics("operator-token-0123456789").await;
+    let dropped: f64 = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(r#"madx_plugin_log_lines_dropped_total{plugin="router"} "#)
+        })
+        .unwrap_or_else(|| panic!("no dropped-lines counter in\n{metrics}"))
+        .parse()
+        .unwrap();
+    assert!((100.0..=110.0).contains(&dropped), "dropped {dropped}");
+}
+
 /// A runaway plugin call must not hold a runtime worker: while eight calls
 /// loop until their budget, a bystander socket's pings are answered at once.
 #[tokio::test]

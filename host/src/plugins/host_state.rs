@@ -8,6 +8,7 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::auth::madx::pusher::{settings, store, types};
+use super::output::CallOutput;
 use crate::store::{Namespace, StoreError};
 
 /// Operator-given settings of one plugin (`[plugins.<kind>.settings]`).
@@ -19,6 +20,8 @@ pub struct HostState {
     /// WASI with no capabilities granted: no files, sockets, environment or
     /// arguments. Guests get clocks and randomness only.
     wasi: WasiCtx,
+    /// What the guest writes to stdout and stderr, logged after the call.
+    pub(super) output: CallOutput,
     table: ResourceTable,
     pub(super) limits: StoreLimits,
     store: Namespace,
@@ -27,8 +30,13 @@ pub struct HostState {
 
 impl HostState {
     pub fn new(store: Namespace, settings: PluginSettings, memory_bytes: usize) -> Self {
+        let output = CallOutput::default();
         HostState {
-            wasi: WasiCtx::builder().build(),
+            wasi: WasiCtx::builder()
+                .stdout(output.clone())
+                .stderr(output.clone())
+                .build(),
+            output,
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(memory_bytes)

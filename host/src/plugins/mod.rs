@@ -11,6 +11,7 @@ mod auth;
 pub mod bindings;
 mod embedded;
 mod host_state;
+mod output;
 mod router;
 
 use std::path::PathBuf;
@@ -30,6 +31,7 @@ pub use router::RouterPlugin;
 
 use crate::metrics::Metrics;
 use crate::store::{Namespace, Room, StoreBackend};
+use output::PluginLog;
 
 /// How often the epoch advances: a running guest is interrupted this often
 /// to give its worker thread back to the other tasks (sockets, other
@@ -314,6 +316,8 @@ pub(crate) struct PluginCore {
     store: StoreBackend,
     settings: PluginSettings,
     name: String,
+    /// Where the component's stdout and stderr go.
+    log: PluginLog,
 }
 
 impl PluginCore {
@@ -337,6 +341,7 @@ impl PluginCore {
             store,
             settings: config.settings.clone(),
             name: config.source.describe(kind),
+            log: PluginLog::default(),
         };
         Ok((core, pre))
     }
@@ -391,6 +396,14 @@ impl PluginCore {
             Ok(instance) => invoke(&instance, &mut store).await,
             Err(error) => Err(error),
         };
+        // Logged before the failure, which the output (a panic message)
+        // often explains.
+        let dropped = self
+            .log
+            .emit(&self.name, app_id, call, &store.data().output);
+        self.sandbox
+            .metrics
+            .plugin_log_lines_dropped(self.kind.as_str(), dropped);
         let result = result.map_err(|error| self.failure(call, &error));
         self.record(call, started, result)
     }

@@ -50,7 +50,28 @@ pub struct TestServer {
 impl TestServer {
     /// Start with `config` (TOML without `listen`) and extra flags.
     pub fn start_with(config: &str, args: &[&str]) -> TestServer {
+        TestServer::spawn(config, args, None)
+    }
+
+    /// Like [`TestServer::start_with`], with the server's log (at `level`)
+    /// kept for [`TestServer::log`] instead of shown.
+    pub fn start_logging(config: &str, args: &[&str], level: &str) -> TestServer {
+        TestServer::spawn(config, args, Some(level))
+    }
+
+    /// What the server has logged so far (see [`TestServer::start_logging`]).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    fn spawn(config: &str, args: &[&str], log_level: Option<&str>) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
+        let stderr = match log_level {
+            Some(_) => {
+                Stdio::from(std::fs::File::create(dir.path().join("server.log")).expect("log file"))
+            }
+            None => Stdio::inherit(),
+        };
         let config_path = dir.path().join("pusher.toml");
         std::fs::write(&config_path, format!("listen = \"127.0.0.1:0\"\n{config}"))
             .expect("write config");
@@ -59,10 +80,11 @@ impl TestServer {
             .arg("--config")
             .arg(&config_path)
             .args(args)
-            .env("MADX_LOG", "warn")
+            .env("MADX_LOG", log_level.unwrap_or("warn"))
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn madx-pusher");
 

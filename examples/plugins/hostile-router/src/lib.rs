@@ -3,7 +3,9 @@
 //!
 //! - `loop`: spins forever (the host's time budget must stop it);
 //! - `alloc`: allocates without end (the memory cap must stop it);
-//! - `trap`: panics, which traps the instance.
+//! - `trap`: panics, which traps the instance;
+//! - `chatty`: writes 200 lines to stdout, then allows (the host must log
+//!   them within its rate limit).
 //!
 //! Any other name is allowed, so the tests can show the host still serves.
 
@@ -24,6 +26,11 @@ pub fn misbehave(name: &str) {
             }
         }
         "trap" => panic!("hostile router: trap requested"),
+        "chatty" => {
+            for line in 0..200 {
+                println!("hostile router: chatty line {line}");
+            }
+        }
         _ => {}
     }
 }
