@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use madx_pusher::config::{Config, Overrides};
 use madx_pusher::plugins::ComponentSource;
-use madx_pusher::server::Server;
+use madx_pusher::server::{ComponentRejected, Server};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -154,7 +154,11 @@ fn serve_command(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("madx-pusher: {error:#}");
-            ExitCode::FAILURE
+            if error.downcast_ref::<ComponentRejected>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -191,13 +195,26 @@ fn print_banner(server: &Server) {
         );
         println!();
         println!("Get a token:");
-        println!(
-            "  curl -s -u {}:{} -d '{{\"user_id\":\"alice\",\"channels\":[\"news.*\"]}}' {base}/v1/tokens",
-            app.key, app.secret
-        );
-        println!(
-            "Then open the token's ws_url with &access_id=...&otp=<6-digit TOTP of secret_seed>."
-        );
+        if state.config.auth.source == ComponentSource::BuiltIn {
+            // The built-in component's request format and code parameters.
+            println!(
+                "  curl -s -u {}:{} -d '{{\"user_id\":\"alice\",\"channels\":[\"news.*\"]}}' {base}/v1/tokens",
+                app.key, app.secret
+            );
+            println!(
+                "Then open the token's ws_url with &access_id=...&otp=<6-digit TOTP of secret_seed>."
+            );
+        } else {
+            // A custom component decides what a request holds and which
+            // codes it takes; the token announces them.
+            println!(
+                "  curl -s -u {}:{} -d '{{...}}' {base}/v1/tokens",
+                app.key, app.secret
+            );
+            println!(
+                "Then open the token's ws_url with &access_id=...&otp=<TOTP of secret_seed, as the token's otp parameters say>."
+            );
+        }
     }
 }
 

@@ -23,6 +23,18 @@ use crate::plugins::{Plugins, Sandbox};
 use crate::state::AppState;
 use crate::store::{MemoryStore, RedisStore, StoreBackend};
 
+/// Start-up stopped because a configured component cannot be used (missing
+/// file, not a component, does not fit its world): an operator's mistake,
+/// like a bad configuration value, so the process exits with status 2.
+#[derive(Debug, Clone, Copy)]
+pub struct ComponentRejected;
+
+impl std::fmt::Display for ComponentRejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a configured component cannot be used")
+    }
+}
+
 /// Budget of one Redis connection attempt and of one Redis command: a
 /// request fails with 503 rather than hang while Redis is unreachable.
 const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -84,7 +96,8 @@ impl Server {
             }
         };
         let sandbox = Sandbox::new(config.sandbox, metrics.clone())?;
-        let plugins = Plugins::load(&sandbox, store.clone(), &config.auth, &config.router)?;
+        let plugins = Plugins::load(&sandbox, store.clone(), &config.auth, &config.router)
+            .context(ComponentRejected)?;
 
         let tls = match &config.tls {
             Some(files) => Some(tls_acceptor(files).with_context(|| {
