@@ -33,6 +33,93 @@ async fn a_replacement_auth_component_from_a_path_is_the_one_used() {
     }
 }
 
+#[tokio::test]
+async fn an_auth_component_built_outside_the_workspace_applies_its_policy() {
+    let plugin = build_outside_plugin("auth-policy", "auth_policy");
+    let server = TestServer::start_with(TWO_APPS, &["--auth-component", plugin.to_str().unwrap()]);
+
+    // The policy's rule, in the app's own 400.
+    let (status, body) = server
+        .post_token(ALPHA, json!({"user_id": "bob", "channels": ["news.*"]}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_request", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("start with u-")),
+        "{body}"
+    );
+    // The contract's own checks still come first.
+    let (status, body) = server
+        .post_token(ALPHA, json!({"user_id": "u-bob", "ttl": 0}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+
+    // A user the policy accepts gets the component's 8-digit codes, and
+    // the built-in token rules: the code connects once.
+    let token = server
+        .token(ALPHA, json!({"user_id": "u-bob", "channels": ["news.*"]}))
+        .await;
+    assert_eq!(
+        token.otp,
+        json!({"algorithm": "SHA1", "digits": 8, "period": 30})
+    );
+    away_from_step_edge(30, 3).await;
+    let code = token.code(0);
+    let (_socket, welcome) = connect(&token.url_with(&code)).await.welcomed();
+    assert_eq!(welcome["access_id"], token.access_id.as_str(), "{welcome}");
+    let (close, _) = connect(&token.url_with(&code)).await.refused();
+    assert_eq!(close, 4003, "a spent code");
+}
+
+#[tokio::test]
+async fn the_router_from_the_guide_routes_for_the_real_host() {
+    let router = build_outside_plugin("router-glob", "my_router");
+    let server =
+        TestServer::start_with(TWO_APPS, &["--router-component", router.to_str().unwrap()]);
+    let (_, mut socket) = open_socket(
+        &server,
+        ALPHA,
+        json!({"user_id": "alice", "channels": ["news.*"], "publish": ["news.s*"]}),
+    )
+    .await;
+
+    // Public channels for everyone; the rest by the token's globs, as globs.
+    for allowed in ["public-lobby", "news.sport", "news.a.b"] {
+        assert_eq!(
+            subscribe(&mut socket, allowed).await["type"],
+            "subscribed",
+            "{allowed}"
+        );
+    }
+    let refused = subscribe(&mut socket, "admin").await;
+    assert_eq!(refused["code"], 4303, "{refused}");
+    let refused = subscribe(&mut socket, "news*").await;
+    assert_eq!(refused["code"], 4304, "an invalid name: {refused}");
+
+    // A client publish the publish globs allow reaches the channel; one
+    // they do not is refused.
+    send_json(
+        &mut socket,
+        json!({"type": "publish", "channel": "news.weather", "event": "said", "data": 1}),
+    )
+    .await;
+    let refused = next_json(&mut socket).await.expect("an answer");
+    assert_eq!(refused["code"], 4303, "{refused}");
+    send_json(
+        &mut socket,
+        json!({"type": "publish", "channel": "news.sport", "event": "said", "data": 2}),
+    )
+    .await;
+    let message = next_json(&mut socket).await.expect("the message");
+    assert_eq!(
+        (&message["type"], &message["channel"], &message["data"]),
+        (&json!("message"), &json!("news.sport"), &json!(2)),
+        "{message}"
+    );
+}
+
 #[test]
 fn a_component_that_does_not_fit_its_world_stops_start_up() {
     let auth_plugin = build_example_plugin("madx-example-auth-sha256");
@@ -390,8 +477,9 @@ fn the_conformance_checker_passes_good_components_and_names_what_is_wrong() {
 #[tokio::test]
 async fn a_router_written_in_python_routes_for_the_real_host() {
     let router = build_python_router();
-    let config = format!("[plugins]\nmemory_mib = 64\n{TWO_APPS}");
-    let server = TestServer::start_with(&config, &["--router-component", router.to_str().unwrap()]);
+    // The default memory cap is enough (docs/plugins.md).
+    let server =
+        TestServer::start_with(TWO_APPS, &["--router-component", router.to_str().unwrap()]);
     let (_, mut socket) = open_socket(
         &server,
         ALPHA,

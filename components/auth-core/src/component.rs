@@ -3,7 +3,10 @@
 //! [`AuthComponent`] implements the world for any [`Profile`]; a crate
 //! exports it with [`export_auth_component!`].
 //! The default component does so with [`Rfc6238`]; a variant with other
-//! code parameters is a few lines (see `examples/plugins/auth-sha256`).
+//! code parameters is a few lines (see `examples/plugins/auth-sha256`), and
+//! a deployment's own rule for who gets a token is one more method
+//! ([`Profile::check_request`], see `examples/plugins/auth-policy`, a crate
+//! outside this workspace).
 
 use std::marker::PhantomData;
 
@@ -18,7 +21,7 @@ wit_bindgen::generate!({
 use crate::tokens::{self, AuthFailure, Authority, StoreFailure};
 use crate::totp::OtpProfile;
 pub use exports::madx::pusher::auth::{AuthError, Guest, IssuedToken, OtpParams, TokenRequest};
-use madx::pusher::types::Claims;
+pub use madx::pusher::types::Claims;
 use madx::pusher::{settings, store};
 
 /// The host's store, settings, clock and randomness.
@@ -90,9 +93,20 @@ impl From<AuthFailure> for AuthError {
     }
 }
 
-/// The code parameters a component announces and checks.
+/// What makes one auth component differ from another: the code parameters
+/// it announces and checks, and an optional rule for token requests.
 pub trait Profile: 'static {
     const OTP: OtpProfile;
+
+    /// A deployment's own rule, checked before a token is issued (after the
+    /// contract's own checks: ttl bounds, user id length, glob syntax).
+    /// `Err(text)` refuses the request with `bad-request(text)`, which the
+    /// app sees as HTTP 400 `invalid_request` with that text. The default
+    /// accepts every request.
+    fn check_request(request: &TokenRequest) -> Result<(), String> {
+        let _ = request;
+        Ok(())
+    }
 }
 
 /// The contract's default: HMAC-SHA1, 6 digits, 30 s.
@@ -112,14 +126,17 @@ fn authority<P: Profile>() -> Authority<'static, Host> {
 
 impl<P: Profile> Guest for AuthComponent<P> {
     fn issue(request: TokenRequest) -> Result<IssuedToken, AuthError> {
-        let request = tokens::Request {
-            user_id: request.user_id,
-            channels: request.channels,
-            publish: request.publish,
+        let authority = authority::<P>();
+        let rules_request = tokens::Request {
+            user_id: request.user_id.clone(),
+            channels: request.channels.clone(),
+            publish: request.publish.clone(),
             ttl_secs: request.ttl_secs,
         };
-        let authority = authority::<P>();
-        let issued = authority.issue(request)?;
+        // The contract's checks first, so a policy sees only sound requests.
+        authority.check_request(&rules_request)?;
+        P::check_request(&request).map_err(AuthError::BadRequest)?;
+        let issued = authority.issue(rules_request)?;
         let profile = authority.profile();
         Ok(IssuedToken {
             access_id: issued.access_id,

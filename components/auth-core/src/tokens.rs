@@ -184,12 +184,11 @@ impl<'a, B: Backend> Authority<'a, B> {
         self.profile
     }
 
-    /// Create a token: a random access id and secret seed, stored with the
-    /// request's claims for the idle timeout.
-    pub fn issue(&self, request: Request) -> Result<Issued, AuthFailure> {
-        let (backend, settings) = (self.backend, &self.settings);
+    /// The contract's rules for a token request (ttl bounds, user id length,
+    /// glob syntax); returns the idle timeout the token gets.
+    pub fn check_request(&self, request: &Request) -> Result<u32, AuthFailure> {
         let ttl_secs = match request.ttl_secs {
-            None => settings.default_ttl_secs,
+            None => self.settings.default_ttl_secs,
             Some(ttl @ 1..=MAX_TTL_SECS) => ttl,
             Some(ttl) => {
                 return Err(AuthFailure::BadRequest(format!(
@@ -206,7 +205,14 @@ impl<'a, B: Backend> Authority<'a, B> {
         }
         validate_globs("channels", &request.channels)?;
         validate_globs("publish", &request.publish)?;
+        Ok(ttl_secs)
+    }
 
+    /// Create a token: a random access id and secret seed, stored with the
+    /// request's claims for the idle timeout.
+    pub fn issue(&self, request: Request) -> Result<Issued, AuthFailure> {
+        let ttl_secs = self.check_request(&request)?;
+        let backend = self.backend;
         let mut seed = [0u8; SEED_BYTES];
         backend.random_bytes(&mut seed);
         let record = TokenRecord {

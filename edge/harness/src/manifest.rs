@@ -119,12 +119,8 @@ impl Manifest {
                 trigger.component
             );
         }
-        let dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
         Ok(Manifest {
-            dir,
+            dir: manifest_dir(path),
             variables: file.variables,
             triggers: file.trigger.http,
             components: file.component,
@@ -304,6 +300,15 @@ fn parse_template(template: &str) -> anyhow::Result<Vec<Part<'_>>> {
     Ok(parts)
 }
 
+/// The directory relative paths in the manifest start from. A bare
+/// `spin.toml` has the parent "", which no command can run in: that is ".".
+fn manifest_dir(path: &Path) -> PathBuf {
+    path.parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +365,16 @@ mod tests {
         assert!(check_variable_name("Upper").is_err());
         assert!(check_variable_name("trailing_").is_err());
         assert!(check_variable_name("max_batch2").is_ok());
+    }
+
+    #[test]
+    fn a_bare_manifest_name_is_relative_to_the_current_directory() {
+        assert_eq!(manifest_dir(Path::new("spin.toml")), Path::new("."));
+        assert_eq!(manifest_dir(Path::new("./spin.toml")), Path::new("."));
+        assert_eq!(
+            manifest_dir(Path::new("/srv/app/spin.toml")),
+            Path::new("/srv/app")
+        );
     }
 
     #[test]

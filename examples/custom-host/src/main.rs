@@ -3,15 +3,24 @@
 //! `settings` imports with a map, issues a token, and checks a connection
 //! string twice (the second use must be refused).
 //!
-//! `cargo run -p madx-example-custom-host -- path/to/auth.wasm`
+//! It keeps the sandbox an embedder needs, as madx-pusher's own host does:
+//! a fresh instance in a fresh store for every call (no state survives a
+//! call, nothing is shared between users), a time budget per call (epoch
+//! deadline) and a cap on linear memory. A component that loops or
+//! allocates without end fails its call, never the host.
+//!
+//! `custom-host [--budget-ms 1000] [--memory-mib 32] [--user-id alice] path/to/auth.wasm`
 
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, anyhow, bail};
+use clap::Parser;
 use totp_rs::{Algorithm, Secret, TOTP};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, Store};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 wasmtime::component::bindgen!({
@@ -21,22 +30,77 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-use exports::madx::pusher::auth::{AuthError, TokenRequest};
+use exports::madx::pusher::auth::{AuthError, IssuedToken, TokenRequest};
 use madx::pusher::store::StoreError;
+use madx::pusher::types::Claims;
 
-/// Everything a call can reach: WASI without capabilities, and a map with
-/// expiry as the store.
+#[derive(Parser)]
+#[command(about = "Issue a token with an auth component and check a connection string twice")]
+struct Args {
+    /// The auth component (.wasm).
+    component: PathBuf,
+    /// Time budget of one call, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    budget_ms: u64,
+    /// Cap on one instance's linear memory, in MiB.
+    #[arg(long, default_value_t = 32)]
+    memory_mib: usize,
+    /// The user the token is for.
+    #[arg(long, default_value = "alice")]
+    user_id: String,
+}
+
+/// How often the engine's epoch advances: the resolution of the budget.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The store's entries with their expiry; outlives every call.
+type Entries = Arc<Mutex<HashMap<String, (Vec<u8>, Instant)>>>;
+
+/// What one call can reach: WASI without capabilities, the shared map as
+/// the store, and its memory cap.
 struct Host {
     wasi: WasiCtx,
     table: ResourceTable,
-    entries: HashMap<String, (Vec<u8>, Instant)>,
+    entries: Entries,
+    memory_cap: usize,
+    memory_cap_hit: bool,
 }
 
 impl Host {
-    fn live(&mut self, key: &str) -> Option<&mut (Vec<u8>, Instant)> {
+    /// The live entries (expired ones are dropped first).
+    fn entries(&self) -> MutexGuard<'_, HashMap<String, (Vec<u8>, Instant)>> {
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         let now = Instant::now();
-        self.entries.retain(|_, (_, expires)| *expires > now);
-        self.entries.get_mut(key)
+        entries.retain(|_, (_, expires)| *expires > now);
+        entries
+    }
+}
+
+/// Refuse growth past the cap, and remember it so the failure can say why.
+impl ResourceLimiter for Host {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            self.memory_cap_hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 10_000)
     }
 }
 
@@ -59,12 +123,12 @@ impl madx::pusher::settings::Host for Host {
 
 impl madx::pusher::store::Host for Host {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.live(&key).map(|(value, _)| value.clone()))
+        Ok(self.entries().get(&key).map(|(value, _)| value.clone()))
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: u64) -> Result<(), StoreError> {
         let expires = Instant::now() + Duration::from_millis(ttl_ms);
-        self.entries.insert(key, (value, expires));
+        self.entries().insert(key, (value, expires));
         Ok(())
     }
 
@@ -74,15 +138,17 @@ impl madx::pusher::store::Host for Host {
         value: Vec<u8>,
         ttl_ms: u64,
     ) -> Result<bool, StoreError> {
-        if self.live(&key).is_some() {
+        let mut entries = self.entries();
+        if entries.contains_key(&key) {
             return Ok(false);
         }
-        self.set(key, value, ttl_ms).await?;
+        let expires = Instant::now() + Duration::from_millis(ttl_ms);
+        entries.insert(key, (value, expires));
         Ok(true)
     }
 
     async fn touch(&mut self, key: String, ttl_ms: u64) -> Result<bool, StoreError> {
-        match self.live(&key) {
+        match self.entries().get_mut(&key) {
             Some((_, expires)) => {
                 *expires = Instant::now() + Duration::from_millis(ttl_ms);
                 Ok(true)
@@ -92,38 +158,28 @@ impl madx::pusher::store::Host for Host {
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, StoreError> {
-        let existed = self.live(&key).is_some();
-        self.entries.remove(&key);
-        Ok(existed)
+        Ok(self.entries().remove(&key).is_some())
     }
 
     async fn increment(&mut self, key: String, delta: u64, ttl_ms: u64) -> Result<u64, StoreError> {
-        let (current, expires) = match self.live(&key) {
-            Some((value, expires)) => {
-                let text = String::from_utf8_lossy(value);
-                let current = text
-                    .parse::<u64>()
-                    .map_err(|_| StoreError::InvalidArgument("not a counter".into()))?;
-                (current, *expires)
-            }
+        let mut entries = self.entries();
+        let (current, expires) = match entries.get(&key) {
+            Some((value, expires)) => (counter(value)?, *expires),
             None => (0, Instant::now() + Duration::from_millis(ttl_ms)),
         };
-        let next = current + delta;
-        self.entries
-            .insert(key, (next.to_string().into_bytes(), expires));
+        let next = current.saturating_add(delta);
+        entries.insert(key, (next.to_string().into_bytes(), expires));
         Ok(next)
     }
 
     async fn decrement(&mut self, key: String, delta: u64) -> Result<u64, StoreError> {
-        let Some((value, _)) = self.live(&key) else {
+        let mut entries = self.entries();
+        let Some((value, _)) = entries.get_mut(&key) else {
             return Ok(0);
         };
-        let current = String::from_utf8_lossy(value)
-            .parse::<u64>()
-            .map_err(|_| StoreError::InvalidArgument("not a counter".into()))?;
-        let next = current.saturating_sub(delta);
+        let next = counter(value)?.saturating_sub(delta);
         if next == 0 {
-            self.entries.remove(&key);
+            entries.remove(&key);
         } else {
             *value = next.to_string().into_bytes();
         }
@@ -131,51 +187,137 @@ impl madx::pusher::store::Host for Host {
     }
 }
 
+fn counter(value: &[u8]) -> Result<u64, StoreError> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| StoreError::InvalidArgument("not a counter".into()))
+}
+
+/// The compiled component and the limits every call runs under.
+struct Sandbox {
+    engine: Engine,
+    pre: AuthPluginPre<Host>,
+    entries: Entries,
+    budget_ticks: u64,
+    memory_cap: usize,
+}
+
+impl Sandbox {
+    fn new(args: &Args) -> anyhow::Result<Sandbox> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|error| anyhow!("{error:#}"))?;
+        let component = Component::from_file(&engine, &args.component)
+            .map_err(|error| anyhow!("{error:#}"))
+            .with_context(|| format!("cannot load {}", args.component.display()))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|error| anyhow!("{error:#}"))?;
+        AuthPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |host| host)
+            .map_err(|error| anyhow!("{error:#}"))?;
+        // Link once; each call only instantiates.
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(AuthPluginPre::new)
+            .map_err(|error| anyhow!("{error:#}"))?;
+
+        // The budget is counted in epoch ticks; a thread advances them.
+        let ticker = engine.weak();
+        std::thread::spawn(move || {
+            while let Some(engine) = ticker.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
+        let tick_ms = EPOCH_TICK.as_millis() as u64;
+        Ok(Sandbox {
+            engine,
+            pre,
+            entries: Entries::default(),
+            budget_ticks: args.budget_ms.div_ceil(tick_ms).max(1),
+            memory_cap: args.memory_mib << 20,
+        })
+    }
+
+    /// A fresh store and instance for one call, with its deadline and cap.
+    async fn instance(&self) -> anyhow::Result<(Store<Host>, AuthPlugin)> {
+        let mut store = Store::new(
+            &self.engine,
+            Host {
+                wasi: WasiCtx::builder().build(),
+                table: ResourceTable::new(),
+                entries: self.entries.clone(),
+                memory_cap: self.memory_cap,
+                memory_cap_hit: false,
+            },
+        );
+        store.limiter(|host| host);
+        store.set_epoch_deadline(self.budget_ticks);
+        let instance = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|error| anyhow!("{error:#}"))?;
+        Ok((store, instance))
+    }
+
+    async fn issue(
+        &self,
+        request: &TokenRequest,
+    ) -> anyhow::Result<Result<IssuedToken, AuthError>> {
+        let (mut store, auth) = self.instance().await?;
+        let answer = auth
+            .madx_pusher_auth()
+            .call_issue(&mut store, request)
+            .await;
+        answer.map_err(|error| self.failure("issue", &store, error))
+    }
+
+    async fn verify(
+        &self,
+        access_id: &str,
+        code: &str,
+    ) -> anyhow::Result<Result<Claims, AuthError>> {
+        let (mut store, auth) = self.instance().await?;
+        let answer = auth
+            .madx_pusher_auth()
+            .call_verify(&mut store, access_id, code)
+            .await;
+        answer.map_err(|error| self.failure("verify", &store, error))
+    }
+
+    /// Why a call failed, in the operator's words.
+    fn failure(&self, call: &str, store: &Store<Host>, error: wasmtime::Error) -> anyhow::Error {
+        let why = if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            format!(
+                "ran past its budget of {} ms",
+                self.budget_ticks * EPOCH_TICK.as_millis() as u64
+            )
+        } else if store.data().memory_cap_hit {
+            format!("hit its memory cap of {} MiB", self.memory_cap >> 20)
+        } else {
+            format!("trapped: {error:#}")
+        };
+        anyhow!("the {call} call {why}; the instance was dropped")
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let path = std::env::args()
-        .nth(1)
-        .context("usage: custom-host path/to/auth.wasm")?;
-    let engine = Engine::default();
-    let component = Component::from_file(&engine, &path)
-        .map_err(|error| anyhow!("{error:#}"))
-        .with_context(|| format!("cannot load {path}"))?;
-    let mut linker = Linker::new(&engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|error| anyhow!("{error:#}"))?;
-    AuthPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |host| host)
-        .map_err(|error| anyhow!("{error:#}"))?;
-    let pre = AuthPluginPre::new(
-        linker
-            .instantiate_pre(&component)
-            .map_err(|e| anyhow!("{e:#}"))?,
-    )
-    .map_err(|error| anyhow!("{error:#}"))?;
-
-    // One store for this short session; the real host makes one per call.
-    let mut store = Store::new(
-        &engine,
-        Host {
-            wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
-            entries: HashMap::new(),
-        },
-    );
-    let auth = pre
-        .instantiate_async(&mut store)
-        .await
-        .map_err(|error| anyhow!("{error:#}"))?;
-    let api = auth.madx_pusher_auth();
+    let args = Args::parse();
+    let sandbox = Sandbox::new(&args)?;
 
     let request = TokenRequest {
-        user_id: Some("alice".into()),
+        user_id: Some(args.user_id.clone()),
         channels: vec!["news.*".into()],
         publish: vec![],
         ttl_secs: Some(600),
     };
-    let token = api
-        .call_issue(&mut store, &request)
-        .await
-        .map_err(|error| anyhow!("{error:#}"))?
+    let token = sandbox
+        .issue(&request)
+        .await?
         .map_err(|error| anyhow!("issue refused: {error:?}"))?;
     println!("issued {} ({:?})", token.access_id, token.otp);
 
@@ -185,21 +327,17 @@ async fn main() -> anyhow::Result<()> {
         token.otp.digits,
         token.otp.period_secs,
     )?;
-    let claims = api
-        .call_verify(&mut store, &token.access_id, &code)
-        .await
-        .map_err(|error| anyhow!("{error:#}"))?
+    let claims = sandbox
+        .verify(&token.access_id, &code)
+        .await?
         .map_err(|error| anyhow!("verify refused: {error:?}"))?;
     println!(
         "verified: user {:?}, channels {:?}",
         claims.user_id, claims.channels
     );
 
-    match api
-        .call_verify(&mut store, &token.access_id, &code)
-        .await
-        .map_err(|error| anyhow!("{error:#}"))?
-    {
+    // A new instance, so only the store remembers the first use.
+    match sandbox.verify(&token.access_id, &code).await? {
         Err(AuthError::OtpReused) => println!("second use refused: otp-reused"),
         other => bail!("the second use of a code must be refused, got {other:?}"),
     }

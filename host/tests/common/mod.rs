@@ -433,6 +433,27 @@ pub fn build_example_plugin(package: &str) -> PathBuf {
         .join(format!("{}.wasm", package.replace('-', "_")))
 }
 
+/// Build one of the examples that live outside the workspace, as the guide
+/// says (`cargo build --target wasm32-wasip2 --release` in its directory,
+/// into its own `target/`), and return the component's path.
+pub fn build_outside_plugin(example: &str, wasm_name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/plugins")
+        .join(example);
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&dir)
+        .env_remove("CARGO_TARGET_DIR")
+        .args(["build", "--quiet", "--target", "wasm32-wasip2", "--release"])
+        .status()
+        .expect("run cargo");
+    assert!(
+        status.success(),
+        "building examples/plugins/{example} failed"
+    );
+    dir.join("target/wasm32-wasip2/release")
+        .join(format!("{wasm_name}.wasm"))
+}
+
 /// `POST` a JSON body to `path` with app credentials.
 pub async fn post_json(
     server: &TestServer,
