@@ -426,6 +426,10 @@ export class MadxClient {
     this._socket = null;
     this._stopWatchdog();
     const action = closeAction(code);
+    if (action === 'stop') {
+      this._fail(code, reason);
+      return;
+    }
     if (action === 'token') {
       if (!this._options.refreshToken) {
         this._fail(code, reason);

@@ -6,6 +6,8 @@ import { stepAt } from './totp.js';
 
 /**
  * What to do after the socket closed with `code`:
+ * - `stop`: the app ended this user's connections (4009 `terminated`): do
+ *   not reconnect; the app decides when its user comes back.
  * - `token`: this connection string or token is no good (4000-4099 other
  *   than 4002/4003): get a new token from the app, if it can give one.
  * - `code`: the one-time code was already spent (4003): use another unused
@@ -20,9 +22,10 @@ import { stepAt } from './totp.js';
  * - `short`: the connection was lost without a code (1006, the node died, or
  *   the connect failed): a short back-off.
  * @param {number} code WebSocket close code
- * @returns {'token' | 'position' | 'code' | 'clock' | 'backoff' | 'now' | 'short'}
+ * @returns {'stop' | 'token' | 'position' | 'code' | 'clock' | 'backoff' | 'now' | 'short'}
  */
 export function closeAction(code) {
+  if (code === 4009) return 'stop';
   if (code === 4003) return 'code';
   if (code === 4002) return 'clock';
   if (code === 4005) return 'position';

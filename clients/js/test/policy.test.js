@@ -14,7 +14,7 @@ import {
 
 test('close codes map to what the protocol asks of a client', () => {
   const expected = {
-    4001: 'token', 4004: 'token', 4010: 'token', 4099: 'token',
+    4001: 'token', 4004: 'token', 4010: 'token', 4099: 'token', 4009: 'stop',
     4002: 'clock', 4003: 'code', 4005: 'position',
     4100: 'backoff', 4101: 'backoff', 4102: 'backoff', 4199: 'backoff',
     4200: 'now', 4201: 'now', 4202: 'now', 4299: 'now',

@@ -56,6 +56,12 @@ impl ApiError {
         }
     }
 
+    /// A Pusher API request whose signature does not hold (no Basic
+    /// challenge: Pusher's libraries sign, they do not log in).
+    pub fn pusher_unauthorized(message: String) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
     /// An operator endpoint without the operator token.
     pub fn unauthorized_operator() -> Self {
         ApiError {

@@ -3,6 +3,7 @@
 mod error;
 mod extract;
 mod publish;
+mod pusher;
 mod throttle;
 mod tokens;
 
@@ -47,6 +48,21 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v1/publish/batch",
             post(publish::publish_batch).layer(DefaultBodyLimit::max(batch_limit)),
+        )
+        // The Pusher HTTP API, for back-ends written against Pusher.
+        .route(
+            "/apps/{app_id}/events",
+            post(pusher::events).layer(DefaultBodyLimit::max(message_limit)),
+        )
+        .route(
+            "/apps/{app_id}/batch_events",
+            post(pusher::batch_events).layer(DefaultBodyLimit::max(batch_limit)),
+        )
+        .route("/apps/{app_id}/channels", get(pusher::channels))
+        .route("/apps/{app_id}/channels/{channel}", get(pusher::channel))
+        .route(
+            "/apps/{app_id}/users/{user_id}/terminate_connections",
+            post(pusher::terminate_connections),
         )
         .route("/v1/ws", get(gateway::upgrade))
         .route("/healthz", get(healthz))

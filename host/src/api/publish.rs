@@ -58,12 +58,27 @@ impl PublishRequest {
                 )));
             }
         };
-        let name = match &target {
+        Checked {
+            target,
+            event: self.event,
+            data: self.data,
+        }
+        .within(limits, index)
+    }
+}
+
+impl Checked {
+    /// Names and data within the limits. `index` as in
+    /// [`PublishRequest::check`].
+    pub fn within(self, limits: &Limits, index: Option<usize>) -> Result<Checked, ApiError> {
+        let at = |message: String| at_index(index, message);
+        let target = &self.target;
+        let name = match target {
             RouteTarget::Channel(name) | RouteTarget::User(name) | RouteTarget::Token(name) => name,
         };
         // A user id's limit is the contract's, not a tunable: every user a
         // token was issued for must stay reachable.
-        let name_limit = match &target {
+        let name_limit = match target {
             RouteTarget::User(_) => super::MAX_USER_ID_BYTES,
             RouteTarget::Channel(_) | RouteTarget::Token(_) => limits.max_name_bytes,
         };
@@ -83,11 +98,7 @@ impl PublishRequest {
                 limits.max_publish_bytes
             ))));
         }
-        Ok(Checked {
-            target,
-            event: self.event,
-            data: self.data,
-        })
+        Ok(self)
     }
 }
 
@@ -123,7 +134,7 @@ pub struct BatchAccepted {
 }
 
 /// A message checked and routed, ready to publish.
-struct Routed {
+pub(super) struct Routed {
     targets: Vec<Target>,
     event: String,
     data: Box<RawValue>,
@@ -169,7 +180,11 @@ pub async fn publish_batch(
 
 /// Hand routed messages to the broker; 202 is only answered once they are
 /// stored (with Redis: the script ran), never for a message that was not.
-async fn store(state: &AppState, app: &App, routed: &[Routed]) -> Result<Vec<Published>, ApiError> {
+pub(super) async fn store(
+    state: &AppState,
+    app: &App,
+    routed: &[Routed],
+) -> Result<Vec<Published>, ApiError> {
     let messages: Vec<Outgoing<'_>> = routed
         .iter()
         .map(|message| Outgoing {
@@ -196,12 +211,23 @@ async fn route(
     request: PublishRequest,
     index: Option<usize>,
 ) -> Result<Routed, ApiError> {
+    let checked = request.check(&state.config.limits, index)?;
+    route_checked(state, app, checked, index).await
+}
+
+/// Ask the router where a checked message goes.
+pub(super) async fn route_checked(
+    state: &AppState,
+    app: &App,
+    checked: Checked,
+    index: Option<usize>,
+) -> Result<Routed, ApiError> {
     let at = |message: String| at_index(index, message);
     let Checked {
         target,
         event,
         data,
-    } = request.check(&state.config.limits, index)?;
+    } = checked;
 
     let targets = state
         .plugins()

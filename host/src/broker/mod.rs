@@ -214,6 +214,16 @@ impl Broker {
         closed
     }
 
+    /// Close every socket of a user (`terminate_connections`), on every
+    /// node; returns how many of this node's sockets were asked to close.
+    pub async fn close_user(&self, hub: &Hub, app_id: &str, user_id: &str) -> usize {
+        let closed = hub.close_user(app_id, user_id, crate::gateway::CloseCode::Terminated);
+        if let Broker::Redis(broker) = self {
+            broker.announce_terminate(app_id, user_id).await;
+        }
+        closed
+    }
+
     /// Can new work be taken? Always for one node; with Redis, while this
     /// node's pub/sub connection is up.
     pub fn is_ready(&self) -> Result<(), BrokerError> {

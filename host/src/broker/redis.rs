@@ -66,6 +66,8 @@ enum Command {
 enum Control {
     /// Close the token's sockets with 4010.
     Revoke { app: String, access_id: String },
+    /// Close the user's sockets with 4009.
+    Terminate { app: String, user_id: String },
 }
 
 /// Key and channel names, all under the deployment's prefix.
@@ -288,6 +290,19 @@ impl RedisBroker {
             app: app_id.to_owned(),
             access_id: access_id.to_owned(),
         };
+        self.announce(app_id, control).await;
+    }
+
+    /// Tell every node (this one included) to close the user's sockets.
+    pub async fn announce_terminate(&self, app_id: &str, user_id: &str) {
+        let control = Control::Terminate {
+            app: app_id.to_owned(),
+            user_id: user_id.to_owned(),
+        };
+        self.announce(app_id, control).await;
+    }
+
+    async fn announce(&self, app_id: &str, control: Control) {
         let Ok(payload) = serde_json::to_string(&control) else {
             return;
         };
@@ -297,9 +312,13 @@ impl RedisBroker {
             .publish(self.keys.control(), payload)
             .await;
         if let Err(error) = sent {
-            // The token is already gone from the store: sockets elsewhere
-            // close at their next keep-alive touch.
-            tracing::warn!(app = app_id, "could not announce a revoke: {error}");
+            // A revoked token is already gone from the store: its sockets
+            // elsewhere close at their next keep-alive touch.
+            tracing::warn!(
+                app = app_id,
+                ?control,
+                "could not announce to the other nodes: {error}"
+            );
         }
     }
 }
@@ -541,6 +560,9 @@ impl Subscriber {
                 Ok(Control::Revoke { app, access_id }) => {
                     self.hub
                         .close_token(&app, &access_id, CloseCode::TokenRevoked);
+                }
+                Ok(Control::Terminate { app, user_id }) => {
+                    self.hub.close_user(&app, &user_id, CloseCode::Terminated);
                 }
                 Err(error) => tracing::warn!("ignoring a bad control message: {error}"),
             }

@@ -18,6 +18,9 @@ pub enum CloseCode {
     TokenInvalid,
     /// The token was revoked while the socket was open.
     TokenRevoked,
+    /// The app ended the user's connections (Pusher's
+    /// `terminate_connections`); the token stays valid.
+    Terminated,
     /// Too many wrong codes for this access id.
     RateLimited,
     /// The node cannot take this socket now (too many sockets for the app
@@ -51,6 +54,7 @@ impl CloseCode {
             CloseCode::OtpReused => 4003,
             CloseCode::TokenInvalid => 4004,
             CloseCode::TokenRevoked => 4010,
+            CloseCode::Terminated => 4009,
             CloseCode::RateLimited => 4100,
             CloseCode::OverCapacity => 4101,
             CloseCode::TooManyErrors => 4102,
@@ -73,6 +77,7 @@ impl CloseCode {
             CloseCode::OtpReused => "otp_reused",
             CloseCode::TokenInvalid => "token_invalid",
             CloseCode::TokenRevoked => "token_revoked",
+            CloseCode::Terminated => "terminated",
             CloseCode::RateLimited => "rate_limited",
             CloseCode::OverCapacity => "over_capacity",
             CloseCode::TooManyErrors => "too_many_errors",

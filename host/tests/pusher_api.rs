@@ -1,0 +1,283 @@
+//! The Pusher HTTP API, driven by the official Pusher Node library
+//! (`pusher` from the npm registry, unmodified, in tests/pusher-compat/) as
+//! an existing back-end would drive it; the sockets are real madx sockets.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// Pusher's libraries only take app ids made of digits.
+const PUSHER_APP: &str = r#"
+[[apps]]
+id = "424242"
+key = "pusher-key"
+secret = "pusher-secret"
+"#;
+const CREDENTIALS: (&str, &str) = ("pusher-key", "pusher-secret");
+
+/// Install the library once (`npm ci`, from the lock file).
+fn library_dir() -> &'static Path {
+    static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    let dir = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/pusher-compat"
+    ));
+    INSTALLED.get_or_init(|| {
+        if !dir.join("node_modules/pusher").exists() {
+            let status = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .current_dir(dir)
+                .status()
+                .expect("npm is missing: scripts/test installs Node.js and npm");
+            assert!(status.success(), "npm ci in tests/pusher-compat failed");
+        }
+    });
+    dir
+}
+
+/// One call of the Pusher library against `server`; `secret` and
+/// `clock_skew_secs` let a test sign wrongly.
+fn call_with(
+    server: &TestServer,
+    secret: &str,
+    clock_skew_secs: i64,
+    call: &str,
+    args: Value,
+) -> Value {
+    let port = server.base.rsplit(':').next().expect("port");
+    let request = json!({
+        "port": port,
+        "appId": "424242",
+        "key": CREDENTIALS.0,
+        "secret": secret,
+        "clockSkewSecs": clock_skew_secs,
+        "call": call,
+        "args": args,
+    });
+    let output = Command::new("node")
+        .arg("drive.mjs")
+        .arg(request.to_string())
+        .current_dir(library_dir())
+        .output()
+        .expect("run node");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("one JSON line")
+}
+
+fn call(server: &TestServer, call: &str, args: Value) -> Value {
+    call_with(server, CREDENTIALS.1, 0, call, args)
+}
+
+#[tokio::test]
+async fn triggers_from_the_pusher_library_reach_madx_sockets() {
+    let server = TestServer::start(PUSHER_APP);
+    let (_, mut socket) = open_socket(
+        &server,
+        CREDENTIALS,
+        json!({"user_id": "alice", "channels": ["news.*"]}),
+    )
+    .await;
+    subscribe(&mut socket, "news.sport").await;
+    subscribe(&mut socket, "news.weather").await;
+
+    // One channel; data the library JSON-encodes arrives as that JSON.
+    let answer = call(
+        &server,
+        "trigger",
+        json!(["news.sport", "score", {"home": 2}]),
+    );
+    assert_eq!(answer["status"], 200, "{answer}");
+    // Several channels: one message per channel, as Pusher delivers.
+    let answer = call(
+        &server,
+        "trigger",
+        json!([["news.sport", "news.weather"], "alert", "plain text"]),
+    );
+    assert_eq!(answer["status"], 200, "{answer}");
+    // A batch, in order.
+    let batch = json!([[
+        {"channel": "news.weather", "name": "first", "data": "{\"n\":1}"},
+        {"channel": "news.sport", "name": "second", "data": "{\"n\":2}"},
+    ]]);
+    let answer = call(&server, "triggerBatch", batch);
+    assert_eq!(answer["status"], 200, "{answer}");
+    // Pusher's "send to user" reaches the user's sockets, subscribed or not.
+    let answer = call(
+        &server,
+        "sendToUser",
+        json!(["alice", "sentinel", {"done": true}]),
+    );
+    assert_eq!(answer["status"], 200, "{answer}");
+
+    let received = messages_until(&mut socket, "sentinel").await;
+    let seen: Vec<(&str, &str, &Value)> = received
+        .iter()
+        .map(|message| {
+            (
+                message["event"].as_str().unwrap_or_default(),
+                message["channel"].as_str().unwrap_or_default(),
+                &message["data"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("score", "news.sport", &json!({"home": 2})),
+            ("alert", "news.sport", &json!("plain text")),
+            ("alert", "news.weather", &json!("plain text")),
+            ("first", "news.weather", &json!({"n": 1})),
+            ("second", "news.sport", &json!({"n": 2})),
+            ("sentinel", "#user", &json!({"done": true})),
+        ]
+    );
+    // madx ids, strictly increasing, as for POST /v1/publish.
+    let ids: Vec<u64> = received
+        .iter()
+        .map(|message| message["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{ids:?}");
+}
+
+#[tokio::test]
+async fn channel_queries_answer_from_the_sockets_of_the_node() {
+    let server = TestServer::start(PUSHER_APP);
+    let (_, mut socket) = open_socket(
+        &server,
+        CREDENTIALS,
+        json!({"user_id": "alice", "channels": ["*"]}),
+    )
+    .await;
+    subscribe(&mut socket, "news.sport").await;
+    subscribe(&mut socket, "chat.lobby").await;
+
+    let answer = call(
+        &server,
+        "get",
+        json!([{"path": "/channels", "params": {"filter_by_prefix": "news."}}]),
+    );
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["body"], json!({"channels": {"news.sport": {}}}));
+
+    let answer = call(
+        &server,
+        "get",
+        json!([{"path": "/channels", "params": {"info": "subscription_count"}}]),
+    );
+    assert_eq!(
+        answer["body"]["channels"],
+        json!({"chat.lobby": {"subscription_count": 1}, "news.sport": {"subscription_count": 1}})
+    );
+
+    let answer = call(
+        &server,
+        "get",
+        json!([{"path": "/channels/news.sport", "params": {"info": "subscription_count"}}]),
+    );
+    assert_eq!(
+        answer["body"],
+        json!({"occupied": true, "subscription_count": 1})
+    );
+    let answer = call(&server, "get", json!([{"path": "/channels/news.empty"}]));
+    assert_eq!(answer["body"], json!({"occupied": false}));
+}
+
+#[tokio::test]
+async fn terminate_connections_closes_every_socket_of_the_user_with_4009() {
+    let server = TestServer::start(PUSHER_APP);
+    let claims = json!({"user_id": "alice", "channels": ["news.*"]});
+    let (_, mut first) = open_socket(&server, CREDENTIALS, claims.clone()).await;
+    let (token, mut second) = open_socket(&server, CREDENTIALS, claims).await;
+    let (_, mut bystander) = open_socket(
+        &server,
+        CREDENTIALS,
+        json!({"user_id": "bob", "channels": ["news.*"]}),
+    )
+    .await;
+
+    let answer = call(&server, "terminateUserConnections", json!(["alice"]));
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(closed_with(&mut first).await, 4009);
+    assert_eq!(closed_with(&mut second).await, 4009);
+    send_json(&mut bystander, json!({"type": "ping"})).await;
+    assert_eq!(next_json(&mut bystander).await.unwrap()["type"], "pong");
+
+    // The token stays valid: a fresh code connects again.
+    away_from_step_edge(30, 2).await;
+    connect(&token.url_with(&token.code(1))).await.welcomed();
+}
+
+#[tokio::test]
+async fn badly_signed_requests_are_refused_and_publish_nothing() {
+    let config = format!("[limits]\nmax_publish_bytes = 1000\n{PUSHER_APP}");
+    let server = TestServer::start(&config);
+    let (_, mut socket) = open_socket(
+        &server,
+        CREDENTIALS,
+        json!({"user_id": "alice", "channels": ["news.*"]}),
+    )
+    .await;
+    subscribe(&mut socket, "news.sport").await;
+
+    let args = json!(["news.sport", "forged", {}]);
+    let wrong_secret = call_with(&server, "not-the-secret", 0, "trigger", args.clone());
+    assert_eq!(wrong_secret["status"], 401, "{wrong_secret}");
+    // Outside the ±600 s window, either way.
+    for skew in [-700, 700] {
+        let stale = call_with(&server, CREDENTIALS.1, skew, "trigger", args.clone());
+        assert_eq!(stale["status"], 401, "{skew}: {stale}");
+    }
+    // Inside it, with the right secret: accepted.
+    let answer = call_with(
+        &server,
+        CREDENTIALS.1,
+        -500,
+        "trigger",
+        json!(["news.sport", "sentinel", {}]),
+    );
+    assert_eq!(answer["status"], 200, "{answer}");
+    let received = messages_until(&mut socket, "sentinel").await;
+    assert_eq!(events(&received), ["sentinel"]);
+
+    // Limits apply as for POST /v1/publish: data over the limit is a 413.
+    let big = "x".repeat(2_000);
+    let answer = call(&server, "trigger", json!(["news.sport", "big", big]));
+    assert_eq!(answer["status"], 413, "{answer}");
+}
+
+#[tokio::test]
+async fn a_trigger_on_one_node_reaches_a_socket_on_another() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let first = TestServer::start_with(PUSHER_APP, &["--store", &url]);
+    let second = TestServer::start_with(PUSHER_APP, &["--store", &url]);
+    let (_, mut socket) = open_socket(
+        &second,
+        CREDENTIALS,
+        json!({"user_id": "alice", "channels": ["news.*"]}),
+    )
+    .await;
+    subscribe(&mut socket, "news.sport").await;
+
+    let answer = call(
+        &first,
+        "trigger",
+        json!(["news.sport", "sentinel", {"n": 1}]),
+    );
+    assert_eq!(answer["status"], 200, "{answer}");
+    let received = messages_until(&mut socket, "sentinel").await;
+    assert_eq!(received[0]["data"], json!({"n": 1}));
+
+    // Terminating on the first node closes the socket on the second.
+    let answer = call(&first, "terminateUserConnections", json!(["alice"]));
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(closed_with(&mut socket).await, 4009);
+}
