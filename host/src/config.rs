@@ -611,8 +611,20 @@ fn plugin_config(path_override: Option<PathBuf>, file: PluginFile) -> anyhow::Re
         Some(path) => ComponentSource::File(path),
         None => ComponentSource::BuiltIn,
     };
+    Ok(PluginConfig {
+        source,
+        settings: Arc::new(plugin_settings(file.settings)?),
+    })
+}
+
+/// A `[plugins.<kind>.settings]` table as the strings the `settings`
+/// import hands out: numbers and booleans are converted, anything else is
+/// refused.
+pub fn plugin_settings(
+    table: BTreeMap<String, toml::Value>,
+) -> anyhow::Result<BTreeMap<String, String>> {
     let mut settings = BTreeMap::new();
-    for (name, value) in file.settings {
+    for (name, value) in table {
         let text = match value {
             toml::Value::String(text) => text,
             toml::Value::Integer(number) => number.to_string(),
@@ -625,10 +637,7 @@ fn plugin_config(path_override: Option<PathBuf>, file: PluginFile) -> anyhow::Re
         };
         settings.insert(name, text);
     }
-    Ok(PluginConfig {
-        source,
-        settings: Arc::new(settings),
-    })
+    Ok(settings)
 }
 
 fn parse_app_triple(triple: &str) -> anyhow::Result<AppConfig> {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use madx_pusher::check::{InputFlags, Inputs, Profile};
 use madx_pusher::config::{Config, Overrides};
 use madx_pusher::plugins::ComponentSource;
 use madx_pusher::server::{ComponentRejected, Server};
@@ -28,16 +29,31 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
-    /// Check components against their worlds and the behaviour the contract
-    /// expects. Exit status 0 when every check passes.
-    Check {
-        /// An auth component (.wasm), or `built-in`.
-        #[arg(long)]
-        auth: Option<PathBuf>,
-        /// A router component (.wasm), or `built-in`.
-        #[arg(long)]
-        router: Option<PathBuf>,
-    },
+    /// Check components against this host and the WIT contract, with inputs
+    /// you set. One line per check; exit status 0 only when none fails.
+    Check(Box<CheckArgs>),
+}
+
+#[derive(clap::Args)]
+#[command(after_help = "\
+Profiles: `contract` checks what wit/ promises, which any correct component \
+passes whatever its policy (a token request your component accepts, one-time \
+codes, revoke, ttl bounds, typed answers for odd names); `default-policy` checks \
+the built-in components' own rules. The check file sets the token request, \
+settings and what the router must allow or forbid; see docs/plugins.md, \
+\"Checking a component\".")]
+struct CheckArgs {
+    /// An auth component (.wasm), or `built-in`.
+    #[arg(long, value_name = "PATH")]
+    auth: Option<PathBuf>,
+    /// A router component (.wasm), or `built-in`.
+    #[arg(long, value_name = "PATH")]
+    router: Option<PathBuf>,
+    /// Which checks to run (repeatable) [default: contract].
+    #[arg(long = "profile", value_name = "PROFILE", value_enum)]
+    profiles: Vec<Profile>,
+    #[command(flatten)]
+    inputs: InputFlags,
 }
 
 #[derive(clap::Args)]
@@ -85,16 +101,28 @@ struct ServeArgs {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => serve_command(*args),
-        Command::Plugin(PluginCommand::Check { auth, router }) => check_command(auth, router),
+        Command::Plugin(PluginCommand::Check(args)) => check_command(*args),
     }
 }
 
-fn check_command(auth: Option<PathBuf>, router: Option<PathBuf>) -> ExitCode {
+fn check_command(args: CheckArgs) -> ExitCode {
     init_logging(false);
-    if auth.is_none() && router.is_none() {
+    if args.auth.is_none() && args.router.is_none() {
         eprintln!("madx-pusher plugin check: give --auth PATH and/or --router PATH");
         return ExitCode::from(2);
     }
+    let inputs = match Inputs::resolve(args.inputs) {
+        Ok(inputs) => inputs,
+        Err(error) => {
+            eprintln!("madx-pusher plugin check: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let profiles = if args.profiles.is_empty() {
+        vec![Profile::Contract]
+    } else {
+        args.profiles
+    };
     let source = |path: PathBuf| {
         if path.as_os_str() == "built-in" {
             ComponentSource::BuiltIn
@@ -102,7 +130,7 @@ fn check_command(auth: Option<PathBuf>, router: Option<PathBuf>) -> ExitCode {
             ComponentSource::File(path)
         }
     };
-    let (auth, router) = (auth.map(source), router.map(source));
+    let (auth, router) = (args.auth.map(source), args.router.map(source));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -110,7 +138,12 @@ fn check_command(auth: Option<PathBuf>, router: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let report = runtime.block_on(madx_pusher::check::run(auth.as_ref(), router.as_ref()));
+    let report = runtime.block_on(madx_pusher::check::run(
+        auth.as_ref(),
+        router.as_ref(),
+        &profiles,
+        &inputs,
+    ));
     println!("{}", report.summary());
     if report.failed() == 0 {
         ExitCode::SUCCESS

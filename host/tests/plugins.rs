@@ -433,45 +433,385 @@ async fn sighup_reloads_the_components_and_open_sockets_keep_receiving() {
     assert_eq!(server.token(ALPHA, empty()).await.otp["algorithm"], "SHA1");
 }
 
-fn plugin_check(args: &[&str]) -> (bool, String) {
+/// What one run of `madx-pusher plugin check` printed.
+struct Checked {
+    ok: bool,
+    stdout: String,
+}
+
+impl Checked {
+    /// The names of the checks reported with `mark` (`ok`, `FAIL`, `skip`),
+    /// without the reasons.
+    fn names(&self, mark: &str) -> Vec<&str> {
+        let prefix = format!("{mark:<4} ");
+        self.stdout
+            .lines()
+            .filter_map(|line| line.strip_prefix(&prefix))
+            .map(|rest| match mark {
+                "ok" => rest,
+                _ => rest.split_once(": ").map_or(rest, |(name, _)| name),
+            })
+            .collect()
+    }
+
+    /// The summary line's counts: passed, failed, skipped.
+    fn counts(&self) -> (usize, usize, usize) {
+        let summary = self.stdout.lines().last().expect("a summary line");
+        let numbers: Vec<usize> = summary
+            .split(", ")
+            .map(|part| part.split(' ').next().unwrap().parse().expect(summary))
+            .collect();
+        assert_eq!(numbers.len(), 3, "{summary}");
+        (numbers[0], numbers[1], numbers[2])
+    }
+
+    /// The summary matches the lines, and it is all ok.
+    fn assert_all_passed(&self) {
+        assert!(self.ok, "{}", self.stdout);
+        let (passed, failed, skipped) = self.counts();
+        assert_eq!(passed, self.names("ok").len(), "{}", self.stdout);
+        assert_eq!((failed, skipped), (0, 0), "{}", self.stdout);
+    }
+
+    fn has_line(&self, line: &str) -> bool {
+        self.stdout.lines().any(|printed| printed == line)
+    }
+}
+
+fn plugin_check(args: &[&str]) -> Checked {
     let output = Command::new(env!("CARGO_BIN_EXE_madx-pusher"))
         .args(["plugin", "check"])
         .args(args)
         .output()
         .expect("run madx-pusher plugin check");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
+    Checked {
+        ok: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+    }
+}
+
+/// The check file shown in docs/plugins.md ("A check file"), written out
+/// as is, so the documented example cannot rot.
+fn documented_check_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let docs = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/plugins.md"),
     )
+    .expect("read docs/plugins.md");
+    let start = docs
+        .find("```toml\n# plugin-check.toml")
+        .expect("the check file example in docs/plugins.md")
+        + "```toml\n".len();
+    let length = docs[start..].find("```").expect("the end of the example");
+    let path = dir.join("plugin-check.toml");
+    std::fs::write(&path, &docs[start..start + length]).unwrap();
+    path
 }
 
 #[test]
-fn the_conformance_checker_passes_good_components_and_names_what_is_wrong() {
-    let sha256 = build_example_plugin("madx-example-auth-sha256");
-    let hostile = build_example_plugin("madx-example-hostile-router");
-    let (ok, output) = plugin_check(&["--auth", sha256.to_str().unwrap(), "--router", "built-in"]);
-    assert!(ok, "{output}");
+fn plugin_check_passes_the_built_in_and_example_components() {
+    let both = [
+        "--auth",
+        "built-in",
+        "--router",
+        "built-in",
+        "--profile",
+        "contract",
+        "--profile",
+        "default-policy",
+    ];
+    let checked = plugin_check(&both);
+    checked.assert_all_passed();
+    for line in [
+        "ok   every import is provided by the host",
+        "ok   implements madx:pusher/auth-plugin@0.1.0",
+        // The contract...
+        "ok   a used code is refused as otp-reused",
+        "ok   ttl-secs 7201 is refused as bad-request",
+        "ok   a token issued with ttl-secs 1 is gone after 1 s of inactivity",
+        "ok   authorize-subscribe answers every channel name (ok or route-error)",
+        // ...and the default policy.
+        "ok   subscribe outside the globs is forbidden",
+        "ok   an app publish to user \"checker\" reaches somewhere",
+    ] {
+        assert!(checked.has_line(line), "{line}\n{}", checked.stdout);
+    }
     assert!(
-        output.contains("ok   a used code is refused as reused"),
-        "{output}"
+        !checked.stdout.contains("NOT PROVIDED"),
+        "{}",
+        checked.stdout
     );
-    assert!(output.trim_end().ends_with("0 failed"), "{output}");
 
-    // The hostile router lets everything through: the deny cases fail.
-    let (ok, output) = plugin_check(&["--router", hostile.to_str().unwrap()]);
-    assert!(!ok, "{output}");
+    // The example computes 8-digit SHA-256 codes over 60 s steps: the
+    // checker follows the parameters the token announces.
+    let sha256 = build_example_plugin("madx-example-auth-sha256");
+    let checked = plugin_check(&["--auth", sha256.to_str().unwrap()]);
+    checked.assert_all_passed();
     assert!(
-        output.contains("FAIL subscribe outside the globs is forbidden"),
-        "{output}"
+        checked.has_line("ok   a correct code verifies, with the request's claims"),
+        "{}",
+        checked.stdout
+    );
+    // Only the contract by default.
+    assert!(
+        !checked.stdout.contains("default policy"),
+        "{}",
+        checked.stdout
     );
 
     // An auth component offered as a router does not implement the world.
-    let (ok, output) = plugin_check(&["--router", sha256.to_str().unwrap()]);
-    assert!(!ok, "{output}");
+    let checked = plugin_check(&["--router", sha256.to_str().unwrap()]);
+    assert!(!checked.ok, "{}", checked.stdout);
     assert!(
-        output.contains("FAIL implements madx:pusher/router-plugin@0.1.0"),
-        "{output}"
+        checked
+            .names("FAIL")
+            .contains(&"implements madx:pusher/router-plugin@0.1.0"),
+        "{}",
+        checked.stdout
     );
+}
+
+#[test]
+fn plugin_check_asks_with_the_authors_inputs_and_says_what_a_policy_refused() {
+    let plugin = build_example_plugin("madx-example-auth-user-policy");
+    let auth = plugin.to_str().unwrap();
+
+    // Without a user id the policy refuses to issue: the reason is shown,
+    // and every check that needs a token is skipped, not passed.
+    let refused = plugin_check(&["--auth", auth]);
+    assert!(!refused.ok, "{}", refused.stdout);
+    let issue = refused
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("FAIL issue returns a token for the request: "))
+        .unwrap_or_else(|| panic!("{}", refused.stdout));
+    assert!(
+        issue.contains(
+            r#"bad-request("tokens are issued only for user ids starting with \"user-\"")"#
+        ),
+        "{issue}"
+    );
+    assert!(issue.contains("--user-id"), "{issue}");
+    let (_, failed, skipped) = refused.counts();
+    assert_eq!(failed, 1, "{}", refused.stdout);
+
+    // With one it accepts, everything passes; the checks skipped above are
+    // exactly those that ran after `issue` here.
+    let accepted = plugin_check(&[
+        "--auth",
+        auth,
+        "--user-id",
+        "user-42",
+        "--channels",
+        "news.*",
+        "--channels",
+        "user-42.*",
+        "--publish",
+        "chat",
+        "--ttl-secs",
+        "300",
+    ]);
+    accepted.assert_all_passed();
+    assert!(
+        accepted.has_line(
+            r#"# contract: token request with user-id "user-42", channels ["news.*", "user-42.*"], publish ["chat"], ttl-secs 300"#
+        ),
+        "{}",
+        accepted.stdout
+    );
+    let passed = accepted.names("ok");
+    let after_issue = passed
+        .iter()
+        .position(|name| *name == "issue returns a token for the request")
+        .expect("the issue check");
+    assert_eq!(refused.names("skip"), passed[after_issue + 1..]);
+    assert_eq!(skipped, passed.len() - after_issue - 1);
+    assert!(
+        refused
+            .stdout
+            .lines()
+            .filter(|line| line.starts_with("skip "))
+            .all(|line| line.ends_with(": needs a token")),
+        "{}",
+        refused.stdout
+    );
+
+    // Settings reach the component: another prefix, another verdict.
+    let team = ["--auth", auth, "--auth-setting", "user_prefix=team-"];
+    let checked = plugin_check(&[&team[..], &["--user-id", "user-42"]].concat());
+    assert!(!checked.ok, "{}", checked.stdout);
+    assert!(
+        checked.stdout.contains(r#"starting with \"team-\""#),
+        "{}",
+        checked.stdout
+    );
+    plugin_check(&[&team[..], &["--user-id", "team-7"]].concat()).assert_all_passed();
+}
+
+#[test]
+fn plugin_check_holds_a_permissive_router_to_the_contract_not_the_default_policy() {
+    let hostile = build_example_plugin("madx-example-hostile-router");
+    let router = hostile.to_str().unwrap();
+
+    // It lets everything through: a policy the contract allows...
+    plugin_check(&["--router", router]).assert_all_passed();
+    // ...but not the built-in router's.
+    let checked = plugin_check(&["--router", router, "--profile", "default-policy"]);
+    assert!(!checked.ok, "{}", checked.stdout);
+    assert!(
+        checked.has_line(
+            "FAIL subscribe outside the globs is forbidden: expected forbidden, got Ok(())"
+        ),
+        "{}",
+        checked.stdout
+    );
+
+    // A name it traps on (here from a glob of the claims) is a broken
+    // promise, whatever the policy.
+    let checked = plugin_check(&["--router", router, "--channels", "trap"]);
+    assert!(!checked.ok, "{}", checked.stdout);
+    let subscribe = checked
+        .stdout
+        .lines()
+        .find(|line| {
+            line.starts_with(
+                "FAIL authorize-subscribe answers every channel name (ok or route-error): ",
+            )
+        })
+        .unwrap_or_else(|| panic!("{}", checked.stdout));
+    assert!(
+        subscribe.contains(r#""trap" with the request's claims: trapped"#),
+        "{subscribe}"
+    );
+    assert!(
+        checked
+            .names("FAIL")
+            .contains(&"route-publish answers every target and event (a list or route-error)"),
+        "{}",
+        checked.stdout
+    );
+}
+
+#[test]
+fn plugin_check_enforces_the_documented_check_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let check_file = documented_check_file(dir.path());
+    let check_file = check_file.to_str().unwrap();
+    let policy = build_example_plugin("madx-example-auth-user-policy");
+    let hostile = build_example_plugin("madx-example-hostile-router");
+
+    let checked = plugin_check(&[
+        "--check-file",
+        check_file,
+        "--auth",
+        policy.to_str().unwrap(),
+        "--router",
+        "built-in",
+    ]);
+    checked.assert_all_passed();
+    for line in [
+        r#"# settings: max_failures="3", user_prefix="user-""#,
+        r#"ok   subscribe to "user-42.inbox" is allowed"#,
+        r#"ok   subscribe to "admin" is forbidden"#,
+        r#"ok   client publish of "message" to "news.sport" is forbidden"#,
+        r#"ok   an app publish to user "user-42" reaches [user "user-42"]"#,
+        r#"ok   an app publish to channel "bad channel!" is refused"#,
+    ] {
+        assert!(checked.has_line(line), "{line}\n{}", checked.stdout);
+    }
+
+    // A router that allows everything breaks each forbidding expectation,
+    // named with what it answered.
+    let checked = plugin_check(&[
+        "--check-file",
+        check_file,
+        "--router",
+        hostile.to_str().unwrap(),
+    ]);
+    assert!(!checked.ok, "{}", checked.stdout);
+    for line in [
+        r#"FAIL subscribe to "admin" is forbidden: expected forbidden, got ok"#,
+        r#"FAIL client publish of "message" to "news.sport" is forbidden: expected forbidden, got ok (as "message" to "news.sport")"#,
+        r#"FAIL an app publish to channel "bad channel!" is refused: expected a route-error, got [channel "bad channel!"]"#,
+    ] {
+        assert!(checked.has_line(line), "{line}\n{}", checked.stdout);
+    }
+    assert!(
+        checked.has_line(r#"ok   subscribe to "news.sport" is allowed"#),
+        "{}",
+        checked.stdout
+    );
+
+    // A typo in a check file stops the run before any check.
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, "[token]\nuser = \"user-42\"\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_madx-pusher"))
+        .args(["plugin", "check", "--auth", "built-in", "--check-file"])
+        .arg(&typo)
+        .output()
+        .expect("run madx-pusher plugin check");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown field `user`"), "{stderr}");
+}
+
+#[test]
+fn plugin_check_lists_exactly_what_the_host_links() {
+    let plugin = build_example_plugin("madx-example-http-router");
+    let path = plugin.to_str().unwrap();
+    let checked = plugin_check(&["--router", path]);
+    assert!(!checked.ok, "{}", checked.stdout);
+
+    let imports: Vec<(&str, &str)> = checked
+        .stdout
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("import "))
+        .map(|import| import.split_once(": ").expect(import))
+        .collect();
+    let http: Vec<&str> = imports
+        .iter()
+        .filter(|(name, _)| name.starts_with("wasi:http/"))
+        .map(|(name, _)| *name)
+        .collect();
+    assert_eq!(http.len(), 2, "{}", checked.stdout);
+    for (name, verdict) in &imports {
+        if name.starts_with("wasi:http/") {
+            assert!(verdict.starts_with("NOT PROVIDED ("), "{name}: {verdict}");
+        } else {
+            // WASI's streams, clocks, cli... and this package's types.
+            assert_eq!(*verdict, "provided", "{name}");
+        }
+    }
+    assert!(imports.len() > 4, "{}", checked.stdout);
+    assert!(
+        imports
+            .iter()
+            .any(|(name, _)| name.starts_with("wasi:io/streams@")),
+        "{}",
+        checked.stdout
+    );
+    let missing = checked
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("FAIL every import is provided by the host: "))
+        .unwrap_or_else(|| panic!("{}", checked.stdout));
+    for name in &http {
+        assert!(missing.contains(name), "{missing}");
+    }
+
+    // The host agrees: it will not start with it.
+    let output = Command::new(env!("CARGO_BIN_EXE_madx-pusher"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--router-component",
+            path,
+        ])
+        .output()
+        .expect("run madx-pusher");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("wasi:http/"), "{stderr}");
 }
 
 #[tokio::test]

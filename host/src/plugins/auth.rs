@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use wasmtime::Store;
-use wasmtime::component::HasSelf;
 
 use super::bindings::auth::{AuthPlugin as AuthWorld, AuthPluginPre};
 use super::bindings::{AuthError, Claims, IssuedToken, TokenRequest};
@@ -26,9 +25,7 @@ impl AuthPlugin {
         store: StoreBackend,
         config: &PluginConfig,
     ) -> anyhow::Result<AuthPlugin> {
-        let (core, pre) = PluginCore::load(sandbox, PluginKind::Auth, store, config, |linker| {
-            AuthWorld::add_to_linker::<_, HasSelf<_>>(linker, |state| state)
-        })?;
+        let (core, pre) = PluginCore::load(sandbox, PluginKind::Auth, store, config)?;
         let pre = AuthPluginPre::new(pre).map_err(|error| core.missing_export(error))?;
         Ok(AuthPlugin { core, pre })
     }

@@ -11,6 +11,7 @@ mod auth;
 pub mod bindings;
 mod embedded;
 mod host_state;
+pub mod imports;
 mod output;
 mod router;
 
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::sync::{Semaphore, SemaphorePermit};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
 };
@@ -157,13 +158,12 @@ impl Sandbox {
             })
     }
 
-    fn linker<F>(&self, add_world: F) -> anyhow::Result<Linker<HostState>>
-    where
-        F: FnOnce(&mut Linker<HostState>) -> wasmtime::Result<()>,
-    {
+    /// The linker every component of `kind` is instantiated with: WASI 0.2
+    /// (with nothing granted) and the world's `madx:pusher` imports.
+    fn linker(&self, kind: PluginKind) -> anyhow::Result<Linker<HostState>> {
         let mut linker = Linker::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
-        add_world(&mut linker).map_err(anyhow::Error::from)?;
+        kind.add_world(&mut linker).map_err(anyhow::Error::from)?;
         Ok(linker)
     }
 
@@ -197,25 +197,16 @@ impl Sandbox {
         (store, permit)
     }
 
-    /// A component's imports, each with whether this host provides it
-    /// (WASI 0.2 and this package's `store`, `settings` and `types`).
+    /// A component's imports, each with whether the linker its plugins are
+    /// instantiated with provides it.
     pub fn imports(
         &self,
         kind: PluginKind,
         source: &ComponentSource,
-    ) -> anyhow::Result<Vec<(String, bool)>> {
+    ) -> anyhow::Result<Vec<imports::Import>> {
         let component = self.compile(kind, source)?;
-        let provided = |import: &str| {
-            import.starts_with("wasi:") && import.contains("@0.2.")
-                || ["store", "settings", "types"]
-                    .iter()
-                    .any(|interface| import.starts_with(&format!("madx:pusher/{interface}@0.1.")))
-        };
-        Ok(component
-            .component_type()
-            .imports(&self.engine)
-            .map(|(import, _)| (import.to_owned(), provided(import)))
-            .collect())
+        let linker = self.linker(kind)?;
+        Ok(imports::probe(&self.engine, &linker, &component))
     }
 }
 
@@ -255,6 +246,20 @@ impl PluginKind {
         match self {
             PluginKind::Auth => "auth-plugin",
             PluginKind::Router => "router-plugin",
+        }
+    }
+
+    /// Add the world's imports (`store`, `settings`, `types`) to a linker.
+    fn add_world(self, linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        match self {
+            PluginKind::Auth => {
+                bindings::auth::AuthPlugin::add_to_linker::<_, HasSelf<_>>(linker, |state| state)
+            }
+            PluginKind::Router => {
+                bindings::router::RouterPlugin::add_to_linker::<_, HasSelf<_>>(linker, |state| {
+                    state
+                })
+            }
         }
     }
 
@@ -321,19 +326,15 @@ pub(crate) struct PluginCore {
 }
 
 impl PluginCore {
-    /// Compile the configured component and check its imports against a
-    /// linker holding WASI and `add_world`'s interfaces.
-    fn load<F>(
+    /// Compile the configured component and check its imports against the
+    /// linker of its kind.
+    fn load(
         sandbox: &Arc<Sandbox>,
         kind: PluginKind,
         store: StoreBackend,
         config: &PluginConfig,
-        add_world: F,
-    ) -> anyhow::Result<(PluginCore, wasmtime::component::InstancePre<HostState>)>
-    where
-        F: FnOnce(&mut Linker<HostState>) -> wasmtime::Result<()>,
-    {
-        let linker = sandbox.linker(add_world)?;
+    ) -> anyhow::Result<(PluginCore, wasmtime::component::InstancePre<HostState>)> {
+        let linker = sandbox.linker(kind)?;
         let pre = sandbox.load(kind, &config.source, &linker)?;
         let core = PluginCore {
             sandbox: sandbox.clone(),

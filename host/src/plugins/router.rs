@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use wasmtime::Store;
-use wasmtime::component::HasSelf;
 
 use super::bindings::router::{RouterPlugin as RouterWorld, RouterPluginPre};
 use super::bindings::{Claims, ClientPublication, RouteError, RouteTarget};
@@ -26,9 +25,7 @@ impl RouterPlugin {
         store: StoreBackend,
         config: &PluginConfig,
     ) -> anyhow::Result<RouterPlugin> {
-        let (core, pre) = PluginCore::load(sandbox, PluginKind::Router, store, config, |linker| {
-            RouterWorld::add_to_linker::<_, HasSelf<_>>(linker, |state| state)
-        })?;
+        let (core, pre) = PluginCore::load(sandbox, PluginKind::Router, store, config)?;
         let pre = RouterPluginPre::new(pre).map_err(|error| core.missing_export(error))?;
         Ok(RouterPlugin { core, pre })
     }

@@ -1,183 +1,30 @@
-//! `madx-pusher plugin check`: does a component implement its world, and
-//! does it behave as the contract says? Prints one line per check and a
-//! `N passed, M failed` summary; the exit status is non-zero on any failure,
-//! so it fits a plugin's CI.
+//! The default policy: how the built-in components behave, which is not
+//! the contract. Any user gets a token for any well-formed globs; the
+//! router allows exactly what the token's globs grant and refuses
+//! malformed names. A component with a policy of its own may fail these
+//! and still be correct; `--profile default-policy` asks for them.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use totp_rs::{Algorithm, Secret, TOTP};
-
-use crate::metrics::Metrics;
+use super::inputs::TargetKey;
+use super::{APP, Report, code};
 use crate::plugins::bindings::{
-    AuthError, Claims, ClientPublication, IssuedToken, RouteError, RouteTarget, TokenRequest,
+    AuthError, Claims, ClientPublication, RouteError, RouteTarget, TokenRequest,
 };
-use crate::plugins::{
-    AuthPlugin, ComponentSource, PluginConfig, PluginKind, RouterPlugin, Sandbox, SandboxLimits,
-};
-use crate::store::{MemoryStore, StoreBackend};
+use crate::plugins::{AuthPlugin, PluginFailure, RouterPlugin};
 
-/// The app the checks run in.
-const APP: &str = "plugin-check";
-
-/// Results of the checks so far.
-#[derive(Default)]
-pub struct Report {
-    passed: usize,
-    failed: usize,
-}
-
-impl Report {
-    fn check(&mut self, name: &str, outcome: Result<(), String>) {
-        match outcome {
-            Ok(()) => {
-                self.passed += 1;
-                println!("ok   {name}");
-            }
-            Err(why) => {
-                self.failed += 1;
-                println!("FAIL {name}: {why}");
-            }
-        }
-    }
-
-    pub fn failed(&self) -> usize {
-        self.failed
-    }
-
-    pub fn summary(&self) -> String {
-        format!("{} passed, {} failed", self.passed, self.failed)
-    }
-}
-
-/// Check the given components; `Err` when the checks could not run at all.
-pub async fn run(auth: Option<&ComponentSource>, router: Option<&ComponentSource>) -> Report {
-    let mut report = Report::default();
-    let sandbox = match Sandbox::new(SandboxLimits::default(), Arc::new(Metrics::new())) {
-        Ok(sandbox) => sandbox,
-        Err(error) => {
-            report.check("start the WebAssembly engine", Err(format!("{error:#}")));
-            return report;
-        }
-    };
-    let store = StoreBackend::Memory(MemoryStore::start(100_000, 10_000));
-    if let Some(source) = auth {
-        let plugin = load(&mut report, &sandbox, PluginKind::Auth, source, |config| {
-            AuthPlugin::load(&sandbox, store.clone(), config)
-        });
-        if let Some(plugin) = plugin {
-            check_auth(&mut report, &plugin).await;
-        }
-    }
-    if let Some(source) = router {
-        let plugin = load(
-            &mut report,
-            &sandbox,
-            PluginKind::Router,
-            source,
-            |config| RouterPlugin::load(&sandbox, store.clone(), config),
-        );
-        if let Some(plugin) = plugin {
-            check_router(&mut report, &plugin).await;
-        }
-    }
-    report
-}
-
-/// Report the component's imports and whether it loads against its world.
-fn load<P>(
-    report: &mut Report,
-    sandbox: &Sandbox,
-    kind: PluginKind,
-    source: &ComponentSource,
-    load: impl FnOnce(&PluginConfig) -> anyhow::Result<P>,
-) -> Option<P> {
-    println!("# {}", source.describe(kind));
-    match sandbox.imports(kind, source) {
-        Ok(imports) => {
-            let missing: Vec<&str> = imports
-                .iter()
-                .filter(|(_, provided)| !provided)
-                .map(|(name, _)| name.as_str())
-                .collect();
-            for (name, provided) in &imports {
-                let mark = if *provided {
-                    "provided"
-                } else {
-                    "NOT PROVIDED"
-                };
-                println!("     import {name}: {mark}");
-            }
-            let outcome = if missing.is_empty() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "imports the host does not provide: {}",
-                    missing.join(", ")
-                ))
-            };
-            report.check("every import is provided by the host", outcome);
-        }
-        Err(error) => {
-            report.check("is a WebAssembly component", Err(format!("{error:#}")));
-            return None;
-        }
-    }
-    let config = PluginConfig {
-        source: source.clone(),
-        settings: Arc::new(BTreeMap::new()),
-    };
-    match load(&config) {
-        Ok(plugin) => {
-            report.check(
-                &format!("implements madx:pusher/{}@0.1.0", kind.world()),
-                Ok(()),
-            );
-            Some(plugin)
-        }
-        Err(error) => {
-            let name = format!("implements madx:pusher/{}@0.1.0", kind.world());
-            report.check(&name, Err(format!("{error:#}")));
-            None
-        }
-    }
-}
-
-/// A code for `token` at `steps` away from now, from the parameters the
-/// component announced, computed with an independent TOTP implementation.
-fn code(token: &IssuedToken, steps: i64) -> Result<String, String> {
-    let algorithm = match token.otp.algorithm.as_str() {
-        "SHA1" => Algorithm::SHA1,
-        "SHA256" => Algorithm::SHA256,
-        "SHA512" => Algorithm::SHA512,
-        other => return Err(format!("unknown algorithm {other:?}")),
-    };
-    let secret = Secret::Encoded(token.secret_seed.clone())
-        .to_bytes()
-        .map_err(|_| "secret-seed is not base32".to_owned())?;
-    let period = u64::from(token.otp.period_secs.max(1));
-    let totp = TOTP::new_unchecked(algorithm, usize::from(token.otp.digits), 0, period, secret);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| "the clock is before 1970".to_owned())?
-        .as_secs();
-    let at = now.saturating_add_signed(steps * i64::try_from(period).unwrap_or(30));
-    Ok(totp.generate(at))
-}
-
+/// Like [`super::expect`], with the answer shown as Rust prints it.
 fn expect<T: std::fmt::Debug, E: std::fmt::Debug>(
-    got: Result<Result<T, E>, crate::plugins::PluginFailure>,
+    got: Result<Result<T, E>, PluginFailure>,
     wanted: impl FnOnce(&Result<T, E>) -> bool,
     describe: &str,
 ) -> Result<(), String> {
-    match got {
-        Err(failure) => Err(failure.to_string()),
-        Ok(answer) if wanted(&answer) => Ok(()),
-        Ok(answer) => Err(format!("expected {describe}, got {answer:?}")),
-    }
+    super::expect(got, wanted, describe, |answer| format!("{answer:?}"))
 }
 
-async fn check_auth(report: &mut Report, auth: &AuthPlugin) {
+pub async fn auth(report: &mut Report, auth: &AuthPlugin) {
+    report.note(
+        "default policy (the built-in auth component's behaviour, not the contract): \
+         a token for user \"checker\" with channels [\"news.*\"] and publish [\"chat\"]",
+    );
     let request = TokenRequest {
         user_id: Some("checker".into()),
         channels: vec!["news.*".into()],
@@ -305,7 +152,11 @@ async fn check_auth(report: &mut Report, auth: &AuthPlugin) {
     );
 }
 
-async fn check_router(report: &mut Report, router: &RouterPlugin) {
+pub async fn router(report: &mut Report, router: &RouterPlugin) {
+    report.note(
+        "default policy (the built-in router's behaviour, not the contract): \
+         claims of user \"checker\" with channels [\"news.*\"] and publish [\"chat.*\"]",
+    );
     let claims = Claims {
         access_id: "checker".into(),
         user_id: Some("checker".into()),
@@ -359,7 +210,10 @@ async fn check_router(report: &mut Report, router: &RouterPlugin) {
         RouteTarget::User("checker".into()),
         RouteTarget::Token("checker".into()),
     ] {
-        let name = format!("an app publish to {target:?} reaches somewhere");
+        let name = format!(
+            "an app publish to {} reaches somewhere",
+            TargetKey::of(&target)
+        );
         report.check(
             &name,
             expect(
