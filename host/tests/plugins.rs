@@ -490,21 +490,11 @@ fn plugin_check(args: &[&str]) -> Checked {
     }
 }
 
-/// The check file shown in docs/plugins.md ("A check file"), written out
-/// as is, so the documented example cannot rot.
-fn documented_check_file(dir: &std::path::Path) -> std::path::PathBuf {
-    let docs = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/plugins.md"),
-    )
-    .expect("read docs/plugins.md");
-    let start = docs
-        .find("```toml\n# plugin-check.toml")
-        .expect("the check file example in docs/plugins.md")
-        + "```toml\n".len();
-    let length = docs[start..].find("```").expect("the end of the example");
-    let path = dir.join("plugin-check.toml");
-    std::fs::write(&path, &docs[start..start + length]).unwrap();
-    path
+/// The check file shown in docs/plugins.md ("A check file"); the docs
+/// test keeps the guide's block equal to it, so the example cannot rot.
+fn documented_check_file() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/plugins/auth-user-policy/plugin-check.toml")
 }
 
 #[test]
@@ -693,8 +683,7 @@ fn plugin_check_holds_a_permissive_router_to_the_contract_not_the_default_policy
 
 #[test]
 fn plugin_check_enforces_the_documented_check_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let check_file = documented_check_file(dir.path());
+    let check_file = documented_check_file();
     let check_file = check_file.to_str().unwrap();
     let policy = build_example_plugin("madx-example-auth-user-policy");
     let hostile = build_example_plugin("madx-example-hostile-router");
@@ -742,6 +731,7 @@ fn plugin_check_enforces_the_documented_check_file() {
     );
 
     // A typo in a check file stops the run before any check.
+    let dir = tempfile::tempdir().unwrap();
     let typo = dir.path().join("typo.toml");
     std::fs::write(&typo, "[token]\nuser = \"user-42\"\n").unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_madx-pusher"))
@@ -874,4 +864,45 @@ async fn a_router_written_in_python_routes_for_the_real_host() {
     let replayed = next_json(&mut socket).await.unwrap();
     assert_eq!(replayed["id"], id.as_str());
     assert_eq!(replayed["event"], "report.done");
+}
+
+/// The demo banner's connect hint follows the loaded auth component: the
+/// built-in one's 6-digit codes, or whatever a replacement announces.
+#[test]
+fn the_demo_banner_does_not_promise_codes_a_replacement_does_not_take() {
+    let sha256 = build_example_plugin("madx-example-auth-sha256");
+    let banner = |args: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_madx-pusher"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run madx-pusher");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = Vec::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let line = line.expect("banner line");
+            let last = line.starts_with("Then open");
+            lines.push(line);
+            if last {
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        lines.join("\n")
+    };
+
+    let built_in = banner(&[]);
+    assert!(built_in.contains("6-digit TOTP"), "{built_in}");
+    assert!(built_in.contains(r#""user_id":"alice""#), "{built_in}");
+
+    let replaced = banner(&["--auth-component", sha256.to_str().unwrap()]);
+    assert!(!replaced.contains("6-digit"), "{replaced}");
+    assert!(!replaced.contains("alice"), "{replaced}");
+    assert!(
+        replaced.contains("as the token's otp parameters say"),
+        "{replaced}"
+    );
 }

@@ -76,17 +76,32 @@ fn call(server: &TestServer, call: &str, args: Value) -> Value {
     call_with(server, CREDENTIALS.1, 0, call, args)
 }
 
+/// A socket of `user_id` whose token allows `globs`, subscribed to
+/// `channels`.
+async fn subscribed(
+    server: &TestServer,
+    user_id: &str,
+    globs: &[&str],
+    channels: &[&str],
+) -> Socket {
+    let claims = json!({"user_id": user_id, "channels": globs});
+    let (_, mut socket) = open_socket(server, CREDENTIALS, claims).await;
+    for channel in channels {
+        assert_eq!(subscribe(&mut socket, channel).await["type"], "subscribed");
+    }
+    socket
+}
+
 #[tokio::test]
 async fn triggers_from_the_pusher_library_reach_madx_sockets() {
     let server = TestServer::start(PUSHER_APP);
-    let (_, mut socket) = open_socket(
+    let mut socket = subscribed(
         &server,
-        CREDENTIALS,
-        json!({"user_id": "alice", "channels": ["news.*"]}),
+        "alice",
+        &["news.*"],
+        &["news.sport", "news.weather"],
     )
     .await;
-    subscribe(&mut socket, "news.sport").await;
-    subscribe(&mut socket, "news.weather").await;
 
     // One channel; data the library JSON-encodes arrives as that JSON.
     let answer = call(
@@ -150,14 +165,7 @@ async fn triggers_from_the_pusher_library_reach_madx_sockets() {
 #[tokio::test]
 async fn channel_queries_answer_from_the_sockets_of_the_node() {
     let server = TestServer::start(PUSHER_APP);
-    let (_, mut socket) = open_socket(
-        &server,
-        CREDENTIALS,
-        json!({"user_id": "alice", "channels": ["*"]}),
-    )
-    .await;
-    subscribe(&mut socket, "news.sport").await;
-    subscribe(&mut socket, "chat.lobby").await;
+    let mut socket = subscribed(&server, "alice", &["*"], &["news.sport", "chat.lobby"]).await;
 
     let answer = call(
         &server,
@@ -219,13 +227,7 @@ async fn terminate_connections_closes_every_socket_of_the_user_with_4009() {
 async fn badly_signed_requests_are_refused_and_publish_nothing() {
     let config = format!("[limits]\nmax_publish_bytes = 1000\n{PUSHER_APP}");
     let server = TestServer::start(&config);
-    let (_, mut socket) = open_socket(
-        &server,
-        CREDENTIALS,
-        json!({"user_id": "alice", "channels": ["news.*"]}),
-    )
-    .await;
-    subscribe(&mut socket, "news.sport").await;
+    let mut socket = subscribed(&server, "alice", &["news.*"], &["news.sport"]).await;
 
     let args = json!(["news.sport", "forged", {}]);
     let wrong_secret = call_with(&server, "not-the-secret", 0, "trigger", args.clone());
@@ -259,13 +261,7 @@ async fn a_trigger_on_one_node_reaches_a_socket_on_another() {
     let url = redis.url();
     let first = TestServer::start_with(PUSHER_APP, &["--store", &url]);
     let second = TestServer::start_with(PUSHER_APP, &["--store", &url]);
-    let (_, mut socket) = open_socket(
-        &second,
-        CREDENTIALS,
-        json!({"user_id": "alice", "channels": ["news.*"]}),
-    )
-    .await;
-    subscribe(&mut socket, "news.sport").await;
+    let mut socket = subscribed(&second, "alice", &["news.*"], &["news.sport"]).await;
 
     let answer = call(
         &first,

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{Method, Uri};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::{Method, StatusCode, Uri};
 use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
 use md5::{Digest, Md5};
@@ -117,6 +117,45 @@ fn verify(
     mac.verify_slice(&presented)
         .map_err(|_| refuse("invalid signature"))?;
     Ok(app)
+}
+
+/// A request whose Pusher signature holds: the app it is signed for, its
+/// body, and its query decoded.
+pub struct Signed {
+    app: Arc<App>,
+    body: Bytes,
+    query: Vec<(String, String)>,
+}
+
+impl FromRequest<Arc<AppState>> for Signed {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let (mut parts, body) = request.into_parts();
+        let Path(params) = Path::<Vec<(String, String)>>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(|rejection| ApiError::invalid_request(rejection.body_text()))?;
+        let app_id = params
+            .into_iter()
+            .find(|(name, _)| name == "app_id")
+            .map(|(_, value)| value)
+            .unwrap_or_default();
+        let (method, uri) = (parts.method.clone(), parts.uri.clone());
+        let body = Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::payload_too_large("the request body is over the size limit")
+                } else {
+                    ApiError::invalid_request(rejection.body_text())
+                }
+            })?;
+        let app = verify(state, &app_id, &method, &uri, uri.query(), &body)?;
+        let query = form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+            .map(|(key, value)| (key.into_owned(), value.into_owned()))
+            .collect();
+        Ok(Signed { app, body, query })
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -237,13 +276,8 @@ async fn publish_events(
 /// `POST /apps/{app_id}/events`
 pub async fn events(
     State(state): State<Arc<AppState>>,
-    Path(app_id): Path<String>,
-    method: Method,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-    body: Bytes,
+    Signed { app, body, .. }: Signed,
 ) -> Result<Json<Value>, ApiError> {
-    let app = verify(&state, &app_id, &method, &uri, query.as_deref(), &body)?;
     let JsonBody(event) = JsonBody::<PusherEvent>::parse(&body)?;
     publish_events(&state, &app, vec![event]).await?;
     Ok(Json(json!({})))
@@ -252,13 +286,8 @@ pub async fn events(
 /// `POST /apps/{app_id}/batch_events`
 pub async fn batch_events(
     State(state): State<Arc<AppState>>,
-    Path(app_id): Path<String>,
-    method: Method,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-    body: Bytes,
+    Signed { app, body, .. }: Signed,
 ) -> Result<Json<Value>, ApiError> {
-    let app = verify(&state, &app_id, &method, &uri, query.as_deref(), &body)?;
     let JsonBody(PusherBatch { batch }) = JsonBody::parse(&body)?;
     let max = state.config.limits.max_batch;
     if batch.is_empty() || batch.len() > max {
@@ -280,12 +309,6 @@ fn wants(query: &[(String, String)], attribute: &str) -> bool {
         .any(|wanted| wanted == attribute)
 }
 
-fn decoded_query(query: Option<&str>) -> Vec<(String, String)> {
-    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .map(|(key, value)| (key.into_owned(), value.into_owned()))
-        .collect()
-}
-
 fn describe(info: ChannelInfo, query: &[(String, String)]) -> Map<String, Value> {
     let mut attributes = Map::new();
     if wants(query, "subscription_count") {
@@ -300,13 +323,8 @@ fn describe(info: ChannelInfo, query: &[(String, String)]) -> Map<String, Value>
 /// `GET /apps/{app_id}/channels`: occupied channels, optionally by prefix.
 pub async fn channels(
     State(state): State<Arc<AppState>>,
-    Path(app_id): Path<String>,
-    method: Method,
-    uri: Uri,
-    RawQuery(query): RawQuery,
+    Signed { app, query, .. }: Signed,
 ) -> Result<Json<Value>, ApiError> {
-    let app = verify(&state, &app_id, &method, &uri, query.as_deref(), &[])?;
-    let query = decoded_query(query.as_deref());
     let prefix = query
         .iter()
         .find(|(key, _)| key == "filter_by_prefix")
@@ -322,13 +340,9 @@ pub async fn channels(
 /// `GET /apps/{app_id}/channels/{channel}`
 pub async fn channel(
     State(state): State<Arc<AppState>>,
-    Path((app_id, channel)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    RawQuery(query): RawQuery,
+    Path((_, channel)): Path<(String, String)>,
+    Signed { app, query, .. }: Signed,
 ) -> Result<Json<Value>, ApiError> {
-    let app = verify(&state, &app_id, &method, &uri, query.as_deref(), &[])?;
-    let query = decoded_query(query.as_deref());
     let info = Channels::new(&state).info(&app.id, &channel).await;
     let mut answer = describe(info, &query);
     answer.insert("occupied".into(), info.occupied().into());
@@ -339,13 +353,9 @@ pub async fn channel(
 /// socket of the user, on every node, with 4009 `terminated`.
 pub async fn terminate_connections(
     State(state): State<Arc<AppState>>,
-    Path((app_id, user_id)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    RawQuery(query): RawQuery,
-    body: Bytes,
+    Path((_, user_id)): Path<(String, String)>,
+    Signed { app, .. }: Signed,
 ) -> Result<Json<Value>, ApiError> {
-    let app = verify(&state, &app_id, &method, &uri, query.as_deref(), &body)?;
     state.broker.close_user(&state.hub, &app.id, &user_id).await;
     Ok(Json(json!({})))
 }
