@@ -165,7 +165,7 @@ async fn triggers_from_the_pusher_library_reach_madx_sockets() {
 #[tokio::test]
 async fn channel_queries_answer_from_the_sockets_of_the_node() {
     let server = TestServer::start(PUSHER_APP);
-    let mut socket = subscribed(&server, "alice", &["*"], &["news.sport", "chat.lobby"]).await;
+    let _socket = subscribed(&server, "alice", &["*"], &["news.sport", "chat.lobby"]).await;
 
     let answer = call(
         &server,
