@@ -9,7 +9,10 @@
 // - The prefix is a setting: `[plugins.router.settings] team_prefix = "..."`
 //   in the host config (default `team-`).
 //
-// Build: `npm ci && npm run build` (see package.json).
+// Build: `npm ci && npm run build` (see package.json), which writes
+// router-js.wasm. package.json pins @bytecodealliance/preview2-shim itself:
+// componentize-js 0.23.0 runs it at build time without declaring it, and
+// with 0.26 the build cannot read the WIT directory.
 
 import { get as setting } from "madx:pusher/settings@0.1.0";
 
