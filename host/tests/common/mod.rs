@@ -98,7 +98,9 @@ impl TestServer {
                 let _ = lines.send(line);
             }
         });
-        let line = match first_line.recv_timeout(Duration::from_secs(60)) {
+        // Start-up compiles the components: a 12 MB JavaScript one takes
+        // 15-70 s on a loaded 2-core machine.
+        let line = match first_line.recv_timeout(Duration::from_secs(120)) {
             Ok(line) => line,
             Err(_) => {
                 let _ = child.kill();
@@ -555,11 +557,15 @@ pub fn build_python_router() -> PathBuf {
 
 /// Build the JavaScript router example (`examples/plugins/router-js`) with
 /// its `npm run build` (componentize-js, pinned in its package-lock.json,
-/// installed with `npm ci` on first use); its path.
+/// installed with `npm ci` when missing or older than the lock); its path.
 pub fn build_js_router() -> PathBuf {
     let example = workspace().join("examples/plugins/router-js");
     let output = plugins_out_dir().join("router_js.wasm");
-    if !example.join("node_modules").exists() {
+    let modified = |path: PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    // npm records what it installed in node_modules/.package-lock.json.
+    if modified(example.join("node_modules/.package-lock.json"))
+        < modified(example.join("package-lock.json"))
+    {
         npm(&example, &["ci", "--quiet", "--no-audit", "--no-fund"]);
     }
     let out = output.to_str().expect("a UTF-8 target dir");
