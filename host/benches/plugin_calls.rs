@@ -4,6 +4,10 @@
 //! same store.
 //!
 //! `cargo bench -p madx-pusher --bench plugin_calls`
+//!
+//! `ROUTER_COMPONENT=path/to/router.wasm` adds a row for that router
+//! component (for example one written in another language), measured in the
+//! same run on the same claims.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -163,6 +167,11 @@ async fn main() {
     }
     let native_router = per_call(started.elapsed(), CALLS);
 
+    let other_router = match std::env::var_os("ROUTER_COMPONENT") {
+        Some(path) => Some(measure_router(&sandbox, &memory, path.into(), &claims).await),
+        None => None,
+    };
+
     println!("{CALLS} calls each, one thread, in-memory store:");
     println!("| call | through Wasm (fresh instance) | native | ratio |");
     println!("|---|---|---|---|");
@@ -174,4 +183,39 @@ async fn main() {
         "| router authorize-subscribe | {wasm_router:.1} µs | {native_router:.3} µs | {:.0}x |",
         wasm_router / native_router
     );
+    if let Some((path, compile, per_call)) = other_router {
+        println!(
+            "| router authorize-subscribe, {} (compiled in {:.1} s) | {per_call:.1} µs | | {:.0}x the built-in router |",
+            path.display(),
+            compile.as_secs_f64(),
+            per_call / wasm_router
+        );
+    }
+}
+
+/// Load a router component from `path` (the time it takes to compile) and
+/// time its `authorize-subscribe` (per call, in µs).
+async fn measure_router(
+    sandbox: &Arc<Sandbox>,
+    memory: &Arc<MemoryStore>,
+    path: std::path::PathBuf,
+    claims: &Claims,
+) -> (std::path::PathBuf, Duration, f64) {
+    let config = PluginConfig {
+        source: ComponentSource::File(path.clone()),
+        settings: Arc::new(BTreeMap::new()),
+    };
+    let started = Instant::now();
+    let router = RouterPlugin::load(sandbox, StoreBackend::Memory(memory.clone()), &config)
+        .expect("load the router component");
+    let compile = started.elapsed();
+    let started = Instant::now();
+    for _ in 0..CALLS {
+        router
+            .authorize_subscribe("bench", claims, "news.sport")
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    (path, compile, per_call(started.elapsed(), CALLS))
 }

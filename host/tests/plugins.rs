@@ -906,3 +906,100 @@ fn the_demo_banner_does_not_promise_codes_a_replacement_does_not_take() {
         "{replaced}"
     );
 }
+
+#[tokio::test]
+async fn a_router_written_in_javascript_routes_for_the_real_host() {
+    let router = build_js_router();
+    let path = router.to_str().unwrap();
+
+    // It keeps the contract, and the default policy's rules for channels
+    // outside its teams...
+    plugin_check(&[
+        "--router",
+        path,
+        "--profile",
+        "contract",
+        "--profile",
+        "default-policy",
+    ])
+    .assert_all_passed();
+
+    // ...and adds team channels, their prefix read through `settings`.
+    let config = format!("[plugins.router.settings]\nteam_prefix = \"crew-\"\n{TWO_APPS}");
+    let server = TestServer::start_with(&config, &["--router-component", path]);
+    let (_, mut alice) = open_socket(
+        &server,
+        ALPHA,
+        json!({"user_id": "red-alice", "channels": ["news.*"]}),
+    )
+    .await;
+    let (_, mut bob) = open_socket(
+        &server,
+        ALPHA,
+        json!({"user_id": "blue-bob", "channels": ["*"], "publish": ["*"]}),
+    )
+    .await;
+
+    // A member gets her team's channel without listing it; globs still work.
+    assert_eq!(
+        subscribe(&mut alice, "crew-red").await["type"],
+        "subscribed"
+    );
+    assert_eq!(
+        subscribe(&mut alice, "news.sport").await["type"],
+        "subscribed"
+    );
+    // Bob's `*` does not open another team's channel...
+    let refused = subscribe(&mut bob, "crew-red").await;
+    assert_eq!(refused["code"], 4303, "{refused}");
+    send_json(
+        &mut bob,
+        json!({"type": "publish", "channel": "crew-red", "event": "intrusion", "data": 0}),
+    )
+    .await;
+    let refused = next_json(&mut bob).await.unwrap();
+    assert_eq!(refused["code"], 4303, "{refused}");
+    // ...while `team-red` is an ordinary channel under the configured prefix.
+    assert_eq!(subscribe(&mut bob, "team-red").await["type"], "subscribed");
+    // The naming rules are the default ones.
+    let refused = subscribe(&mut bob, "bad channel!").await;
+    assert_eq!(refused["code"], 4304, "{refused}");
+
+    // A member publishes to her team's channel from her socket.
+    send_json(
+        &mut alice,
+        json!({"type": "publish", "channel": "crew-red", "event": "hello", "data": 1}),
+    )
+    .await;
+    assert_eq!(
+        events(&messages_until(&mut alice, "hello").await),
+        ["hello"]
+    );
+
+    // Bob's glob publish and the app's publishes are routed by the component;
+    // his refused one never arrived.
+    send_json(
+        &mut bob,
+        json!({"type": "publish", "channel": "news.sport", "event": "score", "data": 2}),
+    )
+    .await;
+    assert_eq!(
+        events(&messages_until(&mut alice, "score").await),
+        ["score"]
+    );
+    publish(
+        &server,
+        ALPHA,
+        json!({"user_id": "red-alice", "event": "for-alice", "data": 3}),
+    )
+    .await;
+    publish(
+        &server,
+        ALPHA,
+        json!({"channel": "crew-red", "event": "sentinel", "data": 0}),
+    )
+    .await;
+    let received = messages_until(&mut alice, "sentinel").await;
+    assert_eq!(events(&received), ["for-alice", "sentinel"]);
+    assert_eq!(received[0]["channel"], "#user");
+}

@@ -98,7 +98,9 @@ impl TestServer {
                 let _ = lines.send(line);
             }
         });
-        let line = match first_line.recv_timeout(Duration::from_secs(60)) {
+        // Start-up compiles the components: a 12 MB JavaScript one takes
+        // 15-70 s on a loaded 2-core machine.
+        let line = match first_line.recv_timeout(Duration::from_secs(120)) {
             Ok(line) => line,
             Err(_) => {
                 let _ = child.kill();
@@ -404,15 +406,9 @@ pub async fn send_json(socket: &mut Socket, frame: Value) {
 /// Build an example plugin for wasm32-wasip2 and return its path. Uses the
 /// same separate target directory as the host's build script.
 pub fn build_example_plugin(package: &str) -> PathBuf {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"))
-        .join("plugins");
+    let target = plugins_out_dir();
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(workspace)
+        .current_dir(workspace())
         .args([
             "build",
             "--quiet",
@@ -539,18 +535,28 @@ pub async fn subscribe(socket: &mut Socket, channel: &str) -> Value {
     next_json(socket).await.unwrap()
 }
 
+/// The workspace root.
+fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+}
+
+/// Where example components built by the tests go: `$CARGO_TARGET_DIR/plugins`.
+fn plugins_out_dir() -> PathBuf {
+    let out_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+        .join("plugins");
+    std::fs::create_dir_all(&out_dir).expect("create target/plugins");
+    out_dir
+}
+
 /// Build the Python router example (`examples/plugins/router-python`) with
 /// componentize-py (installed from `requirements-dev.txt`); its path.
 pub fn build_python_router() -> PathBuf {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root");
-    let out_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"))
-        .join("plugins");
-    std::fs::create_dir_all(&out_dir).expect("create target/plugins");
-    let output = out_dir.join("router_python.wasm");
+    let workspace = workspace();
+    let output = plugins_out_dir().join("router_python.wasm");
     let status = Command::new("componentize-py")
         .arg("-d")
         .arg(workspace.join("wit"))
@@ -568,6 +574,42 @@ pub fn build_python_router() -> PathBuf {
         "componentize-py failed to build the Python router"
     );
     output
+}
+
+/// Build the JavaScript router example (`examples/plugins/router-js`) with
+/// its `npm run build` (componentize-js, pinned in its package-lock.json,
+/// installed with `npm ci` when missing or older than the lock); its path.
+pub fn build_js_router() -> PathBuf {
+    let example = workspace().join("examples/plugins/router-js");
+    let output = plugins_out_dir().join("router_js.wasm");
+    let modified = |path: PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    // npm records what it installed in node_modules/.package-lock.json.
+    if modified(example.join("node_modules/.package-lock.json"))
+        < modified(example.join("package-lock.json"))
+    {
+        npm(&example, &["ci", "--quiet", "--no-audit", "--no-fund"]);
+    }
+    let out = output.to_str().expect("a UTF-8 target dir");
+    // The last `--out` wins over the one in package.json.
+    npm(&example, &["run", "--silent", "build", "--", "--out", out]);
+    output
+}
+
+/// Run npm in `dir`; panics with its output when it fails.
+fn npm(dir: &Path, args: &[&str]) {
+    let output = Command::new("npm")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("npm is missing: install Node.js 20+ and npm (scripts/test does)");
+    assert!(
+        output.status.success(),
+        "npm {} failed in {}:\n{}{}",
+        args.join(" "),
+        dir.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
 }
 
 /// A JSON body with nothing in it.
