@@ -121,7 +121,8 @@ pub struct Hub {
     apps: Mutex<HashMap<String, AppSessions>>,
     next_serial: AtomicU64,
     /// Random per process, so connection ids from different nodes or
-    /// restarts do not collide.
+    /// restarts do not collide: a connection id is `<node_tag>.<serial>`,
+    /// both decimal, the form Pusher's libraries accept as a `socket_id`.
     node_tag: String,
     observer: Option<InterestObserver>,
 }
@@ -153,7 +154,7 @@ impl Hub {
         Arc::new(Hub {
             apps: Mutex::new(HashMap::new()),
             next_serial: AtomicU64::new(1),
-            node_tag: tag.iter().map(|byte| format!("{byte:02x}")).collect(),
+            node_tag: u32::from_le_bytes(tag).to_string(),
             observer,
         })
     }
@@ -271,10 +272,28 @@ impl Hub {
             .map_or(0, |session| session.channels.len())
     }
 
+    /// The serial of one of this node's connection ids.
+    fn local_serial(&self, connection_id: &str) -> Option<u64> {
+        let (node, serial) = connection_id.split_once('.')?;
+        if node != self.node_tag {
+            return None;
+        }
+        serial.parse().ok()
+    }
+
     /// Queue message `id` for every session reached by any of `targets`
-    /// (each session once). Never waits: a session with a full queue is told
-    /// to close as a slow consumer. Returns how many sessions got it.
-    pub fn deliver(&self, app_id: &str, targets: &[Target], id: u64, frame: &Utf8Bytes) -> usize {
+    /// (each session once), except the connection `except` (the sender a
+    /// Pusher `socket_id` names). Never waits: a session with a full queue
+    /// is told to close as a slow consumer. Returns how many sessions got it.
+    pub fn deliver(
+        &self,
+        app_id: &str,
+        targets: &[Target],
+        except: Option<&str>,
+        id: u64,
+        frame: &Utf8Bytes,
+    ) -> usize {
+        let excluded = except.and_then(|connection_id| self.local_serial(connection_id));
         let mut apps = self.apps();
         let Some(app) = apps.get_mut(app_id) else {
             return 0;
@@ -291,6 +310,9 @@ impl Hub {
         }
         let mut delivered = 0;
         for serial in recipients {
+            if Some(serial) == excluded {
+                continue;
+            }
             let Some(session) = app.sessions.get_mut(&serial) else {
                 continue;
             };
@@ -500,7 +522,7 @@ mod tests {
 
         let frame = Utf8Bytes::from("x");
         let both = [Target::User("alice".into()), Target::Channel("news".into())];
-        assert_eq!(hub.deliver("app", &both, 7, &frame), 1);
+        assert_eq!(hub.deliver("app", &both, None, 7, &frame), 1);
         assert_eq!(
             alice_mail.try_next().unwrap(),
             Mail::Message(Delivery {
@@ -514,9 +536,39 @@ mod tests {
 
         assert!(hub.unsubscribe(&alice, "news"));
         assert_eq!(
-            hub.deliver("app", &[Target::Channel("news".into())], 8, &frame),
+            hub.deliver("app", &[Target::Channel("news".into())], None, 8, &frame),
             0
         );
+    }
+
+    #[test]
+    fn the_excluded_connection_alone_misses_the_message() {
+        let hub = Hub::new();
+        let (sender, sender_mail) = hub.register(spec("app", "t1", None)).unwrap();
+        let (other, other_mail) = hub.register(spec("app", "t2", None)).unwrap();
+        hub.subscribe(&sender, "news");
+        hub.subscribe(&other, "news");
+        let news = [Target::Channel("news".into())];
+        let frame = Utf8Bytes::from("x");
+
+        // Pusher's socket id form: `<digits>.<digits>`.
+        let (node, serial) = sender.connection_id().split_once('.').unwrap();
+        assert!(node.parse::<u32>().is_ok() && serial.parse::<u64>().is_ok());
+
+        assert_eq!(
+            hub.deliver("app", &news, Some(sender.connection_id()), 1, &frame),
+            1
+        );
+        assert!(sender_mail.try_next().is_none());
+        assert!(other_mail.try_next().is_some());
+
+        // Another node's id (or garbage) excludes nobody here.
+        let elsewhere = format!("{}1.{serial}", node);
+        for except in [elsewhere.as_str(), "garbage", "1.x"] {
+            assert_eq!(hub.deliver("app", &news, Some(except), 2, &frame), 2);
+            assert!(sender_mail.try_next().is_some());
+            assert!(other_mail.try_next().is_some());
+        }
     }
 
     #[test]
@@ -526,7 +578,7 @@ mod tests {
         let (_fast, fast_mail) = hub.register(spec("app", "t2", None)).unwrap();
         let targets = [Target::Token("t1".into()), Target::Token("t2".into())];
         for id in 0..3 {
-            hub.deliver("app", &targets, id, &Utf8Bytes::from("m"));
+            hub.deliver("app", &targets, None, id, &Utf8Bytes::from("m"));
             let _ = fast_mail.try_next();
         }
         assert_eq!(

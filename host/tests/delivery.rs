@@ -60,6 +60,45 @@ async fn inboxes_reach_the_token_and_every_socket_of_the_user_only() {
 }
 
 #[tokio::test]
+async fn socket_id_keeps_a_publish_from_that_connection_only() {
+    let server = TestServer::start(TWO_APPS);
+    let token = server.token(ALPHA, json!({"user_id": "alice"})).await;
+    away_from_step_edge(30, 2).await;
+    let (mut sender, welcome) = connect(&token.url_with(&token.code(0))).await.welcomed();
+    let (_, mut other) = open_socket(&server, ALPHA, json!({"user_id": "alice"})).await;
+    let sender_id = welcome["connection_id"].as_str().expect("connection_id");
+
+    let to_alice = |event: &str, socket_id: Option<&str>| {
+        let mut body = json!({"user_id": "alice", "event": event, "data": {}});
+        if let Some(socket_id) = socket_id {
+            body["socket_id"] = json!(socket_id);
+        }
+        body
+    };
+    publish(&server, ALPHA, to_alice("echo", Some(sender_id))).await;
+    // Not a connection id: refused, nothing published.
+    for bad in ["abc", "1.", ".1", "1.2.3", "-1.2", ""] {
+        let body = to_alice("refused", Some(bad));
+        let (status, answer) = post_json(&server, "/v1/publish", ALPHA, &body).await;
+        assert_eq!(
+            (status, &answer["error"]["code"]),
+            (400, &json!("invalid_request")),
+            "{bad}: {answer}"
+        );
+    }
+    publish(&server, ALPHA, to_alice("sentinel", None)).await;
+
+    assert_eq!(
+        events(&messages_until(&mut sender, "sentinel").await),
+        ["sentinel"]
+    );
+    assert_eq!(
+        events(&messages_until(&mut other, "sentinel").await),
+        ["echo", "sentinel"]
+    );
+}
+
+#[tokio::test]
 async fn subscriptions_follow_the_tokens_channel_globs() {
     let server = TestServer::start(TWO_APPS);
     let (_, mut socket) = open_socket(&server, ALPHA, json!({"channels": ["news.*"]})).await;

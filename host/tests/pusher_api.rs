@@ -162,6 +162,76 @@ async fn triggers_from_the_pusher_library_reach_madx_sockets() {
     assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{ids:?}");
 }
 
+/// A socket as [`subscribed`] opens it, and its connection id (`welcome`'s
+/// `connection_id`: the `socket_id` a browser hands its back-end).
+async fn subscribed_with_id(server: &TestServer, channels: &[&str]) -> (Socket, String) {
+    let claims = json!({"user_id": "alice", "channels": ["news.*"]});
+    let token = server.token(CREDENTIALS, claims).await;
+    away_from_step_edge(30, 2).await;
+    let (mut socket, welcome) = connect(&token.url_with(&token.code(0))).await.welcomed();
+    for channel in channels {
+        assert_eq!(subscribe(&mut socket, channel).await["type"], "subscribed");
+    }
+    let connection_id = welcome["connection_id"].as_str().expect("connection_id");
+    (socket, connection_id.to_owned())
+}
+
+/// Trigger `event` on news.sport, excluding `socket_id`, then a sentinel
+/// for everyone; the events each socket got, in order.
+async fn trigger_excluding(
+    publisher: &TestServer,
+    socket_id: &str,
+    sockets: [&mut Socket; 2],
+) -> [Vec<String>; 2] {
+    let params = json!({"socket_id": socket_id});
+    let answer = call(
+        publisher,
+        "trigger",
+        json!(["news.sport", "echo", {"n": 1}, params]),
+    );
+    assert_eq!(answer["status"], 200, "{answer}");
+    let batch = json!([[{"channel": "news.sport", "name": "batched", "data": "{}", "socket_id": socket_id}]]);
+    let answer = call(publisher, "triggerBatch", batch);
+    assert_eq!(answer["status"], 200, "{answer}");
+    let answer = call(publisher, "trigger", json!(["news.sport", "sentinel", {}]));
+    assert_eq!(answer["status"], 200, "{answer}");
+    let mut seen = [Vec::new(), Vec::new()];
+    for (socket, seen) in sockets.into_iter().zip(&mut seen) {
+        let received = messages_until(socket, "sentinel").await;
+        *seen = events(&received).into_iter().map(str::to_owned).collect();
+    }
+    seen
+}
+
+#[tokio::test]
+async fn socket_id_keeps_a_trigger_from_its_sender() {
+    let server = TestServer::start(PUSHER_APP);
+    let (mut sender, sender_id) = subscribed_with_id(&server, &["news.sport"]).await;
+    let (mut other, other_id) = subscribed_with_id(&server, &["news.sport"]).await;
+    assert_ne!(sender_id, other_id);
+
+    let [sender_saw, other_saw] =
+        trigger_excluding(&server, &sender_id, [&mut sender, &mut other]).await;
+    assert_eq!(sender_saw, ["sentinel"]);
+    assert_eq!(other_saw, ["echo", "batched", "sentinel"]);
+}
+
+#[tokio::test]
+async fn socket_id_excludes_the_sender_across_nodes() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let first = TestServer::start_with(PUSHER_APP, &["--store", &url]);
+    let second = TestServer::start_with(PUSHER_APP, &["--store", &url]);
+    let (mut sender, sender_id) = subscribed_with_id(&second, &["news.sport"]).await;
+    let (mut other, _) = subscribed_with_id(&second, &["news.sport"]).await;
+
+    // Published on the first node, delivered by the second.
+    let [sender_saw, other_saw] =
+        trigger_excluding(&first, &sender_id, [&mut sender, &mut other]).await;
+    assert_eq!(sender_saw, ["sentinel"]);
+    assert_eq!(other_saw, ["echo", "batched", "sentinel"]);
+}
+
 #[tokio::test]
 async fn channel_queries_answer_from_the_sockets_of_the_node() {
     let server = TestServer::start(PUSHER_APP);

@@ -120,6 +120,13 @@ export class MadxClient {
     this._random = options.random || Math.random;
     /** @type {State} */
     this.state = 'idle';
+    /**
+     * The current connection's id (`welcome`'s `connection_id`), to hand to
+     * your back-end as the `socket_id` that excludes this connection from
+     * its publish; `null` until welcomed, and between connections.
+     * @type {string | null}
+     */
+    this.connectionId = null;
     /** @type {WebSocket | null} */
     this._socket = null;
     /** Bumped for every socket and timer, so stale callbacks do nothing. */
@@ -384,11 +391,12 @@ export class MadxClient {
   }
 
   /**
-   * @param {{heartbeat_s?: number, recovered?: boolean, last_id?: string}} frame
+   * @param {{connection_id?: string, heartbeat_s?: number, recovered?: boolean, last_id?: string}} frame
    * @param {boolean} resumed `last_id` was sent
    */
   _welcome(frame, resumed) {
     this._attempt = 0;
+    this.connectionId = frame.connection_id || null;
     if (resumed && frame.recovered === false) this._emit('gap', { channel: INBOX });
     if (!resumed) {
       // Nothing received yet: anything for this socket from now on has a
@@ -674,6 +682,7 @@ export class MadxClient {
     const previous = this.state;
     if (previous === current && current !== 'reconnecting') return;
     this.state = current;
+    if (current !== 'connected') this.connectionId = null;
     this._emit('state', { previous, current, ...details });
   }
 

@@ -183,6 +183,30 @@ test('without refreshToken, an invalid token fails the client and rejects connec
   assert.deepEqual(log.errors.map((e) => [e.code, e.reason]), [[4004, 'token_invalid']]);
 });
 
+test('connectionId is the socket_id that keeps a publish from this connection', async (t) => {
+  const host = await startHost();
+  t.after(() => host.stop());
+  const { client, log } = recorded(await host.token({ user_id: 'sam' }));
+  const { client: other, log: otherLog } = recorded(await host.token({ user_id: 'sam' }));
+  t.after(() => client.close());
+  t.after(() => other.close());
+  assert.equal(client.connectionId, null);
+  await client.connect();
+  await other.connect();
+  assert.match(client.connectionId, /^\d+\.\d+$/);
+  assert.notEqual(client.connectionId, other.connectionId);
+
+  await host.publish({ user_id: 'sam', event: 'echo', data: 1, socket_id: client.connectionId });
+  await host.publish({ user_id: 'sam', event: 'sentinel', data: 2 });
+  await until(() => events(log.messages).includes('sentinel'), 'the sentinel');
+  await until(() => events(otherLog.messages).includes('sentinel'), 'the other sentinel');
+  assert.deepEqual(events(log.messages), ['sentinel']);
+  assert.deepEqual(events(otherLog.messages), ['echo', 'sentinel']);
+
+  client.close();
+  assert.equal(client.connectionId, null);
+});
+
 test('a code spent elsewhere (4003) is followed by another code of the window', async (t) => {
   const host = await startHost();
   t.after(() => host.stop());

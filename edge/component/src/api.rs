@@ -321,6 +321,8 @@ struct PublishRequest {
     access_id: Option<String>,
     event: String,
     data: Box<RawValue>,
+    /// The one connection that does not get the message live.
+    socket_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -433,6 +435,11 @@ fn route(
             ))));
         }
     }
+    // Checked in the hosts' order, so both refuse a request for one reason.
+    if let Some(socket_id) = &request.socket_id {
+        rules::validate_socket_id(socket_id)
+            .map_err(|message| ApiError::invalid_request(at(message)))?;
+    }
     if request.data.get().len() > limits.max_publish_bytes {
         return Err(ApiError::payload_too_large(at(format!(
             "data is over the limit of {} bytes",
@@ -450,6 +457,7 @@ fn route(
         targets: vec![target],
         event: request.event,
         data: request.data,
+        except: request.socket_id,
     })
 }
 

@@ -47,6 +47,8 @@ pub struct Outgoing {
     pub targets: Vec<Target>,
     pub event: String,
     pub data: Box<RawValue>,
+    /// A connection id that must not get it (the sender).
+    pub except: Option<String>,
 }
 
 impl Outgoing {
@@ -98,6 +100,7 @@ impl<P: Platform> Broker<'_, P> {
             streams.dedup();
             args.push(streams.len().to_string().into_bytes());
             args.push(message.frame_tail().into_bytes());
+            args.push(message.except.as_deref().unwrap_or_default().into());
             args.extend(streams.into_iter().map(String::into_bytes));
         }
         let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
@@ -164,6 +167,7 @@ mod tests {
             targets,
             event: "done".into(),
             data: RawValue::from_string(r#"{"a": [1, "x"]}"#.into()).unwrap(),
+            except: None,
         }
     }
 
@@ -205,9 +209,11 @@ mod tests {
         assert_eq!(ids, [17, 18]);
         let command = &platform.commands()[0];
         assert!(command.starts_with("EVAL -- Publish messages"), "{command}");
+        // Per message: target count, frame tail, no excluded connection
+        // (empty), streams.
         assert!(
             command.ends_with(
-                r##" 0 madx:app/alpha/ 100 600000 2 1 "channel":"#token","event":"done","data":{"a": [1, "x"]}} token/t 1 "channel":"c","event":"done","data":{"a": [1, "x"]}} channel/c"##
+                r##" 0 madx:app/alpha/ 100 600000 2 1 "channel":"#token","event":"done","data":{"a": [1, "x"]}}  token/t 1 "channel":"c","event":"done","data":{"a": [1, "x"]}}  channel/c"##
             ),
             "{command}"
         );

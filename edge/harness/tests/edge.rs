@@ -123,7 +123,7 @@ async fn publishes_at_the_edge_reach_a_socket_on_a_host_in_id_order() {
         .await,
     );
     away_from_step_edge(3).await;
-    let (mut socket, _) = connect(&token.url(&token.code(0), "")).await.welcomed();
+    let (mut socket, welcome) = connect(&token.url(&token.code(0), "")).await.welcomed();
     send_json(&mut socket, json!({"type": "subscribe", "channel": "news"})).await;
     assert_eq!(next_json(&mut socket).await.unwrap()["type"], "subscribed");
 
@@ -146,6 +146,16 @@ async fn publishes_at_the_edge_reach_a_socket_on_a_host_in_id_order() {
     )
     .await;
     assert_eq!(batch.status, 202, "{:?}", batch.body);
+    // A publish that names this socket as its sender skips it, live.
+    let skipped = post(
+        &edge.base(),
+        "/v1/publish",
+        ALPHA,
+        &json!({"user_id": "bob", "event": "skipped", "data": 0,
+                "socket_id": welcome["connection_id"]}),
+    )
+    .await;
+    assert_eq!(skipped.status, 202, "{:?}", skipped.body);
     // The host's own publish continues the same id sequence.
     let four = post(
         &host.base,
@@ -189,7 +199,8 @@ async fn publishes_at_the_edge_reach_a_socket_on_a_host_in_id_order() {
     );
 
     // The edge's messages are in the hosts' history: a client that saw only
-    // the first recovers the rest of its inboxes on reconnect.
+    // the first recovers the rest of its inboxes on reconnect, the one it
+    // was spared live included (history keeps no exclusions).
     drop(socket);
     let (mut socket, welcome) =
         connect(&token.url(&token.code(1), &format!("&last_id={}", ids[0])))
@@ -201,7 +212,7 @@ async fn publishes_at_the_edge_reach_a_socket_on_a_host_in_id_order() {
         .iter()
         .map(|m| m["event"].as_str().unwrap())
         .collect();
-    assert_eq!(events, ["e3", "e4"]);
+    assert_eq!(events, ["e3", "skipped", "e4"]);
 }
 
 /// Requests a host refuses, each sent to a host and to the edge: the
@@ -346,6 +357,24 @@ async fn the_edge_refuses_what_a_host_refuses_with_the_same_answer() {
             "/v1/publish",
             Some(&alpha),
             vec![b' '; 80 * 1024 + 1],
+        ),
+        (
+            "POST",
+            "/v1/publish",
+            Some(&alpha),
+            json(message(json!({"user_id": "u", "socket_id": "1.2.3"}))),
+        ),
+        (
+            "POST",
+            "/v1/publish",
+            Some(&alpha),
+            json(message(json!({"user_id": "u", "socket_id": 12}))),
+        ),
+        (
+            "POST",
+            "/v1/publish/batch",
+            Some(&alpha),
+            json(json!({"messages": [message(json!({"user_id": "u", "socket_id": ".5"}))]})),
         ),
         (
             "POST",

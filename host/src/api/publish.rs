@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use madx_router::rules;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -27,6 +28,9 @@ pub struct PublishRequest {
     access_id: Option<String>,
     event: String,
     data: Box<RawValue>,
+    /// A connection (`welcome`'s `connection_id`) that must not get the
+    /// message: the sender, who already knows.
+    socket_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -41,6 +45,7 @@ pub struct Checked {
     pub target: RouteTarget,
     pub event: String,
     pub data: Box<RawValue>,
+    pub except: Option<String>,
 }
 
 impl PublishRequest {
@@ -62,6 +67,7 @@ impl PublishRequest {
             target,
             event: self.event,
             data: self.data,
+            except: self.socket_id,
         }
         .within(limits, index)
     }
@@ -91,6 +97,10 @@ impl Checked {
                     "{field} must be 1 to {limit} bytes long"
                 ))));
             }
+        }
+        if let Some(socket_id) = &self.except {
+            rules::validate_socket_id(socket_id)
+                .map_err(|message| ApiError::invalid_request(at(message)))?;
         }
         if self.data.get().len() > limits.max_publish_bytes {
             return Err(ApiError::payload_too_large(at(format!(
@@ -138,6 +148,7 @@ pub(super) struct Routed {
     targets: Vec<Target>,
     event: String,
     data: Box<RawValue>,
+    except: Option<String>,
 }
 
 pub async fn publish(
@@ -191,6 +202,7 @@ pub(super) async fn store(
             targets: &message.targets,
             event: &message.event,
             data: &message.data,
+            except: message.except.as_deref(),
         })
         .collect();
     let published = state
@@ -227,6 +239,7 @@ pub(super) async fn route_checked(
         target,
         event,
         data,
+        except,
     } = checked;
 
     let targets = state
@@ -250,6 +263,7 @@ pub(super) async fn route_checked(
         targets: targets.into_iter().map(Target::from).collect(),
         event,
         data,
+        except,
     })
 }
 

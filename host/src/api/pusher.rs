@@ -20,7 +20,7 @@ use sha2::Sha256;
 
 use super::ApiError;
 use super::extract::JsonBody;
-use super::publish::{self, Routed};
+use super::publish::{self, Checked, Routed};
 use crate::channels::{ChannelInfo, Channels};
 use crate::plugins::bindings::RouteTarget;
 use crate::state::{App, AppState};
@@ -194,12 +194,7 @@ impl PusherEvent {
     /// One madx message per channel, as Pusher delivers one event per
     /// channel. A `data` string holding JSON is delivered as that JSON,
     /// any other string as a JSON string.
-    fn into_messages(self) -> Result<Vec<(RouteTarget, String, Box<RawValue>)>, ApiError> {
-        if self.socket_id.is_some() {
-            return Err(ApiError::invalid_request(
-                "socket_id (excluding the sender) is not supported yet; see docs/pusher-compat.md",
-            ));
-        }
+    fn into_messages(self) -> Result<Vec<Checked>, ApiError> {
         let channels = match (self.channel, self.channels) {
             (Some(channel), None) => vec![channel],
             (None, Some(channels)) if (1..=MAX_CHANNELS_PER_EVENT).contains(&channels.len()) => {
@@ -224,7 +219,12 @@ impl PusherEvent {
                     Some(user_id) => RouteTarget::User(user_id.to_owned()),
                     None => RouteTarget::Channel(channel),
                 };
-                (target, self.name.clone(), data.clone())
+                Checked {
+                    target,
+                    event: self.name.clone(),
+                    data: data.clone(),
+                    except: self.socket_id.clone(),
+                }
             })
             .collect())
     }
@@ -260,13 +260,8 @@ async fn publish_events(
         )));
     }
     let mut routed: Vec<Routed> = Vec::with_capacity(messages.len());
-    for (index, (target, event, data)) in messages.into_iter().enumerate() {
-        let checked = publish::Checked {
-            target,
-            event,
-            data,
-        }
-        .within(&state.config.limits, Some(index))?;
+    for (index, message) in messages.into_iter().enumerate() {
+        let checked = message.within(&state.config.limits, Some(index))?;
         routed.push(publish::route_checked(state, app, checked, Some(index)).await?);
     }
     publish::store(state, app, &routed).await?;

@@ -270,7 +270,9 @@ impl MemoryBroker {
         while app.bytes > self.limits.max_bytes_per_app && app.drop_oldest(totals) {}
         self.enforce_totals(&mut state);
 
-        let delivered = self.hub.deliver(app_id, targets, id, &frame);
+        let delivered = self
+            .hub
+            .deliver(app_id, targets, message.except, id, &frame);
         (id, delivered)
     }
 
@@ -398,6 +400,7 @@ mod tests {
             targets,
             event: "e",
             data: &data,
+            except: None,
         };
         broker.publish(app, &message).0
     }
@@ -432,6 +435,7 @@ mod tests {
             targets: &targets,
             event: "e",
             data: &data,
+            except: None,
         };
         let frame = message_frame(unix_micros(), &message.frame_tail());
         charge(&frame, &targets)

@@ -28,6 +28,9 @@ pub struct Outgoing<'a> {
     pub targets: &'a [Target],
     pub event: &'a str,
     pub data: &'a RawValue,
+    /// A connection id that must not get it (Pusher's `socket_id`: the
+    /// sender, who already knows).
+    pub except: Option<&'a str>,
 }
 
 impl Outgoing<'_> {
@@ -263,6 +266,7 @@ mod tests {
             targets: &targets,
             event: "done",
             data: &data,
+            except: None,
         };
         let frame = message_frame(17, &message.frame_tail());
         assert_eq!(

@@ -209,7 +209,10 @@ impl RedisBroker {
             let mut streams: Vec<String> = message.targets.iter().map(stream_name).collect();
             streams.sort_unstable();
             streams.dedup();
-            invocation.arg(streams.len()).arg(message.frame_tail());
+            invocation
+                .arg(streams.len())
+                .arg(message.frame_tail())
+                .arg(message.except.unwrap_or_default());
             for stream in streams {
                 invocation.arg(stream);
             }
@@ -459,7 +462,9 @@ impl Subscriber {
         found.sort_by_key(|(id, ..)| *id);
         let replayed = found.len();
         for (id, app_id, target, frame) in found {
-            self.deliver(&app_id, target, id, frame);
+            // History keeps no exclusions: after an outage the sender gets
+            // its own message too.
+            self.deliver(&app_id, target, None, id, frame);
         }
         if replayed > 0 {
             tracing::info!(
@@ -571,17 +576,29 @@ impl Subscriber {
         let Some((app_id, target)) = self.keys.parse_live(channel) else {
             return;
         };
-        let Some(id) = message_id(payload) else {
+        // `<connection id> <frame>` when the publish excluded a connection.
+        let (except, frame) = match payload.split_once(' ') {
+            Some((except, frame)) if !payload.starts_with('{') => (Some(except), frame),
+            _ => (None, payload),
+        };
+        let Some(id) = message_id(frame) else {
             tracing::warn!(channel, "ignoring a message without an id");
             return;
         };
-        self.deliver(&app_id, target, id, payload.to_owned());
+        self.deliver(&app_id, target, except, id, frame.to_owned());
     }
 
-    fn deliver(&mut self, app_id: &str, target: Target, id: u64, frame: String) {
+    fn deliver(
+        &mut self,
+        app_id: &str,
+        target: Target,
+        except: Option<&str>,
+        id: u64,
+        frame: String,
+    ) {
         let delivered = self
             .hub
-            .deliver(app_id, &[target], id, &Utf8Bytes::from(frame));
+            .deliver(app_id, &[target], except, id, &Utf8Bytes::from(frame));
         self.metrics.delivered(app_id, delivered);
         let seen = self.last_seen.entry(app_id.to_owned()).or_default();
         *seen = (*seen).max(id);

@@ -448,6 +448,7 @@ impl Session {
             targets: &targets,
             event: &publication.event,
             data,
+            except: None,
         };
         match self.state.broker.publish(&self.app.id, &[message]).await {
             Ok(published) => {

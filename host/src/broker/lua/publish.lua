@@ -5,8 +5,12 @@
 -- ARGV[2]  messages kept per stream
 -- ARGV[3]  history time to live in milliseconds
 -- ARGV[4]  number of messages, then per message:
---          target count, frame tail, and per target "<kind>/<name>"
+--          target count, frame tail, the connection id that must not get
+--          it ("" for none), and per target "<kind>/<name>"
 -- Returns the ids, as decimal strings, in order.
+--
+-- The live channels carry the frame as is, or "<connection id> <frame>"
+-- when a connection is excluded (a frame always starts with "{").
 --
 -- Ids are max(last id + 1, now in microseconds): strictly increasing per
 -- app, across nodes and across Redis restarts while the clock goes forward.
@@ -30,11 +34,16 @@ local at = 5
 for m = 1, tonumber(ARGV[4]) do
     local targets = tonumber(ARGV[at])
     local tail = ARGV[at + 1]
-    at = at + 2
+    local except = ARGV[at + 2]
+    at = at + 3
     local id = math.max(last + 1, now)
     last = id
     local id_text = string.format('%.0f', id)
     local frame = '{"type":"message","id":"' .. id_text .. '",' .. tail
+    local live = frame
+    if except ~= '' then
+        live = except .. ' ' .. frame
+    end
     for _ = 1, targets do
         local stream_name = ARGV[at]
         at = at + 1
@@ -62,7 +71,7 @@ for m = 1, tonumber(ARGV[4]) do
         if redis.call('EXISTS', dropped_key) == 1 then
             redis.call('PEXPIRE', dropped_key, ttl_ms)
         end
-        redis.call('PUBLISH', base .. 'live/' .. stream_name, frame)
+        redis.call('PUBLISH', base .. 'live/' .. stream_name, live)
     end
     ids[m] = id_text
 end
