@@ -3,10 +3,11 @@
 //! which channels are occupied.
 //!
 //! Both the native API and the Pusher-compatible API answer from here, so
-//! they can never disagree. Today the figures are this node's own (the
-//! hub's indexes); a deployment-wide view replaces the body of these
-//! functions, not their callers.
+//! they can never disagree. The figures are the deployment's: this node's
+//! own sockets, live, plus what the other nodes reported to Redis (see
+//! `broker/occupancy.rs`), at most about a second old.
 
+use crate::broker::BrokerError;
 use crate::state::AppState;
 
 /// One channel as the APIs report it.
@@ -35,27 +36,39 @@ impl<'a> Channels<'a> {
     }
 
     /// One channel of an app; an unoccupied channel has zero counts.
-    pub async fn info(&self, app_id: &str, channel: &str) -> ChannelInfo {
-        ChannelInfo {
-            subscription_count: self.state.hub.channel_subscribers(app_id, channel) as u64,
+    pub async fn info(&self, app_id: &str, channel: &str) -> Result<ChannelInfo, BrokerError> {
+        let here = self.state.hub.channel_subscribers(app_id, channel) as u64;
+        let elsewhere = self
+            .state
+            .broker
+            .remote_subscriptions(app_id, channel)
+            .await?;
+        Ok(ChannelInfo {
+            subscription_count: here + elsewhere,
             user_count: None,
-        }
+        })
     }
 
     /// The occupied channels of an app whose names start with `prefix`,
     /// sorted by name.
-    pub async fn occupied(&self, app_id: &str, prefix: &str) -> Vec<(String, ChannelInfo)> {
-        self.state
-            .hub
-            .occupied_channels(app_id, prefix)
+    pub async fn occupied(
+        &self,
+        app_id: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, ChannelInfo)>, BrokerError> {
+        let mut counts = self.state.broker.remote_occupied(app_id, prefix).await?;
+        for (name, here) in self.state.hub.occupied_channels(app_id, prefix) {
+            *counts.entry(name).or_default() += here as u64;
+        }
+        Ok(counts
             .into_iter()
-            .map(|(name, count)| {
+            .map(|(name, subscription_count)| {
                 let info = ChannelInfo {
-                    subscription_count: count as u64,
+                    subscription_count,
                     user_count: None,
                 };
                 (name, info)
             })
-            .collect()
+            .collect())
     }
 }

@@ -395,6 +395,28 @@ impl Hub {
         channels
     }
 
+    /// Every app's occupied channels on this node, each with its session
+    /// count: what this node reports to the deployment's channel directory.
+    pub fn channel_occupancy(&self) -> HashMap<String, HashMap<String, usize>> {
+        self.apps()
+            .iter()
+            .filter(|(_, app)| !app.by_channel.is_empty())
+            .map(|(app_id, app)| {
+                let counts = app
+                    .by_channel
+                    .iter()
+                    .map(|(name, serials)| (name.clone(), serials.len()))
+                    .collect();
+                (app_id.clone(), counts)
+            })
+            .collect()
+    }
+
+    /// This node's part of every connection id it hands out.
+    pub fn node_tag(&self) -> &str {
+        &self.node_tag
+    }
+
     /// Ask every session on this node to close (shutdown).
     pub fn close_all(&self, code: CloseCode) -> usize {
         self.apps()

@@ -233,7 +233,7 @@ async fn socket_id_excludes_the_sender_across_nodes() {
 }
 
 #[tokio::test]
-async fn channel_queries_answer_from_the_sockets_of_the_node() {
+async fn channel_queries_answer_from_the_sockets_of_one_node() {
     let server = TestServer::start(PUSHER_APP);
     let _socket = subscribed(&server, "alice", &["*"], &["news.sport", "chat.lobby"]).await;
 
@@ -266,6 +266,95 @@ async fn channel_queries_answer_from_the_sockets_of_the_node() {
     );
     let answer = call(&server, "get", json!([{"path": "/channels/news.empty"}]));
     assert_eq!(answer["body"], json!({"occupied": false}));
+}
+
+/// The channel counts `node` reports, once they equal `want` (other
+/// nodes' reports reach Redis within about a second).
+async fn channels_become(node: &TestServer, want: Value) {
+    let query = json!([{"path": "/channels", "params": {"info": "subscription_count"}}]);
+    let mut answer = Value::Null;
+    for _ in 0..50 {
+        answer = call(node, "get", query.clone());
+        if answer["body"]["channels"] == want {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("the channels never became {want}; last answer {answer}");
+}
+
+#[tokio::test]
+async fn channel_queries_count_every_node_and_forget_a_dead_one() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let first = TestServer::start_with(PUSHER_APP, &["--store", &url]);
+    let mut second = TestServer::start_with(PUSHER_APP, &["--store", &url]);
+    let _here = subscribed(&first, "alice", &["*"], &["news.sport", "chat.lobby"]).await;
+    let mut there = subscribed(&second, "bob", &["*"], &["news.sport"]).await;
+    let _also_there = subscribed(&second, "cy", &["*"], &["news.weather"]).await;
+
+    let everyone = json!({
+        "chat.lobby": {"subscription_count": 1},
+        "news.sport": {"subscription_count": 2},
+        "news.weather": {"subscription_count": 1},
+    });
+    channels_become(&first, everyone.clone()).await;
+    channels_become(&second, everyone).await;
+    let answer = call(
+        &first,
+        "get",
+        json!([{"path": "/channels/news.weather", "params": {"info": "subscription_count"}}]),
+    );
+    assert_eq!(
+        answer["body"],
+        json!({"occupied": true, "subscription_count": 1})
+    );
+    let answer = call(
+        &second,
+        "get",
+        json!([{"path": "/channels", "params": {"filter_by_prefix": "news."}}]),
+    );
+    assert_eq!(
+        answer["body"],
+        json!({"channels": {"news.sport": {}, "news.weather": {}}})
+    );
+
+    // An unsubscribe on one node shows on the other.
+    send_json(
+        &mut there,
+        json!({"type": "unsubscribe", "channel": "news.sport"}),
+    )
+    .await;
+    assert_eq!(next_json(&mut there).await.unwrap()["type"], "unsubscribed");
+    channels_become(
+        &first,
+        json!({
+            "chat.lobby": {"subscription_count": 1},
+            "news.sport": {"subscription_count": 1},
+            "news.weather": {"subscription_count": 1},
+        }),
+    )
+    .await;
+
+    // A node that dies without a word drops out once its report expires.
+    second.kill();
+    channels_become(
+        &first,
+        json!({
+            "chat.lobby": {"subscription_count": 1},
+            "news.sport": {"subscription_count": 1},
+        }),
+    )
+    .await;
+
+    // Without Redis the deployment's counts are unknown: 503, not a guess.
+    redis.stop();
+    let answer = call(&first, "get", json!([{"path": "/channels"}]));
+    assert_eq!(answer["status"], 503, "{answer}");
+    // The library hands a refusal's body over as text.
+    let body: Value = serde_json::from_str(answer["body"].as_str().unwrap_or_default())
+        .expect("a JSON error body");
+    assert_eq!(body["error"]["code"], "store_unavailable", "{answer}");
 }
 
 #[tokio::test]

@@ -324,7 +324,10 @@ pub async fn channels(
         .iter()
         .find(|(key, _)| key == "filter_by_prefix")
         .map_or("", |(_, value)| value.as_str());
-    let occupied = Channels::new(&state).occupied(&app.id, prefix).await;
+    let occupied = Channels::new(&state)
+        .occupied(&app.id, prefix)
+        .await
+        .map_err(ApiError::store_unavailable)?;
     let channels: Map<String, Value> = occupied
         .into_iter()
         .map(|(name, info)| (name, Value::Object(describe(info, &query))))
@@ -338,7 +341,10 @@ pub async fn channel(
     Path((_, channel)): Path<(String, String)>,
     Signed { app, query, .. }: Signed,
 ) -> Result<Json<Value>, ApiError> {
-    let info = Channels::new(&state).info(&app.id, &channel).await;
+    let info = Channels::new(&state)
+        .info(&app.id, &channel)
+        .await
+        .map_err(ApiError::store_unavailable)?;
     let mut answer = describe(info, &query);
     answer.insert("occupied".into(), info.occupied().into());
     Ok(Json(Value::Object(answer)))

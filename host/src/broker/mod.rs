@@ -8,8 +8,10 @@
 //! message after its id once, replay first, then live.
 
 mod memory;
+mod occupancy;
 mod redis;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
@@ -225,6 +227,32 @@ impl Broker {
             broker.announce_terminate(app_id, user_id).await;
         }
         closed
+    }
+
+    /// Subscriptions to `channel` on the deployment's other nodes (none
+    /// for one node).
+    pub async fn remote_subscriptions(
+        &self,
+        app_id: &str,
+        channel: &str,
+    ) -> Result<u64, BrokerError> {
+        match self {
+            Broker::Memory(_) => Ok(0),
+            Broker::Redis(broker) => broker.remote_subscriptions(app_id, channel).await,
+        }
+    }
+
+    /// The occupied channels on the deployment's other nodes whose names
+    /// start with `prefix`, with their subscription counts.
+    pub async fn remote_occupied(
+        &self,
+        app_id: &str,
+        prefix: &str,
+    ) -> Result<BTreeMap<String, u64>, BrokerError> {
+        match self {
+            Broker::Memory(_) => Ok(BTreeMap::new()),
+            Broker::Redis(broker) => broker.remote_occupied(app_id, prefix).await,
+        }
     }
 
     /// Can new work be taken? Always for one node; with Redis, while this

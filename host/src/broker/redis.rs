@@ -15,8 +15,11 @@
 //! pub/sub connection drops, the node keeps its sockets, reconnects with
 //! back-off, subscribes again and replays from history what its sessions
 //! missed meanwhile.
+//!
+//! Each node also reports its channel counts, for the channel queries
+//! (`occupancy.rs`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{MissedTickBehavior, timeout};
 
+use super::occupancy::{self, Query, Reporter};
 use super::{
     Attached, BrokerError, Outgoing, Published, Recovery, memory::unix_micros, message_id,
 };
@@ -77,9 +81,15 @@ struct Keys {
 }
 
 impl Keys {
-    /// `<prefix>:app/<app>/`: the app's ids, history and live channels.
+    /// `<prefix>:app/<app>/`: the app's ids, history, live channels and
+    /// channel directory.
     fn app(&self, app_id: &str) -> String {
-        format!("{}:app/{app_id}/", self.prefix)
+        format!("{}{app_id}/", self.apps())
+    }
+
+    /// `<prefix>:app/`, which an app's id and `/` complete.
+    fn apps(&self) -> String {
+        format!("{}:app/", self.prefix)
     }
 
     fn control(&self) -> String {
@@ -124,6 +134,10 @@ pub struct RedisBroker {
     limits: HistoryConfig,
     publish: Script,
     recover: Script,
+    /// Reads the channel directory (`occupancy.rs`).
+    channels: Script,
+    /// This node's tag, under which it reports its occupancy.
+    node: String,
     commands: mpsc::UnboundedSender<Command>,
     /// Is the pub/sub connection up (and subscribed)?
     connected: watch::Receiver<bool>,
@@ -171,12 +185,16 @@ impl RedisBroker {
             last_seen: HashMap::new(),
         };
         tokio::spawn(subscriber.run());
+        let reporter = Reporter::new(connection.clone(), keys.apps(), hub.clone());
+        tokio::spawn(reporter.run());
         let broker = Arc::new(RedisBroker {
             connection,
             keys,
             limits,
             publish: Script::new(include_str!("lua/publish.lua")),
             recover: Script::new(include_str!("lua/recover.lua")),
+            channels: Script::new(include_str!("lua/channels.lua")),
+            node: hub.node_tag().to_owned(),
             commands,
             connected,
         });
@@ -285,6 +303,42 @@ impl RedisBroker {
             Ok(Ok(())) => Ok(()),
             _ => Err(down()),
         }
+    }
+
+    /// The subscriptions to `channel` on every other node.
+    pub async fn remote_subscriptions(
+        &self,
+        app_id: &str,
+        channel: &str,
+    ) -> Result<u64, BrokerError> {
+        let counts = occupancy::read(
+            &self.connection,
+            &self.channels,
+            self.keys.app(app_id),
+            &self.node,
+            Query::Channel(channel),
+        )
+        .await
+        .map_err(unavailable)?;
+        Ok(counts.into_values().sum())
+    }
+
+    /// The occupied channels on every other node whose names start with
+    /// `prefix`, with their subscription counts.
+    pub async fn remote_occupied(
+        &self,
+        app_id: &str,
+        prefix: &str,
+    ) -> Result<BTreeMap<String, u64>, BrokerError> {
+        occupancy::read(
+            &self.connection,
+            &self.channels,
+            self.keys.app(app_id),
+            &self.node,
+            Query::Prefix(prefix),
+        )
+        .await
+        .map_err(unavailable)
     }
 
     /// Tell every node (this one included) to close the token's sockets.
