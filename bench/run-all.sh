@@ -100,6 +100,16 @@ for shape in "1000 100 10" "10000 10 10"; do
         fanout --subscribers "$subscribers" --rate "$rate" --seconds "$seconds"
 done
 run --target "$single_url" --host-pid "$single_pid" inboxes --sockets 1000 --rate 1000 --seconds 5
+# The Pusher HTTP API's publish path (signed triggers) against /v1/publish,
+# alternating: one subscriber (the cost of a publish) and a thousand.
+for shape in "1 1000 10" "1000 100 10"; do
+    read -r subscribers rate seconds <<<"$shape"
+    for api in "" "--pusher-app demo"; do
+        # shellcheck disable=SC2086 # $api is zero or two words
+        run --target "$single_url" --host-pid "$single_pid" $api \
+            fanout --subscribers "$subscribers" --rate "$rate" --seconds "$seconds"
+    done
+done
 stop "$single_pid"
 
 echo "== overload: a small send queue, deep history" >&2

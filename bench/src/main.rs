@@ -46,6 +46,10 @@ struct Cli {
     /// Talk to floor-server (no tokens, no channels) instead of madx-pusher.
     #[arg(long, global = true)]
     floor: bool,
+    /// Publish through the Pusher HTTP API (signed `POST /apps/{id}/events`)
+    /// of this app id instead of `POST /v1/publish`.
+    #[arg(long, global = true)]
+    pusher_app: Option<String>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -116,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
         key: cli.key.clone(),
         secret: cli.secret.clone(),
         floor: cli.floor,
+        pusher_app: cli.pusher_app.clone(),
     };
     let client = Arc::new(Client::new(target, cli.sources)?);
     let report = match cli.scenario {
@@ -289,6 +294,7 @@ async fn fanout(
     let cpu_per_delivery = cpu.map(|seconds| seconds * 1e6 / received.max(1) as f64);
     let report = json!({
         "scenario": if inboxes { "inboxes" } else { "fanout" }, "floor": cli.floor,
+        "api": if cli.pusher_app.is_some() { "pusher" } else { "v1" },
         "sockets": sockets, "rate": rate, "seconds": seconds,
         "published": total, "expected": expected, "received": received,
         "closed_slow_consumer": outcome.closed_slow, "lost": lost,
@@ -298,9 +304,14 @@ async fn fanout(
         "host_cpu_per_delivery_us": cpu_per_delivery,
     });
     eprintln!(
-        "{}{}: {sockets} sockets, {total} publishes at {rate}/s: {received}/{expected} delivered, {} cut off (4202), {lost} lost; p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms; host CPU {} per delivery",
+        "{}{}{}: {sockets} sockets, {total} publishes at {rate}/s: {received}/{expected} delivered, {} cut off (4202), {lost} lost; p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms; host CPU {} per delivery",
         if inboxes { "inboxes" } else { "fanout" },
         if cli.floor { " (floor)" } else { "" },
+        if cli.pusher_app.is_some() {
+            " (Pusher API)"
+        } else {
+            ""
+        },
         outcome.closed_slow,
         latency.p50_ms(),
         latency.p99_ms(),

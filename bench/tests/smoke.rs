@@ -110,6 +110,26 @@ fn every_scenario_opens_every_socket_and_delivers_every_message() {
         assert_eq!(report["lost"], 0, "{report}");
     }
 
+    // The same fan-out, published through the Pusher HTTP API (signed
+    // triggers to the embedded app).
+    let report = bench(
+        &pusher,
+        &[
+            "--pusher-app",
+            "demo",
+            "fanout",
+            "--subscribers",
+            "100",
+            "--rate",
+            "20",
+            "--seconds",
+            "2",
+        ],
+    );
+    assert_eq!(report["api"], "pusher", "{report}");
+    assert_eq!(report["received"], report["expected"], "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+
     // Overload: a small send queue, history deep enough to recover from.
     let config = std::env::temp_dir().join(format!("madx-bench-smoke-{}.toml", std::process::id()));
     std::fs::write(
