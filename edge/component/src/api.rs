@@ -1,6 +1,7 @@
-//! The four endpoints, with the host's contract: same routes, limits,
-//! checks in the same order, same statuses and error codes
-//! (`host/src/api/{tokens,publish,extract}.rs`).
+//! The endpoints, with the host's contract: same routes, limits, checks in
+//! the same order, same statuses and error codes
+//! (`host/src/api/{tokens,publish,extract}.rs`; the Pusher API's in
+//! [`crate::pusher`]).
 //!
 //! A request is handled in two steps so the body is read only once the
 //! route and the credentials are known (a host reads it last, too):
@@ -21,6 +22,7 @@ use crate::broker::{Broker, Outgoing, Target};
 use crate::config::{App, EdgeConfig};
 use crate::error::{ApiError, Response};
 use crate::platform::Platform;
+use crate::pusher;
 use crate::store::AuthStore;
 
 /// The code parameters of the default auth component (`components/auth`),
@@ -35,17 +37,18 @@ pub enum Step {
     ReadBody { limit: usize, call: Call },
 }
 
-/// A request that passed routing and authentication and needs its body.
+/// A request that passed routing (and, but for the Pusher API, whose
+/// signature covers the body, authentication) and needs its body.
 pub struct Call {
     config: EdgeConfig,
-    app: App,
     endpoint: Endpoint,
 }
 
 enum Endpoint {
-    CreateToken,
-    Publish,
-    PublishBatch,
+    CreateToken(App),
+    Publish(App),
+    PublishBatch(App),
+    Pusher(pusher::Call),
 }
 
 /// The request body as read.
@@ -61,6 +64,7 @@ enum Route<'a> {
     Token(&'a str),
     Publish,
     PublishBatch,
+    Pusher(pusher::Route<'a>),
 }
 
 /// Route, check the method, load the configuration and authenticate.
@@ -70,79 +74,85 @@ pub fn begin(
     path_with_query: &str,
     authorization: Option<&str>,
 ) -> Step {
+    prepare(platform, method, path_with_query, authorization)
+        .unwrap_or_else(|error| Step::Respond(error.into_response()))
+}
+
+fn prepare(
+    platform: &impl Platform,
+    method: &str,
+    path_with_query: &str,
+    authorization: Option<&str>,
+) -> Result<Step, ApiError> {
     let path = path_with_query.split('?').next().unwrap_or_default();
     let route = match path {
         "/v1/tokens" => Route::Tokens,
         "/v1/publish" => Route::Publish,
         "/v1/publish/batch" => Route::PublishBatch,
-        other => match other.strip_prefix("/v1/tokens/") {
-            Some(segment) if !segment.is_empty() && !segment.contains('/') => Route::Token(segment),
-            _ => {
-                return Step::Respond(
-                    ApiError::not_found("not_found", "no such endpoint").into_response(),
-                );
+        other => match (other.strip_prefix("/v1/tokens/"), pusher::route(other)) {
+            (Some(segment), _) if !segment.is_empty() && !segment.contains('/') => {
+                Route::Token(segment)
             }
+            (_, Some(route)) => Route::Pusher(route),
+            _ => return Err(ApiError::not_found("not_found", "no such endpoint")),
         },
     };
     let wanted = match route {
         Route::Token(_) => "DELETE",
-        Route::Tokens | Route::Publish | Route::PublishBatch => "POST",
+        Route::Tokens | Route::Publish | Route::PublishBatch | Route::Pusher(_) => "POST",
     };
     if method != wanted {
-        return Step::Respond(ApiError::method_not_allowed().into_response());
+        return Err(ApiError::method_not_allowed());
     }
-    let config = match EdgeConfig::load(platform) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("madx-edge: {error}");
-            return Step::Respond(ApiError::misconfigured(error).into_response());
-        }
-    };
-    let Some(app) = calling_app(&config, authorization) else {
-        return Step::Respond(ApiError::unauthorized().into_response());
-    };
+    let config = EdgeConfig::load(platform).map_err(|error| {
+        eprintln!("madx-edge: {error}");
+        ApiError::misconfigured(error)
+    })?;
+    let authenticated = || calling_app(&config, authorization).ok_or_else(ApiError::unauthorized);
     let limits = config.limits;
-    // A message body may carry `max_publish_bytes` of data plus its
-    // envelope; a batch, `max_batch` of them (as the host's body limits).
-    let message_limit = limits.max_publish_bytes + 16 * 1024;
     let (limit, endpoint) = match route {
         Route::Token(segment) => {
-            return Step::Respond(respond(revoke(platform, &config, &app, segment)));
+            let app = authenticated()?;
+            return Ok(Step::Respond(respond(revoke(
+                platform, &config, &app, segment,
+            ))));
         }
-        Route::Tokens => (limits.max_body_bytes, Endpoint::CreateToken),
-        Route::Publish => (message_limit, Endpoint::Publish),
-        Route::PublishBatch => (
-            message_limit.saturating_mul(limits.max_batch),
-            Endpoint::PublishBatch,
+        Route::Tokens => (
+            limits.max_body_bytes,
+            Endpoint::CreateToken(authenticated()?),
         ),
+        Route::Publish => (limits.message_body(), Endpoint::Publish(authenticated()?)),
+        Route::PublishBatch => (
+            limits.batch_body(),
+            Endpoint::PublishBatch(authenticated()?),
+        ),
+        // Signed rather than logged in: the signature covers the body, so
+        // it is checked in `finish`.
+        Route::Pusher(route) => {
+            let call = pusher::Call::new(route, path_with_query)?;
+            (call.body_limit(&limits), Endpoint::Pusher(call))
+        }
     };
-    Step::ReadBody {
+    Ok(Step::ReadBody {
         limit,
-        call: Call {
-            config,
-            app,
-            endpoint,
-        },
-    }
+        call: Call { config, endpoint },
+    })
 }
 
 /// Handle the request with its body.
 pub fn finish(platform: &impl Platform, call: Call, body: Body) -> Response {
-    let Call {
-        config,
-        app,
-        endpoint,
-    } = call;
+    let Call { config, endpoint } = call;
     let result = match endpoint {
-        Endpoint::CreateToken => {
+        Endpoint::CreateToken(app) => {
             parse(body).and_then(|request| create_token(platform, &config, &app, request))
         }
-        Endpoint::Publish => {
+        Endpoint::Publish(app) => {
             parse(body).and_then(|request| publish(platform, &config, &app, request))
         }
-        Endpoint::PublishBatch => {
+        Endpoint::PublishBatch(app) => {
             parse(body).and_then(|batch| publish_batch(platform, &config, &app, batch))
         }
+        Endpoint::Pusher(call) => pusher::finish(platform, &config, call, body),
     };
     respond(result)
 }
@@ -176,10 +186,15 @@ fn parse<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
         }
         Body::Failed(message) => return Err(ApiError::invalid_json(message)),
     };
+    parse_json(&body)
+}
+
+/// A JSON body once read, as [`parse`] takes it.
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
-        &body
+        body
     };
     // serde reads a struct from a JSON array too; bodies are objects (as on
     // the host).
@@ -302,7 +317,7 @@ fn revoke(
     }
 }
 
-fn broker<'a, P: Platform>(platform: &'a P, config: &'a EdgeConfig) -> Broker<'a, P> {
+pub(crate) fn broker<'a, P: Platform>(platform: &'a P, config: &'a EdgeConfig) -> Broker<'a, P> {
     Broker {
         platform,
         redis_url: &config.redis_url,
@@ -383,7 +398,7 @@ fn publish_batch(
 
 /// Hand routed messages to the hosts' broker script; 202 is only answered
 /// once it ran.
-fn store(
+pub(crate) fn store(
     platform: &impl Platform,
     config: &EdgeConfig,
     app: &App,
@@ -402,32 +417,57 @@ fn route(
     request: PublishRequest,
     index: Option<usize>,
 ) -> Result<Outgoing, ApiError> {
-    let at = |message: String| match index {
-        Some(index) => format!("messages[{index}]: {message}"),
-        None => message,
-    };
-    let limits = config.limits;
     let target = match (request.channel, request.user_id, request.access_id) {
         (Some(channel), None, None) => Target::Channel(channel),
         (None, Some(user_id), None) => Target::User(user_id),
         (None, None, Some(access_id)) => Target::Token(access_id),
         _ => {
-            return Err(ApiError::invalid_request(at(
+            return Err(ApiError::invalid_request(at_index(
+                index,
                 "give exactly one of channel, user_id and access_id".to_owned(),
             )));
         }
     };
-    let name = match &target {
+    let message = Unrouted {
+        target,
+        event: request.event,
+        data: request.data,
+        except: request.socket_id,
+    };
+    check_and_route(config, message, index)
+}
+
+/// One message with its target named, not yet checked (the hosts'
+/// `Checked` before `within`).
+pub(crate) struct Unrouted {
+    pub target: Target,
+    pub event: String,
+    pub data: Box<RawValue>,
+    pub except: Option<String>,
+}
+
+/// Check a message with one target against the limits, then route it as
+/// the built-in router does; `index` as in [`route`]. The Pusher API's
+/// messages take this path too, as on the hosts.
+pub(crate) fn check_and_route(
+    config: &EdgeConfig,
+    message: Unrouted,
+    index: Option<usize>,
+) -> Result<Outgoing, ApiError> {
+    let at = |message: String| at_index(index, message);
+    let limits = config.limits;
+    let target = &message.target;
+    let name = match target {
         Target::Channel(name) | Target::User(name) | Target::Token(name) => name,
     };
     // A user id's limit is the contract's (wit/types.wit), as on the hosts.
-    let name_limit = match &target {
+    let name_limit = match target {
         Target::User(_) => madx_auth_core::tokens::MAX_USER_ID_LEN,
         Target::Channel(_) | Target::Token(_) => limits.max_name_bytes,
     };
     for (field, value, limit) in [
         ("target", name, name_limit),
-        ("event", &request.event, limits.max_name_bytes),
+        ("event", &message.event, limits.max_name_bytes),
     ] {
         if value.is_empty() || value.len() > limit {
             return Err(ApiError::invalid_request(at(format!(
@@ -436,34 +476,42 @@ fn route(
         }
     }
     // Checked in the hosts' order, so both refuse a request for one reason.
-    if let Some(socket_id) = &request.socket_id {
+    if let Some(socket_id) = &message.except {
         rules::validate_socket_id(socket_id)
             .map_err(|message| ApiError::invalid_request(at(message)))?;
     }
-    if request.data.get().len() > limits.max_publish_bytes {
+    if message.data.get().len() > limits.max_publish_bytes {
         return Err(ApiError::payload_too_large(at(format!(
             "data is over the limit of {} bytes",
             limits.max_publish_bytes
         ))));
     }
-    rules::validate_event(&request.event)
+    rules::validate_event(&message.event)
         .map_err(|message| ApiError::invalid_request(at(message)))?;
-    match &target {
+    match target {
         Target::Channel(channel) => rules::validate_channel(channel),
         Target::User(id) | Target::Token(id) => rules::validate_id(id),
     }
     .map_err(|message| ApiError::invalid_request(at(message)))?;
     Ok(Outgoing {
-        targets: vec![target],
-        event: request.event,
-        data: request.data,
-        except: request.socket_id,
+        targets: vec![message.target],
+        event: message.event,
+        data: message.data,
+        except: message.except,
     })
+}
+
+/// Prefix a batch message's error with its place, as the hosts do.
+fn at_index(index: Option<usize>, message: String) -> String {
+    match index {
+        Some(index) => format!("messages[{index}]: {message}"),
+        None => message,
+    }
 }
 
 /// A path segment with `%XX` escapes decoded; `None` when the result is not
 /// UTF-8.
-fn percent_decode(segment: &str) -> Option<String> {
+pub(crate) fn percent_decode(segment: &str) -> Option<String> {
     let bytes = segment.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut at = 0;

@@ -1,9 +1,11 @@
 //! Publishing and revoking at the edge: the hosts' Redis broker, from the
 //! outside. A publish runs the hosts' own script
 //! (`host/src/broker/lua/publish.lua`) with the arguments a host passes, so
-//! ids, history and live fan-out are exactly a host publish's; a revoke is
-//! announced on `<prefix>:control`, where every host listens.
+//! ids, history and live fan-out are exactly a host publish's; revokes and
+//! terminations are announced on `<prefix>:control`, where every host
+//! listens, as the hosts' [`Control`] messages.
 
+use madx_wire::control::Control;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -132,27 +134,28 @@ impl<P: Platform> Broker<'_, P> {
     /// as on a host: the token is already gone from the store, so sockets
     /// elsewhere close at their next keep-alive touch anyway.
     pub fn announce_revoke(&self, app_id: &str, access_id: &str) {
-        // The hosts' `Control::Revoke`, as they serialize it.
-        #[derive(Serialize)]
-        struct Revoke<'a> {
-            app: &'a str,
-            access_id: &'a str,
-        }
-        #[derive(Serialize)]
-        struct Control<'a> {
-            revoke: Revoke<'a>,
-        }
-        let control = Control {
-            revoke: Revoke {
-                app: app_id,
-                access_id,
-            },
-        };
-        let payload = serde_json::to_string(&control).unwrap_or_default();
+        self.announce(&Control::Revoke {
+            app: app_id.to_owned(),
+            access_id: access_id.to_owned(),
+        });
+    }
+
+    /// Tell every host to close the user's sockets with 4009 (Pusher's
+    /// `terminate_connections`). Best effort, as on a host.
+    pub fn announce_terminate(&self, app_id: &str, user_id: &str) {
+        self.announce(&Control::Terminate {
+            app: app_id.to_owned(),
+            user_id: user_id.to_owned(),
+        });
+    }
+
+    fn announce(&self, control: &Control) {
+        // Serializing strings cannot fail.
+        let payload = serde_json::to_string(control).unwrap_or_default();
         let channel = format!("{}:control", self.prefix);
         let args: [&[u8]; 2] = [channel.as_bytes(), payload.as_bytes()];
         if let Err(error) = self.platform.redis(self.redis_url, "PUBLISH", &args) {
-            eprintln!("madx-edge: could not announce a revoke for app {app_id}: {error}");
+            eprintln!("madx-edge: could not announce {control:?}: {error}");
         }
     }
 }
@@ -220,7 +223,7 @@ mod tests {
     }
 
     #[test]
-    fn a_revoke_is_announced_on_the_control_channel() {
+    fn revokes_and_terminations_are_announced_on_the_control_channel() {
         let platform = FakePlatform::with_variables(&[]);
         platform.reply(vec![Reply::Int(2)]);
         let broker = Broker {
@@ -231,9 +234,14 @@ mod tests {
             ttl_secs: 600,
         };
         broker.announce_revoke("alpha", "abc");
+        platform.reply(vec![Reply::Int(2)]);
+        broker.announce_terminate("alpha", "ann");
         assert_eq!(
             platform.commands(),
-            [r#"PUBLISH p:control {"revoke":{"app":"alpha","access_id":"abc"}}"#]
+            [
+                r#"PUBLISH p:control {"revoke":{"app":"alpha","access_id":"abc"}}"#,
+                r#"PUBLISH p:control {"terminate":{"app":"alpha","user_id":"ann"}}"#,
+            ]
         );
     }
 }

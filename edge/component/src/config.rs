@@ -25,6 +25,19 @@ pub struct Limits {
     pub max_name_bytes: usize,
 }
 
+impl Limits {
+    /// The body limit of one message: `max_publish_bytes` of data plus its
+    /// envelope (as the hosts' body limits).
+    pub fn message_body(&self) -> usize {
+        self.max_publish_bytes + 16 * 1024
+    }
+
+    /// The body limit of a batch: `max_batch` messages.
+    pub fn batch_body(&self) -> usize {
+        self.message_body().saturating_mul(self.max_batch)
+    }
+}
+
 /// The host's `[history]` values the publish script needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct History {

@@ -55,6 +55,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     retry_after_secs: Option<u32>,
+    /// The `WWW-Authenticate` challenge of a 401.
+    challenge: Option<&'static str>,
 }
 
 impl ApiError {
@@ -64,6 +66,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_secs: None,
+            challenge: None,
         }
     }
 
@@ -78,11 +81,20 @@ impl ApiError {
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(
-            401,
-            "unauthorized",
-            "missing or wrong app credentials (HTTP Basic with the app's key and secret)",
-        )
+        ApiError {
+            challenge: Some("Basic realm=\"madx-pusher\""),
+            ..Self::new(
+                401,
+                "unauthorized",
+                "missing or wrong app credentials (HTTP Basic with the app's key and secret)",
+            )
+        }
+    }
+
+    /// A Pusher API request whose signature does not hold (no Basic
+    /// challenge: Pusher's libraries sign, they do not log in).
+    pub fn pusher_unauthorized(message: impl Into<String>) -> Self {
+        Self::new(401, "unauthorized", message)
     }
 
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
@@ -135,8 +147,8 @@ impl ApiError {
     pub fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code, "message": self.message } });
         let mut response = Response::json(self.status, &body);
-        if self.status == 401 {
-            response = response.with_header("www-authenticate", "Basic realm=\"madx-pusher\"");
+        if let Some(challenge) = self.challenge {
+            response = response.with_header("www-authenticate", challenge);
         }
         if let Some(seconds) = self.retry_after_secs {
             response = response.with_header("retry-after", seconds.to_string());

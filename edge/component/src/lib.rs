@@ -1,19 +1,22 @@
 //! madx-pusher's HTTP API at the edge, as a Fermyon Spin component.
 //!
-//! Token issue and revoke, and the publish API, run in Spin close to the
-//! app back-ends; the WebSockets stay on the hosts (Spin has no inbound
-//! WebSockets). The two share state through the hosts' Redis: tokens are
+//! Token issue and revoke, the publish API and Pusher's publish API run in
+//! Spin close to the app back-ends; the WebSockets stay on the hosts (Spin
+//! has no inbound WebSockets). The two share state through the hosts' Redis: tokens are
 //! written by the same auth rules (`madx-auth-core`) at the same keys, and a
 //! publish runs the hosts' own publish script, so a host cannot tell an
 //! edge request from one of its own. See docs/edge.md.
 //!
 //! # Layout
 //!
-//! - [`api`]: the four endpoints, with the host's checks, statuses and
-//!   error codes.
+//! - [`api`]: the endpoints, with the host's checks, statuses and error
+//!   codes.
+//! - [`pusher`]: Pusher's HTTP API (`events`, `batch_events`,
+//!   `terminate_connections`), by the rules of `madx-wire`.
 //! - [`config`]: the Spin variables (apps, Redis, the hosts' URL, limits).
 //! - [`store`]: the auth rules' store over Redis, key for key the hosts'.
-//! - [`broker`]: publish through the hosts' script; revoke announcements.
+//! - [`broker`]: publish through the hosts' script; revoke and terminate
+//!   announcements.
 //! - [`error`]: responses and the API's JSON errors.
 //! - [`platform`]: what the above need from Spin (variables, Redis),
 //!   implemented with `spin-sdk` in the wasm32 build (`spin` module).
@@ -23,6 +26,7 @@ pub mod broker;
 pub mod config;
 pub mod error;
 pub mod platform;
+pub mod pusher;
 pub mod store;
 
 #[cfg(target_arch = "wasm32")]

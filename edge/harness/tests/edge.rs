@@ -215,6 +215,141 @@ async fn publishes_at_the_edge_reach_a_socket_on_a_host_in_id_order() {
     assert_eq!(events, ["e3", "skipped", "e4"]);
 }
 
+/// A socket of `user_id` on the host, subscribed to `channels` (which its
+/// token allows), and its connection id (the `socket_id` a browser hands
+/// its back-end).
+async fn pusher_socket(host: &Host, user_id: &str, channels: &[&str]) -> (Socket, String) {
+    let claims = json!({"user_id": user_id, "channels": ["news.*"]});
+    let token = Token::from_answer(&post(&host.base, "/v1/tokens", PUSHER, &claims).await);
+    away_from_step_edge(3).await;
+    let (mut socket, welcome) = connect(&token.url(&token.code(0), "")).await.welcomed();
+    for channel in channels {
+        send_json(
+            &mut socket,
+            json!({"type": "subscribe", "channel": channel}),
+        )
+        .await;
+        assert_eq!(next_json(&mut socket).await.unwrap()["type"], "subscribed");
+    }
+    let connection_id = welcome["connection_id"].as_str().expect("connection_id");
+    (socket, connection_id.to_owned())
+}
+
+/// The official Pusher Node library, pointed at the edge, reaches sockets
+/// on a host: triggers to one and several channels, batches, send-to-user,
+/// `socket_id` exclusion, and terminating a user's connections.
+#[tokio::test]
+async fn the_pusher_library_publishes_and_terminates_through_the_edge() {
+    let redis = RedisServer::start();
+    let host = Host::start(&redis, "edge-f").await;
+    let edge = start_edge(&redis, &host, "edge-f", &[]).await;
+    let (mut alice, alice_id) =
+        pusher_socket(&host, "alice", &["news.sport", "news.weather"]).await;
+    let (mut alice_again, _) = pusher_socket(&host, "alice", &[]).await;
+    let (mut bob, _) = pusher_socket(&host, "bob", &["news.sport"]).await;
+
+    let edge_base = edge.base();
+    let call =
+        async |call: &str, args: Value| pusher_call(&edge_base, PUSHER.1, 0, call, args).await;
+    let calls = [
+        ("trigger", json!(["news.sport", "score", {"home": 2}])),
+        (
+            "trigger",
+            json!([["news.sport", "news.weather"], "alert", "plain text"]),
+        ),
+        (
+            "triggerBatch",
+            json!([[
+                {"channel": "news.weather", "name": "first", "data": "{\"n\":1}"},
+                {"channel": "news.sport", "name": "second", "data": "{\"n\":2}"},
+            ]]),
+        ),
+        ("sendToUser", json!(["alice", "to-alice", {"done": true}])),
+        // Alice's socket sent these: it does not get them, Bob does.
+        (
+            "trigger",
+            json!(["news.sport", "echo", {"n": 1}, {"socket_id": alice_id}]),
+        ),
+        (
+            "triggerBatch",
+            json!([[{"channel": "news.sport", "name": "batched", "data": "{}", "socket_id": alice_id}]]),
+        ),
+    ];
+    for (name, args) in calls {
+        let answer = call(name, args.clone()).await;
+        assert_eq!(answer["status"], 200, "{name} {args}: {answer}");
+        assert_eq!(answer["body"], json!({}), "{name} {args}");
+    }
+    // Signed with the wrong secret: refused, and nothing is published.
+    let forged = pusher_call(
+        &edge_base,
+        "not-the-secret",
+        0,
+        "trigger",
+        json!(["news.sport", "forged", {}]),
+    )
+    .await;
+    assert_eq!(forged["status"], 401, "{forged}");
+    let sentinel = call("trigger", json!(["news.sport", "sentinel", {}])).await;
+    assert_eq!(sentinel["status"], 200, "{sentinel}");
+
+    let seen = |received: &[Value]| -> Vec<(String, String, Value)> {
+        received
+            .iter()
+            .map(|m| {
+                (
+                    m["event"].as_str().unwrap().to_owned(),
+                    m["channel"].as_str().unwrap().to_owned(),
+                    m["data"].clone(),
+                )
+            })
+            .collect()
+    };
+    let owned = |list: &[(&str, &str, Value)]| -> Vec<(String, String, Value)> {
+        list.iter()
+            .map(|(event, channel, data)| {
+                ((*event).to_owned(), (*channel).to_owned(), data.clone())
+            })
+            .collect()
+    };
+    let to_alice = messages_until(&mut alice, "sentinel").await;
+    assert_eq!(
+        seen(&to_alice),
+        owned(&[
+            ("score", "news.sport", json!({"home": 2})),
+            ("alert", "news.sport", json!("plain text")),
+            ("alert", "news.weather", json!("plain text")),
+            ("first", "news.weather", json!({"n": 1})),
+            ("second", "news.sport", json!({"n": 2})),
+            ("to-alice", "#user", json!({"done": true})),
+            ("sentinel", "news.sport", json!({})),
+        ])
+    );
+    let ids: Vec<u64> = to_alice
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{ids:?}");
+    let to_bob = messages_until(&mut bob, "sentinel").await;
+    let events: Vec<&str> = to_bob
+        .iter()
+        .map(|m| m["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        ["score", "alert", "second", "echo", "batched", "sentinel"]
+    );
+
+    // Every socket of the user closes with 4009, on the host; others stay.
+    let answer = call("terminateUserConnections", json!(["alice"])).await;
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["body"], json!({}));
+    assert_eq!(close_code(&mut alice).await, Some(4009));
+    assert_eq!(close_code(&mut alice_again).await, Some(4009));
+    send_json(&mut bob, json!({"type": "ping"})).await;
+    assert_eq!(next_json(&mut bob).await.unwrap()["type"], "pong");
+}
+
 /// Requests a host refuses, each sent to a host and to the edge: the
 /// status, the error body and `WWW-Authenticate` must be the same.
 #[tokio::test]
@@ -237,7 +372,8 @@ async fn the_edge_refuses_what_a_host_refuses_with_the_same_answer() {
     let many = (0..101)
         .map(|_| message(json!({"user_id": "u"})))
         .collect::<Vec<_>>();
-    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>)> = vec![
+    let pusher = pusher_cases();
+    let mut cases: Vec<(&str, &str, Option<&str>, Vec<u8>)> = vec![
         // Credentials.
         ("POST", "/v1/tokens", None, json(json!({}))),
         ("POST", "/v1/tokens", Some(&wrong_secret), json(json!({}))),
@@ -416,6 +552,11 @@ async fn the_edge_refuses_what_a_host_refuses_with_the_same_answer() {
         ("PUT", "/v1/publish", Some(&alpha), Vec::new()),
         ("GET", "/v1/publish/batch", None, Vec::new()),
     ];
+    cases.extend(
+        pusher
+            .iter()
+            .map(|(method, path, body)| (*method, path.as_str(), None, body.clone())),
+    );
     for (method, path, authorization, body) in cases {
         let on_host = send(&host.base, method, path, authorization, body.clone()).await;
         let on_edge = send(&edge.base(), method, path, authorization, body.clone()).await;
@@ -431,6 +572,109 @@ async fn the_edge_refuses_what_a_host_refuses_with_the_same_answer() {
     // where a host answers its JSON 404 or serves the WebSocket.
     let outside = send(&edge.base(), "GET", "/v1/ws", None, Vec::new()).await;
     assert_eq!((outside.status, outside.body), (404, Value::Null));
+}
+
+/// Pusher API requests a host refuses (method, path with query, body),
+/// signed for the Pusher app unless the case is about the signature.
+fn pusher_cases() -> Vec<(&'static str, String, Vec<u8>)> {
+    let now = unix_now();
+    let events = format!("/apps/{PUSHER_APP_ID}/events");
+    let batch_events = format!("/apps/{PUSHER_APP_ID}/batch_events");
+    let signed_by = |path: &str, body: &Value, secret: &str| {
+        let body = body.to_string().into_bytes();
+        let path = pusher_signed("POST", path, &pusher_params(&body, now), secret);
+        ("POST", path, body)
+    };
+    let signed = |path: &str, body: &Value| signed_by(path, body, PUSHER.1);
+    // A good event, signed by `secret` over its parameters with `changes`.
+    let tampered = |changes: &[(&str, String)], secret: &str| {
+        let body = json!({"name": "e", "channel": "c", "data": "{}"})
+            .to_string()
+            .into_bytes();
+        let mut params = pusher_params(&body, now);
+        for (name, value) in changes {
+            for param in &mut params {
+                if param.0 == *name {
+                    param.1 = value.clone();
+                }
+            }
+        }
+        (
+            "POST",
+            pusher_signed("POST", &events, &params, secret),
+            body,
+        )
+    };
+    let event = |extra: Value| {
+        let mut body = json!({"name": "e", "data": "{}"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let channels: Vec<String> = (0..101).map(|n| format!("c{n}")).collect();
+    vec![
+        // The signature.
+        ("POST", events.clone(), b"{}".to_vec()),
+        tampered(&[], "not-the-secret"),
+        tampered(&[("auth_timestamp", (now - 700).to_string())], PUSHER.1),
+        tampered(&[("auth_timestamp", (now + 700).to_string())], PUSHER.1),
+        tampered(&[("body_md5", "0".repeat(32))], PUSHER.1),
+        tampered(&[("auth_version", "2.0".to_owned())], PUSHER.1),
+        // Another app's key and secret, on this app's path.
+        tampered(&[("auth_key", "alpha-key".to_owned())], "alpha-secret"),
+        signed("/apps/999/events", &event(json!({"channel": "c"}))),
+        signed_by(
+            &format!("/apps/{PUSHER_APP_ID}/users/ann/terminate_connections"),
+            &json!({}),
+            "not-the-secret",
+        ),
+        // The body.
+        (
+            "POST",
+            pusher_signed("POST", &events, &pusher_params(b"not json", now), PUSHER.1),
+            b"not json".to_vec(),
+        ),
+        signed(&events, &json!([1])),
+        signed(&events, &json!({"name": "e"})),
+        signed(&events, &event(json!({"channel": "a b"}))),
+        signed(&events, &event(json!({"channel": "a", "channels": ["b"]}))),
+        signed(&events, &event(json!({"channels": channels}))),
+        signed(&events, &event(json!({"channels": []}))),
+        signed(&events, &event(json!({"channel": "c", "name": ""}))),
+        signed(
+            &events,
+            &event(json!({"channel": "c", "data": "x".repeat(64 * 1024)})),
+        ),
+        signed(
+            &events,
+            &event(json!({"channel": "c", "socket_id": "1.2.3"})),
+        ),
+        signed(
+            &events,
+            &event(json!({"channel": format!("#server-to-user-{}", "u".repeat(201))})),
+        ),
+        signed(&batch_events, &json!({"batch": []})),
+        signed(
+            &batch_events,
+            &json!({"batch": (0..101).map(|_| event(json!({"channel": "c"}))).collect::<Vec<_>>()}),
+        ),
+        signed(
+            &batch_events,
+            &json!({"batch": [event(json!({"channel": "c"})), event(json!({"channel": "*"}))]}),
+        ),
+        // Path segments that are not UTF-8 once decoded.
+        signed("/apps/%ff/events", &event(json!({"channel": "c"}))),
+        signed(
+            &format!("/apps/{PUSHER_APP_ID}/users/%c3/terminate_connections"),
+            &json!({}),
+        ),
+        // Over the body limit, signed or not.
+        ("POST", events.clone(), vec![b' '; 80 * 1024 + 1]),
+        // Methods.
+        ("GET", events.clone(), Vec::new()),
+        ("PUT", batch_events.clone(), Vec::new()),
+    ]
 }
 
 #[tokio::test]
@@ -474,7 +718,8 @@ fn spin_toml_routes_the_api_and_requires_credentials() {
             "/v1/tokens",
             "/v1/tokens/...",
             "/v1/publish",
-            "/v1/publish/batch"
+            "/v1/publish/batch",
+            "/apps/..."
         ]
     );
     assert_eq!(resolved.variables["redis_url"], "redis://127.0.0.1:6379");

@@ -25,9 +25,10 @@ use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use futures_util::StreamExt as _;
+// The edge publishes these too: one type, one JSON.
+use madx_wire::control::Control;
 use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
 use redis::{AsyncCommands as _, Script};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{MissedTickBehavior, timeout};
 
@@ -62,16 +63,6 @@ enum Command {
     Unsubscribe(String),
     /// Answer once every earlier command reached Redis.
     Sync(oneshot::Sender<()>),
-}
-
-/// A control message between nodes.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Control {
-    /// Close the token's sockets with 4010.
-    Revoke { app: String, access_id: String },
-    /// Close the user's sockets with 4009.
-    Terminate { app: String, user_id: String },
 }
 
 /// Key and channel names, all under the deployment's prefix.

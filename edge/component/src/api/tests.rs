@@ -73,6 +73,10 @@ fn unknown_paths_and_methods_are_refused_before_anything_else() {
         ("GET", "/v1/tokens", 405, "method_not_allowed"),
         ("POST", "/v1/tokens/abc", 405, "method_not_allowed"),
         ("GET", "/v1/publish/batch", 405, "method_not_allowed"),
+        // Pusher's channel queries are the hosts'.
+        ("GET", "/apps/1/channels", 404, "not_found"),
+        ("GET", "/apps/1/channels/news", 404, "not_found"),
+        ("GET", "/apps/1/events", 405, "method_not_allowed"),
     ] {
         let response = request(&platform, method, path, None, b"");
         assert_eq!(response.status, status, "{method} {path}");
@@ -110,6 +114,24 @@ fn credentials_are_checked_before_the_body() {
             Some("Basic realm=\"madx-pusher\"")
         );
     }
+    assert!(platform.commands().is_empty());
+}
+
+/// Pusher's libraries sign rather than log in: a refusal has no Basic
+/// challenge, and the body is read first (the signature covers it).
+#[test]
+fn pusher_requests_are_refused_by_their_signature_after_the_body() {
+    let platform = platform();
+    let response = request(&platform, "POST", "/apps/alpha/events", None, b"{}");
+    assert_eq!(response.status, 401);
+    assert_eq!(
+        json_of(&response)["error"]["message"],
+        "auth_key, auth_timestamp and auth_signature are required"
+    );
+    assert_eq!(response.header("www-authenticate"), None);
+    let too_big = vec![b' '; 80 * 1024 + 1];
+    let response = request(&platform, "POST", "/apps/alpha/events", None, &too_big);
+    assert_eq!(response.status, 413);
     assert!(platform.commands().is_empty());
 }
 

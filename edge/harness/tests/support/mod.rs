@@ -14,8 +14,11 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
+use hmac::{Hmac, KeyInit, Mac};
 use madx_edge_harness::{EDGE_COMPONENT, Edge, EdgeApp, Manifest};
-use serde_json::Value;
+use md5::{Digest, Md5};
+use serde_json::{Value, json};
+use sha2::Sha256;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
@@ -28,9 +31,13 @@ pub const PATIENCE: Duration = Duration::from_secs(15);
 
 /// The apps of every deployment in these tests, as `MADX_APPS` and the
 /// edge's `apps` variable give them.
-pub const APPS: &str = "alpha:alpha-key:alpha-secret,beta:beta-key:beta-secret";
+pub const APPS: &str = "alpha:alpha-key:alpha-secret,beta:beta-key:beta-secret,\
+                        424242:pusher-key:pusher-secret";
 pub const ALPHA: (&str, &str) = ("alpha-key", "alpha-secret");
 pub const BETA: (&str, &str) = ("beta-key", "beta-secret");
+/// An app for Pusher's libraries, which only take app ids made of digits.
+pub const PUSHER_APP_ID: &str = "424242";
+pub const PUSHER: (&str, &str) = ("pusher-key", "pusher-secret");
 
 fn workspace() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -465,4 +472,98 @@ pub async fn messages_until(socket: &mut Socket, sentinel: &str) -> Vec<Value> {
             return messages;
         }
     }
+}
+
+/// `tests/pusher-compat`, with the official `pusher` npm library installed
+/// from its lock file (`npm ci`) if it is not yet.
+fn pusher_library() -> &'static Path {
+    static INSTALLED: OnceLock<PathBuf> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let dir = workspace().join("tests/pusher-compat");
+        if !dir.join("node_modules/pusher").exists() {
+            let status = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .current_dir(&dir)
+                .status()
+                .expect("npm is missing: scripts/test installs Node.js and npm");
+            assert!(status.success(), "npm ci in tests/pusher-compat failed");
+        }
+        dir
+    })
+}
+
+/// One call of the official Pusher Node library (`tests/pusher-compat/
+/// drive.mjs`) against `base` for the Pusher app, signing with `secret`
+/// on a clock moved by `clock_skew_secs`: `{"status": .., "body": ..}`.
+/// Asynchronous: the edge answers from this test's runtime.
+pub async fn pusher_call(
+    base: &str,
+    secret: &str,
+    clock_skew_secs: i64,
+    call: &str,
+    args: Value,
+) -> Value {
+    let port = base.rsplit(':').next().expect("port");
+    let request = json!({
+        "port": port,
+        "appId": PUSHER_APP_ID,
+        "key": PUSHER.0,
+        "secret": secret,
+        "clockSkewSecs": clock_skew_secs,
+        "call": call,
+        "args": args,
+    });
+    let output = tokio::process::Command::new("node")
+        .arg("drive.mjs")
+        .arg(request.to_string())
+        .current_dir(pusher_library())
+        .output()
+        .await
+        .expect("node is missing: scripts/test installs Node.js");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("one JSON line")
+}
+
+/// The auth parameters of a Pusher API request for the Pusher app, as its
+/// libraries send them (`body_md5` only with a body).
+pub fn pusher_params(body: &[u8], timestamp: u64) -> Vec<(String, String)> {
+    let mut params = vec![
+        ("auth_key".to_owned(), PUSHER.0.to_owned()),
+        ("auth_timestamp".to_owned(), timestamp.to_string()),
+        ("auth_version".to_owned(), "1.0".to_owned()),
+    ];
+    if !body.is_empty() {
+        params.push(("body_md5".to_owned(), hex(&Md5::digest(body))));
+    }
+    params
+}
+
+/// `path?query` with `params` and their `auth_signature` by `secret`,
+/// computed from Pusher's definition: HMAC-SHA256 of
+/// `METHOD\nPATH\nQUERY`, QUERY the sorted `key=value` pairs.
+pub fn pusher_signed(
+    method: &str,
+    path: &str,
+    params: &[(String, String)],
+    secret: &str,
+) -> String {
+    let mut params = params.to_vec();
+    params.sort();
+    let query: Vec<String> = params
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    let query = query.join("&");
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(format!("{method}\n{path}\n{query}").as_bytes());
+    let signature = hex(&mac.finalize().into_bytes());
+    format!("{path}?{query}&auth_signature={signature}")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }

@@ -1,0 +1,213 @@
+//! Pusher's HTTP API at the edge: `events`, `batch_events` and
+//! `terminate_connections`, answered as a host answers them
+//! (`host/src/api/pusher.rs`). The signature and the event rules are
+//! `madx-wire`'s, which the hosts use too; the messages then take the
+//! path of `POST /v1/publish` (limits, built-in router rules, the hosts'
+//! publish script).
+//!
+//! The channel queries (`GET /apps/{app_id}/channels[/{channel}]`) are not
+//! served here: they need the channels' occupancy, which lives on the
+//! hosts.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use madx_wire::pusher::{self as wire, PusherBatch, PusherEvent, Signature};
+
+use crate::api::{self, Body, Unrouted};
+use crate::broker::Target;
+use crate::config::{App, EdgeConfig, Limits};
+use crate::error::{ApiError, Response};
+use crate::platform::Platform;
+
+/// A Pusher API path the edge serves, its segments as sent.
+pub struct Route<'a> {
+    app_id: &'a str,
+    endpoint: Endpoint<&'a str>,
+}
+
+/// `S`: a path segment as sent, then decoded.
+enum Endpoint<S> {
+    Events,
+    BatchEvents,
+    Terminate { user_id: S },
+}
+
+/// `/apps/{app_id}/events`, `/apps/{app_id}/batch_events` and
+/// `/apps/{app_id}/users/{user_id}/terminate_connections`, with no segment
+/// empty (as the hosts' routes).
+pub fn route(path: &str) -> Option<Route<'_>> {
+    let segments: Vec<&str> = path.strip_prefix("/apps/")?.split('/').collect();
+    if segments.iter().any(|segment| segment.is_empty()) {
+        return None;
+    }
+    let endpoint = match segments.as_slice() {
+        [_, "events"] => Endpoint::Events,
+        [_, "batch_events"] => Endpoint::BatchEvents,
+        [_, "users", user_id, "terminate_connections"] => Endpoint::Terminate { user_id: *user_id },
+        _ => return None,
+    };
+    Some(Route {
+        app_id: segments[0],
+        endpoint,
+    })
+}
+
+/// A routed request, waiting for its body (which its signature covers).
+pub struct Call {
+    app_id: String,
+    endpoint: Endpoint<String>,
+    /// Path and query as sent: what was signed.
+    path: String,
+    query: Option<String>,
+}
+
+impl Call {
+    /// The path's segments decoded, as the hosts' path extractor does.
+    pub fn new(route: Route<'_>, path_with_query: &str) -> Result<Call, ApiError> {
+        // In the path's order, with the hosts' (axum's) words.
+        let decode = |segment: &str, name: &str| {
+            api::percent_decode(segment).ok_or_else(|| {
+                ApiError::invalid_request(format!("Invalid URL: Invalid UTF-8 in `{name}`"))
+            })
+        };
+        let app_id = decode(route.app_id, "app_id")?;
+        let endpoint = match route.endpoint {
+            Endpoint::Events => Endpoint::Events,
+            Endpoint::BatchEvents => Endpoint::BatchEvents,
+            Endpoint::Terminate { user_id } => Endpoint::Terminate {
+                user_id: decode(user_id, "user_id")?,
+            },
+        };
+        let (path, query) = match path_with_query.split_once('?') {
+            Some((path, query)) => (path, Some(query.to_owned())),
+            None => (path_with_query, None),
+        };
+        Ok(Call {
+            app_id,
+            endpoint,
+            path: path.to_owned(),
+            query,
+        })
+    }
+
+    /// The hosts' body limits: a message's for `events`, a batch's for
+    /// `batch_events`, the general one otherwise.
+    pub fn body_limit(&self, limits: &Limits) -> usize {
+        match self.endpoint {
+            Endpoint::Events => limits.message_body(),
+            Endpoint::BatchEvents => limits.batch_body(),
+            Endpoint::Terminate { .. } => limits.max_body_bytes,
+        }
+    }
+}
+
+/// Check the signature, then publish or terminate; `{}` when done.
+pub fn finish(
+    platform: &impl Platform,
+    config: &EdgeConfig,
+    call: Call,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = match body {
+        Body::Read(body) => body,
+        Body::TooLarge => {
+            return Err(ApiError::payload_too_large(
+                "the request body is over the size limit",
+            ));
+        }
+        Body::Failed(message) => return Err(ApiError::invalid_request(message)),
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    let signature =
+        Signature::read(call.query.as_deref(), now).map_err(ApiError::pusher_unauthorized)?;
+    let app = config
+        .app_by_key(signature.key())
+        .filter(|app| app.id == call.app_id)
+        .ok_or_else(|| ApiError::pusher_unauthorized(wire::UNKNOWN_KEY))?;
+    signature
+        .verify("POST", &call.path, &body, &app.secret)
+        .map_err(ApiError::pusher_unauthorized)?;
+    match call.endpoint {
+        Endpoint::Events => {
+            let event: PusherEvent = api::parse_json(&body)?;
+            publish(platform, config, app, vec![event])?;
+        }
+        Endpoint::BatchEvents => {
+            let batch: PusherBatch = api::parse_json(&body)?;
+            let events = batch
+                .into_events(config.limits.max_batch)
+                .map_err(ApiError::invalid_request)?;
+            publish(platform, config, app, events)?;
+        }
+        // Every host closes the user's sockets; nothing to wait for, as on
+        // a host.
+        Endpoint::Terminate { user_id } => {
+            api::broker(platform, config).announce_terminate(&app.id, &user_id);
+        }
+    }
+    Ok(Response::json(200, &serde_json::json!({})))
+}
+
+/// Check and route every message of the events before any is published,
+/// then publish them in order: a request is accepted whole or refused
+/// whole.
+fn publish(
+    platform: &impl Platform,
+    config: &EdgeConfig,
+    app: &App,
+    events: Vec<PusherEvent>,
+) -> Result<(), ApiError> {
+    let messages =
+        wire::messages(events, config.limits.max_batch).map_err(ApiError::invalid_request)?;
+    let mut routed = Vec::with_capacity(messages.len());
+    for (index, message) in messages.into_iter().enumerate() {
+        let target = match message.target {
+            wire::Target::Channel(name) => Target::Channel(name),
+            wire::Target::User(id) => Target::User(id),
+        };
+        let message = Unrouted {
+            target,
+            event: message.event,
+            data: message.data,
+            except: message.except,
+        };
+        routed.push(api::check_and_route(config, message, Some(index))?);
+    }
+    api::store(platform, config, app, &routed)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hosts_pusher_publish_and_terminate_paths_are_routed() {
+        let endpoint = |path| route(path).map(|route| (route.app_id, route.endpoint));
+        assert!(matches!(
+            endpoint("/apps/42/events"),
+            Some(("42", Endpoint::Events))
+        ));
+        assert!(matches!(
+            endpoint("/apps/42/batch_events"),
+            Some(("42", Endpoint::BatchEvents))
+        ));
+        assert!(matches!(
+            endpoint("/apps/42/users/a%20b/terminate_connections"),
+            Some(("42", Endpoint::Terminate { user_id: "a%20b" }))
+        ));
+        for elsewhere in [
+            "/apps/42/channels",
+            "/apps/42/channels/news",
+            "/apps//events",
+            "/apps/42/events/",
+            "/apps/42/users//terminate_connections",
+            "/apps/42",
+            "/apps/",
+        ] {
+            assert!(route(elsewhere).is_none(), "{elsewhere}");
+        }
+    }
+}
