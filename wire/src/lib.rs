@@ -6,6 +6,9 @@
 //!   it takes, down to madx targets.
 //! - [`control`]: the messages nodes send each other on
 //!   `<prefix>:control` in Redis.
+//! - [`scripts`]: the broker's Redis scripts (ids, history, fan-out, the
+//!   channel directory).
 
 pub mod control;
 pub mod pusher;
+pub mod scripts;

@@ -10,6 +10,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use md5::{Digest, Md5};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use sha2::Sha256;
 
 /// Signed requests are accepted this long either side of the server's
@@ -147,6 +148,66 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// What a channel query (`GET /channels`, `GET /channels/{channel}`) asks
+/// for, from its query string.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ChannelQuery {
+    /// `filter_by_prefix`, as first given.
+    prefix: Option<String>,
+    subscription_count: bool,
+    user_count: bool,
+}
+
+impl ChannelQuery {
+    /// From a raw (percent-encoded) query string.
+    pub fn parse(query: Option<&str>) -> ChannelQuery {
+        ChannelQuery::from_pairs(form_urlencoded::parse(query.unwrap_or_default().as_bytes()))
+    }
+
+    /// From a query's decoded parameters.
+    pub fn from_pairs<K: AsRef<str>, V: AsRef<str>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> ChannelQuery {
+        let mut query = ChannelQuery::default();
+        for (key, value) in pairs {
+            match key.as_ref() {
+                "filter_by_prefix" if query.prefix.is_none() => {
+                    query.prefix = Some(value.as_ref().to_owned());
+                }
+                "info" => {
+                    for attribute in value.as_ref().split(',') {
+                        match attribute {
+                            "subscription_count" => query.subscription_count = true,
+                            "user_count" => query.user_count = true,
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        query
+    }
+
+    /// Only channels whose names start with this (`""`: every channel).
+    pub fn prefix(&self) -> &str {
+        self.prefix.as_deref().unwrap_or_default()
+    }
+
+    /// A channel's attributes as asked for: `subscription_count`, and
+    /// `user_count` for a channel that counts users (presence).
+    pub fn describe(&self, subscriptions: u64, users: Option<u64>) -> Map<String, Value> {
+        let mut attributes = Map::new();
+        if self.subscription_count {
+            attributes.insert("subscription_count".into(), subscriptions.into());
+        }
+        if let (true, Some(users)) = (self.user_count, users) {
+            attributes.insert("user_count".into(), users.into());
+        }
+        attributes
+    }
+}
+
 /// One event as Pusher's `POST /events` (and each `batch` entry) takes it.
 #[derive(Debug, Deserialize)]
 pub struct PusherEvent {
@@ -260,6 +321,30 @@ pub fn delivered_data(data: Box<RawValue>) -> Box<RawValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_channel_query_answers_the_attributes_asked_for() {
+        let query = ChannelQuery::parse(Some(
+            "filter_by_prefix=news%2E&info=subscription_count,user_count&filter_by_prefix=x",
+        ));
+        assert_eq!(query.prefix(), "news.");
+        assert_eq!(
+            Value::Object(query.describe(3, None)),
+            serde_json::json!({"subscription_count": 3})
+        );
+        assert_eq!(
+            Value::Object(query.describe(3, Some(2))),
+            serde_json::json!({"subscription_count": 3, "user_count": 2})
+        );
+        let bare = ChannelQuery::parse(None);
+        assert_eq!(bare.prefix(), "");
+        assert!(bare.describe(3, Some(2)).is_empty());
+        let unknown = ChannelQuery::parse(Some("info=members,subscription_count"));
+        assert_eq!(
+            Value::Object(unknown.describe(1, None)),
+            serde_json::json!({"subscription_count": 1})
+        );
+    }
 
     fn raw(text: &str) -> Box<RawValue> {
         RawValue::from_string(text.to_owned()).unwrap()

@@ -97,9 +97,10 @@ fn prepare(
             _ => return Err(ApiError::not_found("not_found", "no such endpoint")),
         },
     };
-    let wanted = match route {
+    let wanted = match &route {
         Route::Token(_) => "DELETE",
-        Route::Tokens | Route::Publish | Route::PublishBatch | Route::Pusher(_) => "POST",
+        Route::Pusher(route) => route.method(),
+        Route::Tokens | Route::Publish | Route::PublishBatch => "POST",
     };
     if method != wanted {
         return Err(ApiError::method_not_allowed());

@@ -1,6 +1,6 @@
 //! Publishing and revoking at the edge: the hosts' Redis broker, from the
 //! outside. A publish runs the hosts' own script
-//! (`host/src/broker/lua/publish.lua`) with the arguments a host passes, so
+//! (`wire/lua/publish.lua`) with the arguments a host passes, so
 //! ids, history and live fan-out are exactly a host publish's; revokes and
 //! terminations are announced on `<prefix>:control`, where every host
 //! listens, as the hosts' [`Control`] messages.
@@ -12,7 +12,9 @@ use serde_json::value::RawValue;
 use crate::platform::{Platform, Reply};
 
 /// The script every host runs to publish.
-const PUBLISH: &str = include_str!("../../../host/src/broker/lua/publish.lua");
+const PUBLISH: &str = madx_wire::scripts::PUBLISH;
+/// The script every host runs to read the channel directory.
+const CHANNELS: &str = madx_wire::scripts::CHANNELS;
 
 /// Where a message goes (the router's answer).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +149,51 @@ impl<P: Platform> Broker<'_, P> {
             app: app_id.to_owned(),
             user_id: user_id.to_owned(),
         });
+    }
+
+    /// Subscriptions to `channel` on every host (the hosts' channel
+    /// directory; the edge holds no sockets).
+    pub fn subscriptions(&self, app_id: &str, channel: &str) -> Result<u64, String> {
+        let reply = self.read_channels(app_id, "channel", channel)?;
+        match reply.as_slice() {
+            [Reply::Int(count)] => u64::try_from(*count).map_err(|_| format!("bad count {count}")),
+            other => Err(format!("bad channel count {other:?} from Redis")),
+        }
+    }
+
+    /// The occupied channels on every host whose names start with
+    /// `prefix`, with their subscription counts, sorted by name.
+    pub fn occupied(&self, app_id: &str, prefix: &str) -> Result<Vec<(String, u64)>, String> {
+        let reply = self.read_channels(app_id, "prefix", prefix)?;
+        let mut channels = Vec::with_capacity(reply.len() / 2);
+        for pair in reply.chunks(2) {
+            match pair {
+                [Reply::Bytes(name), Reply::Int(count)] => channels.push((
+                    String::from_utf8(name.clone())
+                        .map_err(|_| "a channel name that is not UTF-8".to_owned())?,
+                    u64::try_from(*count).map_err(|_| format!("bad count {count}"))?,
+                )),
+                other => return Err(format!("bad channel entry {other:?} from Redis")),
+            }
+        }
+        channels.sort_unstable();
+        Ok(channels)
+    }
+
+    /// Run the hosts' channel directory script; no node is left out.
+    fn read_channels(&self, app_id: &str, mode: &str, name: &str) -> Result<Vec<Reply>, String> {
+        let app = format!("{}:app/{app_id}/", self.prefix);
+        let args: [&[u8]; 6] = [
+            CHANNELS.as_bytes(),
+            b"0",
+            app.as_bytes(),
+            b"",
+            mode.as_bytes(),
+            name.as_bytes(),
+        ];
+        self.platform
+            .redis(self.redis_url, "EVAL", &args)
+            .map_err(|error| format!("redis: {error}"))
     }
 
     fn announce(&self, control: &Control) {

@@ -1,17 +1,17 @@
-//! Pusher's HTTP API at the edge: `events`, `batch_events` and
-//! `terminate_connections`, answered as a host answers them
+//! Pusher's HTTP API at the edge: `events`, `batch_events`,
+//! `terminate_connections` and the channel queries, answered as a host
+//! answers them
 //! (`host/src/api/pusher.rs`). The signature and the event rules are
 //! `madx-wire`'s, which the hosts use too; the messages then take the
 //! path of `POST /v1/publish` (limits, built-in router rules, the hosts'
-//! publish script).
-//!
-//! The channel queries (`GET /apps/{app_id}/channels[/{channel}]`) are not
-//! served here: they need the channels' occupancy, which lives on the
-//! hosts.
+//! publish script). The channel queries read the channel directory the
+//! hosts keep in Redis (`wire/lua/channels.lua`); the edge holds no
+//! sockets, so every count is a host's.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use madx_wire::pusher::{self as wire, PusherBatch, PusherEvent, Signature};
+use madx_wire::pusher::{self as wire, ChannelQuery, PusherBatch, PusherEvent, Signature};
+use serde_json::{Map, Value, json};
 
 use crate::api::{self, Body, Unrouted};
 use crate::broker::Target;
@@ -30,11 +30,24 @@ enum Endpoint<S> {
     Events,
     BatchEvents,
     Terminate { user_id: S },
+    Channels,
+    Channel { channel: S },
 }
 
-/// `/apps/{app_id}/events`, `/apps/{app_id}/batch_events` and
-/// `/apps/{app_id}/users/{user_id}/terminate_connections`, with no segment
-/// empty (as the hosts' routes).
+impl<S> Endpoint<S> {
+    /// The method the hosts' route takes.
+    fn method(&self) -> &'static str {
+        match self {
+            Endpoint::Channels | Endpoint::Channel { .. } => "GET",
+            Endpoint::Events | Endpoint::BatchEvents | Endpoint::Terminate { .. } => "POST",
+        }
+    }
+}
+
+/// `/apps/{app_id}/events`, `/apps/{app_id}/batch_events`,
+/// `/apps/{app_id}/users/{user_id}/terminate_connections`,
+/// `/apps/{app_id}/channels` and `/apps/{app_id}/channels/{channel}`, with
+/// no segment empty (as the hosts' routes).
 pub fn route(path: &str) -> Option<Route<'_>> {
     let segments: Vec<&str> = path.strip_prefix("/apps/")?.split('/').collect();
     if segments.iter().any(|segment| segment.is_empty()) {
@@ -44,12 +57,21 @@ pub fn route(path: &str) -> Option<Route<'_>> {
         [_, "events"] => Endpoint::Events,
         [_, "batch_events"] => Endpoint::BatchEvents,
         [_, "users", user_id, "terminate_connections"] => Endpoint::Terminate { user_id: *user_id },
+        [_, "channels"] => Endpoint::Channels,
+        [_, "channels", channel] => Endpoint::Channel { channel: *channel },
         _ => return None,
     };
     Some(Route {
         app_id: segments[0],
         endpoint,
     })
+}
+
+impl Route<'_> {
+    /// The method the hosts' route takes.
+    pub fn method(&self) -> &'static str {
+        self.endpoint.method()
+    }
 }
 
 /// A routed request, waiting for its body (which its signature covers).
@@ -77,6 +99,10 @@ impl Call {
             Endpoint::Terminate { user_id } => Endpoint::Terminate {
                 user_id: decode(user_id, "user_id")?,
             },
+            Endpoint::Channels => Endpoint::Channels,
+            Endpoint::Channel { channel } => Endpoint::Channel {
+                channel: decode(channel, "channel")?,
+            },
         };
         let (path, query) = match path_with_query.split_once('?') {
             Some((path, query)) => (path, Some(query.to_owned())),
@@ -96,12 +122,14 @@ impl Call {
         match self.endpoint {
             Endpoint::Events => limits.message_body(),
             Endpoint::BatchEvents => limits.batch_body(),
-            Endpoint::Terminate { .. } => limits.max_body_bytes,
+            Endpoint::Terminate { .. } | Endpoint::Channels | Endpoint::Channel { .. } => {
+                limits.max_body_bytes
+            }
         }
     }
 }
 
-/// Check the signature, then publish or terminate; `{}` when done.
+/// Check the signature, then publish, terminate or answer a channel query.
 pub fn finish(
     platform: &impl Platform,
     config: &EdgeConfig,
@@ -127,8 +155,9 @@ pub fn finish(
         .filter(|app| app.id == call.app_id)
         .ok_or_else(|| ApiError::pusher_unauthorized(wire::UNKNOWN_KEY))?;
     signature
-        .verify("POST", &call.path, &body, &app.secret)
+        .verify(call.endpoint.method(), &call.path, &body, &app.secret)
         .map_err(ApiError::pusher_unauthorized)?;
+    let query = || ChannelQuery::parse(call.query.as_deref());
     match call.endpoint {
         Endpoint::Events => {
             let event: PusherEvent = api::parse_json(&body)?;
@@ -146,8 +175,27 @@ pub fn finish(
         Endpoint::Terminate { user_id } => {
             api::broker(platform, config).announce_terminate(&app.id, &user_id);
         }
+        Endpoint::Channels => {
+            let query = query();
+            let occupied = api::broker(platform, config)
+                .occupied(&app.id, query.prefix())
+                .map_err(ApiError::store_unavailable)?;
+            let channels: Map<String, Value> = occupied
+                .into_iter()
+                .map(|(name, count)| (name, Value::Object(query.describe(count, None))))
+                .collect();
+            return Ok(Response::json(200, &json!({ "channels": channels })));
+        }
+        Endpoint::Channel { channel } => {
+            let count = api::broker(platform, config)
+                .subscriptions(&app.id, &channel)
+                .map_err(ApiError::store_unavailable)?;
+            let mut answer = query().describe(count, None);
+            answer.insert("occupied".into(), (count > 0).into());
+            return Ok(Response::json(200, &Value::Object(answer)));
+        }
     }
-    Ok(Response::json(200, &serde_json::json!({})))
+    Ok(Response::json(200, &json!({})))
 }
 
 /// Check and route every message of the events before any is published,
@@ -198,9 +246,22 @@ mod tests {
             endpoint("/apps/42/users/a%20b/terminate_connections"),
             Some(("42", Endpoint::Terminate { user_id: "a%20b" }))
         ));
+        assert!(matches!(
+            endpoint("/apps/42/channels"),
+            Some(("42", Endpoint::Channels))
+        ));
+        assert!(matches!(
+            endpoint("/apps/42/channels/news%2E1"),
+            Some((
+                "42",
+                Endpoint::Channel {
+                    channel: "news%2E1"
+                }
+            ))
+        ));
         for elsewhere in [
-            "/apps/42/channels",
-            "/apps/42/channels/news",
+            "/apps/42/channels/",
+            "/apps/42/channels/a/b",
             "/apps//events",
             "/apps/42/events/",
             "/apps/42/users//terminate_connections",

@@ -5,6 +5,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use redis::AsyncCommands as _;
 use serde_json::{Value, json};
 use support::*;
@@ -350,6 +352,59 @@ async fn the_pusher_library_publishes_and_terminates_through_the_edge() {
     assert_eq!(next_json(&mut bob).await.unwrap()["type"], "pong");
 }
 
+/// The channel queries at the edge read the hosts' channel directory: the
+/// same answers as a host's, through the official library.
+#[tokio::test]
+async fn the_edge_answers_channel_queries_from_the_hosts_directory() {
+    let redis = RedisServer::start();
+    let host = Host::start(&redis, "edge-g").await;
+    let edge = start_edge(&redis, &host, "edge-g", &[]).await;
+    let (_alice, _) = pusher_socket(&host, "alice", &["news.sport", "news.weather"]).await;
+    let (_bob, _) = pusher_socket(&host, "bob", &["news.sport"]).await;
+
+    let everything = json!([{"path": "/channels", "params": {"info": "subscription_count"}}]);
+    let want = json!({"channels": {
+        "news.sport": {"subscription_count": 2},
+        "news.weather": {"subscription_count": 1},
+    }});
+    // The host reports its counts to Redis once a second.
+    let mut answer = Value::Null;
+    for _ in 0..50 {
+        answer = pusher_call(&edge.base(), PUSHER.1, 0, "get", everything.clone()).await;
+        if answer["body"] == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["body"], want, "{answer}");
+
+    for query in [
+        everything,
+        json!([{"path": "/channels", "params": {"filter_by_prefix": "news.w"}}]),
+        json!([{"path": "/channels/news.sport", "params": {"info": "subscription_count"}}]),
+        json!([{"path": "/channels/news.sport"}]),
+        json!([{"path": "/channels/news.empty", "params": {"info": "subscription_count"}}]),
+    ] {
+        let on_edge = pusher_call(&edge.base(), PUSHER.1, 0, "get", query.clone()).await;
+        let on_host = pusher_call(&host.base, PUSHER.1, 0, "get", query.clone()).await;
+        assert_eq!(on_edge["status"], 200, "{query}: {on_edge}");
+        assert_eq!(on_edge, on_host, "{query}");
+    }
+    let single = pusher_call(
+        &edge.base(),
+        PUSHER.1,
+        0,
+        "get",
+        json!([{"path": "/channels/news.weather", "params": {"info": "subscription_count"}}]),
+    )
+    .await;
+    assert_eq!(
+        single["body"],
+        json!({"occupied": true, "subscription_count": 1})
+    );
+}
+
 /// Requests a host refuses, each sent to a host and to the edge: the
 /// status, the error body and `WWW-Authenticate` must be the same.
 #[tokio::test]
@@ -580,6 +635,7 @@ fn pusher_cases() -> Vec<(&'static str, String, Vec<u8>)> {
     let now = unix_now();
     let events = format!("/apps/{PUSHER_APP_ID}/events");
     let batch_events = format!("/apps/{PUSHER_APP_ID}/batch_events");
+    let channels_path = format!("/apps/{PUSHER_APP_ID}/channels");
     let signed_by = |path: &str, body: &Value, secret: &str| {
         let body = body.to_string().into_bytes();
         let path = pusher_signed("POST", path, &pusher_params(&body, now), secret);
@@ -671,6 +727,40 @@ fn pusher_cases() -> Vec<(&'static str, String, Vec<u8>)> {
         ),
         // Over the body limit, signed or not.
         ("POST", events.clone(), vec![b' '; 80 * 1024 + 1]),
+        // Channel queries: unsigned, a wrong secret, a stale clock, a
+        // channel that is not UTF-8, a method the route does not take.
+        ("GET", channels_path.clone(), Vec::new()),
+        (
+            "GET",
+            pusher_signed(
+                "GET",
+                &channels_path,
+                &pusher_params(b"", now),
+                "not-the-secret",
+            ),
+            Vec::new(),
+        ),
+        (
+            "GET",
+            pusher_signed(
+                "GET",
+                &channels_path,
+                &pusher_params(b"", now - 700),
+                PUSHER.1,
+            ),
+            Vec::new(),
+        ),
+        (
+            "GET",
+            pusher_signed(
+                "GET",
+                &format!("{channels_path}/%ff"),
+                &pusher_params(b"", now),
+                PUSHER.1,
+            ),
+            Vec::new(),
+        ),
+        ("POST", channels_path.clone(), Vec::new()),
         // Methods.
         ("GET", events.clone(), Vec::new()),
         ("PUT", batch_events.clone(), Vec::new()),
@@ -699,6 +789,18 @@ async fn without_redis_the_edge_answers_503_like_a_host() {
             assert_eq!(answer.body["error"]["code"], "store_unavailable");
         }
     }
+    // A channel query: the deployment's counts are unknown, not guessed.
+    let path = pusher_signed(
+        "GET",
+        &format!("/apps/{PUSHER_APP_ID}/channels"),
+        &pusher_params(b"", unix_now()),
+        PUSHER.1,
+    );
+    let on_host = send(&host.base, "GET", &path, None, Vec::new()).await;
+    let on_edge = send(&edge.base(), "GET", &path, None, Vec::new()).await;
+    assert_eq!(on_host.status, 503, "{:?}", on_host.body);
+    assert_eq!(on_host.body["error"]["code"], "store_unavailable");
+    assert_eq!(on_edge, on_host);
 }
 
 #[test]

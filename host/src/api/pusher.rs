@@ -11,13 +11,13 @@ use axum::Json;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{Method, StatusCode, Uri};
 use bytes::Bytes;
-use madx_wire::pusher::{self as wire, PusherBatch, PusherEvent, Signature};
+use madx_wire::pusher::{self as wire, ChannelQuery, PusherBatch, PusherEvent, Signature};
 use serde_json::{Map, Value, json};
 
 use super::ApiError;
 use super::extract::JsonBody;
 use super::publish::{self, Checked, Routed};
-use crate::channels::{ChannelInfo, Channels};
+use crate::channels::Channels;
 use crate::plugins::bindings::RouteTarget;
 use crate::state::{App, AppState};
 
@@ -162,41 +162,22 @@ pub async fn batch_events(
 }
 
 /// The attributes a channel query asked for (`info=a,b`).
-fn wants(query: &[(String, String)], attribute: &str) -> bool {
-    query
-        .iter()
-        .filter(|(key, _)| key == "info")
-        .flat_map(|(_, value)| value.split(','))
-        .any(|wanted| wanted == attribute)
-}
-
-fn describe(info: ChannelInfo, query: &[(String, String)]) -> Map<String, Value> {
-    let mut attributes = Map::new();
-    if wants(query, "subscription_count") {
-        attributes.insert("subscription_count".into(), info.subscription_count.into());
-    }
-    if let (true, Some(users)) = (wants(query, "user_count"), info.user_count) {
-        attributes.insert("user_count".into(), users.into());
-    }
-    attributes
-}
-
 /// `GET /apps/{app_id}/channels`: occupied channels, optionally by prefix.
 pub async fn channels(
     State(state): State<Arc<AppState>>,
-    Signed { app, query, .. }: Signed,
+    signed: Signed,
 ) -> Result<Json<Value>, ApiError> {
-    let prefix = query
-        .iter()
-        .find(|(key, _)| key == "filter_by_prefix")
-        .map_or("", |(_, value)| value.as_str());
+    let query = ChannelQuery::from_pairs(signed.query.iter().map(|(k, v)| (k, v)));
     let occupied = Channels::new(&state)
-        .occupied(&app.id, prefix)
+        .occupied(&signed.app.id, query.prefix())
         .await
         .map_err(ApiError::store_unavailable)?;
     let channels: Map<String, Value> = occupied
         .into_iter()
-        .map(|(name, info)| (name, Value::Object(describe(info, &query))))
+        .map(|(name, info)| {
+            let attributes = query.describe(info.subscription_count, info.user_count);
+            (name, Value::Object(attributes))
+        })
         .collect();
     Ok(Json(json!({ "channels": channels })))
 }
@@ -204,14 +185,14 @@ pub async fn channels(
 /// `GET /apps/{app_id}/channels/{channel}`
 pub async fn channel(
     State(state): State<Arc<AppState>>,
-    Path((_, channel)): Path<(String, String)>,
-    Signed { app, query, .. }: Signed,
+    signed: Signed,
 ) -> Result<Json<Value>, ApiError> {
     let info = Channels::new(&state)
-        .info(&app.id, &channel)
+        .info(&signed.app.id, signed.path_param("channel"))
         .await
         .map_err(ApiError::store_unavailable)?;
-    let mut answer = describe(info, &query);
+    let query = ChannelQuery::from_pairs(signed.query.iter().map(|(k, v)| (k, v)));
+    let mut answer = query.describe(info.subscription_count, info.user_count);
     answer.insert("occupied".into(), info.occupied().into());
     Ok(Json(Value::Object(answer)))
 }

@@ -1,10 +1,10 @@
 //! The deployment's channel directory in Redis mode: which channels are
 //! occupied, by how many subscriptions, summed over every node.
 //!
-//! Each node reports its own counts per app (`lua/occupancy.lua`) once a
+//! Each node reports its own counts per app (`wire/lua/occupancy.lua`) once a
 //! second, rewriting them only when they changed, and a report expires
 //! unless refreshed, so a node that dies drops out within
-//! [`REPORT_TTL`]. A query (`lua/channels.lua`) sums the other nodes'
+//! [`REPORT_TTL`]. A query (`wire/lua/channels.lua`) sums the other nodes'
 //! reports, and the asking node adds its own live counts: a node always
 //! sees its own sockets at once, other nodes' within about a second.
 
@@ -45,7 +45,7 @@ impl Reporter {
             apps_prefix,
             hub,
             reported: HashMap::new(),
-            script: Script::new(include_str!("lua/occupancy.lua")),
+            script: Script::new(madx_wire::scripts::OCCUPANCY),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The cluster broker: ids and history in Redis, fan-out through Redis
 //! pub/sub, so every node of a deployment behaves as one service.
 //!
-//! A publish is one Lua script (`lua/publish.lua`): it assigns the app's
+//! A publish is one Lua script (`wire/lua/publish.lua`): it assigns the app's
 //! next id, appends the frame to each target's stream (bounded by count and
 //! age) and `PUBLISH`es it on the target's live channel. Every node,
 //! including the publishing one, delivers from its subscription, so each
@@ -9,7 +9,7 @@
 //! only while it has a session for that channel, user or token (the hub
 //! reports those changes in order), so Redis traffic follows interest.
 //!
-//! Recovery subscribes first, then reads history (`lua/recover.lua`): a
+//! Recovery subscribes first, then reads history (`wire/lua/recover.lua`): a
 //! message published in between is both replayed and delivered live, and
 //! the session drops the live copy (`Recovery::live_after`). When the
 //! pub/sub connection drops, the node keeps its sockets, reconnects with
@@ -182,9 +182,9 @@ impl RedisBroker {
             connection,
             keys,
             limits,
-            publish: Script::new(include_str!("lua/publish.lua")),
-            recover: Script::new(include_str!("lua/recover.lua")),
-            channels: Script::new(include_str!("lua/channels.lua")),
+            publish: Script::new(madx_wire::scripts::PUBLISH),
+            recover: Script::new(madx_wire::scripts::RECOVER),
+            channels: Script::new(madx_wire::scripts::CHANNELS),
             node: hub.node_tag().to_owned(),
             commands,
             connected,

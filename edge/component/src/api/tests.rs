@@ -73,9 +73,9 @@ fn unknown_paths_and_methods_are_refused_before_anything_else() {
         ("GET", "/v1/tokens", 405, "method_not_allowed"),
         ("POST", "/v1/tokens/abc", 405, "method_not_allowed"),
         ("GET", "/v1/publish/batch", 405, "method_not_allowed"),
-        // Pusher's channel queries are the hosts'.
-        ("GET", "/apps/1/channels", 404, "not_found"),
-        ("GET", "/apps/1/channels/news", 404, "not_found"),
+        ("GET", "/apps/1/channels/", 404, "not_found"),
+        ("GET", "/apps/1/channels/a/b", 404, "not_found"),
+        ("POST", "/apps/1/channels", 405, "method_not_allowed"),
         ("GET", "/apps/1/events", 405, "method_not_allowed"),
     ] {
         let response = request(&platform, method, path, None, b"");

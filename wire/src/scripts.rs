@@ -1,0 +1,12 @@
+//! The Redis scripts of the deployment's broker, which hosts and the edge
+//! run with the same arguments: one copy, so both write the same keys.
+//! Each script's header says its arguments and the keys it touches.
+
+/// Assign ids, append to history and announce on the live channels.
+pub const PUBLISH: &str = include_str!("../lua/publish.lua");
+/// Read what streams hold after a message id (a resume).
+pub const RECOVER: &str = include_str!("../lua/recover.lua");
+/// A node's report of its channel counts to the channel directory.
+pub const OCCUPANCY: &str = include_str!("../lua/occupancy.lua");
+/// Read the channel directory: counts summed over the live nodes.
+pub const CHANNELS: &str = include_str!("../lua/channels.lua");
