@@ -266,6 +266,35 @@ async fn channel_queries_answer_from_the_sockets_of_one_node() {
     );
     let answer = call(&server, "get", json!([{"path": "/channels/news.empty"}]));
     assert_eq!(answer["body"], json!({"occupied": false}));
+
+    // A trigger's `info` is answered with its channels' attributes.
+    let info = json!({"info": "subscription_count"});
+    let answer = call(
+        &server,
+        "trigger",
+        json!([["news.sport", "news.empty"], "counted", {}, info]),
+    );
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(
+        answer["body"],
+        json!({"channels": {
+            "news.empty": {"subscription_count": 0},
+            "news.sport": {"subscription_count": 1},
+        }})
+    );
+    let answer = call(
+        &server,
+        "triggerBatch",
+        json!([[
+            {"channel": "chat.lobby", "name": "counted", "data": "{}", "info": "subscription_count"},
+            {"channel": "news.sport", "name": "plain", "data": "{}"},
+        ]]),
+    );
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(
+        answer["body"],
+        json!({"batch": [{"subscription_count": 1}, {}]})
+    );
 }
 
 /// The channel counts `node` reports, once they equal `want` (other

@@ -216,8 +216,71 @@ pub struct PusherEvent {
     pub channel: Option<String>,
     pub channels: Option<Vec<String>>,
     pub socket_id: Option<String>,
-    /// Attributes to return for each channel; accepted, answered with `{}`.
+    /// Attributes of its channels the answer carries (`subscription_count`,
+    /// `user_count`), counted as the event is published.
     pub info: Option<String>,
+}
+
+impl PusherEvent {
+    /// The channels this event's `info` asks about (not a user's inbox).
+    fn info_channels(&self) -> impl Iterator<Item = &String> {
+        self.info
+            .iter()
+            .flat_map(|_| self.channel.iter().chain(self.channels.iter().flatten()))
+            .filter(|name| !name.starts_with(SERVER_TO_USER))
+    }
+}
+
+/// The channels whose subscriptions a trigger's answer reports (events
+/// with `info`), each once.
+pub fn counted_channels(events: &[PusherEvent]) -> Vec<String> {
+    let mut channels: Vec<String> = events
+        .iter()
+        .flat_map(PusherEvent::info_channels)
+        .cloned()
+        .collect();
+    channels.sort_unstable();
+    channels.dedup();
+    channels
+}
+
+/// The answer to `events` (`batch: false`) or `batch_events`, given the
+/// subscriptions of [`counted_channels`]: `{}` when no event has `info`;
+/// otherwise `{"channels": {name: attributes}}` for one event, and for a
+/// batch `{"batch": [attributes of each event's channel, or {}]}`, as
+/// Pusher answers.
+pub fn trigger_answer(events: &[PusherEvent], batch: bool, counts: &[(String, u64)]) -> Value {
+    if events.iter().all(|event| event.info.is_none()) {
+        return Value::Object(Map::new());
+    }
+    let attributes = |event: &PusherEvent| -> Map<String, Value> {
+        let query = ChannelQuery::from_pairs([("info", event.info.as_deref().unwrap_or_default())]);
+        event
+            .info_channels()
+            .map(|name| {
+                let count = counts
+                    .iter()
+                    .find(|(counted, _)| counted == name)
+                    .map_or(0, |(_, count)| *count);
+                (name.clone(), Value::Object(query.describe(count, None)))
+            })
+            .collect()
+    };
+    if batch {
+        let each = events
+            .iter()
+            .map(|event| {
+                attributes(event)
+                    .into_iter()
+                    .next()
+                    .map_or(Value::Object(Map::new()), |(_, value)| value)
+            })
+            .collect();
+        serde_json::json!({ "batch": Value::Array(each) })
+    } else {
+        let channels = events.iter().flat_map(attributes).collect::<Map<_, _>>();
+        serde_json::json!({ "channels": channels })
+    }
 }
 
 /// `POST /batch_events`.
@@ -321,6 +384,42 @@ pub fn delivered_data(data: Box<RawValue>) -> Box<RawValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trigger_with_info_answers_its_channels_attributes() {
+        let counts = [("a".to_owned(), 2), ("b".to_owned(), 1)];
+        let plain = [event(r#"{"name": "e", "data": "{}", "channel": "a"}"#)];
+        assert!(counted_channels(&plain).is_empty());
+        assert_eq!(
+            trigger_answer(&plain, false, &counts),
+            serde_json::json!({})
+        );
+
+        let one = [event(
+            r##"{"name": "e", "data": "{}", "channels": ["b", "a", "c", "#server-to-user-u"],
+                 "info": "subscription_count"}"##,
+        )];
+        assert_eq!(counted_channels(&one), ["a", "b", "c"]);
+        assert_eq!(
+            trigger_answer(&one, false, &counts),
+            serde_json::json!({"channels": {
+                "a": {"subscription_count": 2},
+                "b": {"subscription_count": 1},
+                "c": {"subscription_count": 0},
+            }})
+        );
+
+        let batch = [
+            event(r#"{"name": "e", "data": "{}", "channel": "a", "info": "subscription_count"}"#),
+            event(r#"{"name": "e", "data": "{}", "channel": "b"}"#),
+            event(r#"{"name": "e", "data": "{}", "channel": "b", "info": "user_count"}"#),
+        ];
+        assert_eq!(counted_channels(&batch), ["a", "b"]);
+        assert_eq!(
+            trigger_answer(&batch, true, &counts),
+            serde_json::json!({"batch": [{"subscription_count": 2}, {}, {}]})
+        );
+    }
 
     #[test]
     fn a_channel_query_answers_the_attributes_asked_for() {

@@ -161,14 +161,19 @@ pub fn finish(
     match call.endpoint {
         Endpoint::Events => {
             let event: PusherEvent = api::parse_json(&body)?;
-            publish(platform, config, app, vec![event])?;
+            let events = vec![event];
+            let answer = trigger_answer(platform, config, app, &events, false)?;
+            publish(platform, config, app, events)?;
+            return Ok(Response::json(200, &answer));
         }
         Endpoint::BatchEvents => {
             let batch: PusherBatch = api::parse_json(&body)?;
             let events = batch
                 .into_events(config.limits.max_batch)
                 .map_err(ApiError::invalid_request)?;
+            let answer = trigger_answer(platform, config, app, &events, true)?;
             publish(platform, config, app, events)?;
+            return Ok(Response::json(200, &answer));
         }
         // Every host closes the user's sockets; nothing to wait for, as on
         // a host.
@@ -196,6 +201,29 @@ pub fn finish(
         }
     }
     Ok(Response::json(200, &json!({})))
+}
+
+/// What a trigger answers: `{}`, or the attributes its events' `info`
+/// asks for, from the hosts' channel directory; counted before publishing,
+/// as on a host.
+fn trigger_answer(
+    platform: &impl Platform,
+    config: &EdgeConfig,
+    app: &App,
+    events: &[PusherEvent],
+    batch: bool,
+) -> Result<Value, ApiError> {
+    let broker = api::broker(platform, config);
+    let counts = wire::counted_channels(events)
+        .into_iter()
+        .map(|channel| {
+            let count = broker
+                .subscriptions(&app.id, &channel)
+                .map_err(ApiError::store_unavailable)?;
+            Ok((channel, count))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(wire::trigger_answer(events, batch, &counts))
 }
 
 /// Check and route every message of the events before any is published,

@@ -403,6 +403,29 @@ async fn the_edge_answers_channel_queries_from_the_hosts_directory() {
         single["body"],
         json!({"occupied": true, "subscription_count": 1})
     );
+
+    // A trigger's `info` is answered from the same directory.
+    let info = json!({"info": "subscription_count"});
+    let trigger = json!([["news.sport", "news.empty"], "counted", {}, info]);
+    let answer = pusher_call(&edge.base(), PUSHER.1, 0, "trigger", trigger).await;
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(
+        answer["body"],
+        json!({"channels": {
+            "news.empty": {"subscription_count": 0},
+            "news.sport": {"subscription_count": 2},
+        }})
+    );
+    let batch = json!([[
+        {"channel": "news.weather", "name": "counted", "data": "{}", "info": "subscription_count"},
+        {"channel": "news.sport", "name": "plain", "data": "{}"},
+    ]]);
+    let answer = pusher_call(&edge.base(), PUSHER.1, 0, "triggerBatch", batch).await;
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(
+        answer["body"],
+        json!({"batch": [{"subscription_count": 1}, {}]})
+    );
 }
 
 /// Requests a host refuses, each sent to a host and to the edge: the

@@ -144,8 +144,10 @@ pub async fn events(
     Signed { app, body, .. }: Signed,
 ) -> Result<Json<Value>, ApiError> {
     let JsonBody(event) = JsonBody::<PusherEvent>::parse(&body)?;
-    publish_events(&state, &app, vec![event]).await?;
-    Ok(Json(json!({})))
+    let events = vec![event];
+    let answer = trigger_answer(&state, &app, &events, false).await?;
+    publish_events(&state, &app, events).await?;
+    Ok(Json(answer))
 }
 
 /// `POST /apps/{app_id}/batch_events`
@@ -157,11 +159,31 @@ pub async fn batch_events(
     let events = batch
         .into_events(state.config.limits.max_batch)
         .map_err(ApiError::invalid_request)?;
+    let answer = trigger_answer(&state, &app, &events, true).await?;
     publish_events(&state, &app, events).await?;
-    Ok(Json(json!({})))
+    Ok(Json(answer))
 }
 
-/// The attributes a channel query asked for (`info=a,b`).
+/// What a trigger answers: `{}`, or the attributes its events' `info`
+/// asks for. Counted before publishing, so a store that cannot count
+/// refuses the request before anything is published.
+async fn trigger_answer(
+    state: &AppState,
+    app: &App,
+    events: &[PusherEvent],
+    batch: bool,
+) -> Result<Value, ApiError> {
+    let mut counts = Vec::new();
+    for channel in wire::counted_channels(events) {
+        let info = Channels::new(state)
+            .info(&app.id, &channel)
+            .await
+            .map_err(ApiError::store_unavailable)?;
+        counts.push((channel, info.subscription_count));
+    }
+    Ok(wire::trigger_answer(events, batch, &counts))
+}
+
 /// `GET /apps/{app_id}/channels`: occupied channels, optionally by prefix.
 pub async fn channels(
     State(state): State<Arc<AppState>>,
