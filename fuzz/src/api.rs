@@ -168,7 +168,7 @@ fn check_message(
     };
     // A user id's limit is the contract's (200 bytes), whatever the limits.
     let target_limit = |target: &str| match target {
-        "user_id" => madx_pusher::api::MAX_USER_ID_BYTES,
+        "user_id" => madx_wire::tokens::MAX_USER_ID_BYTES,
         _ => limits.max_name_bytes,
     };
     let names_ok = targets.len() == 1

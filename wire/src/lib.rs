@@ -6,9 +6,14 @@
 //!   it takes, down to madx targets.
 //! - [`control`]: the messages nodes send each other on
 //!   `<prefix>:control` in Redis.
-//! - [`scripts`]: the broker's Redis scripts (ids, history, fan-out, the
-//!   channel directory).
+//! - [`scripts`]: the Redis scripts (the broker's ids, history, fan-out and
+//!   channel directory; the plugins' store counters).
+//! - [`store`]: the plugins' store limits and key layout.
+//! - [`tokens`]: the contract's bounds on a token request, and the
+//!   connection ids a publish may exclude.
 
 pub mod control;
 pub mod pusher;
 pub mod scripts;
+pub mod store;
+pub mod tokens;

@@ -1,5 +1,6 @@
-//! The Redis scripts of the deployment's broker, which hosts and the edge
-//! run with the same arguments: one copy, so both write the same keys.
+//! The Redis scripts of the deployment's broker and of the plugins' Redis
+//! store, which hosts and the edge run with the same arguments: one copy,
+//! so both write the same keys.
 //! Each script's header says its arguments and the keys it touches.
 
 /// Assign ids, append to history and announce on the live channels.
@@ -10,3 +11,8 @@ pub const RECOVER: &str = include_str!("../lua/recover.lua");
 pub const OCCUPANCY: &str = include_str!("../lua/occupancy.lua");
 /// Read the channel directory: counts summed over the live nodes.
 pub const CHANNELS: &str = include_str!("../lua/channels.lua");
+/// The plugins' store: `increment` (a counter that starts to expire when
+/// created).
+pub const INCREMENT: &str = include_str!("../lua/increment.lua");
+/// The plugins' store: `decrement` (a counter at 0 is removed).
+pub const DECREMENT: &str = include_str!("../lua/decrement.lua");

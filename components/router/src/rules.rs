@@ -45,19 +45,6 @@ pub fn validate_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A socket id names the one connection a publish skips: a connection id,
-/// which has Pusher's `<digits>.<digits>` form (node, socket).
-pub fn validate_socket_id(id: &str) -> Result<(), String> {
-    let digits =
-        |part: &str| (1..=20).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit());
-    match id.split_once('.') {
-        Some((node, socket)) if digits(node) && digits(socket) => Ok(()),
-        _ => Err(format!(
-            "socket_id {id:?} is not a connection id (<digits>.<digits>)"
-        )),
-    }
-}
-
 fn is_channel_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "_-=@,.;:".contains(c)
 }

@@ -10,9 +10,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use madx_auth_core::tokens::{self, AuthFailure, Authority};
-use madx_auth_core::totp::OtpProfile;
-use madx_router::rules;
+use madx_wire::tokens;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -21,13 +19,8 @@ use subtle::ConstantTimeEq;
 use crate::broker::{Broker, Outgoing, Target};
 use crate::config::{App, EdgeConfig};
 use crate::error::{ApiError, Response};
-use crate::platform::Platform;
+use crate::platform::{AuthError, Platform, RouteError, TokenRequest};
 use crate::pusher;
-use crate::store::AuthStore;
-
-/// The code parameters of the default auth component (`components/auth`),
-/// which the hosts announce and check.
-const PROFILE: OtpProfile = OtpProfile::RFC6238_DEFAULT;
 
 /// What to do once the request line and headers are known.
 pub enum Step {
@@ -209,16 +202,14 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     serde_json::from_slice(body).map_err(|error| ApiError::invalid_json(error.to_string()))
 }
 
-/// The auth rules' answers as the host's API gives them.
-fn auth_error(failure: AuthFailure) -> ApiError {
-    match failure {
-        AuthFailure::BadRequest(message) => ApiError::invalid_request(message),
-        AuthFailure::TokenInvalid => ApiError::token_not_found(),
-        AuthFailure::RateLimited { retry_after_secs } => ApiError::rate_limited(retry_after_secs),
-        AuthFailure::Unavailable(message) => ApiError::store_unavailable(message),
-        AuthFailure::OtpInvalid | AuthFailure::OtpReused => {
-            ApiError::invalid_request("the auth plugin refused the request")
-        }
+/// The auth plugin's refusals as the host's API gives them.
+fn auth_error(error: AuthError) -> ApiError {
+    match error {
+        AuthError::BadRequest(message) => ApiError::invalid_request(message),
+        AuthError::TokenInvalid => ApiError::token_not_found(),
+        AuthError::RateLimited(retry_after_secs) => ApiError::rate_limited(retry_after_secs),
+        AuthError::Unavailable(message) => ApiError::store_unavailable(message),
+        AuthError::OtpRefused => ApiError::invalid_request("the auth plugin refused the request"),
     }
 }
 
@@ -236,7 +227,7 @@ struct CreateToken {
 
 #[derive(Debug, Serialize)]
 struct OtpParams {
-    algorithm: &'static str,
+    algorithm: String,
     digits: u8,
     period: u32,
 }
@@ -250,46 +241,37 @@ struct CreatedToken {
     ws_url: String,
 }
 
-/// `POST /v1/tokens`: the token is written where the hosts' auth component
-/// reads it, by the same rules.
+/// `POST /v1/tokens`: the deployment's auth plugin issues the token, and
+/// writes it where the hosts' copy of the plugin reads it.
 fn create_token(
     platform: &impl Platform,
     config: &EdgeConfig,
     app: &App,
     body: CreateToken,
 ) -> Result<Response, ApiError> {
-    let max = tokens::MAX_TTL_SECS;
-    let ttl_secs = match body.ttl {
-        None => None,
-        // Whole and in range, so the cast is exact.
-        Some(ttl) if ttl.fract() == 0.0 && (1.0..=f64::from(max)).contains(&ttl) => {
-            Some(ttl as u32)
-        }
-        Some(ttl) => {
-            return Err(ApiError::invalid_request(format!(
-                "ttl must be between 1 and {max} seconds, got {ttl}"
-            )));
-        }
-    };
-    let store = AuthStore::new(platform, &config.redis_url, &config.store_prefix, &app.id);
-    let authority = Authority::new(&store, PROFILE);
-    let issued = authority
-        .issue(tokens::Request {
-            user_id: body.user_id,
-            channels: body.channels,
-            publish: body.publish,
-            ttl_secs,
-        })
+    // The contract's bounds hold whatever the plugin does.
+    let ttl_secs = tokens::ttl_secs(body.ttl).map_err(ApiError::invalid_request)?;
+    tokens::check_user_id(body.user_id.as_deref()).map_err(ApiError::invalid_request)?;
+    let issued = platform
+        .issue_token(
+            &app.id,
+            TokenRequest {
+                user_id: body.user_id,
+                channels: body.channels,
+                publish: body.publish,
+                ttl_secs,
+            },
+        )
         .map_err(auth_error)?;
     let created = CreatedToken {
         access_id: issued.access_id,
         secret_seed: issued.secret_seed,
         otp: OtpParams {
-            algorithm: PROFILE.algorithm.name(),
-            digits: PROFILE.digits,
-            period: PROFILE.period_secs,
+            algorithm: issued.algorithm,
+            digits: issued.digits,
+            period: issued.period_secs,
         },
-        expires_in: issued.ttl_secs,
+        expires_in: issued.expires_in_secs,
         ws_url: config.ws_url(&app.id),
     };
     // The body holds a secret: no cache may keep it.
@@ -306,9 +288,8 @@ fn revoke(
 ) -> Result<Response, ApiError> {
     let access_id = percent_decode(segment)
         .ok_or_else(|| ApiError::invalid_request("the access id is not valid UTF-8"))?;
-    let store = AuthStore::new(platform, &config.redis_url, &config.store_prefix, &app.id);
-    let existed = Authority::new(&store, PROFILE)
-        .revoke(&access_id)
+    let existed = platform
+        .revoke_token(&app.id, &access_id)
         .map_err(auth_error)?;
     broker(platform, config).announce_revoke(&app.id, &access_id);
     if existed {
@@ -364,7 +345,7 @@ fn publish(
     app: &App,
     request: PublishRequest,
 ) -> Result<Response, ApiError> {
-    let routed = route(config, request, None)?;
+    let routed = route(platform, config, app, request, None)?;
     let ids = store(platform, config, app, &[routed])?;
     let id = ids.first().map(u64::to_string).unwrap_or_default();
     Ok(Response::json(202, &Accepted { id }))
@@ -388,7 +369,7 @@ fn publish_batch(
     }
     let mut routed = Vec::with_capacity(batch.messages.len());
     for (index, request) in batch.messages.into_iter().enumerate() {
-        routed.push(route(config, request, Some(index))?);
+        routed.push(route(platform, config, app, request, Some(index))?);
     }
     let ids = store(platform, config, app, &routed)?
         .iter()
@@ -410,11 +391,12 @@ pub(crate) fn store(
         .map_err(ApiError::store_unavailable)
 }
 
-/// Check one message against the limits, then route it as the built-in
-/// router does (`route-publish`: the target as named, once its name is
-/// valid).
+/// Check one message against the limits, then ask the router where it
+/// goes.
 fn route(
+    platform: &impl Platform,
     config: &EdgeConfig,
+    app: &App,
     request: PublishRequest,
     index: Option<usize>,
 ) -> Result<Outgoing, ApiError> {
@@ -435,7 +417,7 @@ fn route(
         data: request.data,
         except: request.socket_id,
     };
-    check_and_route(config, message, index)
+    check_and_route(platform, config, app, message, index)
 }
 
 /// One message with its target named, not yet checked (the hosts'
@@ -447,11 +429,13 @@ pub(crate) struct Unrouted {
     pub except: Option<String>,
 }
 
-/// Check a message with one target against the limits, then route it as
-/// the built-in router does; `index` as in [`route`]. The Pusher API's
-/// messages take this path too, as on the hosts.
+/// Check a message with one target against the limits, then ask the
+/// router plugin where it goes (`route-publish`); `index` as in [`route`].
+/// The Pusher API's messages take this path too, as on the hosts.
 pub(crate) fn check_and_route(
+    platform: &impl Platform,
     config: &EdgeConfig,
+    app: &App,
     message: Unrouted,
     index: Option<usize>,
 ) -> Result<Outgoing, ApiError> {
@@ -461,9 +445,9 @@ pub(crate) fn check_and_route(
     let name = match target {
         Target::Channel(name) | Target::User(name) | Target::Token(name) => name,
     };
-    // A user id's limit is the contract's (wit/types.wit), as on the hosts.
+    // A user id's limit is the contract's, not a tunable.
     let name_limit = match target {
-        Target::User(_) => madx_auth_core::tokens::MAX_USER_ID_LEN,
+        Target::User(_) => tokens::MAX_USER_ID_BYTES,
         Target::Channel(_) | Target::Token(_) => limits.max_name_bytes,
     };
     for (field, value, limit) in [
@@ -476,9 +460,8 @@ pub(crate) fn check_and_route(
             ))));
         }
     }
-    // Checked in the hosts' order, so both refuse a request for one reason.
     if let Some(socket_id) = &message.except {
-        rules::validate_socket_id(socket_id)
+        tokens::validate_socket_id(socket_id)
             .map_err(|message| ApiError::invalid_request(at(message)))?;
     }
     if message.data.get().len() > limits.max_publish_bytes {
@@ -487,15 +470,21 @@ pub(crate) fn check_and_route(
             limits.max_publish_bytes
         ))));
     }
-    rules::validate_event(&message.event)
-        .map_err(|message| ApiError::invalid_request(at(message)))?;
-    match target {
-        Target::Channel(channel) => rules::validate_channel(channel),
-        Target::User(id) | Target::Token(id) => rules::validate_id(id),
+    let targets = platform
+        .route_publish(&app.id, &message.target, &message.event)
+        .map_err(|error| match error {
+            RouteError::InvalidChannel(message) | RouteError::Invalid(message) => {
+                ApiError::invalid_request(at(message))
+            }
+            RouteError::Forbidden(message) => ApiError::forbidden(at(message)),
+        })?;
+    if targets.is_empty() {
+        return Err(ApiError::invalid_request(at(
+            "the router sent this message nowhere".to_owned(),
+        )));
     }
-    .map_err(|message| ApiError::invalid_request(at(message)))?;
     Ok(Outgoing {
-        targets: vec![message.target],
+        targets,
         event: message.event,
         data: message.data,
         except: message.except,

@@ -97,6 +97,11 @@ impl ApiError {
         Self::new(401, "unauthorized", message)
     }
 
+    /// The router refused the message.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "forbidden", message)
+    }
+
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(404, code, message)
     }

@@ -2,10 +2,12 @@
 //!
 //! Token issue and revoke, the publish API and Pusher's publish API run in
 //! Spin close to the app back-ends; the WebSockets stay on the hosts (Spin
-//! has no inbound WebSockets). The two share state through the hosts' Redis: tokens are
-//! written by the same auth rules (`madx-auth-core`) at the same keys, and a
-//! publish runs the hosts' own publish script, so a host cannot tell an
-//! edge request from one of its own. See docs/edge.md.
+//! has no inbound WebSockets). Tokens and routing are the deployment's
+//! auth and router plugins, the same `.wasm` files the hosts load:
+//! `madx-edge-build` composes them with this component. The two share
+//! state through the hosts' Redis: the plugins' store keeps the hosts'
+//! keys, and a publish runs the hosts' own publish script, so a host cannot
+//! tell an edge request from one of its own. See docs/edge.md.
 //!
 //! # Layout
 //!
@@ -14,12 +16,12 @@
 //! - [`pusher`]: Pusher's HTTP API (`events`, `batch_events`,
 //!   `terminate_connections`), by the rules of `madx-wire`.
 //! - [`config`]: the Spin variables (apps, Redis, the hosts' URL, limits).
-//! - [`store`]: the auth rules' store over Redis, key for key the hosts'.
 //! - [`broker`]: publish through the hosts' script; revoke and terminate
 //!   announcements.
 //! - [`error`]: responses and the API's JSON errors.
-//! - [`platform`]: what the above need from Spin (variables, Redis),
-//!   implemented with `spin-sdk` in the wasm32 build (`spin` module).
+//! - [`platform`]: what the above need from Spin (variables, Redis) and
+//!   from the plugins, implemented with `spin-sdk` and the plugins' WIT
+//!   imports in the wasm32 build (`spin` module).
 
 pub mod api;
 pub mod broker;
@@ -27,7 +29,6 @@ pub mod config;
 pub mod error;
 pub mod platform;
 pub mod pusher;
-pub mod store;
 
 #[cfg(target_arch = "wasm32")]
 mod spin;

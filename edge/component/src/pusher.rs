@@ -249,7 +249,13 @@ fn publish(
             data: message.data,
             except: message.except,
         };
-        routed.push(api::check_and_route(config, message, Some(index))?);
+        routed.push(api::check_and_route(
+            platform,
+            config,
+            app,
+            message,
+            Some(index),
+        )?);
     }
     api::store(platform, config, app, &routed)?;
     Ok(())

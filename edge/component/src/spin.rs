@@ -1,6 +1,8 @@
 //! The Spin side: the HTTP entry point and [`Platform`] over Spin's
 //! variables and outbound Redis (`fermyon:spin/variables@2.0.0`,
-//! `fermyon:spin/redis@2.0.0`).
+//! `fermyon:spin/redis@2.0.0`) and the plugins `madx-edge-build` composed
+//! in (`madx:pusher/auth`, `madx:pusher/router`, with `madx:edge/scope`
+//! naming the app before each call).
 
 use std::cell::RefCell;
 
@@ -11,8 +13,20 @@ use spin_sdk::redis::{self, Connection, RedisParameter, RedisResult};
 use spin_sdk::variables;
 
 use crate::api::{self, Body, Step};
+use crate::broker::Target;
 use crate::error::Response;
-use crate::platform::{Platform, Reply};
+use crate::platform::{AuthError, IssuedToken, Platform, Reply, RouteError, TokenRequest};
+
+mod plugins {
+    wit_bindgen::generate!({
+        path: ["../../wit", "../wit"],
+        world: "madx:edge/edge",
+        generate_all,
+    });
+}
+
+use plugins::madx::edge::scope::{self, PluginKind};
+use plugins::madx::pusher::{auth, router};
 
 #[http_component]
 async fn handle(request: IncomingRequest) -> SpinResponse {
@@ -100,6 +114,67 @@ impl Platform for SpinPlatform {
                 RedisResult::Binary(bytes) => Reply::Bytes(bytes),
             })
             .collect())
+    }
+
+    fn issue_token(&self, app_id: &str, request: TokenRequest) -> Result<IssuedToken, AuthError> {
+        scope::enter(app_id, PluginKind::Auth);
+        let issued = auth::issue(&auth::TokenRequest {
+            user_id: request.user_id,
+            channels: request.channels,
+            publish: request.publish,
+            ttl_secs: request.ttl_secs,
+        })
+        .map_err(auth_error)?;
+        Ok(IssuedToken {
+            access_id: issued.access_id,
+            secret_seed: issued.secret_seed,
+            algorithm: issued.otp.algorithm,
+            digits: issued.otp.digits,
+            period_secs: issued.otp.period_secs,
+            expires_in_secs: issued.expires_in_secs,
+        })
+    }
+
+    fn revoke_token(&self, app_id: &str, access_id: &str) -> Result<bool, AuthError> {
+        scope::enter(app_id, PluginKind::Auth);
+        auth::revoke(access_id).map_err(auth_error)
+    }
+
+    fn route_publish(
+        &self,
+        app_id: &str,
+        target: &Target,
+        event: &str,
+    ) -> Result<Vec<Target>, RouteError> {
+        scope::enter(app_id, PluginKind::Router);
+        let target = match target {
+            Target::Channel(name) => router::Target::Channel(name.clone()),
+            Target::User(id) => router::Target::User(id.clone()),
+            Target::Token(id) => router::Target::Token(id.clone()),
+        };
+        let targets = router::route_publish(&target, event).map_err(|error| match error {
+            router::RouteError::InvalidChannel(message) => RouteError::InvalidChannel(message),
+            router::RouteError::Forbidden(message) => RouteError::Forbidden(message),
+            router::RouteError::Invalid(message) => RouteError::Invalid(message),
+        })?;
+        Ok(targets
+            .into_iter()
+            .map(|target| match target {
+                router::Target::Channel(name) => Target::Channel(name),
+                router::Target::User(id) => Target::User(id),
+                router::Target::Token(id) => Target::Token(id),
+            })
+            .collect())
+    }
+}
+
+fn auth_error(error: auth::AuthError) -> AuthError {
+    match error {
+        auth::AuthError::BadRequest(message) => AuthError::BadRequest(message),
+        auth::AuthError::OtpInvalid | auth::AuthError::OtpReused => AuthError::OtpRefused,
+        auth::AuthError::TokenInvalid => AuthError::TokenInvalid,
+        auth::AuthError::RateLimited(seconds) => AuthError::RateLimited(seconds),
+        auth::AuthError::Unavailable(message) => AuthError::Unavailable(message),
     }
 }
 

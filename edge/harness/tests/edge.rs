@@ -428,6 +428,95 @@ async fn the_edge_answers_channel_queries_from_the_hosts_directory() {
     );
 }
 
+/// One line of the hosts' configuration file swaps a plugin on the hosts
+/// and at the edge: with `examples/plugins/auth-sha256` and
+/// `examples/plugins/router-namespaces` named in `[plugins]`, a token the
+/// edge issues announces (and a host checks) SHA256, 8 digits and 60 s
+/// steps, and both refuse a channel outside the router's namespaces with
+/// the same answer.
+#[tokio::test]
+async fn plugins_swapped_in_the_hosts_config_run_at_the_edge_too() {
+    let plugins = build_plugins(&["madx-example-auth-sha256", "madx-example-router-namespaces"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("madx.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[plugins.auth]\npath = {:?}\n\n[plugins.router]\npath = {:?}\n",
+            plugins[0], plugins[1]
+        ),
+    )
+    .unwrap();
+    let swapped = compose_edge(&config, "madx-edge-swapped");
+    let redis = RedisServer::start();
+    let config_arg = config.to_str().unwrap();
+    let host = Host::start_with(&redis, "edge-swap", &["--config", config_arg]).await;
+    let edge = start_edge_app(
+        &swapped,
+        &redis,
+        &host,
+        "edge-swap",
+        &[("auth_default_ttl_secs", "600")],
+    )
+    .await;
+
+    // The token: the plugin's code parameters, its settings from Spin
+    // variables, its record where the host's copy of the plugin reads it.
+    let answer = post(
+        &edge.base(),
+        "/v1/tokens",
+        ALPHA,
+        &json!({"user_id": "ann", "channels": ["public:*"]}),
+    )
+    .await;
+    let token = Token::from_answer(&answer);
+    assert_eq!(
+        answer.body["otp"],
+        json!({"algorithm": "SHA256", "digits": 8, "period": 60})
+    );
+    assert_eq!(answer.body["expires_in"], 600);
+    let sha256 = |steps| token.code_with(totp_rs::Algorithm::SHA256, 8, 60, steps);
+    // The default component's code (SHA1, 6 digits) is not even this
+    // plugin's form (4001); an 8-digit SHA1 code is a wrong code (4002).
+    let (code, _) = connect(&token.url(&token.code(0), "")).await.refused();
+    assert_eq!(code, 4001, "a 6-digit code must be refused as malformed");
+    let sha1 = token.code_with(totp_rs::Algorithm::SHA1, 8, 60, 0);
+    let (code, _) = connect(&token.url(&sha1, "")).await.refused();
+    assert_eq!(code, 4002, "a SHA1 code must be refused");
+    let (mut socket, _) = connect(&token.url(&sha256(0), "")).await.welcomed();
+    send_json(
+        &mut socket,
+        json!({"type": "subscribe", "channel": "public:news"}),
+    )
+    .await;
+    assert_eq!(next_json(&mut socket).await.unwrap()["type"], "subscribed");
+
+    // The router: the same refusal from the host and from the edge, for a
+    // channel the built-in router would take.
+    let outside = json!({"channel": "news", "event": "e", "data": 1});
+    let at_host = post(&host.base, "/v1/publish", ALPHA, &outside).await;
+    let at_edge = post(&edge.base(), "/v1/publish", ALPHA, &outside).await;
+    assert_eq!(at_host.status, 400, "{:?}", at_host.body);
+    assert_eq!(
+        (at_edge.status, &at_edge.body),
+        (at_host.status, &at_host.body)
+    );
+    let message = at_edge.body["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(message.contains("namespaces (public)"), "{message}");
+
+    // And what it allows goes through the edge to the host's socket.
+    let inside = json!({"channel": "public:news", "event": "e", "data": "in"});
+    let accepted = post(&edge.base(), "/v1/publish", ALPHA, &inside).await;
+    assert_eq!(accepted.status, 202, "{:?}", accepted.body);
+    let delivered = next_json(&mut socket).await.unwrap();
+    assert_eq!(
+        (&delivered["channel"], &delivered["data"]),
+        (&json!("public:news"), &json!("in"))
+    );
+}
+
 /// Requests a host refuses, each sent to a host and to the edge: the
 /// status, the error body and `WWW-Authenticate` must be the same.
 #[tokio::test]
@@ -854,6 +943,6 @@ fn spin_toml_routes_the_api_and_requires_credentials() {
         manifest
             .source("madx-edge")
             .unwrap()
-            .ends_with("target/edge/wasm32-wasip2/plugin/madx_edge.wasm")
+            .ends_with("target/edge/madx-edge.wasm")
     );
 }

@@ -24,10 +24,6 @@ pub use publish::{BatchRequest, Checked, PublishRequest};
 pub use throttle::CredentialThrottle;
 pub use tokens::CreateToken;
 
-/// The contract's limit on a user id (wit/types.wit): a token can be issued
-/// for exactly the user ids a publish can reach.
-pub const MAX_USER_ID_BYTES: usize = 200;
-
 use crate::gateway;
 use crate::state::AppState;
 

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use madx_router::rules;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -85,7 +84,7 @@ impl Checked {
         // A user id's limit is the contract's, not a tunable: every user a
         // token was issued for must stay reachable.
         let name_limit = match target {
-            RouteTarget::User(_) => super::MAX_USER_ID_BYTES,
+            RouteTarget::User(_) => madx_wire::tokens::MAX_USER_ID_BYTES,
             RouteTarget::Channel(_) | RouteTarget::Token(_) => limits.max_name_bytes,
         };
         for (field, value, limit) in [
@@ -99,7 +98,7 @@ impl Checked {
             }
         }
         if let Some(socket_id) = &self.except {
-            rules::validate_socket_id(socket_id)
+            madx_wire::tokens::validate_socket_id(socket_id)
                 .map_err(|message| ApiError::invalid_request(at(message)))?;
         }
         if self.data.get().len() > limits.max_publish_bytes {

@@ -6,15 +6,13 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use madx_wire::tokens;
 use serde::{Deserialize, Serialize};
 
 use super::ApiError;
 use super::extract::{CallingApp, JsonBody};
 use crate::plugins::bindings::{AuthError, TokenRequest};
 use crate::state::AppState;
-
-/// The contract's ceiling on a token's idle timeout.
-const MAX_TTL_SECS: u32 = 7200;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,26 +47,8 @@ impl CreateToken {
     /// here too, so no plugin can hand out tokens beyond the contract, or
     /// for a user that publishes cannot reach.
     pub fn into_request(self) -> Result<TokenRequest, ApiError> {
-        let ttl_secs = match self.ttl {
-            None => None,
-            // Whole and in range, so the cast is exact.
-            Some(ttl) if ttl.fract() == 0.0 && (1.0..=f64::from(MAX_TTL_SECS)).contains(&ttl) => {
-                Some(ttl as u32)
-            }
-            Some(ttl) => {
-                return Err(ApiError::invalid_request(format!(
-                    "ttl must be between 1 and {MAX_TTL_SECS} seconds, got {ttl}"
-                )));
-            }
-        };
-        if let Some(user_id) = &self.user_id
-            && (user_id.is_empty() || user_id.len() > super::MAX_USER_ID_BYTES)
-        {
-            return Err(ApiError::invalid_request(format!(
-                "user_id must be 1 to {} bytes long",
-                super::MAX_USER_ID_BYTES
-            )));
-        }
+        let ttl_secs = tokens::ttl_secs(self.ttl).map_err(ApiError::invalid_request)?;
+        tokens::check_user_id(self.user_id.as_deref()).map_err(ApiError::invalid_request)?;
         Ok(TokenRequest {
             user_id: self.user_id,
             channels: self.channels,

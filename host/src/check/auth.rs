@@ -11,9 +11,8 @@ use crate::plugins::AuthPlugin;
 use crate::plugins::bindings::{AuthError, Claims, IssuedToken, TokenRequest};
 
 /// The contract's bounds on a token's idle timeout.
-const TTL_SECS: std::ops::RangeInclusive<u32> = 1..=7200;
-/// The contract's bound on a user id, in bytes.
-const MAX_USER_ID_BYTES: usize = 200;
+const TTL_SECS: std::ops::RangeInclusive<u32> = 1..=madx_wire::tokens::MAX_TTL_SECS;
+use madx_wire::tokens::MAX_USER_ID_BYTES;
 
 /// Names of the checks, in the order they run. The ones after `ISSUE` need
 /// its token and are skipped when there is none.

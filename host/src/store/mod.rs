@@ -17,12 +17,7 @@ use tokio::time::Instant;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
-/// Longest key a plugin may use, in bytes.
-pub const MAX_KEY_BYTES: usize = 512;
-/// Largest value a plugin may store, in bytes.
-pub const MAX_VALUE_BYTES: usize = 64 * 1024;
-/// Longest time to live a plugin may ask for (30 days).
-pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+pub use madx_wire::store::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -166,7 +161,7 @@ impl Namespace {
     ) -> Self {
         Namespace {
             backend,
-            prefix: format!("app/{app_id}/{plugin_kind}/"),
+            prefix: madx_wire::store::plugin_namespace(app_id, plugin_kind),
             room,
             deadline,
         }
@@ -187,11 +182,7 @@ impl Namespace {
     }
 
     fn key(&self, key: &str) -> Result<String, StoreError> {
-        if key.is_empty() || key.len() > MAX_KEY_BYTES {
-            return Err(StoreError::InvalidArgument(format!(
-                "keys are 1 to {MAX_KEY_BYTES} bytes long"
-            )));
-        }
+        madx_wire::store::check_key(key).map_err(StoreError::InvalidArgument)?;
         Ok(format!("{}{key}", self.prefix))
     }
 
@@ -242,21 +233,10 @@ impl Namespace {
 }
 
 fn checked_ttl(ttl_ms: u64) -> Result<Duration, StoreError> {
-    let ttl = Duration::from_millis(ttl_ms);
-    if ttl_ms == 0 || ttl > MAX_TTL {
-        return Err(StoreError::InvalidArgument(format!(
-            "ttl-ms must be between 1 and {}",
-            MAX_TTL.as_millis()
-        )));
-    }
-    Ok(ttl)
+    madx_wire::store::check_ttl_ms(ttl_ms).map_err(StoreError::InvalidArgument)?;
+    Ok(Duration::from_millis(ttl_ms))
 }
 
 fn check_value(value: &[u8]) -> Result<(), StoreError> {
-    if value.len() > MAX_VALUE_BYTES {
-        return Err(StoreError::InvalidArgument(format!(
-            "values are at most {MAX_VALUE_BYTES} bytes"
-        )));
-    }
-    Ok(())
+    madx_wire::store::check_value(value).map_err(StoreError::InvalidArgument)
 }

@@ -22,9 +22,9 @@ impl RedisStore {
     pub fn new(connection: ConnectionManager, prefix: &str) -> RedisStore {
         RedisStore {
             connection,
-            prefix: format!("{prefix}:"),
-            increment: Script::new(include_str!("increment.lua")),
-            decrement: Script::new(include_str!("decrement.lua")),
+            prefix: madx_wire::store::redis_key_prefix(prefix),
+            increment: Script::new(madx_wire::scripts::INCREMENT),
+            decrement: Script::new(madx_wire::scripts::DECREMENT),
         }
     }
 

@@ -60,6 +60,77 @@ pub fn edge_app() -> &'static EdgeApp {
     })
 }
 
+/// `cargo` with the environment of a fresh shell: this test's own build
+/// settings must not reach the builds it starts (as `Manifest::build`).
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(workspace());
+    for variable in [
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_BUILD_RUSTFLAGS",
+    ] {
+        command.env_remove(variable);
+    }
+    command
+}
+
+/// Build plugin crates of this workspace for wasm32-wasip2 and return
+/// their `.wasm` files, in order.
+pub fn build_plugins(crates: &[&str]) -> Vec<PathBuf> {
+    let target_dir = workspace().join("target/edge");
+    let mut command = cargo();
+    command
+        .args(["build", "--target", "wasm32-wasip2", "--profile", "plugin"])
+        .arg("--target-dir")
+        .arg(&target_dir);
+    for name in crates {
+        command.args(["--package", name]);
+    }
+    let status = command.status().expect("run cargo");
+    assert!(status.success(), "building {crates:?} failed");
+    crates
+        .iter()
+        .map(|name| {
+            target_dir
+                .join("wasm32-wasip2/plugin")
+                .join(format!("{}.wasm", name.replace('-', "_")))
+        })
+        .collect()
+}
+
+/// The edge composed by `madx-edge-build` (the tool `spin.toml`'s build
+/// command runs) with the plugins a hosts' configuration file names,
+/// written to `target/edge/<name>.wasm`.
+pub fn compose_edge(config: &Path, name: &str) -> EdgeApp {
+    let out = workspace().join(format!("target/edge/{name}.wasm"));
+    let status = cargo()
+        .args([
+            "run",
+            "--quiet",
+            "--package",
+            "madx-edge-build",
+            "--target-dir",
+            "target/edge",
+            "--",
+            "--config",
+        ])
+        .arg(config)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .expect("run madx-edge-build");
+    assert!(
+        status.success(),
+        "madx-edge-build --config {config:?} failed"
+    );
+    EdgeApp::compile(&out).expect("load the composed edge")
+}
+
 /// A real `redis-server` on a free loopback port; killed when dropped.
 pub struct RedisServer {
     child: Option<Child>,
@@ -169,8 +240,15 @@ pub struct Host {
 
 impl Host {
     pub async fn start(redis: &RedisServer, prefix: &str) -> Host {
+        Host::start_with(redis, prefix, &[]).await
+    }
+
+    /// As [`Host::start`], with more command-line arguments.
+    pub async fn start_with(redis: &RedisServer, prefix: &str, args: &[&str]) -> Host {
         let mut child = Command::new(host_binary())
-            .args(["serve", "--listen", "127.0.0.1:0", "--store"])
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .arg("--store")
             .arg(redis.url())
             .args(["--store-prefix", prefix])
             .env("MADX_APPS", APPS)
@@ -234,6 +312,17 @@ pub async fn start_edge(
     prefix: &str,
     extra: &[(&str, &str)],
 ) -> Edge {
+    start_edge_app(edge_app(), redis, host, prefix, extra).await
+}
+
+/// As [`start_edge`], serving `app` (a composition of other plugins).
+pub async fn start_edge_app(
+    app: &EdgeApp,
+    redis: &RedisServer,
+    host: &Host,
+    prefix: &str,
+    extra: &[(&str, &str)],
+) -> Edge {
     let mut variables: HashMap<String, String> = [
         ("apps", APPS.to_owned()),
         ("public_url", host.base.clone()),
@@ -247,7 +336,7 @@ pub async fn start_edge(
         variables.insert((*name).to_owned(), (*value).to_owned());
     }
     Edge::start(
-        edge_app(),
+        app,
         &manifest(),
         EDGE_COMPONENT,
         &variables,
@@ -348,11 +437,22 @@ impl Token {
 
     /// The RFC 6238 code (SHA1, 6 digits, 30 s) `steps` steps from now.
     pub fn code(&self, steps: i64) -> String {
+        self.code_with(Algorithm::SHA1, 6, 30, steps)
+    }
+
+    /// The code with other parameters (a plugin's `otp` answer).
+    pub fn code_with(
+        &self,
+        algorithm: Algorithm,
+        digits: usize,
+        period: u64,
+        steps: i64,
+    ) -> String {
         let secret = Secret::Encoded(self.secret_seed.clone())
             .to_bytes()
             .expect("base32 seed");
-        let totp = TOTP::new_unchecked(Algorithm::SHA1, 6, 0, 30, secret);
-        let time = unix_now() as i64 + steps * 30;
+        let totp = TOTP::new_unchecked(algorithm, digits, 0, period, secret);
+        let time = unix_now() as i64 + steps * period as i64;
         totp.generate(time as u64)
     }
 

@@ -1,0 +1,78 @@
+//! The plugins' store as every backend keeps it (the WIT `store`
+//! interface): the limits on what a plugin may write, and where its keys
+//! live. The hosts' in-memory and Redis stores and the edge's plugin host
+//! check the same arguments and use the same keys, so a token written by
+//! one is the token another reads.
+
+/// Longest key a plugin may use, in bytes.
+pub const MAX_KEY_BYTES: usize = 512;
+/// Largest value a plugin may store, in bytes.
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// Longest time to live a plugin may ask for, in milliseconds (30 days).
+pub const MAX_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// `app/<app>/<plugin>/`: the prefix of one plugin kind's keys for one app.
+/// A Redis store puts the deployment's `<prefix>:` in front
+/// ([`redis_key_prefix`]).
+pub fn plugin_namespace(app_id: &str, plugin_kind: &str) -> String {
+    format!("app/{app_id}/{plugin_kind}/")
+}
+
+/// `<prefix>:`, in front of every key a Redis store writes, so deployments
+/// sharing one Redis never meet.
+pub fn redis_key_prefix(store_prefix: &str) -> String {
+    format!("{store_prefix}:")
+}
+
+/// A key is 1 to [`MAX_KEY_BYTES`] bytes long.
+pub fn check_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(format!("keys are 1 to {MAX_KEY_BYTES} bytes long"));
+    }
+    Ok(())
+}
+
+/// A value is at most [`MAX_VALUE_BYTES`] bytes long.
+pub fn check_value(value: &[u8]) -> Result<(), String> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(format!("values are at most {MAX_VALUE_BYTES} bytes"));
+    }
+    Ok(())
+}
+
+/// A time to live is 1 to [`MAX_TTL_MS`] milliseconds: nothing a plugin
+/// writes is permanent.
+pub fn check_ttl_ms(ttl_ms: u64) -> Result<(), String> {
+    if ttl_ms == 0 || ttl_ms > MAX_TTL_MS {
+        return Err(format!("ttl-ms must be between 1 and {MAX_TTL_MS}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_inclusive() {
+        assert!(check_key("").is_err());
+        assert!(check_key(&"k".repeat(MAX_KEY_BYTES)).is_ok());
+        assert!(check_key(&"k".repeat(MAX_KEY_BYTES + 1)).is_err());
+        assert!(check_value(&vec![0; MAX_VALUE_BYTES]).is_ok());
+        assert!(check_value(&vec![0; MAX_VALUE_BYTES + 1]).is_err());
+        assert!(check_ttl_ms(0).is_err());
+        assert!(check_ttl_ms(1).is_ok());
+        assert!(check_ttl_ms(MAX_TTL_MS).is_ok());
+        assert!(check_ttl_ms(MAX_TTL_MS + 1).is_err());
+    }
+
+    #[test]
+    fn keys_live_under_the_app_and_the_plugin() {
+        let key = format!(
+            "{}{}token:abc",
+            redis_key_prefix("madx"),
+            plugin_namespace("alpha", "auth")
+        );
+        assert_eq!(key, "madx:app/alpha/auth/token:abc");
+    }
+}
