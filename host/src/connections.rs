@@ -213,10 +213,6 @@ impl Connections {
         })
     }
 
-    pub fn limits(&self) -> ConnectionLimits {
-        self.limits
-    }
-
     /// Accept and serve until `shutdown` turns true, then let requests in
     /// flight finish for up to `grace`.
     pub async fn serve(

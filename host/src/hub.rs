@@ -9,24 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::Utf8Bytes;
+use madx_wire::close::CloseCode;
 
-use crate::gateway::CloseCode;
-use crate::mailbox::{self, Mailbox, Refused};
-
-/// Something the rest of the host asks a session to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SessionCommand {
-    /// Send an `error` frame with this code and close the socket with it.
-    Close(CloseCode),
-}
-
-/// One message queued for a session: its id (so a session can drop a copy
-/// it already sent) and the `message` frame shared by every recipient.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
-    pub id: u64,
-    pub frame: Utf8Bytes,
-}
+use crate::mailbox::{self, Delivery, Mailbox, Refused, SessionCommand};
 
 /// A stream this node started or stopped caring about: the first session
 /// of a token, user or channel arrived, or the last one left. The Redis

@@ -25,6 +25,8 @@
 //!   subscription and member counts), one answer for every API.
 //! - [`hub`]: this node's open sessions, indexed by token, user and channel;
 //!   fan-out into bounded per-session queues.
+//! - [`limits`]: per-client limits the front ends share (wrong app
+//!   credentials, socket publish rates).
 //! - [`mailbox`]: a session's inbox of queued messages and close requests.
 //! - [`metrics`]: Prometheus counters and gauges behind `GET /metrics`.
 //! - [`plugins`]: the wasmtime runtime that runs the auth and router
@@ -32,17 +34,22 @@
 //! - [`state`]: what every handler shares (config, apps, plugins, hub).
 //! - [`store`]: the key-value backend behind the components' `store` import.
 
+// Public: what the binary, an embedder or a benchmark builds a node from
+// (config, server, plugins, store, metrics, check), and the parsers the fuzz
+// targets feed (api, gateway, broker). The rest is the node's inside.
+// docs/architecture.md draws what may depend on what.
 pub mod api;
 pub mod broker;
-pub mod channels;
+mod channels;
 pub mod check;
 pub mod config;
-pub mod connections;
+mod connections;
 pub mod gateway;
-pub mod hub;
-pub mod mailbox;
+mod hub;
+mod limits;
+mod mailbox;
 pub mod metrics;
 pub mod plugins;
 pub mod server;
-pub mod state;
+mod state;
 pub mod store;

@@ -8,9 +8,24 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use axum::extract::ws::Utf8Bytes;
+use madx_wire::close::CloseCode;
 use tokio::sync::Notify;
 
-use crate::hub::{Delivery, SessionCommand};
+/// Something the rest of the host asks a session to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionCommand {
+    /// Send an `error` frame with this code and close the socket with it.
+    Close(CloseCode),
+}
+
+/// One message queued for a session: its id (so a session can drop a copy
+/// it already sent) and the `message` frame shared by every recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: u64,
+    pub frame: Utf8Bytes,
+}
 
 #[derive(Default)]
 struct Inbox {
@@ -146,7 +161,7 @@ mod tests {
     use axum::extract::ws::Utf8Bytes;
 
     use super::*;
-    use crate::gateway::CloseCode;
+    use madx_wire::close::CloseCode;
 
     fn delivery(id: u64) -> Delivery {
         Delivery {

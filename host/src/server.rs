@@ -8,20 +8,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::Router;
+use axum::routing::get;
+use madx_wire::close::CloseCode;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
-use crate::api;
 use crate::broker::{Broker, MemoryBroker, RedisBroker};
 use crate::config::{Config, StoreConfig, TlsFiles};
 use crate::connections::{ConnectionLimits, Connections};
-use crate::gateway::CloseCode;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::plugins::{Plugins, Sandbox};
 use crate::state::AppState;
 use crate::store::{MemoryStore, RedisStore, StoreBackend};
+use crate::{api, gateway};
 
 /// Start-up stopped because a configured component cannot be used (missing
 /// file, not a component, does not fit its world): an operator's mistake,
@@ -161,7 +163,8 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let app = api::router(self.state.clone());
+        let websocket = Router::new().route("/v1/ws", get(gateway::upgrade));
+        let app = api::router(self.state.clone(), websocket);
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let hub = self.state.hub.clone();
         tokio::spawn(async move {

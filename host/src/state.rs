@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::api::CredentialThrottle;
-use crate::broker::Broker;
+use crate::broker::{Broker, BrokerError};
 use crate::config::{AppConfig, Config};
-use crate::gateway::PublishRates;
 use crate::hub::Hub;
+use crate::limits::{CredentialThrottle, PublishRates};
 use crate::metrics::Metrics;
 use crate::plugins::{Plugins, Sandbox};
 use crate::store::StoreBackend;
@@ -103,10 +102,8 @@ impl AppState {
     /// Can this node take new tokens, connections and publishes? With
     /// Redis, not while it is unreachable: accepting then would promise
     /// what the node cannot keep.
-    pub fn ready(&self) -> Result<(), crate::api::ApiError> {
-        self.broker
-            .is_ready()
-            .map_err(crate::api::ApiError::store_unavailable)
+    pub fn ready(&self) -> Result<(), BrokerError> {
+        self.broker.is_ready()
     }
 
     /// The components serving calls now.

@@ -2,8 +2,10 @@
 //! must agree on, so that a request gets the same answer from either and
 //! a message one sends the other reads: plain functions and types, no I/O.
 //!
+//! - [`json`]: bodies and frames are JSON objects.
 //! - [`pusher`]: Pusher's HTTP API, its request signatures and the events
 //!   it takes, down to madx targets.
+//! - [`close`]: the WebSocket close codes and reasons clients act on.
 //! - [`control`]: the messages nodes send each other on
 //!   `<prefix>:control` in Redis.
 //! - [`scripts`]: the Redis scripts (the broker's ids, history, fan-out and
@@ -12,7 +14,9 @@
 //! - [`tokens`]: the contract's bounds on a token request, and the
 //!   connection ids a publish may exclude.
 
+pub mod close;
 pub mod control;
+pub mod json;
 pub mod pusher;
 pub mod scripts;
 pub mod store;

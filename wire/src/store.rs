@@ -4,6 +4,11 @@
 //! check the same arguments and use the same keys, so a token written by
 //! one is the token another reads.
 
+/// What a client is told when the store cannot be reached (HTTP 503
+/// `store_unavailable`, or an `error` frame before close 1011); the
+/// backend's own words go to the log only.
+pub const UNAVAILABLE: &str = "the store cannot be reached right now; retry later";
+
 /// Longest key a plugin may use, in bytes.
 pub const MAX_KEY_BYTES: usize = 512;
 /// Largest value a plugin may store, in bytes.

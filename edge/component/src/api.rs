@@ -10,7 +10,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use madx_wire::tokens;
+use madx_wire::{json, tokens};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -185,19 +185,9 @@ fn parse<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
 
 /// A JSON body once read, as [`parse`] takes it.
 pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        body
-    };
-    // serde reads a struct from a JSON array too; bodies are objects (as on
-    // the host).
-    let opens_an_object = body
-        .iter()
-        .find(|byte| !matches!(byte, b' ' | b'\t' | b'\n' | b'\r'))
-        .is_some_and(|&byte| byte == b'{');
-    if !opens_an_object {
-        return Err(ApiError::invalid_json("the body must be a JSON object"));
+    let body = json::body_or_empty_object(body);
+    if !json::opens_object(body) {
+        return Err(ApiError::invalid_json(json::BODY_NOT_AN_OBJECT));
     }
     serde_json::from_slice(body).map_err(|error| ApiError::invalid_json(error.to_string()))
 }

@@ -45,9 +45,6 @@ impl Response {
     }
 }
 
-/// What a client is told when the store fails (the hosts' words too).
-const STORE_UNAVAILABLE: &str = "the store cannot be reached right now; retry later";
-
 /// An HTTP error with a documented code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -140,7 +137,7 @@ impl ApiError {
     /// logged, never sent: clients get the stable code and a short message.
     pub fn store_unavailable(detail: impl std::fmt::Display) -> Self {
         eprintln!("madx-edge: store unavailable: {detail}");
-        Self::new(503, "store_unavailable", STORE_UNAVAILABLE)
+        Self::new(503, "store_unavailable", madx_wire::store::UNAVAILABLE)
     }
 
     /// The edge's Spin variables are missing or invalid (the hosts refuse

@@ -6,10 +6,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::broker::BrokerError;
 use crate::plugins::PluginFailure;
 
 /// What a client is told when the store fails.
-pub const STORE_UNAVAILABLE: &str = "the store cannot be reached right now; retry later";
+pub use madx_wire::store::UNAVAILABLE as STORE_UNAVAILABLE;
 /// When to try again after `store_full`: idle tokens expire continually.
 const STORE_FULL_RETRY_SECS: u32 = 60;
 
@@ -153,6 +154,13 @@ impl ApiError {
 
     pub fn code(&self) -> &'static str {
         self.code
+    }
+}
+
+/// The node is not ready (`AppState::ready`): its store is unreachable.
+impl From<BrokerError> for ApiError {
+    fn from(error: BrokerError) -> Self {
+        ApiError::store_unavailable(error)
     }
 }
 

@@ -10,11 +10,12 @@ use axum::http::{StatusCode, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
+use madx_wire::json;
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
-use super::throttle::Counted;
+use crate::limits::Counted;
 use crate::state::{App, AppState};
 
 /// The app whose key and secret came with the request (HTTP Basic).
@@ -118,14 +119,9 @@ where
 impl<T: DeserializeOwned> JsonBody<T> {
     /// A request body as the extractor reads it, once it is in memory.
     pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            body
-        };
-        // serde reads a struct from a JSON array too; bodies are objects.
-        if !crate::gateway::frames::is_json_object(body) {
-            return Err(ApiError::invalid_json("the body must be a JSON object"));
+        let body = json::body_or_empty_object(body);
+        if !json::opens_object(body) {
+            return Err(ApiError::invalid_json(json::BODY_NOT_AN_OBJECT));
         }
         serde_json::from_slice(body)
             .map(JsonBody)

@@ -1,10 +1,9 @@
-//! The HTTP API: tokens, health, and the WebSocket route.
+//! The HTTP API: tokens, publishes, Pusher's API, health and metrics.
 
 mod error;
 mod extract;
 mod publish;
 mod pusher;
-mod throttle;
 mod tokens;
 
 use std::sync::Arc;
@@ -21,14 +20,14 @@ pub use error::{ApiError, STORE_UNAVAILABLE};
 // The request bodies and their checks, for the fuzz targets (fuzz/).
 pub use extract::JsonBody;
 pub use publish::{BatchRequest, Checked, PublishRequest};
-pub use throttle::CredentialThrottle;
 pub use tokens::CreateToken;
 
-use crate::gateway;
 use crate::state::AppState;
 
-/// Every route the host serves.
-pub fn router(state: Arc<AppState>) -> Router {
+/// Every route the host serves: the API's and `others` (the WebSocket
+/// endpoint, which the server adds so the API need not know the gateway),
+/// under one set of fallbacks and body limits.
+pub fn router(state: Arc<AppState>, others: Router<Arc<AppState>>) -> Router {
     let limits = state.config.limits;
     // A message body may carry `max_publish_bytes` of data plus its
     // envelope; a batch, `max_batch` of them.
@@ -60,11 +59,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/apps/{app_id}/users/{user_id}/terminate_connections",
             post(pusher::terminate_connections),
         )
-        .route("/v1/ws", get(gateway::upgrade))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/admin/reload", post(reload))
         .route("/readyz", get(readyz))
+        .merge(others)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
+use madx_wire::close::CloseCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -212,7 +213,7 @@ impl Broker {
 
     /// Close every socket of a revoked token, on every node.
     pub async fn close_token(&self, hub: &Hub, app_id: &str, access_id: &str) -> usize {
-        let closed = hub.close_token(app_id, access_id, crate::gateway::CloseCode::TokenRevoked);
+        let closed = hub.close_token(app_id, access_id, CloseCode::TokenRevoked);
         if let Broker::Redis(broker) = self {
             broker.announce_revoke(app_id, access_id).await;
         }
@@ -222,7 +223,7 @@ impl Broker {
     /// Close every socket of a user (`terminate_connections`), on every
     /// node; returns how many of this node's sockets were asked to close.
     pub async fn close_user(&self, hub: &Hub, app_id: &str, user_id: &str) -> usize {
-        let closed = hub.close_user(app_id, user_id, crate::gateway::CloseCode::Terminated);
+        let closed = hub.close_user(app_id, user_id, CloseCode::Terminated);
         if let Broker::Redis(broker) = self {
             broker.announce_terminate(app_id, user_id).await;
         }

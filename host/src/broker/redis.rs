@@ -37,9 +37,9 @@ use super::{
     Attached, BrokerError, Outgoing, Published, Recovery, memory::unix_micros, message_id,
 };
 use crate::config::HistoryConfig;
-use crate::gateway::CloseCode;
 use crate::hub::{Hub, Interest, Target};
 use crate::metrics::Metrics;
+use madx_wire::close::CloseCode;
 
 /// How long a session waits for its subscription to reach Redis.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(3);

@@ -186,9 +186,7 @@ pub fn parse(text: &str) -> Result<ClientFrame, Unparsable> {
         message: "a frame is a JSON object with a string \"type\"".to_owned(),
         frame: None,
     };
-    // serde reads a struct from a JSON array too (`["ping"]`); frames are
-    // objects only.
-    if !is_json_object(text.as_bytes()) {
+    if !madx_wire::json::opens_object(text.as_bytes()) {
         return Err(bad_frame());
     }
     let envelope: Envelope = serde_json::from_str(text).map_err(|_| bad_frame())?;
@@ -227,13 +225,6 @@ pub fn parse(text: &str) -> Result<ClientFrame, Unparsable> {
             frame: Some(kind),
         }),
     }
-}
-
-/// Does this JSON text open with an object (after JSON whitespace)?
-pub(crate) fn is_json_object(text: &[u8]) -> bool {
-    text.iter()
-        .find(|byte| !matches!(byte, b' ' | b'\t' | b'\n' | b'\r'))
-        .is_some_and(|&byte| byte == b'{')
 }
 
 #[cfg(test)]

@@ -4,9 +4,7 @@
 //! refused: browsers cannot read an HTTP status, so a refusal is one `error`
 //! frame and a close code (see [`CloseCode`]).
 
-mod close;
 pub mod frames;
-mod publish_rate;
 mod session;
 
 use std::sync::Arc;
@@ -17,8 +15,7 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-pub use close::CloseCode;
-pub use publish_rate::PublishRates;
+pub use madx_wire::close::CloseCode;
 
 use crate::plugins::bindings::{AuthError, Claims};
 use crate::state::{App, AppState};
@@ -60,7 +57,7 @@ impl Refusal {
     /// code and a short message (as the HTTP API does).
     pub(crate) fn unavailable(detail: impl std::fmt::Display) -> Self {
         tracing::warn!(%detail, "store unavailable");
-        Refusal::new(CloseCode::Unavailable, crate::api::STORE_UNAVAILABLE)
+        Refusal::new(CloseCode::Unavailable, madx_wire::store::UNAVAILABLE)
     }
 
     pub fn code(&self) -> CloseCode {

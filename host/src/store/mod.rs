@@ -17,7 +17,6 @@ use tokio::time::Instant;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
-pub use madx_wire::store::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,5 +1,5 @@
 //! Close codes: why a socket was refused or dropped, and what the client
-//! should do about it. The ranges follow the Pusher protocol, which client
+//! should do about it (docs/protocol.md). The ranges follow the Pusher protocol, which client
 //! libraries already understand: 4000-4099 do not retry the same connection
 //! string, 4100-4199 back off then reconnect, 4200-4299 reconnect now.
 

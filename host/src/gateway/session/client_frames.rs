@@ -1,0 +1,206 @@
+//! The client's frames: `ping`, `subscribe` (router, cap, recovery with
+//! `since`), `unsubscribe` and `publish` (rate, size, router, broker).
+
+use serde_json::value::RawValue;
+
+use super::super::frames::{self, ClientFrame, FrameError, ServerFrame};
+use super::{Ending, Session};
+use crate::broker::Outgoing;
+use crate::hub::Target;
+use crate::plugins::bindings::RouteError;
+
+impl Session {
+    /// Answer one text frame. `Err` ends the session.
+    pub(super) async fn handle_text(&mut self, text: &str) -> Result<(), Ending> {
+        let frame = match frames::parse(text) {
+            Ok(frame) => frame,
+            Err(unparsable) => {
+                return self
+                    .refuse_frame(
+                        unparsable.error,
+                        &unparsable.message,
+                        unparsable.frame.as_deref(),
+                        None,
+                    )
+                    .await;
+            }
+        };
+        match frame {
+            ClientFrame::Ping => self.reply(&ServerFrame::Pong).await,
+            ClientFrame::Subscribe { channel, since } => {
+                self.subscribe(&channel, since.map(|id| id.0)).await
+            }
+            ClientFrame::Unsubscribe { channel } => {
+                self.state.hub.unsubscribe(&self.registration, &channel);
+                self.reply(&ServerFrame::Unsubscribed { channel: &channel })
+                    .await
+            }
+            ClientFrame::Publish {
+                channel,
+                event,
+                data,
+            } => self.publish(&channel, &event, &data).await,
+        }
+    }
+
+    async fn subscribe(&mut self, channel: &str, since: Option<u64>) -> Result<(), Ending> {
+        let frame = Some("subscribe");
+        if let Some(Err(message)) = since.map(crate::broker::check_position) {
+            return self
+                .refuse_frame(FrameError::InvalidFrame, &message, frame, Some(channel))
+                .await;
+        }
+        let limit = self.state.config.limits.max_subscriptions_per_socket;
+        if self.state.hub.subscription_count(&self.registration) >= limit {
+            let message = format!("at most {limit} subscriptions per socket");
+            return self
+                .refuse_frame(
+                    FrameError::TooManySubscriptions,
+                    &message,
+                    frame,
+                    Some(channel),
+                )
+                .await;
+        }
+        let verdict = self
+            .state
+            .plugins()
+            .router
+            .authorize_subscribe(&self.app.id, &self.claims, channel)
+            .await;
+        if let Some((error, message)) = route_refusal(verdict) {
+            return self
+                .refuse_frame(error, &message, frame, Some(channel))
+                .await;
+        }
+
+        let streams = [Target::Channel(channel.to_owned())];
+        let attached = self
+            .state
+            .broker
+            .attach(&self.app.id, &streams, since, || {
+                self.state.hub.subscribe(&self.registration, channel)
+            })
+            .await;
+        let (recovery, position) = match attached {
+            Ok(attached) => (attached.recovery, attached.position),
+            Err(error) => {
+                self.state.hub.unsubscribe(&self.registration, channel);
+                tracing::warn!(%error, "store unavailable");
+                return self
+                    .refuse_frame(
+                        FrameError::Unavailable,
+                        madx_wire::store::UNAVAILABLE,
+                        frame,
+                        Some(channel),
+                    )
+                    .await;
+            }
+        };
+        if let Some(recovery) = &recovery {
+            self.live.expect_overlap(recovery, channel);
+        }
+        let subscribed = ServerFrame::Subscribed {
+            channel,
+            last_id: position.to_string(),
+            recovered: recovery.as_ref().map(|recovery| recovery.recovered),
+        };
+        self.reply(&subscribed).await?;
+        for frame in recovery.map(|recovery| recovery.frames).unwrap_or_default() {
+            self.send_text(frame)
+                .await
+                .map_err(|_| Ending::ClientGone)?;
+        }
+        Ok(())
+    }
+
+    async fn publish(&mut self, channel: &str, event: &str, data: &RawValue) -> Result<(), Ending> {
+        // First, so a flood costs no plugin call and no store write.
+        if !self.publish_rate.allow() {
+            let limits = &self.state.config.limits;
+            let message = format!(
+                "at most {} publishes per second per socket and {} per token; slow down",
+                limits.client_publish_per_sec, limits.token_publish_per_sec
+            );
+            return self
+                .refuse_publish(FrameError::RateLimited, &message, Some(channel))
+                .await;
+        }
+        let limit = self.state.config.limits.max_publish_bytes;
+        if data.get().len() > limit {
+            let message = format!("data is at most {limit} bytes");
+            return self
+                .refuse_publish(FrameError::PayloadTooLarge, &message, Some(channel))
+                .await;
+        }
+        let verdict = self
+            .state
+            .plugins()
+            .router
+            .authorize_publish(&self.app.id, &self.claims, channel, event)
+            .await;
+        let publication = match verdict {
+            Ok(Ok(publication)) => publication,
+            other => {
+                let (error, message) = route_refusal(other.map(|verdict| verdict.map(|_| ())))
+                    .unwrap_or((FrameError::Unavailable, String::new()));
+                return self.refuse_publish(error, &message, Some(channel)).await;
+            }
+        };
+        let targets = [Target::Channel(publication.channel)];
+        let message = Outgoing {
+            targets: &targets,
+            event: &publication.event,
+            data,
+            except: None,
+        };
+        match self.state.broker.publish(&self.app.id, &[message]).await {
+            Ok(published) => {
+                let delivered = published.iter().map(|published| published.delivered).sum();
+                self.state
+                    .metrics
+                    .published(&self.app.id, "socket", delivered);
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(%error, "store unavailable");
+                self.refuse_publish(
+                    FrameError::Unavailable,
+                    madx_wire::store::UNAVAILABLE,
+                    Some(channel),
+                )
+                .await
+            }
+        }
+    }
+
+    /// Refuse a `publish` frame, counting it by reason.
+    async fn refuse_publish(
+        &mut self,
+        error: FrameError,
+        message: &str,
+        channel: Option<&str>,
+    ) -> Result<(), Ending> {
+        self.state
+            .metrics
+            .publish_refused(&self.app.id, error.reason());
+        self.refuse_frame(error, message, Some("publish"), channel)
+            .await
+    }
+}
+
+/// The error frame for a router decision that is not a plain yes.
+fn route_refusal(
+    verdict: Result<Result<(), RouteError>, crate::plugins::PluginFailure>,
+) -> Option<(FrameError, String)> {
+    match verdict {
+        Ok(Ok(())) => None,
+        Ok(Err(RouteError::Forbidden(message))) => Some((FrameError::Forbidden, message)),
+        Ok(Err(RouteError::InvalidChannel(message))) => Some((FrameError::InvalidChannel, message)),
+        Ok(Err(RouteError::Invalid(message))) => Some((FrameError::InvalidFrame, message)),
+        Err(_) => Some((
+            FrameError::Unavailable,
+            "the router failed; try again later".to_owned(),
+        )),
+    }
+}

@@ -1,0 +1,105 @@
+//! Closing a socket: an `error` frame, then the close frame with the same
+//! code, within a bounded time; and the reads that are answered with a
+//! close code rather than a dropped connection.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use tokio::time::timeout;
+
+use super::super::frames::ServerFrame;
+use super::super::{CloseCode, Refusal};
+
+/// How long a closing socket waits for the client's close reply.
+const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Send the refusal as an `error` frame and close with its code.
+pub(in crate::gateway) async fn refuse(mut socket: WebSocket, refusal: Refusal) {
+    tracing::info!(
+        code = refusal.code.code(),
+        reason = refusal.code.reason(),
+        message = %refusal.message,
+        "connection refused"
+    );
+    close(&mut socket, refusal.code, &refusal.message).await;
+}
+
+/// Did reading fail because the client sent more than the size limit?
+/// A read that failed because of what the client sent, and is answered
+/// with a close code rather than a dropped connection.
+pub(super) enum Violation {
+    TooBig,
+    NotUtf8,
+}
+
+pub(super) fn read_violation(error: &axum::Error) -> Option<Violation> {
+    let cause = std::error::Error::source(error)?;
+    match cause.downcast_ref::<tungstenite::Error>()? {
+        tungstenite::Error::Capacity(_) => Some(Violation::TooBig),
+        tungstenite::Error::Utf8(_) => Some(Violation::NotUtf8),
+        _ => None,
+    }
+}
+
+pub(super) fn closing_message(code: CloseCode) -> String {
+    match code {
+        CloseCode::TokenRevoked => "the token was revoked; fetch a new one",
+        CloseCode::GoingAway => "the server is going away; reconnect with last_id",
+        CloseCode::SlowConsumer => {
+            "messages arrived faster than this socket read them; reconnect with last_id"
+        }
+        _ => "closing",
+    }
+    .to_owned()
+}
+
+/// Send an `error` frame, then a close frame with the same code, and wait
+/// briefly for the client's close reply so the handshake ends cleanly. All
+/// of it within a bounded time: a peer that stopped reading cannot hold the
+/// session open.
+pub(super) async fn close(socket: &mut WebSocket, code: CloseCode, message: &str) {
+    let _ = timeout(
+        CLOSE_HANDSHAKE_TIMEOUT,
+        close_handshake(socket, code, message),
+    )
+    .await;
+}
+
+async fn close_handshake(socket: &mut WebSocket, code: CloseCode, message: &str) {
+    let error = ServerFrame::Error {
+        code: code.code(),
+        reason: code.reason(),
+        message,
+        frame: None,
+        channel: None,
+    };
+    if socket
+        .send(Message::Text(error.to_json().into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let frame = CloseFrame {
+        code: code.code(),
+        reason: code.reason().into(),
+    };
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    while let Some(Ok(_)) = socket.recv().await {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closes_that_ask_the_client_to_act_say_how() {
+        assert!(closing_message(CloseCode::TokenRevoked).contains("fetch a new one"));
+        for resumable in [CloseCode::GoingAway, CloseCode::SlowConsumer] {
+            assert!(closing_message(resumable).contains("reconnect with last_id"));
+        }
+        assert_eq!(closing_message(CloseCode::Terminated), "closing");
+    }
+}

@@ -1,0 +1,52 @@
+//! An open socket keeps its token alive: the token's idle clock restarts
+//! well within the idle timeout (not on every frame: no store write per
+//! frame), so the token outlives the socket by a full timeout.
+
+use std::time::Duration;
+
+use super::super::CloseCode;
+use crate::plugins::bindings::AuthError;
+use crate::state::AppState;
+
+/// Never touch the token more often than this.
+const MIN_KEEPALIVE: Duration = Duration::from_millis(200);
+/// Never touch the token less often than this.
+const MAX_KEEPALIVE: Duration = Duration::from_secs(300);
+
+/// How often a socket restarts its token's idle clock: a third of the idle
+/// timeout, within [`MIN_KEEPALIVE`] and [`MAX_KEEPALIVE`].
+pub(super) fn interval(idle_timeout_secs: u32) -> Duration {
+    (Duration::from_secs(u64::from(idle_timeout_secs)) / 3).clamp(MIN_KEEPALIVE, MAX_KEEPALIVE)
+}
+
+/// Restart the token's idle clock; `Some(code)` when the socket must close
+/// because the token is gone. A plugin or store failure keeps the socket:
+/// the next tick tries again.
+pub(super) async fn touch_token(
+    state: &AppState,
+    app_id: &str,
+    access_id: &str,
+) -> Option<CloseCode> {
+    match state.plugins().auth.touch(app_id, access_id).await {
+        Ok(Ok(())) => None,
+        Ok(Err(AuthError::TokenInvalid)) => Some(CloseCode::TokenRevoked),
+        Ok(Err(error)) => {
+            tracing::warn!(app_id, ?error, "could not keep a token alive");
+            None
+        }
+        // Already logged by the plugin runtime.
+        Err(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_third_of_the_idle_timeout_within_bounds() {
+        assert_eq!(interval(60), Duration::from_secs(20));
+        assert_eq!(interval(7200), MAX_KEEPALIVE);
+        assert_eq!(interval(0), MIN_KEEPALIVE);
+    }
+}

@@ -1,0 +1,280 @@
+//! One admitted socket, from welcome to close:
+//!
+//! - [`opening`]: registration, `welcome` and the inboxes' recovery;
+//! - this module: the loop (queued messages, client frames, heartbeats,
+//!   keeping the token alive) and closing with the right code;
+//! - [`client_frames`]: answering `ping`, `subscribe`, `unsubscribe` and
+//!   `publish`;
+//! - [`live_filter`]: dropping live copies of what was already sent;
+//! - [`error_window`]: closing a socket that sends too many bad frames;
+//! - [`keepalive`]: the token's idle clock while the socket is open;
+//! - [`closing`]: the close handshake, refusals and read violations.
+
+mod client_frames;
+mod closing;
+mod error_window;
+mod keepalive;
+mod live_filter;
+mod opening;
+
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
+use tokio::time::{Instant, sleep_until, timeout};
+
+use super::frames::{FrameError, ServerFrame};
+use super::{Admitted, CloseCode};
+use crate::hub::Registration;
+use crate::limits::SocketRate;
+use crate::mailbox::{Delivery, Mail, Mailbox, SessionCommand};
+use crate::plugins::bindings::Claims;
+use crate::state::{App, AppState};
+use closing::{Violation, close, closing_message, read_violation};
+use error_window::ErrorWindow;
+use live_filter::LiveFilter;
+
+pub(super) use closing::refuse;
+
+/// How long a socket closed for an oversized message stays open, so the
+/// client can read why before unread input resets the connection.
+const UNREAD_INPUT_LINGER: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Why the session loop stopped.
+enum Ending {
+    /// The client closed or vanished: nothing more to send.
+    ClientGone,
+    /// The server closes with this code.
+    Close(CloseCode, String),
+}
+
+pub(super) async fn run(socket: WebSocket, state: Arc<AppState>, admitted: Admitted) {
+    // Boxed: the opening steps (registration, recovery, welcome) need a lot
+    // of state that is dead once the socket is open; inline, every open
+    // socket's task would keep that space for its whole life.
+    if let Some((session, mailbox)) = Box::pin(opening::open(socket, state, admitted)).await {
+        session.serve(mailbox).await;
+    }
+}
+
+/// The state of one admitted socket.
+struct Session {
+    socket: WebSocket,
+    state: Arc<AppState>,
+    app: Arc<App>,
+    claims: Claims,
+    registration: Registration,
+    errors: ErrorWindow,
+    live: LiveFilter,
+    publish_rate: SocketRate,
+}
+
+impl Session {
+    async fn serve(mut self, mailbox: Mailbox) {
+        let heartbeat = self.state.config.heartbeat;
+        // An open socket keeps its token alive: touch it well within the
+        // idle timeout (no store write per frame), so the token outlives
+        // the socket by a full timeout.
+        let keepalive_every = keepalive::interval(self.claims.idle_timeout_secs);
+        // One timer for both duties, set to the nearer deadline: every
+        // wake-up of the loop polls each branch, so fewer is cheaper.
+        let mut next_ping = Instant::now() + heartbeat;
+        let mut next_keepalive = Instant::now() + keepalive_every;
+        let timer = sleep_until(next_ping.min(next_keepalive));
+        tokio::pin!(timer);
+        let mut last_heard = Instant::now();
+
+        let ending = loop {
+            // Biased: commands (close) first, then queued messages, then
+            // client frames, so a message accepted before a client frame
+            // arrives is sent before that frame is answered.
+            tokio::select! {
+                biased;
+                mail = mailbox.next() => match mail {
+                    Mail::Command(SessionCommand::Close(code)) => {
+                        break Ending::Close(code, closing_message(code))
+                    }
+                    Mail::Message(delivery) => match self.send_live(delivery).await {
+                    Ok(()) => {}
+                    Err(SendError::Stalled) => break Ending::Close(
+                        CloseCode::SlowConsumer,
+                        closing_message(CloseCode::SlowConsumer),
+                    ),
+                    Err(SendError::Gone) => break Ending::ClientGone,
+                    },
+                },
+                incoming = self.socket.recv() => {
+                    let message = match incoming {
+                        Some(Ok(message)) => message,
+                        Some(Err(error)) => match read_violation(&error) {
+                            Some(Violation::TooBig) => {
+                                let limit = self.state.config.limits.max_frame_bytes;
+                                break Ending::Close(
+                                    CloseCode::MessageTooBig,
+                                    format!("messages are at most {limit} bytes"),
+                                );
+                            }
+                            Some(Violation::NotUtf8) => break Ending::Close(
+                                CloseCode::InvalidUtf8,
+                                "text messages must be UTF-8".to_owned(),
+                            ),
+                            None => break Ending::ClientGone,
+                        },
+                        None => break Ending::ClientGone,
+                    };
+                    last_heard = Instant::now();
+                    let outcome = match message {
+                        // Boxed: plugin calls make this future large, and an
+                        // idle session should not carry that space inline.
+                        Message::Text(text) => Box::pin(self.handle_text(text.as_str())).await,
+                        Message::Binary(_) => {
+                            self.refuse_frame(FrameError::BadFrame, "frames are JSON text", None, None)
+                                .await
+                        }
+                        Message::Close(_) => Err(Ending::ClientGone),
+                        // Pings are answered by the WebSocket layer; pongs
+                        // only prove liveness.
+                        Message::Ping(_) | Message::Pong(_) => Ok(()),
+                    };
+                    if let Err(ending) = outcome {
+                        break ending;
+                    }
+                }
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if now >= next_ping {
+                        next_ping = now + heartbeat;
+                        if last_heard.elapsed() >= heartbeat * 2 {
+                            break Ending::Close(
+                                CloseCode::HeartbeatTimeout,
+                                format!("nothing heard for {} s", (heartbeat * 2).as_secs()),
+                            );
+                        }
+                        match self.send(Message::Ping(Default::default())).await {
+                            Ok(()) => {}
+                            Err(SendError::Stalled) => break Ending::Close(
+                                CloseCode::HeartbeatTimeout,
+                                "the peer stopped reading".to_owned(),
+                            ),
+                            Err(SendError::Gone) => break Ending::ClientGone,
+                        }
+                    }
+                    if now >= next_keepalive {
+                        next_keepalive = now + keepalive_every;
+                        let (state, app, access_id) = (&self.state, &self.app, &self.claims.access_id);
+                        if let Some(code) = Box::pin(keepalive::touch_token(state, &app.id, access_id)).await {
+                            break Ending::Close(code, closing_message(code));
+                        }
+                    }
+                    timer.as_mut().reset(next_ping.min(next_keepalive));
+                }
+            }
+        };
+
+        let reason = match &ending {
+            Ending::ClientGone => "client",
+            Ending::Close(code, _) => code.reason(),
+        };
+        self.state.metrics.disconnect(&self.app.id, reason);
+        let revoked = matches!(&ending, Ending::Close(CloseCode::TokenRevoked, _));
+        if let Ending::Close(code, message) = ending {
+            if code == CloseCode::GoingAway {
+                // Hand over what was already accepted for this socket.
+                while let Some(delivery) = mailbox.try_next_message() {
+                    if self.send_live(delivery).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            tracing::info!(app = %self.app.id, code = code.code(), reason = code.reason(), "closing socket");
+            close(&mut self.socket, code, &message).await;
+            if code == CloseCode::MessageTooBig {
+                // The rest of the oversized message is still unread;
+                // dropping the socket now would reset the connection and
+                // could discard our close frame before the client reads it.
+                tokio::time::sleep(UNREAD_INPUT_LINGER).await;
+            }
+        }
+        let Session {
+            state,
+            app,
+            claims,
+            registration,
+            ..
+        } = self;
+        drop(registration);
+        // The moment a socket closes counts as activity: the token lives a
+        // full idle timeout from here.
+        if !revoked {
+            Box::pin(keepalive::touch_token(&state, &app.id, &claims.access_id)).await;
+        }
+        tracing::debug!(app = %app.id, "session closed");
+    }
+
+    /// Send an `error` frame for a refused client frame; too many of them
+    /// in a short time close the socket.
+    async fn refuse_frame(
+        &mut self,
+        error: FrameError,
+        message: &str,
+        frame: Option<&str>,
+        channel: Option<&str>,
+    ) -> Result<(), Ending> {
+        let reply = ServerFrame::Error {
+            code: error.code(),
+            reason: error.reason(),
+            message,
+            frame,
+            channel,
+        };
+        self.reply(&reply).await?;
+        if self
+            .errors
+            .record(self.state.config.limits.max_frame_errors)
+        {
+            return Err(Ending::Close(
+                CloseCode::TooManyErrors,
+                "too many refused frames".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn reply(&mut self, frame: &ServerFrame<'_>) -> Result<(), Ending> {
+        self.send_text(frame.to_json().into())
+            .await
+            .map_err(|_| Ending::ClientGone)
+    }
+
+    /// Send a live message unless the session already sent it.
+    async fn send_live(&mut self, delivery: Delivery) -> Result<(), SendError> {
+        if self.live.admits(&delivery) {
+            self.send_text(delivery.frame).await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Send one text frame. A peer that takes no bytes for two heartbeat
+    /// intervals is stalled: waiting longer would hold this session (and
+    /// its close) hostage.
+    async fn send_text(&mut self, text: Utf8Bytes) -> Result<(), SendError> {
+        self.send(Message::Text(text)).await
+    }
+
+    async fn send(&mut self, message: Message) -> Result<(), SendError> {
+        let patience = self.state.config.heartbeat * 2;
+        match timeout(patience, self.socket.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(SendError::Gone),
+            Err(_) => Err(SendError::Stalled),
+        }
+    }
+}
+
+/// Why a frame could not be sent.
+enum SendError {
+    /// The connection is gone.
+    Gone,
+    /// The peer stopped reading.
+    Stalled,
+}

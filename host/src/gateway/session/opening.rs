@@ -1,0 +1,108 @@
+//! Opening a session: register it in the hub (within the socket caps),
+//! send `welcome` and replay the inboxes after `last_id`, so that nothing
+//! falls between the replay and live messages.
+
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocket;
+
+use super::super::frames::ServerFrame;
+use super::super::{Admitted, CloseCode, Refusal};
+use super::{ErrorWindow, LiveFilter, Session, refuse};
+use crate::broker::channel_label;
+use crate::hub::{Full, SessionSpec, Target};
+use crate::mailbox::Mailbox;
+use crate::state::AppState;
+
+/// Register the session, send `welcome` and the recovered messages; the
+/// session, ready to serve, unless the socket was refused or went away.
+pub(super) async fn open(
+    socket: WebSocket,
+    state: Arc<AppState>,
+    admitted: Admitted,
+) -> Option<(Session, Mailbox)> {
+    let Admitted {
+        app,
+        claims,
+        last_id,
+    } = admitted;
+    let limits = state.config.limits;
+    let spec = SessionSpec {
+        app_id: &app.id,
+        access_id: &claims.access_id,
+        user_id: claims.user_id.as_deref(),
+        queue: limits.send_queue,
+        max_per_token: limits.max_sockets_per_token,
+        max_per_app: limits.max_sockets_per_app,
+    };
+    let mut inboxes = vec![Target::Token(claims.access_id.clone())];
+    if let Some(user_id) = &claims.user_id {
+        inboxes.push(Target::User(user_id.clone()));
+    }
+    // The broker registers and reads the inboxes' history so that nothing
+    // falls between the replay and live messages.
+    let attached = state
+        .broker
+        .attach(&app.id, &inboxes, last_id, || state.hub.register(spec))
+        .await;
+    let (registered, recovery, position) = match attached {
+        Ok(attached) => (attached.attached, attached.recovery, attached.position),
+        Err(error) => {
+            state
+                .metrics
+                .connect(&app.id, CloseCode::Unavailable.reason());
+            refuse(socket, Refusal::unavailable(error)).await;
+            return None;
+        }
+    };
+    let (registration, mailbox) = match registered {
+        Ok(registered) => registered,
+        Err(full) => {
+            let message = match full {
+                Full::Token => "this token has too many open sockets",
+                Full::App => "this app has too many open sockets on this node",
+            };
+            state
+                .metrics
+                .connect(&app.id, CloseCode::OverCapacity.reason());
+            refuse(socket, Refusal::new(CloseCode::OverCapacity, message)).await;
+            return None;
+        }
+    };
+    state.metrics.connect(&app.id, "accepted");
+
+    let publish_rate = state.publish_rates.socket(&app.id, &claims.access_id);
+    let mut session = Session {
+        socket,
+        state,
+        app,
+        claims,
+        registration,
+        errors: ErrorWindow::new(),
+        live: LiveFilter::default(),
+        publish_rate,
+    };
+    if let Some(recovery) = &recovery {
+        for inbox in &inboxes {
+            session.live.expect_overlap(recovery, channel_label(inbox));
+        }
+    }
+    let welcome = ServerFrame::Welcome {
+        connection_id: session.registration.connection_id(),
+        access_id: &session.claims.access_id,
+        heartbeat_s: session.state.config.heartbeat.as_secs(),
+        last_id: position.to_string(),
+        recovered: recovery.as_ref().map(|recovery| recovery.recovered),
+    };
+    let welcome = welcome.to_json();
+    if session.send_text(welcome.into()).await.is_err() {
+        return None;
+    }
+    for frame in recovery.map(|recovery| recovery.frames).unwrap_or_default() {
+        if session.send_text(frame).await.is_err() {
+            return None;
+        }
+    }
+    tracing::debug!(app = %session.app.id, connection_id = session.registration.connection_id(), "session opened");
+    Some((session, mailbox))
+}
