@@ -25,13 +25,8 @@ pub enum Interest<'a> {
 /// Told of every [`Interest`] change, in order, under the hub's lock.
 pub type InterestObserver = Box<dyn Fn(Interest<'_>) + Send + Sync>;
 
-/// Where a message goes within one app.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Target {
-    Channel(String),
-    User(String),
-    Token(String),
-}
+/// Where a message goes within one app (the deployment's one definition).
+pub use madx_wire::broker::Target;
 
 /// Why a session was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

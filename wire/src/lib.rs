@@ -5,6 +5,8 @@
 //! - [`json`]: bodies and frames are JSON objects.
 //! - [`pusher`]: Pusher's HTTP API, its request signatures and the events
 //!   it takes, down to madx targets.
+//! - [`broker`]: where messages go (targets, streams, live channels, the
+//!   deployment's Redis keys) and the `message` frame.
 //! - [`close`]: the WebSocket close codes and reasons clients act on.
 //! - [`control`]: the messages nodes send each other on
 //!   `<prefix>:control` in Redis.
@@ -14,6 +16,7 @@
 //! - [`tokens`]: the contract's bounds on a token request, and the
 //!   connection ids a publish may exclude.
 
+pub mod broker;
 pub mod close;
 pub mod control;
 pub mod json;

@@ -5,8 +5,8 @@
 //! terminations are announced on `<prefix>:control`, where every host
 //! listens, as the hosts' [`Control`] messages.
 
+use madx_wire::broker::Keys;
 use madx_wire::control::Control;
-use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::platform::{Platform, Reply};
@@ -16,34 +16,8 @@ const PUBLISH: &str = madx_wire::scripts::PUBLISH;
 /// The script every host runs to read the channel directory.
 const CHANNELS: &str = madx_wire::scripts::CHANNELS;
 
-/// Where a message goes (the router's answer).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    Channel(String),
-    User(String),
-    Token(String),
-}
-
-impl Target {
-    /// `<kind>/<name>`: the stream's name under its app.
-    fn stream_name(&self) -> String {
-        match self {
-            Target::Channel(name) => format!("channel/{name}"),
-            Target::User(id) => format!("user/{id}"),
-            Target::Token(id) => format!("token/{id}"),
-        }
-    }
-
-    /// The `channel` field of a `message` frame: the channel, or which
-    /// inbox.
-    fn label(&self) -> &str {
-        match self {
-            Target::Channel(name) => name,
-            Target::User(_) => "#user",
-            Target::Token(_) => "#token",
-        }
-    }
-}
+/// Where a message goes (the router's answer), as the hosts name it.
+pub use madx_wire::broker::Target;
 
 /// One routed message.
 #[derive(Debug)]
@@ -56,23 +30,9 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
-    /// The `message` frame after its id (`"channel":..,"event":..,
-    /// "data":..}`): the script puts the id in front.
+    /// The `message` frame after its id: the script puts the id in front.
     pub fn frame_tail(&self) -> String {
-        #[derive(Serialize)]
-        struct Tail<'a> {
-            channel: &'a str,
-            event: &'a str,
-            data: &'a RawValue,
-        }
-        let tail = Tail {
-            channel: self.targets.first().map_or("", Target::label),
-            event: &self.event,
-            data: &self.data,
-        };
-        // Serializing borrowed strings and already-valid JSON cannot fail.
-        let json = serde_json::to_string(&tail).unwrap_or_default();
-        json.strip_prefix('{').unwrap_or(&json).to_owned()
+        madx_wire::broker::frame_tail(self.targets.first(), &self.event, &self.data)
     }
 }
 
@@ -91,7 +51,7 @@ impl<P: Platform> Broker<'_, P> {
         let mut args: Vec<Vec<u8>> = vec![
             PUBLISH.into(),
             b"0".to_vec(),
-            format!("{}:app/{app_id}/", self.prefix).into_bytes(),
+            Keys::new(self.prefix).app(app_id).into_bytes(),
             self.per_stream.to_string().into_bytes(),
             self.ttl_secs.saturating_mul(1000).to_string().into_bytes(),
             messages.len().to_string().into_bytes(),
@@ -182,7 +142,7 @@ impl<P: Platform> Broker<'_, P> {
 
     /// Run the hosts' channel directory script; no node is left out.
     fn read_channels(&self, app_id: &str, mode: &str, name: &str) -> Result<Vec<Reply>, String> {
-        let app = format!("{}:app/{app_id}/", self.prefix);
+        let app = Keys::new(self.prefix).app(app_id);
         let args: [&[u8]; 6] = [
             CHANNELS.as_bytes(),
             b"0",
@@ -199,7 +159,7 @@ impl<P: Platform> Broker<'_, P> {
     fn announce(&self, control: &Control) {
         // Serializing strings cannot fail.
         let payload = serde_json::to_string(control).unwrap_or_default();
-        let channel = format!("{}:control", self.prefix);
+        let channel = Keys::new(self.prefix).control();
         let args: [&[u8]; 2] = [channel.as_bytes(), payload.as_bytes()];
         if let Err(error) = self.platform.redis(self.redis_url, "PUBLISH", &args) {
             eprintln!("madx-edge: could not announce {control:?}: {error}");

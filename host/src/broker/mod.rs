@@ -15,8 +15,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
+use madx_wire::broker::{message_frame, message_id};
 use madx_wire::close::CloseCode;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 pub use memory::MemoryBroker;
@@ -41,44 +42,7 @@ impl Outgoing<'_> {
     /// where the message is stored (in Redis, by a script), the rest is
     /// serialized once here.
     fn frame_tail(&self) -> String {
-        #[derive(Serialize)]
-        struct Tail<'a> {
-            channel: &'a str,
-            event: &'a str,
-            data: &'a RawValue,
-        }
-        let tail = Tail {
-            channel: self.targets.first().map_or("", channel_label),
-            event: self.event,
-            data: self.data,
-        };
-        // Serializing borrowed strings and already-valid JSON cannot fail.
-        let json = serde_json::to_string(&tail).unwrap_or_default();
-        json.strip_prefix('{').unwrap_or(&json).to_owned()
-    }
-}
-
-/// The frame prefix every `message` frame starts with; the id follows.
-const FRAME_HEAD: &str = r#"{"type":"message","id":""#;
-
-/// The whole `message` frame for `id` (the Redis scripts build the same).
-fn message_frame(id: u64, tail: &str) -> String {
-    format!(r#"{FRAME_HEAD}{id}",{tail}"#)
-}
-
-/// The id of a `message` frame built by [`message_frame`].
-fn message_id(frame: &str) -> Option<u64> {
-    let rest = frame.strip_prefix(FRAME_HEAD)?;
-    let (digits, _) = rest.split_once('"')?;
-    digits.parse().ok()
-}
-
-/// The `channel` field of a message frame: the channel, or which inbox.
-pub fn channel_label(target: &Target) -> &str {
-    match target {
-        Target::Channel(name) => name,
-        Target::User(_) => "#user",
-        Target::Token(_) => "#token",
+        madx_wire::broker::frame_tail(self.targets.first(), self.event, self.data)
     }
 }
 

@@ -26,6 +26,7 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use futures_util::StreamExt as _;
 // The edge publishes these too: one type, one JSON.
+use madx_wire::broker::Keys;
 use madx_wire::control::Control;
 use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
 use redis::{AsyncCommands as _, Script};
@@ -65,56 +66,6 @@ enum Command {
     Sync(oneshot::Sender<()>),
 }
 
-/// Key and channel names, all under the deployment's prefix.
-#[derive(Clone)]
-struct Keys {
-    prefix: String,
-}
-
-impl Keys {
-    /// `<prefix>:app/<app>/`: the app's ids, history, live channels and
-    /// channel directory.
-    fn app(&self, app_id: &str) -> String {
-        format!("{}{app_id}/", self.apps())
-    }
-
-    /// `<prefix>:app/`, which an app's id and `/` complete.
-    fn apps(&self) -> String {
-        format!("{}:app/", self.prefix)
-    }
-
-    fn control(&self) -> String {
-        format!("{}:control", self.prefix)
-    }
-
-    fn live(&self, app_id: &str, target: &Target) -> String {
-        format!("{}live/{}", self.app(app_id), stream_name(target))
-    }
-
-    /// The app and target of a live channel name.
-    fn parse_live(&self, channel: &str) -> Option<(String, Target)> {
-        let rest = channel.strip_prefix(&self.prefix)?.strip_prefix(":app/")?;
-        let (app_id, rest) = rest.split_once('/')?;
-        let (kind, name) = rest.strip_prefix("live/")?.split_once('/')?;
-        let target = match kind {
-            "channel" => Target::Channel(name.to_owned()),
-            "user" => Target::User(name.to_owned()),
-            "token" => Target::Token(name.to_owned()),
-            _ => return None,
-        };
-        Some((app_id.to_owned(), target))
-    }
-}
-
-/// `<kind>/<name>`: a stream's name under its app.
-fn stream_name(target: &Target) -> String {
-    match target {
-        Target::Channel(name) => format!("channel/{name}"),
-        Target::User(id) => format!("user/{id}"),
-        Target::Token(id) => format!("token/{id}"),
-    }
-}
-
 /// `XRANGE`'s reply: entries of (stream id, field/value pairs).
 type StreamEntries = Vec<(String, Vec<(String, String)>)>;
 
@@ -144,9 +95,7 @@ impl RedisBroker {
         limits: HistoryConfig,
         metrics: Arc<Metrics>,
     ) -> (Arc<Hub>, Arc<RedisBroker>) {
-        let keys = Keys {
-            prefix: prefix.to_owned(),
-        };
+        let keys = Keys::new(prefix);
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let observer_keys = keys.clone();
         let observer_commands = commands.clone();
@@ -215,7 +164,8 @@ impl RedisBroker {
             .arg(messages.len());
         for message in messages {
             // The script appends to each stream once per message.
-            let mut streams: Vec<String> = message.targets.iter().map(stream_name).collect();
+            let mut streams: Vec<String> =
+                message.targets.iter().map(Target::stream_name).collect();
             streams.sort_unstable();
             streams.dedup();
             invocation
@@ -258,7 +208,7 @@ impl RedisBroker {
             .arg(since.unwrap_or(0))
             .arg(self.limits.ttl_secs.saturating_mul(1000));
         for stream in streams {
-            invocation.arg(stream_name(stream));
+            invocation.arg(stream.stream_name());
         }
         let reply: Vec<String> = invocation
             .invoke_async(&mut self.connection.clone())
@@ -481,7 +431,7 @@ impl Subscriber {
             let mut pipe = redis::pipe();
             for (app_id, target) in chunk {
                 let since = self.last_seen.get(app_id).copied().unwrap_or(fallback);
-                let key = format!("{}history/{}", self.keys.app(app_id), stream_name(target));
+                let key = self.keys.history(app_id, target);
                 pipe.cmd("XRANGE")
                     .arg(key)
                     .arg(format!("({since}"))
@@ -655,26 +605,4 @@ async fn subscribe(sink: &mut PubSubSink, channels: &[String]) -> Result<(), Los
         .await
         .map_err(|_| Lost("subscribe timed out".to_owned()))?
         .map_err(|error| Lost(error.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn live_channel_names_round_trip() {
-        let keys = Keys {
-            prefix: "madx".into(),
-        };
-        for target in [
-            Target::Channel("news.a:b".into()),
-            Target::User("user/with/slashes".into()),
-            Target::Token("K7KWgckL5EU_H6HF-TOTKQ".into()),
-        ] {
-            let live = keys.live("app-1", &target);
-            assert_eq!(keys.parse_live(&live), Some(("app-1".into(), target)));
-        }
-        assert_eq!(keys.parse_live("other:app/a/live/user/u"), None);
-        assert_eq!(keys.parse_live("madx:app/a/history/user/u"), None);
-    }
 }

@@ -17,7 +17,6 @@ use tokio::time::Instant;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
-
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {

@@ -9,7 +9,6 @@ use axum::extract::ws::WebSocket;
 use super::super::frames::ServerFrame;
 use super::super::{Admitted, CloseCode, Refusal};
 use super::{ErrorWindow, LiveFilter, Session, refuse};
-use crate::broker::channel_label;
 use crate::hub::{Full, SessionSpec, Target};
 use crate::mailbox::Mailbox;
 use crate::state::AppState;
@@ -84,7 +83,7 @@ pub(super) async fn open(
     };
     if let Some(recovery) = &recovery {
         for inbox in &inboxes {
-            session.live.expect_overlap(recovery, channel_label(inbox));
+            session.live.expect_overlap(recovery, inbox.label());
         }
     }
     let welcome = ServerFrame::Welcome {
