@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use madx_wire::settings;
 use serde::Deserialize;
 
 use crate::plugins::{ComponentSource, PluginConfig, SandboxLimits};
@@ -45,7 +46,7 @@ pub enum StoreConfig {
 }
 
 /// The deployment prefix when none is configured.
-pub const DEFAULT_STORE_PREFIX: &str = "madx";
+pub const DEFAULT_STORE_PREFIX: &str = settings::STORE_PREFIX;
 
 /// Tunable limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -101,10 +102,10 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_frame_bytes: 64 * 1024,
-            max_body_bytes: 64 * 1024,
-            max_publish_bytes: 64 * 1024,
-            max_batch: 100,
-            max_name_bytes: 200,
+            max_body_bytes: settings::MAX_BODY_BYTES,
+            max_publish_bytes: settings::MAX_PUBLISH_BYTES,
+            max_batch: settings::MAX_BATCH,
+            max_name_bytes: settings::MAX_NAME_BYTES,
             max_store_entries: 1_000_000,
             store_reserved_entries: 200_000,
             max_subscriptions_per_socket: 100,
@@ -141,8 +142,8 @@ impl Default for HistoryConfig {
     fn default() -> Self {
         let max_bytes = history_bytes_default(memory_limit());
         HistoryConfig {
-            per_stream: 100,
-            ttl_secs: 600,
+            per_stream: settings::HISTORY_PER_STREAM,
+            ttl_secs: settings::HISTORY_TTL_SECS,
             total: 100_000,
             max_bytes,
             max_bytes_per_app: max_bytes,
@@ -204,8 +205,8 @@ struct HistoryFile {
 impl Default for HistoryFile {
     fn default() -> Self {
         HistoryFile {
-            per_stream: 100,
-            ttl_secs: 600,
+            per_stream: settings::HISTORY_PER_STREAM,
+            ttl_secs: settings::HISTORY_TTL_SECS,
             total: 100_000,
             max_bytes: None,
             max_bytes_per_app: None,
@@ -426,8 +427,9 @@ impl Config {
         }
 
         let limits = file.limits;
-        if limits.max_frame_bytes < 256 || limits.max_body_bytes < 256 {
-            bail!("limits.max_frame_bytes and limits.max_body_bytes must be at least 256");
+        let min = settings::MIN_BODY_BYTES;
+        if limits.max_frame_bytes < min || limits.max_body_bytes < min {
+            bail!("limits.max_frame_bytes and limits.max_body_bytes must be at least {min}");
         }
         let at_least_one = [
             ("limits.max_publish_bytes", limits.max_publish_bytes),
@@ -575,13 +577,7 @@ impl Config {
 
 fn store_config(store: Option<String>, prefix: Option<String>) -> anyhow::Result<StoreConfig> {
     let prefix = prefix.unwrap_or_else(|| DEFAULT_STORE_PREFIX.to_owned());
-    let prefix_ok = (1..=64).contains(&prefix.len())
-        && prefix
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || b"-_.".contains(&byte));
-    if !prefix_ok {
-        bail!("store_prefix must be 1 to 64 characters of A-Z a-z 0-9 - _ ., got {prefix:?}");
-    }
+    settings::check_store_prefix(&prefix).map_err(anyhow::Error::msg)?;
     match store.as_deref() {
         None | Some("memory") => Ok(StoreConfig::Memory),
         Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {

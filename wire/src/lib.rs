@@ -12,6 +12,8 @@
 //!   `<prefix>:control` in Redis.
 //! - [`scripts`]: the Redis scripts (the broker's ids, history, fan-out and
 //!   channel directory; the plugins' store counters).
+//! - [`settings`]: the limits, history and prefix settings both must set
+//!   alike, with their defaults.
 //! - [`store`]: the plugins' store limits and key layout.
 //! - [`tokens`]: the contract's bounds on a token request, and the
 //!   connection ids a publish may exclude.
@@ -22,5 +24,6 @@ pub mod control;
 pub mod json;
 pub mod pusher;
 pub mod scripts;
+pub mod settings;
 pub mod store;
 pub mod tokens;

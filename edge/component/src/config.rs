@@ -1,9 +1,11 @@
 //! The edge's configuration, read from Spin variables on every request (a
 //! Spin instance serves one request, so there is nothing to cache).
 //!
-//! Every value mirrors a host setting and has the host's default, so an edge
-//! and the hosts it serves agree unless an operator sets one and not the
-//! other. The variables are declared in the top-level `spin.toml`.
+//! Every value is a host setting with its default from `madx_wire::settings`,
+//! so an edge and the hosts it serves agree unless an operator sets one and
+//! not the other. The variables are declared in the top-level `spin.toml`.
+
+use madx_wire::settings;
 
 use crate::platform::Platform;
 
@@ -29,12 +31,12 @@ impl Limits {
     /// The body limit of one message: `max_publish_bytes` of data plus its
     /// envelope (as the hosts' body limits).
     pub fn message_body(&self) -> usize {
-        self.max_publish_bytes + 16 * 1024
+        settings::message_body_limit(self.max_publish_bytes)
     }
 
     /// The body limit of a batch: `max_batch` messages.
     pub fn batch_body(&self) -> usize {
-        self.message_body().saturating_mul(self.max_batch)
+        settings::batch_body_limit(self.max_publish_bytes, self.max_batch)
     }
 }
 
@@ -91,8 +93,10 @@ impl EdgeConfig {
         let apps = parse_apps(&required("apps")?)?;
         let public_url = required("public_url")?;
         validate_public_url(&public_url)?;
-        let store_prefix = read("store_prefix")?.unwrap_or_else(|| "madx".to_owned());
-        validate_prefix(&store_prefix)?;
+        let store_prefix =
+            read("store_prefix")?.unwrap_or_else(|| settings::STORE_PREFIX.to_owned());
+        settings::check_store_prefix(&store_prefix)
+            .map_err(|message| format!("variable {message}"))?;
         let redis_url = required("redis_url")?;
         if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
             return Err("variable redis_url must be a redis:// or rediss:// URL".to_owned());
@@ -103,14 +107,22 @@ impl EdgeConfig {
             store_prefix,
             public_url,
             limits: Limits {
-                max_body_bytes: size("max_body_bytes", 64 * 1024, 256)?,
-                max_publish_bytes: size("max_publish_bytes", 64 * 1024, 1)?,
-                max_batch: size("max_batch", 100, 1)?,
-                max_name_bytes: size("max_name_bytes", 200, 1)?,
+                max_body_bytes: size(
+                    "max_body_bytes",
+                    settings::MAX_BODY_BYTES as u64,
+                    settings::MIN_BODY_BYTES as u64,
+                )?,
+                max_publish_bytes: size(
+                    "max_publish_bytes",
+                    settings::MAX_PUBLISH_BYTES as u64,
+                    1,
+                )?,
+                max_batch: size("max_batch", settings::MAX_BATCH as u64, 1)?,
+                max_name_bytes: size("max_name_bytes", settings::MAX_NAME_BYTES as u64, 1)?,
             },
             history: History {
-                per_stream: number("history_per_stream", 100, 1)?,
-                ttl_secs: number("history_ttl_secs", 600, 1)?,
+                per_stream: number("history_per_stream", settings::HISTORY_PER_STREAM as u64, 1)?,
+                ttl_secs: number("history_ttl_secs", settings::HISTORY_TTL_SECS, 1)?,
             },
         })
     }
@@ -123,12 +135,7 @@ impl EdgeConfig {
     /// The WebSocket URL a token's client connects to: on the hosts, since
     /// Spin has no inbound WebSockets.
     pub fn ws_url(&self, app_id: &str) -> String {
-        let base = self
-            .public_url
-            .trim_end_matches('/')
-            .replacen("https://", "wss://", 1)
-            .replacen("http://", "ws://", 1);
-        format!("{base}/v1/ws?app={app_id}")
+        settings::ws_url(&self.public_url, app_id)
     }
 }
 
@@ -188,20 +195,6 @@ fn validate_public_url(url: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn validate_prefix(prefix: &str) -> Result<(), String> {
-    let valid = (1..=64).contains(&prefix.len())
-        && prefix
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || b"-_.".contains(&byte));
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "variable store_prefix must be 1 to 64 characters of A-Z a-z 0-9 - _ ., got {prefix:?}"
-        ))
-    }
 }
 
 #[cfg(test)]

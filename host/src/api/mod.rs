@@ -13,6 +13,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
+use madx_wire::settings;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
@@ -31,8 +32,8 @@ pub fn router(state: Arc<AppState>, others: Router<Arc<AppState>>) -> Router {
     let limits = state.config.limits;
     // A message body may carry `max_publish_bytes` of data plus its
     // envelope; a batch, `max_batch` of them.
-    let message_limit = limits.max_publish_bytes + 16 * 1024;
-    let batch_limit = message_limit.saturating_mul(limits.max_batch);
+    let message_limit = settings::message_body_limit(limits.max_publish_bytes);
+    let batch_limit = settings::batch_body_limit(limits.max_publish_bytes, limits.max_batch);
     Router::new()
         .route("/v1/tokens", post(tokens::create))
         .route("/v1/tokens/{access_id}", delete(tokens::revoke))

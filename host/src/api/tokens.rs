@@ -129,16 +129,13 @@ pub async fn revoke(
 /// The WebSocket URL clients connect to: `public_url` when configured,
 /// otherwise the scheme and `Host` this request came in on.
 fn ws_url(state: &AppState, headers: &HeaderMap, app_id: &str) -> String {
-    let base = match &state.config.public_url {
-        Some(url) => url
-            .trim_end_matches('/')
-            .replacen("https://", "wss://", 1)
-            .replacen("http://", "ws://", 1),
+    let public_url = match &state.config.public_url {
+        Some(url) => url.clone(),
         None => {
             let scheme = if state.config.tls.is_some() {
-                "wss"
+                "https"
             } else {
-                "ws"
+                "http"
             };
             let host = headers
                 .get(header::HOST)
@@ -148,7 +145,7 @@ fn ws_url(state: &AppState, headers: &HeaderMap, app_id: &str) -> String {
             format!("{scheme}://{host}")
         }
     };
-    format!("{base}/v1/ws?app={app_id}")
+    madx_wire::settings::ws_url(&public_url, app_id)
 }
 
 fn api_error(error: AuthError) -> ApiError {
