@@ -2,6 +2,8 @@
 //! must agree on, so that a request gets the same answer from either and
 //! a message one sends the other reads: plain functions and types, no I/O.
 //!
+//! - [`errors`]: the HTTP API's error codes, statuses, fixed messages and
+//!   body.
 //! - [`json`]: bodies and frames are JSON objects.
 //! - [`pusher`]: Pusher's HTTP API, its request signatures and the events
 //!   it takes, down to madx targets.
@@ -21,6 +23,7 @@
 pub mod broker;
 pub mod close;
 pub mod control;
+pub mod errors;
 pub mod json;
 pub mod pusher;
 pub mod scripts;

@@ -10,6 +10,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use madx_wire::errors::{self, at_index};
 use madx_wire::{json, tokens};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -87,7 +88,7 @@ fn prepare(
                 Route::Token(segment)
             }
             (_, Some(route)) => Route::Pusher(route),
-            _ => return Err(ApiError::not_found("not_found", "no such endpoint")),
+            _ => return Err(ApiError::not_found("no such endpoint")),
         },
     };
     let wanted = match &route {
@@ -199,7 +200,7 @@ fn auth_error(error: AuthError) -> ApiError {
         AuthError::TokenInvalid => ApiError::token_not_found(),
         AuthError::RateLimited(retry_after_secs) => ApiError::rate_limited(retry_after_secs),
         AuthError::Unavailable(message) => ApiError::store_unavailable(message),
-        AuthError::OtpRefused => ApiError::invalid_request("the auth plugin refused the request"),
+        AuthError::OtpRefused => ApiError::invalid_request(errors::AUTH_REFUSED),
     }
 }
 
@@ -479,14 +480,6 @@ pub(crate) fn check_and_route(
         data: message.data,
         except: message.except,
     })
-}
-
-/// Prefix a batch message's error with its place, as the hosts do.
-fn at_index(index: Option<usize>, message: String) -> String {
-    match index {
-        Some(index) => format!("messages[{index}]: {message}"),
-        None => message,
-    }
 }
 
 /// A path segment with `%XX` escapes decoded; `None` when the result is not

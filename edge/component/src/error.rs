@@ -1,9 +1,8 @@
-//! Responses, and the JSON errors of the HTTP API with the host's statuses
-//! and codes (`host/src/api/error.rs`, docs/protocol.md):
-//! `{"error": {"code": "<snake_case>", "message": "..."}}`.
+//! Responses, and the JSON errors of the HTTP API: the codes, statuses,
+//! fixed messages and body of `madx_wire::errors`, as on the hosts.
 
+use madx_wire::errors::{self, ErrorCode};
 use serde::Serialize;
-use serde_json::json;
 
 /// A complete HTTP response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,11 +44,11 @@ impl Response {
     }
 }
 
-/// An HTTP error with a documented code.
+/// An HTTP error with a documented code (`madx_wire::errors`, the hosts'
+/// codes, statuses and fixed messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
-    pub status: u16,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     retry_after_secs: Option<u32>,
     /// The `WWW-Authenticate` challenge of a 401.
@@ -57,9 +56,8 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
-            status,
             code,
             message: message.into(),
             retry_after_secs: None,
@@ -69,66 +67,55 @@ impl ApiError {
 
     /// The body is not JSON, or not the JSON the endpoint takes.
     pub fn invalid_json(message: impl Into<String>) -> Self {
-        Self::new(400, "invalid_json", message)
+        Self::new(ErrorCode::InvalidJson, message)
     }
 
     /// Well-formed JSON with a value that is not allowed.
     pub fn invalid_request(message: impl Into<String>) -> Self {
-        Self::new(400, "invalid_request", message)
+        Self::new(ErrorCode::InvalidRequest, message)
     }
 
     pub fn unauthorized() -> Self {
         ApiError {
-            challenge: Some("Basic realm=\"madx-pusher\""),
-            ..Self::new(
-                401,
-                "unauthorized",
-                "missing or wrong app credentials (HTTP Basic with the app's key and secret)",
-            )
+            challenge: Some(errors::BASIC_CHALLENGE),
+            ..Self::new(ErrorCode::Unauthorized, errors::UNAUTHORIZED)
         }
     }
 
     /// A Pusher API request whose signature does not hold (no Basic
     /// challenge: Pusher's libraries sign, they do not log in).
     pub fn pusher_unauthorized(message: impl Into<String>) -> Self {
-        Self::new(401, "unauthorized", message)
+        Self::new(ErrorCode::Unauthorized, message)
     }
 
     /// The router refused the message.
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(403, "forbidden", message)
+        Self::new(ErrorCode::Forbidden, message)
     }
 
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(404, code, message)
+    /// No such route.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
     }
 
     pub fn token_not_found() -> Self {
-        Self::not_found(
-            "token_not_found",
-            "no such token (unknown, expired or already revoked)",
-        )
+        Self::new(ErrorCode::TokenNotFound, errors::TOKEN_NOT_FOUND)
     }
 
     pub fn method_not_allowed() -> Self {
-        Self::new(
-            405,
-            "method_not_allowed",
-            "this endpoint does not take that method",
-        )
+        Self::new(ErrorCode::MethodNotAllowed, errors::METHOD_NOT_ALLOWED)
     }
 
     pub fn payload_too_large(message: impl Into<String>) -> Self {
-        Self::new(413, "payload_too_large", message)
+        Self::new(ErrorCode::PayloadTooLarge, message)
     }
 
     pub fn rate_limited(retry_after_secs: u32) -> Self {
         ApiError {
             retry_after_secs: Some(retry_after_secs),
             ..Self::new(
-                429,
-                "rate_limited",
-                format!("too many requests; retry in {retry_after_secs} s"),
+                ErrorCode::RateLimited,
+                errors::rate_limited(retry_after_secs),
             )
         }
     }
@@ -137,18 +124,18 @@ impl ApiError {
     /// logged, never sent: clients get the stable code and a short message.
     pub fn store_unavailable(detail: impl std::fmt::Display) -> Self {
         eprintln!("madx-edge: store unavailable: {detail}");
-        Self::new(503, "store_unavailable", madx_wire::store::UNAVAILABLE)
+        Self::new(ErrorCode::StoreUnavailable, errors::STORE_UNAVAILABLE)
     }
 
     /// The edge's Spin variables are missing or invalid (the hosts refuse
     /// to start in that case; a Spin component can only answer).
     pub fn misconfigured(message: impl Into<String>) -> Self {
-        Self::new(500, "edge_misconfigured", message)
+        Self::new(ErrorCode::EdgeMisconfigured, message)
     }
 
     pub fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
-        let mut response = Response::json(self.status, &body);
+        let mut response =
+            Response::json(self.code.status(), &errors::body(self.code, &self.message));
         if let Some(challenge) = self.challenge {
             response = response.with_header("www-authenticate", challenge);
         }

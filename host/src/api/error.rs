@@ -4,21 +4,20 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use madx_wire::errors::{self, ErrorCode};
 
 use crate::broker::BrokerError;
 use crate::plugins::PluginFailure;
 
 /// What a client is told when the store fails.
-pub use madx_wire::store::UNAVAILABLE as STORE_UNAVAILABLE;
+pub use madx_wire::errors::STORE_UNAVAILABLE;
 /// When to try again after `store_full`: idle tokens expire continually.
 const STORE_FULL_RETRY_SECS: u32 = 60;
 
 /// An HTTP error with a documented code (see docs/protocol.md).
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
     retry_after_secs: Option<u32>,
     /// The `WWW-Authenticate` challenge of a 401.
@@ -26,9 +25,8 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
-            status,
             code,
             message: message.into(),
             retry_after_secs: None,
@@ -38,29 +36,25 @@ impl ApiError {
 
     /// The body is not JSON, or not the JSON the endpoint takes.
     pub fn invalid_json(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_json", message)
+        Self::new(ErrorCode::InvalidJson, message)
     }
 
     /// Well-formed JSON with a value that is not allowed.
     pub fn invalid_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+        Self::new(ErrorCode::InvalidRequest, message)
     }
 
     pub fn unauthorized() -> Self {
         ApiError {
-            challenge: Some("Basic realm=\"madx-pusher\""),
-            ..Self::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or wrong app credentials (HTTP Basic with the app's key and secret)",
-            )
+            challenge: Some(errors::BASIC_CHALLENGE),
+            ..Self::new(ErrorCode::Unauthorized, errors::UNAUTHORIZED)
         }
     }
 
     /// A Pusher API request whose signature does not hold (no Basic
     /// challenge: Pusher's libraries sign, they do not log in).
     pub fn pusher_unauthorized(message: String) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(ErrorCode::Unauthorized, message)
     }
 
     /// An operator endpoint without the operator token.
@@ -68,8 +62,7 @@ impl ApiError {
         ApiError {
             challenge: Some("Bearer realm=\"madx-pusher\""),
             ..Self::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 "operator endpoints need Authorization: Bearer <operator_token>",
             )
         }
@@ -78,42 +71,42 @@ impl ApiError {
     /// `GET /v1/ws` without a WebSocket upgrade (`message` says what is
     /// missing).
     pub fn upgrade_required(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", message)
+        Self::new(ErrorCode::UpgradeRequired, message)
     }
 
     /// A reload whose components did not load; the old ones keep serving.
     pub fn reload_refused(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "reload_refused", message)
+        Self::new(ErrorCode::ReloadRefused, message)
     }
 
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, code, message)
+    /// No such route.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+
+    pub fn token_not_found() -> Self {
+        Self::new(ErrorCode::TokenNotFound, errors::TOKEN_NOT_FOUND)
     }
 
     pub fn method_not_allowed() -> Self {
-        Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "this endpoint does not take that method",
-        )
+        Self::new(ErrorCode::MethodNotAllowed, errors::METHOD_NOT_ALLOWED)
     }
 
     pub fn payload_too_large(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+        Self::new(ErrorCode::PayloadTooLarge, message)
     }
 
     /// The router refused the publish for these credentials.
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+        Self::new(ErrorCode::Forbidden, message)
     }
 
     pub fn rate_limited(retry_after_secs: u32) -> Self {
         ApiError {
             retry_after_secs: Some(retry_after_secs),
             ..Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!("too many requests; retry in {retry_after_secs} s"),
+                ErrorCode::RateLimited,
+                errors::rate_limited(retry_after_secs),
             )
         }
     }
@@ -123,11 +116,7 @@ impl ApiError {
     /// message.
     pub fn store_unavailable(detail: impl std::fmt::Display) -> Self {
         tracing::warn!(%detail, "store unavailable");
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            STORE_UNAVAILABLE,
-        )
+        Self::new(ErrorCode::StoreUnavailable, errors::STORE_UNAVAILABLE)
     }
 
     /// The in-memory store has no room for new tokens; connects of existing
@@ -136,8 +125,7 @@ impl ApiError {
         ApiError {
             retry_after_secs: Some(STORE_FULL_RETRY_SECS),
             ..Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_full",
+                ErrorCode::StoreFull,
                 "the token store is full; retry when tokens have expired",
             )
         }
@@ -146,14 +134,13 @@ impl ApiError {
     /// The plugin failed; the details are logged, not sent.
     pub fn plugin_failure(failure: &PluginFailure) -> Self {
         Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "plugin_failure",
+            ErrorCode::PluginFailure,
             format!("the {} plugin failed; see the server log", failure.call),
         )
     }
 
     pub fn code(&self) -> &'static str {
-        self.code
+        self.code.as_str()
     }
 }
 
@@ -166,8 +153,10 @@ impl From<BrokerError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
-        let mut response = (self.status, Json(body)).into_response();
+        let status =
+            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = errors::body(self.code, &self.message);
+        let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         if let Some(challenge) = self.challenge {
             headers.insert(
@@ -175,7 +164,7 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(challenge),
             );
         }
-        if self.status == StatusCode::UPGRADE_REQUIRED {
+        if self.code == ErrorCode::UpgradeRequired {
             // RFC 9110 section 15.5.22: a 426 names the protocol to switch to.
             headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

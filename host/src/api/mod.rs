@@ -99,7 +99,6 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse,
 fn check_operator(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = &state.config.operator_token else {
         return Err(ApiError::not_found(
-            "not_found",
             "operator endpoints are off: set operator_token in the configuration",
         ));
     };
@@ -162,7 +161,7 @@ async fn metrics(
 }
 
 async fn not_found() -> ApiError {
-    ApiError::not_found("not_found", "no such endpoint")
+    ApiError::not_found("no such endpoint")
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use madx_wire::errors::at_index;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -122,13 +123,6 @@ impl BatchRequest {
             )));
         }
         Ok(self.messages)
-    }
-}
-
-fn at_index(index: Option<usize>, message: String) -> String {
-    match index {
-        Some(index) => format!("messages[{index}]: {message}"),
-        None => message,
     }
 }
 

@@ -119,10 +119,7 @@ pub async fn revoke(
         tracing::info!(app = %app.id, closed, "token revoked");
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::not_found(
-            "token_not_found",
-            "no such token (unknown, expired or already revoked)",
-        ))
+        Err(ApiError::token_not_found())
     }
 }
 
@@ -151,14 +148,11 @@ fn ws_url(state: &AppState, headers: &HeaderMap, app_id: &str) -> String {
 fn api_error(error: AuthError) -> ApiError {
     match error {
         AuthError::BadRequest(message) => ApiError::invalid_request(message),
-        AuthError::TokenInvalid => ApiError::not_found(
-            "token_not_found",
-            "no such token (unknown, expired or already revoked)",
-        ),
+        AuthError::TokenInvalid => ApiError::token_not_found(),
         AuthError::RateLimited(seconds) => ApiError::rate_limited(seconds),
         AuthError::Unavailable(detail) => ApiError::store_unavailable(detail),
         AuthError::OtpInvalid | AuthError::OtpReused => {
-            ApiError::invalid_request("the auth plugin refused the request")
+            ApiError::invalid_request(madx_wire::errors::AUTH_REFUSED)
         }
     }
 }
