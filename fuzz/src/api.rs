@@ -2,9 +2,10 @@
 //! /v1/publish/batch` and `POST /v1/tokens`, parsed and checked as the
 //! handlers do before any plugin is asked.
 
-use madx_pusher::api::{ApiError, BatchRequest, CreateToken, JsonBody, PublishRequest};
+use madx_pusher::api::{BatchRequest, CreateToken, JsonBody, PublishRequest};
 use madx_pusher::config::Limits;
-use madx_pusher::plugins::bindings::RouteTarget;
+use madx_wire::broker::Target;
+use madx_wire::v1::Refusal;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
@@ -28,7 +29,7 @@ fn limits() -> Limits {
 pub fn publish(data: &[u8]) {
     match parse::<PublishRequest>(data) {
         Some((request, Some(value))) => check_message(request, object(&value), &limits(), None),
-        Some((request, None)) => drop(request.check(&limits(), None)),
+        Some((request, None)) => drop(request.check(&limits().message(), None)),
         None => {}
     }
 }
@@ -41,12 +42,12 @@ pub fn publish_batch(data: &[u8]) {
         Some((batch, Some(value))) => (batch, value),
         Some((batch, None)) => {
             for (index, message) in batch
-                .into_messages(&limits)
+                .into_messages(limits.max_batch)
                 .into_iter()
                 .flatten()
                 .enumerate()
             {
-                drop(message.check(&limits, Some(index)));
+                drop(message.check(&limits.message(), Some(index)));
             }
             return;
         }
@@ -56,7 +57,7 @@ pub fn publish_batch(data: &[u8]) {
         .get("messages")
         .and_then(Value::as_array)
         .expect("a batch has a messages array");
-    match batch.into_messages(&limits) {
+    match batch.into_messages(limits.max_batch) {
         Ok(messages) => {
             assert!((1..=limits.max_batch).contains(&messages.len()));
             assert_eq!(messages.len(), sent.len());
@@ -78,12 +79,12 @@ pub fn publish_batch(data: &[u8]) {
 pub fn token_request(data: &[u8]) {
     let (body, value) = match parse::<CreateToken>(data) {
         Some((body, Some(value))) => (body, value),
-        Some((body, None)) => return drop(body.into_request()),
+        Some((body, None)) => return drop(body.checked()),
         None => return,
     };
     let sent = object(&value);
     let field = |name: &str| sent.get(name).unwrap_or(&Value::Null);
-    match body.into_request() {
+    match body.checked() {
         Ok(request) => {
             assert_eq!(request.ttl_secs.map(f64::from), field("ttl").as_f64());
             if let Some(ttl) = request.ttl_secs {
@@ -174,13 +175,13 @@ fn check_message(
     let names_ok = targets.len() == 1
         && within(field(targets[0]), target_limit(targets[0]))
         && within(field("event"), limits.max_name_bytes);
-    match request.check(limits, index) {
+    match request.check(&limits.message(), index) {
         Ok(checked) => {
             assert!(names_ok, "accepted {sent:?}");
             let (name, value) = match &checked.target {
-                RouteTarget::Channel(value) => ("channel", value),
-                RouteTarget::User(value) => ("user_id", value),
-                RouteTarget::Token(value) => ("access_id", value),
+                Target::Channel(value) => ("channel", value),
+                Target::User(value) => ("user_id", value),
+                Target::Token(value) => ("access_id", value),
             };
             assert_eq!(targets, [name]);
             assert_eq!(field(name).as_str(), Some(value.as_str()));
@@ -193,7 +194,7 @@ fn check_message(
     }
 }
 
-fn check_refusal(error: &ApiError, names_ok: bool) {
+fn check_refusal(error: &Refusal, names_ok: bool) {
     let expected = if names_ok {
         "payload_too_large"
     } else {

@@ -98,6 +98,16 @@ pub struct Limits {
     pub token_publish_burst: u32,
 }
 
+impl Limits {
+    /// What a published message is checked against.
+    pub fn message(&self) -> madx_wire::v1::MessageLimits {
+        madx_wire::v1::MessageLimits {
+            max_publish_bytes: self.max_publish_bytes,
+            max_name_bytes: self.max_name_bytes,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

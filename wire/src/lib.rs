@@ -19,6 +19,8 @@
 //! - [`store`]: the plugins' store limits and key layout.
 //! - [`tokens`]: the contract's bounds on a token request, and the
 //!   connection ids a publish may exclude.
+//! - [`v1`]: the `/v1` API's bodies and the checks made before a plugin
+//!   is asked.
 
 pub mod broker;
 pub mod close;
@@ -30,3 +32,4 @@ pub mod scripts;
 pub mod settings;
 pub mod store;
 pub mod tokens;
+pub mod v1;

@@ -11,16 +11,18 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use madx_wire::errors::{self, at_index};
-use madx_wire::{json, tokens};
+use madx_wire::json;
+use madx_wire::v1::{
+    Accepted, BatchAccepted, BatchRequest, CreateToken, CreatedToken, Message, OtpParams,
+    PublishRequest, routed_nowhere,
+};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use subtle::ConstantTimeEq;
 
-use crate::broker::{Broker, Outgoing, Target};
+use crate::broker::{Broker, Outgoing};
 use crate::config::{App, EdgeConfig};
 use crate::error::{ApiError, Response};
-use crate::platform::{AuthError, Platform, RouteError, TokenRequest};
+use crate::platform::{AuthError, Platform, RouteError};
 use crate::pusher;
 
 /// What to do once the request line and headers are known.
@@ -204,34 +206,6 @@ fn auth_error(error: AuthError) -> ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateToken {
-    user_id: Option<String>,
-    #[serde(default)]
-    channels: Vec<String>,
-    #[serde(default)]
-    publish: Vec<String>,
-    /// A number, so that `60.0` means 60, as on the hosts.
-    ttl: Option<f64>,
-}
-
-#[derive(Debug, Serialize)]
-struct OtpParams {
-    algorithm: String,
-    digits: u8,
-    period: u32,
-}
-
-#[derive(Debug, Serialize)]
-struct CreatedToken {
-    access_id: String,
-    secret_seed: String,
-    otp: OtpParams,
-    expires_in: u32,
-    ws_url: String,
-}
-
 /// `POST /v1/tokens`: the deployment's auth plugin issues the token, and
 /// writes it where the hosts' copy of the plugin reads it.
 fn create_token(
@@ -241,18 +215,8 @@ fn create_token(
     body: CreateToken,
 ) -> Result<Response, ApiError> {
     // The contract's bounds hold whatever the plugin does.
-    let ttl_secs = tokens::ttl_secs(body.ttl).map_err(ApiError::invalid_request)?;
-    tokens::check_user_id(body.user_id.as_deref()).map_err(ApiError::invalid_request)?;
     let issued = platform
-        .issue_token(
-            &app.id,
-            TokenRequest {
-                user_id: body.user_id,
-                channels: body.channels,
-                publish: body.publish,
-                ttl_secs,
-            },
-        )
+        .issue_token(&app.id, body.checked()?)
         .map_err(auth_error)?;
     let created = CreatedToken {
         access_id: issued.access_id,
@@ -300,35 +264,6 @@ pub(crate) fn broker<'a, P: Platform>(platform: &'a P, config: &'a EdgeConfig) -
     }
 }
 
-/// One message as the API takes it.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PublishRequest {
-    channel: Option<String>,
-    user_id: Option<String>,
-    access_id: Option<String>,
-    event: String,
-    data: Box<RawValue>,
-    /// The one connection that does not get the message live.
-    socket_id: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BatchRequest {
-    messages: Vec<PublishRequest>,
-}
-
-#[derive(Debug, Serialize)]
-struct Accepted {
-    id: String,
-}
-
-#[derive(Debug, Serialize)]
-struct BatchAccepted {
-    ids: Vec<String>,
-}
-
 /// `POST /v1/publish`.
 fn publish(
     platform: &impl Platform,
@@ -351,15 +286,9 @@ fn publish_batch(
     app: &App,
     batch: BatchRequest,
 ) -> Result<Response, ApiError> {
-    let max = config.limits.max_batch;
-    if batch.messages.is_empty() || batch.messages.len() > max {
-        return Err(ApiError::invalid_request(format!(
-            "a batch holds 1 to {max} messages, got {}",
-            batch.messages.len()
-        )));
-    }
-    let mut routed = Vec::with_capacity(batch.messages.len());
-    for (index, request) in batch.messages.into_iter().enumerate() {
+    let messages = batch.into_messages(config.limits.max_batch)?;
+    let mut routed = Vec::with_capacity(messages.len());
+    for (index, request) in messages.into_iter().enumerate() {
         routed.push(route(platform, config, app, request, Some(index))?);
     }
     let ids = store(platform, config, app, &routed)?
@@ -391,88 +320,28 @@ fn route(
     request: PublishRequest,
     index: Option<usize>,
 ) -> Result<Outgoing, ApiError> {
-    let target = match (request.channel, request.user_id, request.access_id) {
-        (Some(channel), None, None) => Target::Channel(channel),
-        (None, Some(user_id), None) => Target::User(user_id),
-        (None, None, Some(access_id)) => Target::Token(access_id),
-        _ => {
-            return Err(ApiError::invalid_request(at_index(
-                index,
-                "give exactly one of channel, user_id and access_id".to_owned(),
-            )));
-        }
-    };
-    let message = Unrouted {
-        target,
-        event: request.event,
-        data: request.data,
-        except: request.socket_id,
-    };
-    check_and_route(platform, config, app, message, index)
+    let message = request.check(&config.limits.message(), index)?;
+    route_checked(platform, app, message, index)
 }
 
-/// One message with its target named, not yet checked (the hosts'
-/// `Checked` before `within`).
-pub(crate) struct Unrouted {
-    pub target: Target,
-    pub event: String,
-    pub data: Box<RawValue>,
-    pub except: Option<String>,
-}
-
-/// Check a message with one target against the limits, then ask the
-/// router plugin where it goes (`route-publish`); `index` as in [`route`].
-/// The Pusher API's messages take this path too, as on the hosts.
-pub(crate) fn check_and_route(
+/// Ask the router plugin where a checked message goes (`route-publish`);
+/// `index` as in [`route`]. The Pusher API's messages take this path too.
+pub(crate) fn route_checked(
     platform: &impl Platform,
-    config: &EdgeConfig,
     app: &App,
-    message: Unrouted,
+    message: Message,
     index: Option<usize>,
 ) -> Result<Outgoing, ApiError> {
-    let at = |message: String| at_index(index, message);
-    let limits = config.limits;
-    let target = &message.target;
-    let name = match target {
-        Target::Channel(name) | Target::User(name) | Target::Token(name) => name,
-    };
-    // A user id's limit is the contract's, not a tunable.
-    let name_limit = match target {
-        Target::User(_) => tokens::MAX_USER_ID_BYTES,
-        Target::Channel(_) | Target::Token(_) => limits.max_name_bytes,
-    };
-    for (field, value, limit) in [
-        ("target", name, name_limit),
-        ("event", &message.event, limits.max_name_bytes),
-    ] {
-        if value.is_empty() || value.len() > limit {
-            return Err(ApiError::invalid_request(at(format!(
-                "{field} must be 1 to {limit} bytes long"
-            ))));
-        }
-    }
-    if let Some(socket_id) = &message.except {
-        tokens::validate_socket_id(socket_id)
-            .map_err(|message| ApiError::invalid_request(at(message)))?;
-    }
-    if message.data.get().len() > limits.max_publish_bytes {
-        return Err(ApiError::payload_too_large(at(format!(
-            "data is over the limit of {} bytes",
-            limits.max_publish_bytes
-        ))));
-    }
     let targets = platform
         .route_publish(&app.id, &message.target, &message.event)
         .map_err(|error| match error {
             RouteError::InvalidChannel(message) | RouteError::Invalid(message) => {
-                ApiError::invalid_request(at(message))
+                ApiError::invalid_request(at_index(index, message))
             }
-            RouteError::Forbidden(message) => ApiError::forbidden(at(message)),
+            RouteError::Forbidden(message) => ApiError::forbidden(at_index(index, message)),
         })?;
     if targets.is_empty() {
-        return Err(ApiError::invalid_request(at(
-            "the router sent this message nowhere".to_owned(),
-        )));
+        return Err(routed_nowhere(index).into());
     }
     Ok(Outgoing {
         targets,

@@ -34,6 +34,14 @@ impl Limits {
         settings::message_body_limit(self.max_publish_bytes)
     }
 
+    /// What a published message is checked against.
+    pub fn message(&self) -> madx_wire::v1::MessageLimits {
+        madx_wire::v1::MessageLimits {
+            max_publish_bytes: self.max_publish_bytes,
+            max_name_bytes: self.max_name_bytes,
+        }
+    }
+
     /// The body limit of a batch: `max_batch` messages.
     pub fn batch_body(&self) -> usize {
         settings::batch_body_limit(self.max_publish_bytes, self.max_batch)

@@ -44,6 +44,13 @@ impl Response {
     }
 }
 
+/// A body refused by the checks made before any plugin is asked.
+impl From<madx_wire::v1::Refusal> for ApiError {
+    fn from(refusal: madx_wire::v1::Refusal) -> Self {
+        ApiError::new(refusal.code, refusal.message)
+    }
+}
+
 /// An HTTP error with a documented code (`madx_wire::errors`, the hosts'
 /// codes, statuses and fixed messages).
 #[derive(Debug, Clone, PartialEq, Eq)]

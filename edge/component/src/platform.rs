@@ -19,13 +19,7 @@ pub enum Reply {
 }
 
 /// The body of `POST /v1/tokens` for the auth plugin (`token-request`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenRequest {
-    pub user_id: Option<String>,
-    pub channels: Vec<String>,
-    pub publish: Vec<String>,
-    pub ttl_secs: Option<u32>,
-}
+pub use madx_wire::v1::TokenRequest;
 
 /// A token as the auth plugin issued it (`issued-token`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,7 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use madx_wire::pusher::{self as wire, ChannelQuery, PusherBatch, PusherEvent, Signature};
 use serde_json::{Map, Value, json};
 
-use crate::api::{self, Body, Unrouted};
+use madx_wire::v1::Message;
+
+use crate::api::{self, Body};
 use crate::broker::Target;
 use crate::config::{App, EdgeConfig, Limits};
 use crate::error::{ApiError, Response};
@@ -243,19 +245,14 @@ fn publish(
             wire::Target::Channel(name) => Target::Channel(name),
             wire::Target::User(id) => Target::User(id),
         };
-        let message = Unrouted {
+        let message = Message {
             target,
             event: message.event,
             data: message.data,
             except: message.except,
-        };
-        routed.push(api::check_and_route(
-            platform,
-            config,
-            app,
-            message,
-            Some(index),
-        )?);
+        }
+        .within(&config.limits.message(), Some(index))?;
+        routed.push(api::route_checked(platform, app, message, Some(index))?);
     }
     api::store(platform, config, app, &routed)?;
     Ok(())

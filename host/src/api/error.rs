@@ -144,6 +144,13 @@ impl ApiError {
     }
 }
 
+/// A body refused by the checks made before any plugin is asked.
+impl From<madx_wire::v1::Refusal> for ApiError {
+    fn from(refusal: madx_wire::v1::Refusal) -> Self {
+        ApiError::new(refusal.code, refusal.message)
+    }
+}
+
 /// The node is not ready (`AppState::ready`): its store is unreachable.
 impl From<BrokerError> for ApiError {
     fn from(error: BrokerError) -> Self {

@@ -18,7 +18,7 @@ use super::ApiError;
 use super::extract::JsonBody;
 use super::publish::{self, Checked, Routed};
 use crate::channels::Channels;
-use crate::plugins::bindings::RouteTarget;
+use crate::hub::Target;
 use crate::state::{App, AppState};
 
 /// Check a request's Pusher signature (`madx_wire::pusher::Signature`);
@@ -110,8 +110,8 @@ fn into_checked(events: Vec<PusherEvent>, max_batch: usize) -> Result<Vec<Checke
         .into_iter()
         .map(|message| Checked {
             target: match message.target {
-                wire::Target::Channel(name) => RouteTarget::Channel(name),
-                wire::Target::User(id) => RouteTarget::User(id),
+                wire::Target::Channel(name) => Target::Channel(name),
+                wire::Target::User(id) => Target::User(id),
             },
             event: message.event,
             data: message.data,
@@ -131,7 +131,7 @@ async fn publish_events(
     let messages = into_checked(events, state.config.limits.max_batch)?;
     let mut routed: Vec<Routed> = Vec::with_capacity(messages.len());
     for (index, message) in messages.into_iter().enumerate() {
-        let checked = message.within(&state.config.limits, Some(index))?;
+        let checked = message.within(&state.config.limits.message(), Some(index))?;
         routed.push(publish::route_checked(state, app, checked, Some(index)).await?);
     }
     publish::store(state, app, &routed).await?;

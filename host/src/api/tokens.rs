@@ -6,57 +6,14 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use madx_wire::tokens;
-use serde::{Deserialize, Serialize};
 
 use super::ApiError;
 use super::extract::{CallingApp, JsonBody};
 use crate::plugins::bindings::{AuthError, TokenRequest};
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateToken {
-    user_id: Option<String>,
-    #[serde(default)]
-    channels: Vec<String>,
-    #[serde(default)]
-    publish: Vec<String>,
-    /// A number, so that `60.0` means 60: JSON does not tell it from `60`.
-    ttl: Option<f64>,
-}
-
-#[derive(Debug, Serialize)]
-struct OtpParams {
-    algorithm: String,
-    digits: u8,
-    period: u32,
-}
-
-#[derive(Debug, Serialize)]
-struct CreatedToken {
-    access_id: String,
-    secret_seed: String,
-    otp: OtpParams,
-    expires_in: u32,
-    ws_url: String,
-}
-
-impl CreateToken {
-    /// The request for the auth plugin. The ttl and the user id are checked
-    /// here too, so no plugin can hand out tokens beyond the contract, or
-    /// for a user that publishes cannot reach.
-    pub fn into_request(self) -> Result<TokenRequest, ApiError> {
-        let ttl_secs = tokens::ttl_secs(self.ttl).map_err(ApiError::invalid_request)?;
-        tokens::check_user_id(self.user_id.as_deref()).map_err(ApiError::invalid_request)?;
-        Ok(TokenRequest {
-            user_id: self.user_id,
-            channels: self.channels,
-            publish: self.publish,
-            ttl_secs,
-        })
-    }
-}
+pub use madx_wire::v1::CreateToken;
+use madx_wire::v1::{CreatedToken, OtpParams};
 
 pub async fn create(
     State(state): State<Arc<AppState>>,
@@ -64,7 +21,15 @@ pub async fn create(
     headers: HeaderMap,
     JsonBody(body): JsonBody<CreateToken>,
 ) -> Result<Response, ApiError> {
-    let request = body.into_request()?;
+    // The ttl and the user id are checked here too, so no plugin can hand
+    // out tokens beyond the contract, or for a user publishes cannot reach.
+    let checked = body.checked()?;
+    let request = TokenRequest {
+        user_id: checked.user_id,
+        channels: checked.channels,
+        publish: checked.publish,
+        ttl_secs: checked.ttl_secs,
+    };
     state.ready()?;
     // A full store still serves connects (they use a reserved room), but
     // takes no new tokens until some expire.
