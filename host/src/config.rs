@@ -2,7 +2,7 @@
 //! resolved into one validated [`Config`]. Flags beat the environment, which
 //! beats the file, which beats the defaults.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -647,59 +647,24 @@ pub fn plugin_settings(
 }
 
 fn parse_app_triple(triple: &str) -> anyhow::Result<AppConfig> {
-    let mut parts = triple.splitn(3, ':');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(id), Some(key), Some(secret)) => Ok(AppConfig {
-            id: id.into(),
-            key: key.into(),
-            secret: secret.into(),
-        }),
-        _ => bail!("an app is given as ID:KEY:SECRET"),
-    }
+    let (id, key, secret) = settings::parse_app(triple).map_err(anyhow::Error::msg)?;
+    Ok(AppConfig {
+        id: id.into(),
+        key: key.into(),
+        secret: secret.into(),
+    })
 }
 
 fn validate_apps(apps: &[AppConfig]) -> anyhow::Result<()> {
-    let mut ids = HashSet::new();
-    let mut keys = HashSet::new();
-    for app in apps {
-        let id_ok = (1..=64).contains(&app.id.len())
-            && app
-                .id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !id_ok {
-            bail!(
-                "app id {:?} must be 1 to 64 characters of A-Z a-z 0-9 - _",
-                app.id
-            );
-        }
-        if app.key.is_empty() || app.key.contains(':') {
-            bail!(
-                "app {:?}: the key must be non-empty and contain no ':'",
-                app.id
-            );
-        }
-        if app.secret.len() < 8 {
-            bail!("app {:?}: the secret must be at least 8 characters", app.id);
-        }
-        if !ids.insert(app.id.as_str()) {
-            bail!("app id {:?} appears twice", app.id);
-        }
-        if !keys.insert(app.key.as_str()) {
-            bail!("app key {:?} is used by two apps", app.key);
-        }
-    }
-    Ok(())
+    settings::check_apps(
+        apps.iter()
+            .map(|app| (app.id.as_str(), app.key.as_str(), app.secret.as_str())),
+    )
+    .map_err(anyhow::Error::msg)
 }
 
 fn validate_public_url(url: &str) -> anyhow::Result<()> {
-    let valid_scheme = ["http://", "https://", "ws://", "wss://"]
-        .iter()
-        .any(|scheme| url.starts_with(scheme));
-    if !valid_scheme || url.contains('?') || url.contains('#') {
-        bail!("public_url must be an http(s):// or ws(s):// base URL without query, got {url:?}");
-    }
-    Ok(())
+    settings::check_public_url(url).map_err(anyhow::Error::msg)
 }
 
 #[cfg(test)]

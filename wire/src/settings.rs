@@ -50,6 +50,68 @@ pub fn check_store_prefix(prefix: &str) -> Result<(), String> {
     }
 }
 
+/// One app's `ID:KEY:SECRET`, as `MADX_APPS` (and the edge's `apps`) give
+/// it; the secret may contain `:`.
+pub fn parse_app(triple: &str) -> Result<(&str, &str, &str), String> {
+    let mut parts = triple.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(id), Some(key), Some(secret)) => Ok((id, key, secret)),
+        _ => Err("an app is given as ID:KEY:SECRET".to_owned()),
+    }
+}
+
+/// The rules every deployment's apps follow: ids of 1 to 64 characters of
+/// `A-Z a-z 0-9 - _`, keys without `:`, secrets of at least 8 characters,
+/// no id or key twice. `apps` are (id, key, secret).
+pub fn check_apps<'a>(
+    apps: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+) -> Result<(), String> {
+    let mut ids = std::collections::HashSet::new();
+    let mut keys = std::collections::HashSet::new();
+    for (id, key, secret) in apps {
+        let id_ok = (1..=64).contains(&id.len())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !id_ok {
+            return Err(format!(
+                "app id {id:?} must be 1 to 64 characters of A-Z a-z 0-9 - _"
+            ));
+        }
+        if key.is_empty() || key.contains(':') {
+            return Err(format!(
+                "app {id:?}: the key must be non-empty and contain no ':'"
+            ));
+        }
+        if secret.len() < 8 {
+            return Err(format!(
+                "app {id:?}: the secret must be at least 8 characters"
+            ));
+        }
+        if !ids.insert(id) {
+            return Err(format!("app id {id:?} appears twice"));
+        }
+        if !keys.insert(key) {
+            return Err(format!("app key {key:?} is used by two apps"));
+        }
+    }
+    Ok(())
+}
+
+/// `public_url` is an http(s):// or ws(s):// base URL without query or
+/// fragment: the base of every token's `ws_url`.
+pub fn check_public_url(url: &str) -> Result<(), String> {
+    let valid_scheme = ["http://", "https://", "ws://", "wss://"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme));
+    if !valid_scheme || url.contains('?') || url.contains('#') {
+        return Err(format!(
+            "public_url must be an http(s):// or ws(s):// base URL without query, got {url:?}"
+        ));
+    }
+    Ok(())
+}
+
 /// The WebSocket URL of `app_id` on the hosts whose public base URL is
 /// `public_url` (`https://push.example.com` gives
 /// `wss://push.example.com/v1/ws?app=<app>`).
@@ -78,6 +140,31 @@ mod tests {
         assert!(check_store_prefix("prod-1.eu_west").is_ok());
         for refused in ["", "a:b", "a b", &"p".repeat(65)] {
             assert!(check_store_prefix(refused).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn apps_follow_one_set_of_rules() {
+        assert_eq!(
+            parse_app("a:k:s:with:colons"),
+            Ok(("a", "k", "s:with:colons"))
+        );
+        assert!(parse_app("a:k").is_err());
+        let good = ("a", "k", "secret-8");
+        assert!(check_apps([good, ("b", "k2", "secret-8")]).is_ok());
+        for (bad, why) in [
+            (vec![("a b", "k", "secret-8")], "must be 1 to 64"),
+            (vec![("a", "", "secret-8")], "key must be non-empty"),
+            (vec![("a", "k", "short")], "at least 8"),
+            (vec![good, ("a", "k2", "secret-8")], "appears twice"),
+            (vec![good, ("b", "k", "secret-8")], "used by two apps"),
+        ] {
+            let error = check_apps(bad).unwrap_err();
+            assert!(error.contains(why), "{error}");
+        }
+        assert!(check_public_url("https://push.example.com").is_ok());
+        for bad in ["push.example.com", "https://x/?a=1", "ftp://x"] {
+            assert!(check_public_url(bad).is_err(), "{bad}");
         }
     }
 

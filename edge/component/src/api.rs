@@ -1,10 +1,10 @@
-//! The endpoints, with the host's contract: same routes, limits, checks in
-//! the same order, same statuses and error codes
-//! (`host/src/api/{tokens,publish,extract}.rs`; the Pusher API's in
-//! [`crate::pusher`]).
+//! The `/v1` endpoints: Spin's side of routing, credentials and body
+//! reading; the bodies, their checks, the error codes and the limits are
+//! `madx-wire`'s (`v1`, `errors`, `settings`), tokens and routing the
+//! plugins'. The Pusher API's endpoints are in [`crate::pusher`].
 //!
 //! A request is handled in two steps so the body is read only once the
-//! route and the credentials are known (a host reads it last, too):
+//! route and the credentials are known:
 //! [`begin`] answers at once or says how much body to read; [`finish`]
 //! takes the body.
 
@@ -195,7 +195,7 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     serde_json::from_slice(body).map_err(|error| ApiError::invalid_json(error.to_string()))
 }
 
-/// The auth plugin's refusals as the host's API gives them.
+/// The auth plugin's refusals as the API answers them (docs/protocol.md).
 fn auth_error(error: AuthError) -> ApiError {
     match error {
         AuthError::BadRequest(message) => ApiError::invalid_request(message),

@@ -16,7 +16,7 @@ const PUBLISH: &str = madx_wire::scripts::PUBLISH;
 /// The script every host runs to read the channel directory.
 const CHANNELS: &str = madx_wire::scripts::CHANNELS;
 
-/// Where a message goes (the router's answer), as the hosts name it.
+/// Where a message goes (the router's answer).
 pub use madx_wire::broker::Target;
 
 /// One routed message.

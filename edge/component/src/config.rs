@@ -29,7 +29,7 @@ pub struct Limits {
 
 impl Limits {
     /// The body limit of one message: `max_publish_bytes` of data plus its
-    /// envelope (as the hosts' body limits).
+    /// envelope.
     pub fn message_body(&self) -> usize {
         settings::message_body_limit(self.max_publish_bytes)
     }
@@ -147,40 +147,14 @@ impl EdgeConfig {
     }
 }
 
-/// `ID:KEY:SECRET` triples separated by commas, as the hosts' `MADX_APPS`
-/// (whitespace around a triple is ignored), with the hosts' rules.
+/// `ID:KEY:SECRET` triples separated by commas, `MADX_APPS`' form
+/// (whitespace around a triple is ignored), under `madx_wire::settings`'
+/// rules for apps.
 pub fn parse_apps(text: &str) -> Result<Vec<App>, String> {
-    let mut apps: Vec<App> = Vec::new();
+    let mut apps = Vec::new();
     for triple in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        let mut parts = triple.splitn(3, ':');
-        let (Some(id), Some(key), Some(secret)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err("variable apps: an app is given as ID:KEY:SECRET".to_owned());
-        };
-        let id_ok = (1..=64).contains(&id.len())
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !id_ok {
-            return Err(format!(
-                "variable apps: app id {id:?} must be 1 to 64 characters of A-Z a-z 0-9 - _"
-            ));
-        }
-        if key.is_empty() {
-            return Err(format!("variable apps: app {id:?} has an empty key"));
-        }
-        if secret.len() < 8 {
-            return Err(format!(
-                "variable apps: app {id:?}: the secret must be at least 8 characters"
-            ));
-        }
-        if apps.iter().any(|app| app.id == id) {
-            return Err(format!("variable apps: app id {id:?} appears twice"));
-        }
-        if apps.iter().any(|app| app.key == key) {
-            return Err(format!(
-                "variable apps: app key {key:?} is used by two apps"
-            ));
-        }
+        let (id, key, secret) =
+            settings::parse_app(triple).map_err(|error| format!("variable apps: {error}"))?;
         apps.push(App {
             id: id.to_owned(),
             key: key.to_owned(),
@@ -190,19 +164,16 @@ pub fn parse_apps(text: &str) -> Result<Vec<App>, String> {
     if apps.is_empty() {
         return Err("variable apps names no app".to_owned());
     }
+    settings::check_apps(
+        apps.iter()
+            .map(|app| (app.id.as_str(), app.key.as_str(), app.secret.as_str())),
+    )
+    .map_err(|error| format!("variable apps: {error}"))?;
     Ok(apps)
 }
 
 fn validate_public_url(url: &str) -> Result<(), String> {
-    let valid_scheme = ["http://", "https://", "ws://", "wss://"]
-        .iter()
-        .any(|scheme| url.starts_with(scheme));
-    if !valid_scheme || url.contains('?') || url.contains('#') {
-        return Err(format!(
-            "variable public_url must be the hosts' http(s):// or ws(s):// base URL without query, got {url:?}"
-        ));
-    }
-    Ok(())
+    settings::check_public_url(url).map_err(|error| format!("variable {error}"))
 }
 
 #[cfg(test)]

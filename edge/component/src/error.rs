@@ -1,5 +1,5 @@
 //! Responses, and the JSON errors of the HTTP API: the codes, statuses,
-//! fixed messages and body of `madx_wire::errors`, as on the hosts.
+//! fixed messages and body of `madx_wire::errors`.
 
 use madx_wire::errors::{self, ErrorCode};
 use serde::Serialize;
@@ -127,8 +127,8 @@ impl ApiError {
         }
     }
 
-    /// The store failed. As on the hosts, the detail (Redis' own words) is
-    /// logged, never sent: clients get the stable code and a short message.
+    /// The store failed. The detail (Redis' own words) is logged, never
+    /// sent: clients get the stable code and a short message.
     pub fn store_unavailable(detail: impl std::fmt::Display) -> Self {
         eprintln!("madx-edge: store unavailable: {detail}");
         Self::new(ErrorCode::StoreUnavailable, errors::STORE_UNAVAILABLE)

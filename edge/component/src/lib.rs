@@ -11,8 +11,8 @@
 //!
 //! # Layout
 //!
-//! - [`api`]: the endpoints, with the host's checks, statuses and error
-//!   codes.
+//! - [`api`]: the `/v1` endpoints (bodies, checks and errors from
+//!   `madx-wire`).
 //! - [`pusher`]: Pusher's HTTP API (`events`, `batch_events`,
 //!   `terminate_connections`), by the rules of `madx-wire`.
 //! - [`config`]: the Spin variables (apps, Redis, the hosts' URL, limits).

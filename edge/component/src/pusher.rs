@@ -1,10 +1,8 @@
 //! Pusher's HTTP API at the edge: `events`, `batch_events`,
-//! `terminate_connections` and the channel queries, answered as a host
-//! answers them
-//! (`host/src/api/pusher.rs`). The signature and the event rules are
-//! `madx-wire`'s, which the hosts use too; the messages then take the
-//! path of `POST /v1/publish` (limits, built-in router rules, the hosts'
-//! publish script). The channel queries read the channel directory the
+//! `terminate_connections` and the channel queries. The signature and the
+//! event rules are `madx-wire`'s; the messages then take the path of
+//! `POST /v1/publish` (limits, the router plugin, the broker's publish
+//! script). The channel queries read the channel directory the
 //! hosts keep in Redis (`wire/lua/channels.lua`); the edge holds no
 //! sockets, so every count is a host's.
 
@@ -49,7 +47,7 @@ impl<S> Endpoint<S> {
 /// `/apps/{app_id}/events`, `/apps/{app_id}/batch_events`,
 /// `/apps/{app_id}/users/{user_id}/terminate_connections`,
 /// `/apps/{app_id}/channels` and `/apps/{app_id}/channels/{channel}`, with
-/// no segment empty (as the hosts' routes).
+/// no segment empty.
 pub fn route(path: &str) -> Option<Route<'_>> {
     let segments: Vec<&str> = path.strip_prefix("/apps/")?.split('/').collect();
     if segments.iter().any(|segment| segment.is_empty()) {
@@ -86,7 +84,7 @@ pub struct Call {
 }
 
 impl Call {
-    /// The path's segments decoded, as the hosts' path extractor does.
+    /// The path's segments, percent-decoded.
     pub fn new(route: Route<'_>, path_with_query: &str) -> Result<Call, ApiError> {
         // In the path's order, with the hosts' (axum's) words.
         let decode = |segment: &str, name: &str| {
