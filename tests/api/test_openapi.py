@@ -120,11 +120,16 @@ def test_document_is_valid_openapi_3_1(document):
 
 
 def test_document_describes_every_route_the_host_serves(document):
-    """The routes in host/src/api/mod.rs, with their methods, are the
-    document's operations: none missing, none invented."""
-    source = (ROOT / "host" / "src" / "api" / "mod.rs").read_text(encoding="utf-8")
+    """The routes in host/src/api/mod.rs and host/src/server.rs (which adds
+    the WebSocket endpoint), with their methods, are the document's
+    operations: none missing, none invented."""
+    source = "".join(
+        (ROOT / "host" / "src" / path).read_text(encoding="utf-8")
+        for path in ("api/mod.rs", "server.rs")
+    )
     routes = re.findall(r'\.route\(\s*"([^"]+)",\s*(get|post|put|patch|delete)\(', source)
-    assert len(routes) >= 9, f"could not read the routes from mod.rs: {routes}"
+    assert len(routes) >= 9, f"could not read the routes from the host: {routes}"
+    assert ("/v1/ws", "get") in routes, "the WebSocket route was not found"
     served = {(path, method) for path, method in routes}
     described = {
         (path, method)
