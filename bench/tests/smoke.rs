@@ -3,59 +3,22 @@
 //! the load generator cannot rot. Timings are not asserted: that is what
 //! docs/benchmarks.md is for.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
+use madx_test_support::{Listening, pusher_binary};
 use serde_json::Value;
 
-/// A server process, killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
+/// A server of this build on a free loopback port (`args` after the
+/// program), its logs at `warn`.
+fn start(program: PathBuf, args: &[&str]) -> Listening {
+    let mut command = Command::new(program);
+    command.args(args).env("MADX_LOG", "warn");
+    Listening::start(command)
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `madx-pusher` from the same build as this test (`target/<profile>/`).
-fn pusher_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test path");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>")
-        .join("madx-pusher")
-}
-
-fn start(program: PathBuf, args: &[&str]) -> Server {
-    let mut child = Command::new(&program)
-        .args(args)
-        .env("MADX_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|error| panic!("cannot start {}: {error}", program.display()));
-    let stdout = child.stdout.take().expect("stdout");
-    let mut first = String::new();
-    let mut reader = BufReader::new(stdout);
-    reader.read_line(&mut first).expect("first line");
-    // Keep draining so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in reader.lines() {});
-    let base = first
-        .split("listening on ")
-        .nth(1)
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .trim()
-        .to_owned();
-    Server { child, base }
-}
-
-fn bench(server: &Server, extra: &[&str]) -> Value {
-    let pid = server.child.id().to_string();
+fn bench(server: &Listening, extra: &[&str]) -> Value {
+    let pid = server.pid().to_string();
     let output = Command::new(env!("CARGO_BIN_EXE_madx-bench"))
         .args(["--target", &server.base, "--host-pid", &pid])
         .args(extra)

@@ -1,31 +1,11 @@
 //! Build the default auth component and run the custom host against it;
 //! then a hostile one, to show the sandbox holds.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Build a component of this workspace for wasm32-wasip2 (the plugin
-/// profile, in the target directory the host's build script uses).
-fn build_component(package: &str) -> PathBuf {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"))
-        .join("plugins");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(&workspace)
-        .args(["build", "--quiet", "--target", "wasm32-wasip2"])
-        .args(["--profile", "plugin", "--package", package, "--target-dir"])
-        .arg(&target)
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "building {package} failed");
-    target
-        .join("wasm32-wasip2/plugin")
-        .join(format!("{}.wasm", package.replace('-', "_")))
-}
+use madx_test_support::build_component;
 
 /// Run the custom host; a host that hangs fails the test instead of
 /// hanging it.

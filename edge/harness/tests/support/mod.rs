@@ -1,33 +1,23 @@
-//! What the end-to-end tests run for real: a `redis-server` on a free
-//! loopback port, the `madx-pusher` host binary of this build in Redis mode,
-//! and the edge component that `spin.toml` names, built by its own build
-//! command and served by the harness. Codes are computed with `totp-rs`, an
-//! implementation independent of the auth rules under test.
+//! What the end-to-end tests run for real: the shared test support
+//! (`madx-test-support`: a `redis-server` on a free loopback port, the
+//! `madx-pusher` binary of this build, tokens and TOTP codes computed with
+//! `totp-rs`, WebSocket connects), the edge component that `spin.toml`
+//! names, built by its own build command and served by the harness, and the
+//! Pusher library calls.
 
 #![allow(dead_code)] // Each test uses a different part.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::{SinkExt, StreamExt};
 use hmac::{Hmac, KeyInit, Mac};
 use madx_edge_harness::{EDGE_COMPONENT, Edge, EdgeApp, Manifest};
+pub use madx_test_support::*;
 use md5::{Digest, Md5};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
-use totp_rs::{Algorithm, Secret, TOTP};
-
-pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// How long one step of a test may wait.
-pub const PATIENCE: Duration = Duration::from_secs(15);
 
 /// The apps of every deployment in these tests, as `MADX_APPS` and the
 /// edge's `apps` variable give them.
@@ -38,13 +28,6 @@ pub const BETA: (&str, &str) = ("beta-key", "beta-secret");
 /// An app for Pusher's libraries, which only take app ids made of digits.
 pub const PUSHER_APP_ID: &str = "424242";
 pub const PUSHER: (&str, &str) = ("pusher-key", "pusher-secret");
-
-fn workspace() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .and_then(Path::parent)
-        .expect("edge/harness lives two levels below the workspace")
-}
 
 /// The repository's `spin.toml`.
 pub fn manifest() -> Manifest {
@@ -60,47 +43,10 @@ pub fn edge_app() -> &'static EdgeApp {
     })
 }
 
-/// `cargo` with the environment of a fresh shell: this test's own build
-/// settings must not reach the builds it starts (as `Manifest::build`).
-fn cargo() -> Command {
-    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    command.current_dir(workspace());
-    for variable in [
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_BUILD_RUSTFLAGS",
-    ] {
-        command.env_remove(variable);
-    }
-    command
-}
-
-/// Build plugin crates of this workspace for wasm32-wasip2 and return
-/// their `.wasm` files, in order.
+/// Build plugin crates of this workspace for wasm32-wasip2 into the edge's
+/// target directory and return their `.wasm` files, in order.
 pub fn build_plugins(crates: &[&str]) -> Vec<PathBuf> {
-    let target_dir = workspace().join("target/edge");
-    let mut command = cargo();
-    command
-        .args(["build", "--target", "wasm32-wasip2", "--profile", "plugin"])
-        .arg("--target-dir")
-        .arg(&target_dir);
-    for name in crates {
-        command.args(["--package", name]);
-    }
-    let status = command.status().expect("run cargo");
-    assert!(status.success(), "building {crates:?} failed");
-    crates
-        .iter()
-        .map(|name| {
-            target_dir
-                .join("wasm32-wasip2/plugin")
-                .join(format!("{}.wasm", name.replace('-', "_")))
-        })
-        .collect()
+    build_component_set(crates, Path::new("target/edge"))
 }
 
 /// The edge composed by `madx-edge-build` (the tool `spin.toml`'s build
@@ -108,7 +54,9 @@ pub fn build_plugins(crates: &[&str]) -> Vec<PathBuf> {
 /// written to `target/edge/<name>.wasm`.
 pub fn compose_edge(config: &Path, name: &str) -> EdgeApp {
     let out = workspace().join(format!("target/edge/{name}.wasm"));
-    let status = cargo()
+    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .current_dir(workspace())
+        .env_remove("CARGO_TARGET_DIR")
         .args([
             "run",
             "--quiet",
@@ -131,176 +79,37 @@ pub fn compose_edge(config: &Path, name: &str) -> EdgeApp {
     EdgeApp::compile(&out).expect("load the composed edge")
 }
 
-/// A real `redis-server` on a free loopback port; killed when dropped.
-pub struct RedisServer {
-    child: Option<Child>,
-    pub port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    pub fn start() -> RedisServer {
-        let dir = tempfile::tempdir().expect("temp dir");
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|listener| listener.local_addr())
-                .expect("a free port")
-                .port();
-            let mut child = Command::new("redis-server")
-                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server is missing: scripts/test installs it");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if redis_answers(port) {
-                    return RedisServer {
-                        child: Some(child),
-                        port,
-                        _dir: dir,
-                    };
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("redis-server did not start");
-    }
-
-    /// The URL the hosts get with `--store`.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    /// A client for looking at what was written.
-    pub async fn client(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .expect("redis URL")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to redis-server")
-    }
-
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn redis_answers(port: u16) -> bool {
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    let mut reply = [0u8; 7];
-    stream.write_all(b"PING\r\n").is_ok()
-        && stream.read_exact(&mut reply).is_ok()
-        && &reply == b"+PONG\r\n"
-}
-
-/// `madx-pusher` from the same build as this test (`target/<profile>/`):
-/// `cargo test --workspace` builds it with this crate.
-fn host_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test path");
-    let binary = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>")
-        .join("madx-pusher");
-    assert!(
-        binary.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` (scripts/test does)",
-        binary.display()
-    );
-    binary
-}
-
-/// A host process in Redis mode; killed when dropped.
+/// A host in Redis mode with the tests' apps; killed when dropped.
 pub struct Host {
-    child: Child,
+    server: TestServer,
     /// `http://127.0.0.1:PORT`
     pub base: String,
 }
 
 impl Host {
     pub async fn start(redis: &RedisServer, prefix: &str) -> Host {
-        Host::start_with(redis, prefix, &[]).await
+        Host::start_with(redis, prefix, "").await
     }
 
-    /// As [`Host::start`], with more command-line arguments.
-    pub async fn start_with(redis: &RedisServer, prefix: &str, args: &[&str]) -> Host {
-        let mut child = Command::new(host_binary())
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .arg("--store")
-            .arg(redis.url())
-            .args(["--store-prefix", prefix])
-            .env("MADX_APPS", APPS)
-            .env("MADX_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start madx-pusher");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut reader = BufReader::new(stdout);
-        let mut first = String::new();
-        reader.read_line(&mut first).expect("first line");
-        // Keep draining so the host never blocks on a full pipe.
-        std::thread::spawn(move || for _ in reader.lines() {});
-        let base = first
-            .split("listening on ")
-            .nth(1)
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .trim()
-            .to_owned();
-        let host = Host { child, base };
-        host.wait_readyz(200).await;
-        host
+    /// As [`Host::start`], with more configuration (TOML).
+    pub async fn start_with(redis: &RedisServer, prefix: &str, config: &str) -> Host {
+        let url = redis.url();
+        let args = ["--store", &url, "--store-prefix", prefix, "--app", APPS];
+        let server = TestServer::start_with(config, &args);
+        server.wait_readyz(200).await;
+        Host {
+            base: server.base.clone(),
+            server,
+        }
     }
 
     pub async fn wait_readyz(&self, want: u16) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let status = http()
-                .get(format!("{}/readyz", self.base))
-                .send()
-                .await
-                .map(|response| response.status().as_u16());
-            if status.as_ref().ok() == Some(&want) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "/readyz never answered {want}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.server.wait_readyz(want).await;
     }
 
     /// `ws://127.0.0.1:PORT`
     pub fn ws_base(&self) -> String {
         self.base.replacen("http", "ws", 1)
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -344,14 +153,6 @@ pub async fn start_edge_app(
     )
     .await
     .expect("serve the edge")
-}
-
-pub fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(PATIENCE)
-        .build()
-        .expect("http client")
 }
 
 /// An answer: status, `WWW-Authenticate`, and the body as JSON (`Null`
@@ -411,167 +212,10 @@ pub async fn post(base: &str, path: &str, credentials: (&str, &str), body: &Valu
     .await
 }
 
-/// An issued token as a client holds it.
-#[derive(Debug, Clone)]
-pub struct Token {
-    pub access_id: String,
-    pub secret_seed: String,
-    pub ws_url: String,
-}
-
-impl Token {
-    pub fn from_answer(answer: &Answer) -> Token {
-        assert_eq!(answer.status, 201, "token refused: {:?}", answer.body);
-        let field = |name: &str| {
-            answer.body[name]
-                .as_str()
-                .unwrap_or_else(|| panic!("{name} in {}", answer.body))
-                .to_owned()
-        };
-        Token {
-            access_id: field("access_id"),
-            secret_seed: field("secret_seed"),
-            ws_url: field("ws_url"),
-        }
-    }
-
-    /// The RFC 6238 code (SHA1, 6 digits, 30 s) `steps` steps from now.
-    pub fn code(&self, steps: i64) -> String {
-        self.code_with(Algorithm::SHA1, 6, 30, steps)
-    }
-
-    /// The code with other parameters (a plugin's `otp` answer).
-    pub fn code_with(
-        &self,
-        algorithm: Algorithm,
-        digits: usize,
-        period: u64,
-        steps: i64,
-    ) -> String {
-        let secret = Secret::Encoded(self.secret_seed.clone())
-            .to_bytes()
-            .expect("base32 seed");
-        let totp = TOTP::new_unchecked(algorithm, digits, 0, period, secret);
-        let time = unix_now() as i64 + steps * period as i64;
-        totp.generate(time as u64)
-    }
-
-    /// The connection URL with `otp` (and a raw extra query).
-    pub fn url(&self, otp: &str, extra: &str) -> String {
-        format!(
-            "{}&access_id={}&otp={otp}{extra}",
-            self.ws_url, self.access_id
-        )
-    }
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-}
-
-/// Sleep, if needed, so at least `margin` seconds remain in the current
-/// 30 s step: codes computed now mean the same step to the host.
-pub async fn away_from_step_edge(margin: u64) {
-    let into_step = unix_now() % 30;
-    if into_step + margin >= 30 {
-        tokio::time::sleep(Duration::from_secs(30 - into_step + 1)).await;
-    }
-}
-
-/// What a connection attempt led to: the socket and its welcome, or the
-/// close code and the error frame before it.
-pub enum Connected {
-    Welcome(Box<Socket>, Value),
-    Refused(u16, Value),
-}
-
-impl Connected {
-    pub fn welcomed(self) -> (Socket, Value) {
-        match self {
-            Connected::Welcome(socket, welcome) => (*socket, welcome),
-            Connected::Refused(code, error) => panic!("refused with {code}: {error}"),
-        }
-    }
-
-    pub fn refused(self) -> (u16, Value) {
-        match self {
-            Connected::Refused(code, error) => (code, error),
-            Connected::Welcome(_, welcome) => panic!("unexpectedly welcomed: {welcome}"),
-        }
-    }
-}
-
-pub async fn connect(url: &str) -> Connected {
-    let (mut socket, _) = tokio::time::timeout(PATIENCE, connect_async(url))
-        .await
-        .expect("connect timed out")
-        .expect("WebSocket upgrade");
-    let first = next_json(&mut socket).await.expect("a first frame");
-    if first["type"] == "welcome" {
-        return Connected::Welcome(Box::new(socket), first);
-    }
-    assert_eq!(first["type"], "error", "unexpected first frame {first}");
-    let code = close_code(&mut socket).await.expect("a close code");
-    Connected::Refused(code, first)
-}
-
-/// The next JSON text frame, or `None` when the socket closes first.
-pub async fn next_json(socket: &mut Socket) -> Option<Value> {
-    loop {
-        let message = tokio::time::timeout(PATIENCE, socket.next())
-            .await
-            .expect("no frame in time")?;
-        match message.ok()? {
-            Message::Text(text) => {
-                return Some(serde_json::from_str(text.as_str()).expect("JSON frame"));
-            }
-            Message::Close(_) => return None,
-            _ => continue,
-        }
-    }
-}
-
-/// Read until the close frame, skipping everything else; its code.
-pub async fn close_code(socket: &mut Socket) -> Option<u16> {
-    loop {
-        let message = tokio::time::timeout(PATIENCE, socket.next())
-            .await
-            .expect("no close in time")?;
-        match message {
-            Ok(Message::Close(frame)) => return frame.map(|frame| u16::from(frame.code)),
-            Ok(_) => continue,
-            Err(_) => return None,
-        }
-    }
-}
-
-pub async fn send_json(socket: &mut Socket, frame: Value) {
-    socket
-        .send(Message::Text(frame.to_string().into()))
-        .await
-        .expect("send frame");
-}
-
-/// Every `message` frame up to and including the one with event
-/// `sentinel`.
-pub async fn messages_until(socket: &mut Socket, sentinel: &str) -> Vec<Value> {
-    let mut messages = Vec::new();
-    loop {
-        let frame = next_json(socket)
-            .await
-            .expect("socket closed before the sentinel");
-        if frame["type"] != "message" {
-            continue;
-        }
-        let done = frame["event"] == sentinel;
-        messages.push(frame);
-        if done {
-            return messages;
-        }
-    }
+/// A token from a `POST /v1/tokens` answer that must be 201.
+pub fn token_from(answer: &Answer) -> Token {
+    assert_eq!(answer.status, 201, "token refused: {:?}", answer.body);
+    Token::from_response(&answer.body)
 }
 
 /// `tests/pusher-compat`, with the official `pusher` npm library installed

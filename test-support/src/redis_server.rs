@@ -1,0 +1,128 @@
+//! A real `redis-server` for the tests that run several nodes.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A real `redis-server` on a free loopback port, stopped when dropped. It
+/// keeps an append-only file (in a temporary directory), as a production
+/// Redis holding tokens should, so a restart keeps them.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Ask the OS for a free port; retry if someone takes it first.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free port")
+                .port();
+            if let Some(child) = spawn_redis(port, dir.path()) {
+                return RedisServer {
+                    child: Some(child),
+                    port,
+                    dir,
+                };
+            }
+        }
+        panic!("redis-server did not start");
+    }
+
+    /// The URL the hosts get with `--store`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// A client for looking at what was written.
+    pub async fn client(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("redis URL")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to redis-server")
+    }
+
+    /// Stop the server (SIGTERM: it writes its file and exits, as in a
+    /// rolling restart).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let terminated = Command::new("kill")
+                .arg(child.id().to_string())
+                .status()
+                .is_ok_and(|status| status.success());
+            if !terminated {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+
+    /// Start it again on the same port, from its file.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn_redis(self.port, self.dir.path());
+        assert!(
+            self.child.is_some(),
+            "redis-server did not come back on port {}",
+            self.port
+        );
+    }
+}
+
+/// Start `redis-server` on `port`; the child once it answers PING.
+fn spawn_redis(port: u16, dir: &Path) -> Option<Child> {
+    let mut child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port"])
+        .arg(port.to_string())
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is missing: scripts/test installs it (apt-get install redis-server)");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if redis_answers(port) {
+            return Some(child);
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Does a Redis on `port` answer PING?
+fn redis_answers(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
