@@ -3,7 +3,7 @@
 //! (`wire/lua/publish.lua`) with the arguments a host passes, so
 //! ids, history and live fan-out are exactly a host publish's; revokes and
 //! terminations are announced on `<prefix>:control`, where every host
-//! listens, as the hosts' [`Control`] messages.
+//! listens, as [`Control`] messages.
 
 use madx_wire::broker::Keys;
 use madx_wire::control::Control;

@@ -18,7 +18,7 @@ pub struct App {
     pub secret: String,
 }
 
-/// The host's `[limits]` that the HTTP API enforces.
+/// The `[limits]` settings the HTTP API enforces (`madx_wire::settings`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_body_bytes: usize,
@@ -48,7 +48,7 @@ impl Limits {
     }
 }
 
-/// The host's `[history]` values the publish script needs.
+/// The `[history]` settings the publish script needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct History {
     pub per_stream: u64,

@@ -298,7 +298,7 @@ fn a_revoke_deletes_then_announces() {
     assert_eq!(response.status, 404);
     assert_eq!(code_of(&response), "token_not_found");
 
-    // Decoded as the host's router decodes it, then refused by the rules.
+    // Percent-decoded, then refused by the auth rules.
     let response = request(&platform, "DELETE", "/v1/tokens/a%20b", Some(ALPHA), b"");
     assert_eq!(response.status, 400);
     assert_eq!(
