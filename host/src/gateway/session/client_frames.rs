@@ -204,3 +204,35 @@ fn route_refusal(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::PluginFailure;
+
+    #[test]
+    fn router_refusals_become_frame_errors() {
+        assert_eq!(route_refusal(Ok(Ok(()))), None);
+        let refused = |error| route_refusal(Ok(Err(error))).map(|(code, _)| code);
+        assert_eq!(
+            refused(RouteError::Forbidden("no".into())),
+            Some(FrameError::Forbidden)
+        );
+        assert_eq!(
+            refused(RouteError::InvalidChannel("no".into())),
+            Some(FrameError::InvalidChannel)
+        );
+        assert_eq!(
+            refused(RouteError::Invalid("no".into())),
+            Some(FrameError::InvalidFrame)
+        );
+        let failure = PluginFailure {
+            component: "router".into(),
+            call: "authorize-subscribe",
+            reason: "trap".into(),
+        };
+        let (code, message) = route_refusal(Err(failure)).unwrap();
+        assert_eq!(code, FrameError::Unavailable);
+        assert!(!message.contains("trap"), "the detail stays in the log");
+    }
+}

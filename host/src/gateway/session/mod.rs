@@ -47,6 +47,16 @@ enum Ending {
     Close(CloseCode, String),
 }
 
+impl Ending {
+    /// The disconnect metric's `reason` label.
+    fn reason(&self) -> &'static str {
+        match self {
+            Ending::ClientGone => "client",
+            Ending::Close(code, _) => code.reason(),
+        }
+    }
+}
+
 pub(super) async fn run(socket: WebSocket, state: Arc<AppState>, admitted: Admitted) {
     // Boxed: the opening steps (registration, recovery, welcome) need a lot
     // of state that is dead once the socket is open; inline, every open
@@ -170,11 +180,7 @@ impl Session {
             }
         };
 
-        let reason = match &ending {
-            Ending::ClientGone => "client",
-            Ending::Close(code, _) => code.reason(),
-        };
-        self.state.metrics.disconnect(&self.app.id, reason);
+        self.state.metrics.disconnect(&self.app.id, ending.reason());
         let revoked = matches!(&ending, Ending::Close(CloseCode::TokenRevoked, _));
         if let Ending::Close(code, message) = ending {
             if code == CloseCode::GoingAway {
@@ -277,4 +283,16 @@ enum SendError {
     Gone,
     /// The peer stopped reading.
     Stalled,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ending_is_counted_by_who_closed_and_why() {
+        assert_eq!(Ending::ClientGone.reason(), "client");
+        let slow = Ending::Close(CloseCode::SlowConsumer, String::new());
+        assert_eq!(slow.reason(), "slow_consumer");
+    }
 }

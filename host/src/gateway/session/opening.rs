@@ -57,10 +57,7 @@ pub(super) async fn open(
     let (registration, mailbox) = match registered {
         Ok(registered) => registered,
         Err(full) => {
-            let message = match full {
-                Full::Token => "this token has too many open sockets",
-                Full::App => "this app has too many open sockets on this node",
-            };
+            let message = over_capacity(full);
             state
                 .metrics
                 .connect(&app.id, CloseCode::OverCapacity.reason());
@@ -104,4 +101,23 @@ pub(super) async fn open(
     }
     tracing::debug!(app = %session.app.id, connection_id = session.registration.connection_id(), "session opened");
     Some((session, mailbox))
+}
+
+/// Why a socket over one of the caps is refused (4101).
+fn over_capacity(full: Full) -> &'static str {
+    match full {
+        Full::Token => "this token has too many open sockets",
+        Full::App => "this app has too many open sockets on this node",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_over_capacity_names_the_cap() {
+        assert!(over_capacity(Full::Token).contains("token"));
+        assert!(over_capacity(Full::App).contains("app"));
+    }
 }
