@@ -5,9 +5,11 @@
 //! Both the native API and the Pusher-compatible API answer from here, so
 //! they can never disagree. The figures are the deployment's: this node's
 //! own sockets, live, plus what the other nodes reported to Redis (see
-//! `broker/occupancy.rs`), at most about a second old.
+//! `broker/occupancy.rs`), at most about a second old. Members of presence
+//! channels come from the deployment's presence (`presence/`), current.
 
 use crate::broker::BrokerError;
+use crate::presence::Roster;
 use crate::state::AppState;
 
 /// One channel as the APIs report it.
@@ -45,8 +47,28 @@ impl<'a> Channels<'a> {
             .await?;
         Ok(ChannelInfo {
             subscription_count: here + elsewhere,
-            user_count: None,
+            user_count: self.user_count(app_id, channel).await?,
         })
+    }
+
+    /// The members of a presence channel (`None` for other channels).
+    pub async fn members(
+        &self,
+        app_id: &str,
+        channel: &str,
+    ) -> Result<Option<Roster>, BrokerError> {
+        if !self.state.presence.is_presence(channel) {
+            return Ok(None);
+        }
+        let roster = self.state.presence.roster(app_id, channel).await;
+        roster
+            .map(Some)
+            .map_err(|error| BrokerError::Unavailable(error.to_string()))
+    }
+
+    async fn user_count(&self, app_id: &str, channel: &str) -> Result<Option<u64>, BrokerError> {
+        let members = self.members(app_id, channel).await?;
+        Ok(members.map(|roster| roster.count() as u64))
     }
 
     /// The occupied channels of an app whose names start with `prefix`,
@@ -60,15 +82,14 @@ impl<'a> Channels<'a> {
         for (name, here) in self.state.hub.occupied_channels(app_id, prefix) {
             *counts.entry(name).or_default() += here as u64;
         }
-        Ok(counts
-            .into_iter()
-            .map(|(name, subscription_count)| {
-                let info = ChannelInfo {
-                    subscription_count,
-                    user_count: None,
-                };
-                (name, info)
-            })
-            .collect())
+        let mut occupied = Vec::with_capacity(counts.len());
+        for (name, subscription_count) in counts {
+            let info = ChannelInfo {
+                subscription_count,
+                user_count: self.user_count(app_id, &name).await?,
+            };
+            occupied.push((name, info));
+        }
+        Ok(occupied)
     }
 }

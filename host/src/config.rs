@@ -201,6 +201,27 @@ impl Default for HttpConfig {
     }
 }
 
+/// Presence channels (`[presence]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// Channels whose names start with this track their members; empty
+    /// turns presence off.
+    pub channel_prefix: String,
+    /// Members one presence channel holds at most, over the deployment; a
+    /// new member over it is refused (4309 `presence_full`).
+    pub max_members: usize,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig {
+            channel_prefix: madx_wire::presence::CHANNEL_PREFIX.to_owned(),
+            max_members: madx_wire::presence::MAX_MEMBERS,
+        }
+    }
+}
+
 /// The file's `[history]` table; the byte budgets default from the machine.
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -327,6 +348,7 @@ struct ConfigFile {
     limits: Limits,
     http: HttpConfig,
     history: HistoryFile,
+    presence: PresenceConfig,
     plugins: PluginsFile,
     apps: Vec<AppConfig>,
 }
@@ -372,6 +394,7 @@ pub struct Config {
     pub limits: Limits,
     pub http: HttpConfig,
     pub history: HistoryConfig,
+    pub presence: PresenceConfig,
     pub sandbox: SandboxLimits,
     pub auth: PluginConfig,
     pub router: PluginConfig,
@@ -566,7 +589,12 @@ impl Config {
                 .min(max_bytes),
         };
 
+        if file.presence.max_members == 0 {
+            bail!("presence.max_members must be at least 1");
+        }
+
         Ok(Config {
+            presence: file.presence,
             listen,
             public_url,
             tls,

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
 use madx_wire::close::CloseCode;
@@ -24,6 +24,11 @@ pub enum Interest<'a> {
 
 /// Told of every [`Interest`] change, in order, under the hub's lock.
 pub type InterestObserver = Box<dyn Fn(Interest<'_>) + Send + Sync>;
+
+/// Told, under the hub's lock and in order, when a channel gains its first
+/// session on this node (`true`) or loses its last (`false`): the
+/// deployment-wide occupied/vacated decisions start here.
+pub type ChannelWatcher = Box<dyn Fn(&str, &str, bool) + Send + Sync>;
 
 /// Where a message goes within one app (the deployment's one definition).
 pub use madx_wire::broker::Target;
@@ -105,6 +110,7 @@ pub struct Hub {
     /// both decimal, the form Pusher's libraries accept as a `socket_id`.
     node_tag: String,
     observer: Option<InterestObserver>,
+    channel_watcher: OnceLock<ChannelWatcher>,
 }
 
 /// What a new session needs to know about itself.
@@ -136,7 +142,20 @@ impl Hub {
             next_serial: AtomicU64::new(1),
             node_tag: u32::from_le_bytes(tag).to_string(),
             observer,
+            channel_watcher: OnceLock::new(),
         })
+    }
+
+    /// Have `watcher` told of every channel this node gains or loses from
+    /// now on; a second watcher is refused (returned).
+    pub fn watch_channels(&self, watcher: ChannelWatcher) -> Result<(), ChannelWatcher> {
+        self.channel_watcher.set(watcher)
+    }
+
+    fn tell_channel(&self, app_id: &str, channel: &str, gained: bool) {
+        if let Some(watcher) = self.channel_watcher.get() {
+            watcher(app_id, channel, gained);
+        }
     }
 
     /// Tell the observer, if any, that `app_id` has its first session for
@@ -223,6 +242,7 @@ impl Hub {
         }
         if index(&mut app.by_channel, channel, registration.serial) {
             self.tell_gained(&registration.app_id, || Target::Channel(channel.to_owned()));
+            self.tell_channel(&registration.app_id, channel, true);
         }
         true
     }
@@ -240,6 +260,7 @@ impl Hub {
             .is_some_and(|session| session.channels.remove(channel));
         if removed && unindex(&mut app.by_channel, channel, registration.serial) {
             self.tell_lost(&registration.app_id, || Target::Channel(channel.to_owned()));
+            self.tell_channel(&registration.app_id, channel, false);
         }
         removed
     }
@@ -437,6 +458,7 @@ impl Hub {
         }
         for channel in session.channels {
             if unindex(&mut app.by_channel, &channel, serial) {
+                self.tell_channel(app_id, &channel, false);
                 self.tell_lost(app_id, || Target::Channel(channel));
             }
         }

@@ -28,6 +28,8 @@
 //! - [`limits`]: per-client limits the front ends share (wrong app
 //!   credentials, socket publish rates).
 //! - [`mailbox`]: a session's inbox of queued messages and close requests.
+//! - [`presence`]: presence channels' members and the deployment's
+//!   occupied/vacated decisions (one node, or Redis with node heartbeats).
 //! - [`metrics`]: Prometheus counters and gauges behind `GET /metrics`.
 //! - [`plugins`]: the wasmtime runtime that runs the auth and router
 //!   components, one fresh instance per call, under a time and memory budget.
@@ -50,6 +52,7 @@ mod limits;
 mod mailbox;
 pub mod metrics;
 pub mod plugins;
+mod presence;
 pub mod server;
 mod state;
 pub mod store;

@@ -84,6 +84,8 @@ pub struct Metrics {
     pub connections_shed: Family<ShedLabels, Counter>,
     pub credential_refusals: Family<OutcomeLabels, Counter>,
     pub plugin_log_lines_dropped: Family<PluginKindLabels, Counter>,
+    /// Members (a user in a presence channel) with a socket on this node.
+    pub presence_members: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -110,6 +112,12 @@ impl Metrics {
         let plugin_calls = Family::<PluginLabels, Counter>::default();
         let credential_refusals = Family::<OutcomeLabels, Counter>::default();
         let plugin_log_lines_dropped = Family::<PluginKindLabels, Counter>::default();
+        let presence_members = Gauge::default();
+        registry.register(
+            "presence_members",
+            "Members of presence channels (a user in a channel) with a socket on this node",
+            presence_members.clone(),
+        );
         registry.register(
             "plugin_log_lines_dropped",
             "Lines of plugin output not logged: over the rate limit or beyond a call's buffer",
@@ -210,6 +218,7 @@ impl Metrics {
             connections_shed,
             credential_refusals,
             plugin_log_lines_dropped,
+            presence_members,
         }
     }
 

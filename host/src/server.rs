@@ -21,7 +21,8 @@ use crate::connections::{ConnectionLimits, Connections};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::plugins::{Plugins, Sandbox};
-use crate::state::AppState;
+use crate::presence::{Presence, RedisMembership};
+use crate::state::{AppState, Parts};
 use crate::store::{MemoryStore, RedisStore, StoreBackend};
 use crate::{api, gateway};
 
@@ -60,7 +61,7 @@ impl Server {
     /// an error here, before anything is served.
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         let metrics = Arc::new(Metrics::new());
-        let (store, hub, broker) = match &config.store {
+        let (store, hub, broker, membership) = match &config.store {
             StoreConfig::Memory => {
                 let hub = Hub::new();
                 let broker = MemoryBroker::start(hub.clone(), config.history);
@@ -68,7 +69,12 @@ impl Server {
                     config.limits.max_store_entries,
                     config.limits.store_reserved_entries,
                 );
-                (StoreBackend::Memory(store), hub, Broker::Memory(broker))
+                (
+                    StoreBackend::Memory(store),
+                    hub,
+                    Broker::Memory(broker),
+                    None,
+                )
             }
             StoreConfig::Redis { url, prefix } => {
                 let client = redis::Client::open(url.as_str())
@@ -89,14 +95,23 @@ impl Server {
                     config.history,
                     metrics.clone(),
                 );
+                let membership = RedisMembership::new(connection.clone(), prefix, hub.node_tag());
                 let store = RedisStore::new(connection, prefix);
                 (
                     StoreBackend::Redis(Arc::new(store)),
                     hub,
                     Broker::Redis(broker),
+                    Some(membership),
                 )
             }
         };
+        let presence = Presence::start(
+            config.presence.clone(),
+            hub.clone(),
+            store.clone(),
+            metrics.clone(),
+            membership,
+        );
         let sandbox = Sandbox::new(config.sandbox, metrics.clone())?;
         let plugins = Plugins::load(&sandbox, store.clone(), &config.auth, &config.router)
             .context(ComponentRejected)?;
@@ -127,9 +142,12 @@ impl Server {
             config,
             sandbox,
             plugins,
-            store,
-            hub,
-            Arc::new(broker),
+            Parts {
+                store,
+                hub,
+                broker: Arc::new(broker),
+                presence,
+            },
             metrics,
         ));
         Ok(Server {
@@ -192,6 +210,9 @@ impl Server {
         while hub.session_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // The other nodes see this node's members leave now, not when its
+        // heartbeat runs out.
+        self.state.presence.retire().await;
         Ok(())
     }
 }

@@ -11,6 +11,7 @@ use crate::hub::Hub;
 use crate::limits::{CredentialThrottle, PublishRates};
 use crate::metrics::Metrics;
 use crate::plugins::{Plugins, Sandbox};
+use crate::presence::Presence;
 use crate::store::StoreBackend;
 
 /// One served application.
@@ -54,6 +55,15 @@ impl Apps {
     }
 }
 
+/// What a node keeps and moves its data with: one store, hub, broker and
+/// presence, all on one node's memory or all on one Redis.
+pub struct Parts {
+    pub store: StoreBackend,
+    pub hub: Arc<Hub>,
+    pub broker: Arc<Broker>,
+    pub presence: Arc<Presence>,
+}
+
 /// Shared by every handler; cheap to clone behind an `Arc`.
 pub struct AppState {
     pub config: Config,
@@ -65,6 +75,8 @@ pub struct AppState {
     pub store: StoreBackend,
     pub hub: Arc<Hub>,
     pub broker: Arc<Broker>,
+    /// Presence channels' members, and occupied/vacated decisions.
+    pub presence: Arc<Presence>,
     pub metrics: Arc<Metrics>,
     /// Wrong app secrets per (key, source).
     pub credential_throttle: CredentialThrottle,
@@ -77,9 +89,7 @@ impl AppState {
         config: Config,
         sandbox: Arc<Sandbox>,
         plugins: Plugins,
-        store: StoreBackend,
-        hub: Arc<Hub>,
-        broker: Arc<Broker>,
+        parts: Parts,
         metrics: Arc<Metrics>,
     ) -> AppState {
         AppState {
@@ -92,9 +102,10 @@ impl AppState {
             config,
             plugins: ArcSwap::from_pointee(plugins),
             sandbox,
-            store,
-            hub,
-            broker,
+            store: parts.store,
+            hub: parts.hub,
+            broker: parts.broker,
+            presence: parts.presence,
             metrics,
         }
     }

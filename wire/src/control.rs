@@ -12,6 +12,26 @@ pub enum Control {
     Revoke { app: String, access_id: String },
     /// Close the user's sockets with 4009.
     Terminate { app: String, user_id: String },
+    /// A user became a member of a presence channel (on the whole
+    /// deployment): tell the channel's subscribers. Sent by
+    /// `lua/membership.lua`; `user_info` is JSON text, empty for none.
+    MemberAdded {
+        app: String,
+        channel: String,
+        user_id: String,
+        #[serde(default)]
+        user_info: String,
+        /// The joining connection, which `subscribed` already told (empty
+        /// for none).
+        #[serde(default)]
+        except: String,
+    },
+    /// A user's last socket left a presence channel, or its node died.
+    MemberRemoved {
+        app: String,
+        channel: String,
+        user_id: String,
+    },
 }
 
 #[cfg(test)]
@@ -41,5 +61,28 @@ mod tests {
             assert_eq!(serde_json::to_string(&control).unwrap(), json);
             assert_eq!(serde_json::from_str::<Control>(json).unwrap(), control);
         }
+    }
+
+    /// As `lua/membership.lua` writes them with cjson (keys in any order,
+    /// `/` escaped).
+    #[test]
+    fn member_controls_read_as_the_script_writes_them() {
+        let added = r#"{"member_added":{"user_info":"{\"a\":\"x\/y\"}","channel":"presence-a","except":"1.2","app":"alpha","user_id":"ann"}}"#;
+        assert_eq!(
+            serde_json::from_str::<Control>(added).unwrap(),
+            Control::MemberAdded {
+                app: "alpha".into(),
+                channel: "presence-a".into(),
+                user_id: "ann".into(),
+                user_info: r#"{"a":"x/y"}"#.into(),
+                except: "1.2".into(),
+            }
+        );
+        let removed =
+            r#"{"member_removed":{"app":"alpha","user_id":"ann","channel":"presence-a"}}"#;
+        assert!(matches!(
+            serde_json::from_str::<Control>(removed).unwrap(),
+            Control::MemberRemoved { .. }
+        ));
     }
 }

@@ -5,6 +5,8 @@
 //! - [`errors`]: the HTTP API's error codes, statuses, fixed messages and
 //!   body.
 //! - [`json`]: bodies and frames are JSON objects.
+//! - [`presence`]: presence channels (members, `user_info`, node
+//!   liveness) and their bounds.
 //! - [`pusher`]: Pusher's HTTP API, its request signatures and the events
 //!   it takes, down to madx targets.
 //! - [`broker`]: where messages go (targets, streams, live channels, the
@@ -27,6 +29,7 @@ pub mod close;
 pub mod control;
 pub mod errors;
 pub mod json;
+pub mod presence;
 pub mod pusher;
 pub mod scripts;
 pub mod settings;

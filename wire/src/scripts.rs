@@ -11,6 +11,9 @@ pub const RECOVER: &str = include_str!("../lua/recover.lua");
 pub const OCCUPANCY: &str = include_str!("../lua/occupancy.lua");
 /// Read the channel directory: counts summed over the live nodes.
 pub const CHANNELS: &str = include_str!("../lua/channels.lua");
+/// Presence members and deployment-wide channel occupancy, per node, with
+/// node heartbeats that release what a dead node held.
+pub const MEMBERSHIP: &str = include_str!("../lua/membership.lua");
 /// The plugins' store: `increment` (a counter that starts to expire when
 /// created).
 pub const INCREMENT: &str = include_str!("../lua/increment.lua");

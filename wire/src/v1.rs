@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 
 use crate::broker::Target;
 use crate::errors::{ErrorCode, at_index};
-use crate::tokens;
+use crate::{presence, tokens};
 
 /// A request refused by these checks: its documented code and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +42,8 @@ pub struct CreateToken {
     pub publish: Vec<String>,
     /// A number, so that `60.0` means 60: JSON does not tell it from `60`.
     pub ttl: Option<f64>,
+    /// What presence channels show about the user (a JSON object).
+    pub user_info: Option<Box<RawValue>>,
 }
 
 /// A token request within the contract's bounds, for the auth plugin.
@@ -51,6 +53,9 @@ pub struct TokenRequest {
     pub channels: Vec<String>,
     pub publish: Vec<String>,
     pub ttl_secs: Option<u32>,
+    /// The `user_info` JSON object as given; kept beside the token by the
+    /// host (or the edge), not by the auth plugin.
+    pub user_info: Option<String>,
 }
 
 impl CreateToken {
@@ -59,7 +64,11 @@ impl CreateToken {
     pub fn checked(self) -> Result<TokenRequest, Refusal> {
         let ttl_secs = tokens::ttl_secs(self.ttl).map_err(Refusal::invalid)?;
         tokens::check_user_id(self.user_id.as_deref()).map_err(Refusal::invalid)?;
+        let user_info =
+            presence::check_user_info(self.user_info.as_deref(), self.user_id.as_deref())
+                .map_err(Refusal::invalid)?;
         Ok(TokenRequest {
+            user_info,
             user_id: self.user_id,
             channels: self.channels,
             publish: self.publish,

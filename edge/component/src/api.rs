@@ -215,9 +215,14 @@ fn create_token(
     body: CreateToken,
 ) -> Result<Response, ApiError> {
     // The contract's bounds hold whatever the plugin does.
-    let issued = platform
-        .issue_token(&app.id, body.checked()?)
-        .map_err(auth_error)?;
+    let request = body.checked()?;
+    let user_info = request.user_info.clone();
+    let issued = platform.issue_token(&app.id, request).map_err(auth_error)?;
+    if let Some(info) = user_info {
+        broker(platform, config)
+            .keep_user_info(&app.id, &issued.access_id, &info, issued.expires_in_secs)
+            .map_err(ApiError::store_unavailable)?;
+    }
     let created = CreatedToken {
         access_id: issued.access_id,
         secret_seed: issued.secret_seed,
@@ -246,6 +251,7 @@ fn revoke(
     let existed = platform
         .revoke_token(&app.id, &access_id)
         .map_err(auth_error)?;
+    broker(platform, config).forget_user_info(&app.id, &access_id);
     broker(platform, config).announce_revoke(&app.id, &access_id);
     if existed {
         Ok(Response::empty(204))

@@ -92,6 +92,43 @@ impl<P: Platform> Broker<'_, P> {
         Ok(ids)
     }
 
+    /// Keep a token's `user_info` where the hosts read it, for as long as
+    /// the token lives (the hosts' keep-alive touches both).
+    pub fn keep_user_info(
+        &self,
+        app_id: &str,
+        access_id: &str,
+        info: &str,
+        ttl_secs: u32,
+    ) -> Result<(), String> {
+        let key = self.user_info_key(app_id, access_id);
+        let ttl_ms = (u64::from(ttl_secs.max(1)) * 1000).to_string();
+        let args: [&[u8]; 4] = [key.as_bytes(), info.as_bytes(), b"PX", ttl_ms.as_bytes()];
+        self.platform
+            .redis(self.redis_url, "SET", &args)
+            .map(|_| ())
+            .map_err(|error| format!("redis: {error}"))
+    }
+
+    /// Drop a revoked token's `user_info` (it would expire anyway).
+    pub fn forget_user_info(&self, app_id: &str, access_id: &str) {
+        let key = self.user_info_key(app_id, access_id);
+        if let Err(error) = self
+            .platform
+            .redis(self.redis_url, "DEL", &[key.as_bytes()])
+        {
+            eprintln!("madx-edge: could not delete a revoked token's user_info: {error}");
+        }
+    }
+
+    fn user_info_key(&self, app_id: &str, access_id: &str) -> String {
+        format!(
+            "{}{}",
+            madx_wire::store::redis_key_prefix(self.prefix),
+            madx_wire::presence::user_info_key(app_id, access_id)
+        )
+    }
+
     /// Tell every host to close the token's sockets with 4010. Best effort,
     /// as on a host: the token is already gone from the store, so sockets
     /// elsewhere close at their next keep-alive touch anyway.

@@ -1,5 +1,6 @@
 //! The HTTP API: tokens, publishes, Pusher's API, health and metrics.
 
+mod channels;
 mod error;
 mod extract;
 mod publish;
@@ -37,6 +38,9 @@ pub fn router(state: Arc<AppState>, others: Router<Arc<AppState>>) -> Router {
     Router::new()
         .route("/v1/tokens", post(tokens::create))
         .route("/v1/tokens/{access_id}", delete(tokens::revoke))
+        .route("/v1/channels", get(channels::list))
+        .route("/v1/channels/{channel}", get(channels::one))
+        .route("/v1/channels/{channel}/members", get(channels::members))
         .route(
             "/v1/publish",
             post(publish::publish).layer(DefaultBodyLimit::max(message_limit)),
@@ -56,6 +60,10 @@ pub fn router(state: Arc<AppState>, others: Router<Arc<AppState>>) -> Router {
         )
         .route("/apps/{app_id}/channels", get(pusher::channels))
         .route("/apps/{app_id}/channels/{channel}", get(pusher::channel))
+        .route(
+            "/apps/{app_id}/channels/{channel}/users",
+            get(pusher::channel_users),
+        )
         .route(
             "/apps/{app_id}/users/{user_id}/terminate_connections",
             post(pusher::terminate_connections),

@@ -219,6 +219,26 @@ pub async fn channel(
     Ok(Json(Value::Object(answer)))
 }
 
+/// `GET /apps/{app_id}/channels/{channel}/users`: a presence channel's
+/// users, `{"users": [{"id"}]}`; another channel is a 400, as with Pusher.
+pub async fn channel_users(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+) -> Result<Json<Value>, ApiError> {
+    let channel = signed.path_param("channel");
+    let roster = Channels::new(&state)
+        .members(&signed.app.id, channel)
+        .await
+        .map_err(ApiError::store_unavailable)?
+        .ok_or_else(|| ApiError::invalid_request("users are only listed for presence channels"))?;
+    let users: Vec<Value> = roster
+        .members
+        .iter()
+        .map(|member| json!({ "id": member.user_id }))
+        .collect();
+    Ok(Json(json!({ "users": users })))
+}
+
 /// `POST /apps/{app_id}/users/{user_id}/terminate_connections`: close every
 /// socket of the user, on every node, with 4009 `terminated`.
 pub async fn terminate_connections(

@@ -10,7 +10,10 @@ use axum::response::{IntoResponse, Response};
 use super::ApiError;
 use super::extract::{CallingApp, JsonBody};
 use crate::plugins::bindings::{AuthError, TokenRequest};
+use crate::presence;
 use crate::state::AppState;
+use crate::store::{Room, StoreError};
+use std::time::Duration;
 
 pub use madx_wire::v1::CreateToken;
 use madx_wire::v1::{CreatedToken, OtpParams};
@@ -24,6 +27,7 @@ pub async fn create(
     // The ttl and the user id are checked here too, so no plugin can hand
     // out tokens beyond the contract, or for a user publishes cannot reach.
     let checked = body.checked()?;
+    let user_info = checked.user_info;
     let request = TokenRequest {
         user_id: checked.user_id,
         channels: checked.channels,
@@ -43,6 +47,20 @@ pub async fn create(
         .await
         .map_err(|failure| ApiError::plugin_failure(&failure))?
         .map_err(api_error)?;
+    if let Some(info) = user_info {
+        // Beside the token, for as long as it lives (its keep-alive
+        // touches both): any auth plugin's tokens can carry it.
+        let key = presence::user_info_store_key(&app.id, &issued.access_id);
+        let ttl = Duration::from_secs(u64::from(issued.expires_in_secs.max(1)));
+        state
+            .store
+            .set(&key, info.as_bytes(), ttl, Room::General)
+            .await
+            .map_err(|error| match error {
+                StoreError::Full(_) => ApiError::store_full(),
+                other => ApiError::store_unavailable(other),
+            })?;
+    }
 
     let created = CreatedToken {
         ws_url: ws_url(&state, &headers, &app.id),
@@ -76,6 +94,11 @@ pub async fn revoke(
         .await
         .map_err(|failure| ApiError::plugin_failure(&failure))?
         .map_err(api_error)?;
+    let key = presence::user_info_store_key(&app.id, &access_id);
+    if let Err(error) = state.store.delete(&key).await {
+        // It expires with the token's idle timeout anyway.
+        tracing::warn!("could not delete a revoked token's user_info: {error}");
+    }
     let closed = state
         .broker
         .close_token(&state.hub, &app.id, &access_id)

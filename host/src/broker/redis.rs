@@ -564,6 +564,25 @@ impl Subscriber {
                 Ok(Control::Terminate { app, user_id }) => {
                     self.hub.close_user(&app, &user_id, CloseCode::Terminated);
                 }
+                Ok(Control::MemberAdded {
+                    app,
+                    channel,
+                    user_id,
+                    user_info,
+                    except,
+                }) => {
+                    let frame = crate::presence::member_added_frame(&channel, &user_id, &user_info);
+                    let except = (!except.is_empty()).then_some(except.as_str());
+                    self.deliver_event(&app, channel, except, frame);
+                }
+                Ok(Control::MemberRemoved {
+                    app,
+                    channel,
+                    user_id,
+                }) => {
+                    let frame = crate::presence::member_removed_frame(&channel, &user_id);
+                    self.deliver_event(&app, channel, None, frame);
+                }
                 Err(error) => tracing::warn!("ignoring a bad control message: {error}"),
             }
             return;
@@ -581,6 +600,13 @@ impl Subscriber {
             return;
         };
         self.deliver(&app_id, target, except, id, frame.to_owned());
+    }
+
+    /// A presence event for a channel's subscribers: no id, no history.
+    fn deliver_event(&self, app_id: &str, channel: String, except: Option<&str>, frame: String) {
+        let target = [Target::Channel(channel)];
+        self.hub
+            .deliver(app_id, &target, except, 0, &Utf8Bytes::from(frame));
     }
 
     fn deliver(

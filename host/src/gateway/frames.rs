@@ -25,6 +25,8 @@ pub enum FrameError {
     Unavailable,
     /// A client publish over the socket's or the token's rate.
     RateLimited,
+    /// A presence channel that has its most members refused a new one.
+    PresenceFull,
 }
 
 impl FrameError {
@@ -39,6 +41,7 @@ impl FrameError {
             FrameError::PayloadTooLarge => 4306,
             FrameError::Unavailable => 4307,
             FrameError::RateLimited => 4308,
+            FrameError::PresenceFull => 4309,
         }
     }
 
@@ -53,6 +56,7 @@ impl FrameError {
             FrameError::PayloadTooLarge => "payload_too_large",
             FrameError::Unavailable => "unavailable",
             FrameError::RateLimited => "rate_limited",
+            FrameError::PresenceFull => "presence_full",
         }
     }
 }
@@ -77,6 +81,9 @@ pub enum ServerFrame<'a> {
         last_id: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         recovered: Option<bool>,
+        /// A presence channel's members, this socket's user included.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        members: Option<Vec<crate::presence::MemberView<'a>>>,
     },
     Unsubscribed {
         channel: &'a str,

@@ -8,6 +8,7 @@ use super::{Ending, Session};
 use crate::broker::Outgoing;
 use crate::hub::Target;
 use crate::plugins::bindings::RouteError;
+use crate::presence::{JoinError, Joining, Member, Memberships, Roster};
 
 impl Session {
     /// Answer one text frame. `Err` ends the session.
@@ -32,6 +33,9 @@ impl Session {
             }
             ClientFrame::Unsubscribe { channel } => {
                 self.state.hub.unsubscribe(&self.registration, &channel);
+                if let Some(memberships) = &mut self.memberships {
+                    memberships.leave(&channel).await;
+                }
                 self.reply(&ServerFrame::Unsubscribed { channel: &channel })
                     .await
             }
@@ -73,6 +77,12 @@ impl Session {
                 .refuse_frame(error, &message, frame, Some(channel))
                 .await;
         }
+        let presence = self.state.presence.is_presence(channel);
+        if presence && self.claims.user_id.is_none() {
+            return self
+                .refuse_frame(FrameError::Forbidden, NEEDS_USER, frame, Some(channel))
+                .await;
+        }
 
         let streams = [Target::Channel(channel.to_owned())];
         let attached = self
@@ -97,6 +107,20 @@ impl Session {
                     .await;
             }
         };
+        let roster = if presence {
+            match self.join_presence(channel).await {
+                Ok(roster) => Some(roster),
+                Err(refusal) => {
+                    self.state.hub.unsubscribe(&self.registration, channel);
+                    let (error, message) = refusal;
+                    return self
+                        .refuse_frame(error, &message, frame, Some(channel))
+                        .await;
+                }
+            }
+        } else {
+            None
+        };
         if let Some(recovery) = &recovery {
             self.live.expect_overlap(recovery, channel);
         }
@@ -104,6 +128,9 @@ impl Session {
             channel,
             last_id: position.to_string(),
             recovered: recovery.as_ref().map(|recovery| recovery.recovered),
+            members: roster
+                .as_ref()
+                .map(|roster| roster.members.iter().map(Member::view).collect()),
         };
         self.reply(&subscribed).await?;
         for frame in recovery.map(|recovery| recovery.frames).unwrap_or_default() {
@@ -112,6 +139,34 @@ impl Session {
                 .map_err(|_| Ending::ClientGone)?;
         }
         Ok(())
+    }
+
+    /// Make this socket's user a member of a presence channel; the
+    /// channel's members, or the refusal's frame error and message.
+    async fn join_presence(&mut self, channel: &str) -> Result<Roster, (FrameError, String)> {
+        let Some(user_id) = self.claims.user_id.as_deref() else {
+            return Err((FrameError::Forbidden, NEEDS_USER.to_owned()));
+        };
+        let memberships = self.memberships.get_or_insert_with(|| {
+            Memberships::new(self.state.presence.clone(), &self.app.id, user_id)
+        });
+        let joining = Joining {
+            connection_id: self.registration.connection_id(),
+            access_id: &self.claims.access_id,
+        };
+        memberships
+            .join(channel, joining)
+            .await
+            .map_err(|error| match error {
+                JoinError::Full(_) => (FrameError::PresenceFull, error.to_string()),
+                JoinError::Unavailable(detail) => {
+                    tracing::warn!(%detail, "presence unavailable");
+                    (
+                        FrameError::Unavailable,
+                        madx_wire::store::UNAVAILABLE.to_owned(),
+                    )
+                }
+            })
     }
 
     async fn publish(&mut self, channel: &str, event: &str, data: &RawValue) -> Result<(), Ending> {
@@ -188,6 +243,9 @@ impl Session {
             .await
     }
 }
+
+/// Why a token without a user cannot subscribe to a presence channel.
+const NEEDS_USER: &str = "a presence channel needs a token with a user_id";
 
 /// The error frame for a router decision that is not a plain yes.
 fn route_refusal(

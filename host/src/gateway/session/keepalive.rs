@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::super::CloseCode;
-use crate::plugins::bindings::AuthError;
+use crate::plugins::bindings::{AuthError, Claims};
 use crate::state::AppState;
 
 /// Never touch the token more often than this.
@@ -25,10 +25,16 @@ pub(super) fn interval(idle_timeout_secs: u32) -> Duration {
 pub(super) async fn touch_token(
     state: &AppState,
     app_id: &str,
-    access_id: &str,
+    claims: &Claims,
 ) -> Option<CloseCode> {
+    let access_id = &claims.access_id;
     match state.plugins().auth.touch(app_id, access_id).await {
-        Ok(Ok(())) => None,
+        Ok(Ok(())) => {
+            if claims.user_id.is_some() {
+                touch_user_info(state, app_id, claims).await;
+            }
+            None
+        }
         Ok(Err(AuthError::TokenInvalid)) => Some(CloseCode::TokenRevoked),
         Ok(Err(error)) => {
             tracing::warn!(app_id, ?error, "could not keep a token alive");
@@ -36,6 +42,16 @@ pub(super) async fn touch_token(
         }
         // Already logged by the plugin runtime.
         Err(_) => None,
+    }
+}
+
+/// The token's `user_info` (kept by the host beside the token) lives as
+/// long as the token: its clock restarts with the token's.
+async fn touch_user_info(state: &AppState, app_id: &str, claims: &Claims) {
+    let key = crate::presence::user_info_store_key(app_id, &claims.access_id);
+    let ttl = Duration::from_secs(u64::from(claims.idle_timeout_secs));
+    if let Err(error) = state.store.touch(&key, ttl).await {
+        tracing::debug!(app_id, "could not keep a token's user_info alive: {error}");
     }
 }
 

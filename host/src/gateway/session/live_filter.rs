@@ -19,6 +19,10 @@ pub(super) struct LiveFilter {
 
 impl LiveFilter {
     pub(super) fn admits(&mut self, delivery: &Delivery) -> bool {
+        // Not a message: a presence event, which has no id to resume from.
+        if delivery.id == 0 {
+            return true;
+        }
         if delivery.id <= self.last_sent {
             return false;
         }

@@ -28,6 +28,7 @@ use crate::hub::Registration;
 use crate::limits::SocketRate;
 use crate::mailbox::{Delivery, Mail, Mailbox, SessionCommand};
 use crate::plugins::bindings::Claims;
+use crate::presence::Memberships;
 use crate::state::{App, AppState};
 use closing::{Violation, close, closing_message, read_violation};
 use error_window::ErrorWindow;
@@ -76,6 +77,9 @@ struct Session {
     errors: ErrorWindow,
     live: LiveFilter,
     publish_rate: SocketRate,
+    /// The presence channels this socket made its user a member of (made
+    /// at its first presence subscribe; left when the session ends).
+    memberships: Option<Memberships>,
 }
 
 impl Session {
@@ -170,8 +174,8 @@ impl Session {
                     }
                     if now >= next_keepalive {
                         next_keepalive = now + keepalive_every;
-                        let (state, app, access_id) = (&self.state, &self.app, &self.claims.access_id);
-                        if let Some(code) = Box::pin(keepalive::touch_token(state, &app.id, access_id)).await {
+                        let (state, app, claims) = (&self.state, &self.app, &self.claims);
+                        if let Some(code) = Box::pin(keepalive::touch_token(state, &app.id, claims)).await {
                             break Ending::Close(code, closing_message(code));
                         }
                     }
@@ -205,13 +209,15 @@ impl Session {
             app,
             claims,
             registration,
+            memberships,
             ..
         } = self;
+        drop(memberships);
         drop(registration);
         // The moment a socket closes counts as activity: the token lives a
         // full idle timeout from here.
         if !revoked {
-            Box::pin(keepalive::touch_token(&state, &app.id, &claims.access_id)).await;
+            Box::pin(keepalive::touch_token(&state, &app.id, &claims)).await;
         }
         tracing::debug!(app = %app.id, "session closed");
     }

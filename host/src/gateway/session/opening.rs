@@ -77,6 +77,7 @@ pub(super) async fn open(
         errors: ErrorWindow::new(),
         live: LiveFilter::default(),
         publish_rate,
+        memberships: None,
     };
     if let Some(recovery) = &recovery {
         for inbox in &inboxes {

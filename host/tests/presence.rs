@@ -1,0 +1,300 @@
+//! Presence channels against the real binary: members with several sockets
+//! per user, `member_added`/`member_removed` to the other subscribers, the
+//! member cap, the channel queries, and across nodes on a real Redis, a
+//! member on a SIGKILLed node removed once.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+const ROOM: &str = "presence-room";
+
+/// Presence with a small cap, so the cap is testable.
+const CAPPED: &str = "[presence]\nmax_members = 2\n";
+
+/// A socket of `user` (a fresh token with `info`) subscribed to `ROOM`;
+/// the `subscribed` frame.
+async fn member(server: &TestServer, user: &str, info: Value) -> (Socket, Value) {
+    let claims = json!({"user_id": user, "channels": ["presence-*", "news"], "user_info": info});
+    let (_, mut socket) = open_socket(server, ALPHA, claims).await;
+    let subscribed = subscribe(&mut socket, ROOM).await;
+    assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+    (socket, subscribed)
+}
+
+/// The user ids a `subscribed` frame lists.
+fn listed(subscribed: &Value) -> Vec<&str> {
+    subscribed["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|member| member["user_id"].as_str().unwrap())
+        .collect()
+}
+
+/// Publish a sentinel to `news` and return every presence frame a socket
+/// (which is subscribed to `news`) got before it (earlier sentinels are
+/// skipped).
+async fn frames_before_sentinel(
+    server: &TestServer,
+    socket: &mut Socket,
+    sentinel: &str,
+) -> Vec<Value> {
+    publish(
+        server,
+        ALPHA,
+        json!({"channel": "news", "event": sentinel, "data": 0}),
+    )
+    .await;
+    let mut frames = Vec::new();
+    loop {
+        let frame = next_json(socket)
+            .await
+            .expect("a frame before the sentinel");
+        if frame["event"] == sentinel {
+            return frames;
+        }
+        if frame["type"] != "message" {
+            frames.push(frame);
+        }
+    }
+}
+
+/// GET with Basic auth; status and JSON body.
+async fn get(server: &TestServer, path: &str) -> (u16, Value) {
+    let (key, secret) = ALPHA;
+    let response = http()
+        .get(server.url(path))
+        .basic_auth(key, Some(secret))
+        .send()
+        .await
+        .expect("GET");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn members_join_once_per_user_and_leave_with_their_last_socket() {
+    let server = TestServer::start(TWO_APPS);
+    let (mut ann_one, subscribed) = member(&server, "ann", json!({"name": "Ann"})).await;
+    assert_eq!(
+        subscribed["members"],
+        json!([{"user_id": "ann", "user_info": {"name": "Ann"}}]),
+        "the member list names the subscriber, with its user_info"
+    );
+    assert_eq!(subscribe(&mut ann_one, "news").await["type"], "subscribed");
+
+    let (mut bob, subscribed) = member(&server, "bob", Value::Null).await;
+    assert_eq!(listed(&subscribed), ["ann", "bob"]);
+    assert_eq!(subscribe(&mut bob, "news").await["type"], "subscribed");
+    let seen = frames_before_sentinel(&server, &mut ann_one, "s1").await;
+    assert_eq!(
+        seen,
+        [json!({"type": "member_added", "channel": ROOM, "user_id": "bob"})],
+        "ann is told of bob (without user_info: his token had none)"
+    );
+    // Bob was not told about himself: `subscribed` listed him.
+    assert!(
+        frames_before_sentinel(&server, &mut bob, "s2")
+            .await
+            .is_empty()
+    );
+
+    // Ann's second socket: still one member, nobody is told.
+    let (mut ann_two, subscribed) = member(&server, "ann", json!({"name": "Ann"})).await;
+    assert_eq!(listed(&subscribed), ["ann", "bob"]);
+    assert!(
+        frames_before_sentinel(&server, &mut bob, "s3")
+            .await
+            .is_empty()
+    );
+
+    // One of ann's sockets closes: she is still there.
+    drop(ann_one);
+    let (status, members) = get(&server, &format!("/v1/channels/{ROOM}/members")).await;
+    assert_eq!(status, 200, "{members}");
+    assert_eq!(members["count"], 2, "{members}");
+    assert!(
+        frames_before_sentinel(&server, &mut bob, "s4")
+            .await
+            .is_empty()
+    );
+
+    // Her last one leaves the channel: bob is told, once.
+    send_json(
+        &mut ann_two,
+        json!({"type": "unsubscribe", "channel": ROOM}),
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut ann_two).await.unwrap()["type"],
+        "unsubscribed"
+    );
+    let seen = frames_before_sentinel(&server, &mut bob, "s5").await;
+    assert_eq!(
+        seen,
+        [json!({"type": "member_removed", "channel": ROOM, "user_id": "ann"})]
+    );
+    let (_, members) = get(&server, &format!("/v1/channels/{ROOM}/members")).await;
+    assert_eq!(
+        members,
+        json!({"count": 1, "members": [{"user_id": "bob"}]})
+    );
+}
+
+#[tokio::test]
+async fn a_closed_socket_leaves_and_the_queries_count_members() {
+    let server = TestServer::start(TWO_APPS);
+    let (carl, _) = member(&server, "carl", json!({"seat": 3})).await;
+    let (mut dee, _) = member(&server, "dee", Value::Null).await;
+    assert_eq!(subscribe(&mut dee, "news").await["type"], "subscribed");
+
+    let (status, channel) = get(&server, &format!("/v1/channels/{ROOM}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        channel,
+        json!({"occupied": true, "subscription_count": 2, "user_count": 2})
+    );
+    let (_, listing) = get(&server, "/v1/channels?prefix=presence-").await;
+    assert_eq!(
+        listing,
+        json!({"channels": {ROOM: {"occupied": true, "subscription_count": 2, "user_count": 2}}})
+    );
+    let (_, news) = get(&server, "/v1/channels/news").await;
+    assert_eq!(
+        news,
+        json!({"occupied": true, "subscription_count": 1}),
+        "no user_count: not presence"
+    );
+    let (status, error) = get(&server, "/v1/channels/news/members").await;
+    assert_eq!(status, 404, "not a presence channel: no member list");
+    assert_eq!(error["error"]["code"], "not_found");
+
+    // Closing the socket (not unsubscribing) removes the member too.
+    drop(carl);
+    let seen = frames_before_sentinel(&server, &mut dee, "gone").await;
+    assert_eq!(
+        seen,
+        [json!({"type": "member_removed", "channel": ROOM, "user_id": "carl"})]
+    );
+    let (_, channel) = get(&server, &format!("/v1/channels/{ROOM}")).await;
+    assert_eq!(channel["user_count"], 1);
+}
+
+#[tokio::test]
+async fn presence_needs_a_user_and_holds_at_most_max_members() {
+    let server = TestServer::start(&format!("{TWO_APPS}{CAPPED}"));
+    // No user: no membership.
+    let (_, mut anonymous) = open_socket(&server, ALPHA, json!({"channels": ["presence-*"]})).await;
+    let refused = subscribe(&mut anonymous, ROOM).await;
+    assert_eq!(refused["code"], 4303, "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains("user_id"));
+
+    let (_first, _) = member(&server, "u1", Value::Null).await;
+    let (_second, _) = member(&server, "u2", Value::Null).await;
+    let claims = json!({"user_id": "u3", "channels": ["presence-*"]});
+    let (_, mut third) = open_socket(&server, ALPHA, claims).await;
+    let refused = subscribe(&mut third, ROOM).await;
+    assert_eq!(refused["type"], "error");
+    assert_eq!(refused["code"], 4309, "{refused}");
+    assert_eq!(refused["reason"], "presence_full");
+    // A user already in still subscribes with another socket.
+    let (_u1_again, subscribed) = member(&server, "u1", Value::Null).await;
+    assert_eq!(listed(&subscribed), ["u1", "u2"]);
+    // And the refused socket was not left subscribed.
+    let (_, channel) = get(&server, &format!("/v1/channels/{ROOM}")).await;
+    assert_eq!(channel["subscription_count"], 3, "{channel}");
+}
+
+#[tokio::test]
+async fn user_info_is_a_small_object_of_a_token_with_a_user() {
+    let server = TestServer::start(TWO_APPS);
+    for (body, why) in [
+        (json!({"user_info": {"a": 1}}), "user_id"),
+        (json!({"user_id": "x", "user_info": [1]}), "object"),
+        (
+            json!({"user_id": "x", "user_info": {"a": "x".repeat(1100)}}),
+            "1024",
+        ),
+    ] {
+        let (status, error) = server.post_token(ALPHA, body.clone()).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(error["error"]["code"], "invalid_request");
+        assert!(
+            error["error"]["message"].as_str().unwrap().contains(why),
+            "{error}"
+        );
+    }
+}
+
+/// Two nodes on one Redis, each ready.
+async fn two_nodes(redis: &RedisServer) -> (TestServer, TestServer) {
+    let url = redis.url();
+    let start = || TestServer::start_with(TWO_APPS, &["--store", &url, "--store-prefix", "pres"]);
+    let (one, two) = (start(), start());
+    one.wait_readyz(200).await;
+    two.wait_readyz(200).await;
+    (one, two)
+}
+
+#[tokio::test]
+async fn nodes_on_redis_share_members_and_a_killed_nodes_members_leave_once() {
+    let redis = RedisServer::start();
+    let (mut one, two) = two_nodes(&redis).await;
+    let (_ann, _) = member(&one, "ann", json!({"name": "Ann"})).await;
+    // Eve has sockets on both nodes: losing one node does not remove her.
+    let (_eve_one, _) = member(&one, "eve", Value::Null).await;
+    let (_eve_two, _) = member(&two, "eve", Value::Null).await;
+
+    let (mut bob, subscribed) = member(&two, "bob", Value::Null).await;
+    assert_eq!(listed(&subscribed), ["ann", "bob", "eve"]);
+    assert_eq!(
+        subscribed["members"][0],
+        json!({"user_id": "ann", "user_info": {"name": "Ann"}}),
+        "user_info crosses nodes"
+    );
+    assert_eq!(subscribe(&mut bob, "news").await["type"], "subscribed");
+    for node in [&one, &two] {
+        let (_, channel) = get(node, &format!("/v1/channels/{ROOM}")).await;
+        assert_eq!(channel["user_count"], 3, "{channel}");
+    }
+
+    // A member joining on node one is announced on node two.
+    let (_fay, _) = member(&one, "fay", Value::Null).await;
+    let seen = frames_before_sentinel(&two, &mut bob, "fay").await;
+    assert_eq!(
+        seen,
+        [json!({"type": "member_added", "channel": ROOM, "user_id": "fay"})]
+    );
+
+    // Node one dies: its members that have no socket elsewhere leave,
+    // each announced once, within the node timeout and a heartbeat.
+    let killed = Instant::now();
+    one.kill();
+    let mut removed = Vec::new();
+    while removed.len() < 2 {
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "removed only {removed:?}"
+        );
+        let frame = next_json(&mut bob).await.expect("bob's socket stays open");
+        assert_eq!(frame["type"], "member_removed", "{frame}");
+        removed.push(frame["user_id"].as_str().unwrap().to_owned());
+    }
+    removed.sort();
+    assert_eq!(removed, ["ann", "fay"]);
+    // Nothing more: eve still has a socket on node two.
+    assert!(
+        frames_before_sentinel(&two, &mut bob, "after")
+            .await
+            .is_empty()
+    );
+    let (_, members) = get(&two, &format!("/v1/channels/{ROOM}/members")).await;
+    assert_eq!(
+        members,
+        json!({"count": 2, "members": [{"user_id": "bob"}, {"user_id": "eve"}]})
+    );
+}
