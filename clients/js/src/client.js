@@ -91,6 +91,19 @@ const INBOX = '#inbox';
  * @property {boolean} confirmed `subscribed` arrived on this connection
  * @property {Array<{resolve: () => void, reject: (e: Error) => void}>} waiting
  *   `ready` promises of subscribe() calls
+ * @property {Map<string, unknown> | null} members a presence channel's
+ *   members (user id -> user_info), once `subscribed` listed them
+ */
+
+/**
+ * A presence channel's change, for `onPresence` handlers.
+ * @typedef {object} PresenceChange
+ * @property {string} channel
+ * @property {'members' | 'member_added' | 'member_removed'} kind `members`:
+ *   the whole list arrived (after each subscribe and reconnect)
+ * @property {string} [userId] the member added or removed
+ * @property {unknown} [userInfo] the added member's `user_info`
+ * @property {ReadonlyMap<string, unknown>} members every member now
  */
 
 /**
@@ -104,7 +117,9 @@ const INBOX = '#inbox';
 
 /** @returns {Stream} */
 function newStream() {
-  return { since: undefined, handlers: new Set(), refused: false, confirmed: false, waiting: [] };
+  return {
+    since: undefined, handlers: new Set(), refused: false, confirmed: false, waiting: [], members: null,
+  };
 }
 
 export class MadxClient {
@@ -285,6 +300,29 @@ export class MadxClient {
    */
   onError(handler) {
     return this._listen('error', handler);
+  }
+
+  /**
+   * The members of a presence channel this client is subscribed to (user
+   * id -> `user_info`, `undefined` when the token had none), or `undefined`
+   * before the server listed them (and for other channels).
+   * @param {string} channel
+   * @returns {ReadonlyMap<string, unknown> | undefined}
+   */
+  members(channel) {
+    const members = this._channels.get(channel)?.members;
+    return members ? new Map(members) : undefined;
+  }
+
+  /**
+   * Presence changes of subscribed presence channels: the list on every
+   * (re)subscribe, then each member added or removed, once per user
+   * however many sockets the user has.
+   * @param {(change: PresenceChange) => void} handler
+   * @returns {() => void} removes the handler
+   */
+  onPresence(handler) {
+    return this._listen('presence', handler);
   }
 
   /**
@@ -566,8 +604,16 @@ export class MadxClient {
         // the subscription; resume from there after a reconnect. The time
         // floor is only the fallback: it trusts the clocks.
         if (stream.since === undefined) stream.since = frame.last_id || this._high || this._timeFloor();
+        if (Array.isArray(frame.members)) {
+          stream.members = new Map(frame.members.map((member) => [member.user_id, member.user_info]));
+          this._presence(frame.channel, stream, { kind: 'members' });
+        }
         break;
       }
+      case 'member_added':
+      case 'member_removed':
+        this._member(frame);
+        break;
       case 'error':
         this._refused(frame);
         break;
@@ -595,6 +641,36 @@ export class MadxClient {
       this._call(handler, message);
     }
     for (const handler of [...(this._listeners.get('message:*') || [])]) this._call(handler, message);
+  }
+
+  /**
+   * A member came or went. The list is a set by user id: an event that
+   * repeats what `subscribed` listed changes nothing and is not reported.
+   * @param {any} frame
+   */
+  _member(frame) {
+    const stream = this._channels.get(frame.channel);
+    if (!stream?.members || typeof frame.user_id !== 'string') return;
+    const known = stream.members.has(frame.user_id);
+    if (frame.type === 'member_added') {
+      stream.members.set(frame.user_id, frame.user_info);
+      if (known) return;
+      this._presence(frame.channel, stream,
+        { kind: 'member_added', userId: frame.user_id, userInfo: frame.user_info });
+    } else {
+      if (!known) return;
+      stream.members.delete(frame.user_id);
+      this._presence(frame.channel, stream, { kind: 'member_removed', userId: frame.user_id });
+    }
+  }
+
+  /**
+   * @param {string} channel
+   * @param {Stream} stream
+   * @param {{kind: PresenceChange['kind'], userId?: string, userInfo?: unknown}} change
+   */
+  _presence(channel, stream, change) {
+    this._emit('presence', { channel, ...change, members: new Map(stream.members) });
   }
 
   /** @param {PusherError} error */

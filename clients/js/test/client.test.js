@@ -308,3 +308,47 @@ async function fetchToken(base, body) {
   if (response.status !== 201) throw new Error(`token refused: ${response.status}`);
   return response.json();
 }
+
+test('presence: the member list, then each user added and removed once', async (t) => {
+  const host = await startHost();
+  t.after(() => host.stop());
+  const claims = (user) => ({ user_id: user, channels: ['presence-*'], user_info: { name: user.toUpperCase() } });
+  const ann = recorded(await host.token(claims('ann')));
+  t.after(() => ann.client.close());
+  /** @type {any[]} */
+  const changes = [];
+  ann.client.onPresence((change) => changes.push(change));
+  await ann.client.connect();
+  await ann.client.subscribe('presence-room', () => {}).ready;
+  await until(() => changes.length === 1, 'the member list');
+  assert.equal(changes[0].kind, 'members');
+  assert.deepEqual([...changes[0].members], [['ann', { name: 'ANN' }]]);
+
+  // Bob, with two sockets: added once; removed when his last one leaves.
+  const bobToken = await host.token(claims('bob'));
+  const bobs = [new MadxClient(bobToken), new MadxClient(await host.token(claims('bob')))];
+  for (const bob of bobs) {
+    t.after(() => bob.close());
+    await bob.connect();
+    await bob.subscribe('presence-room', () => {}).ready;
+  }
+  await until(() => changes.length === 2, 'bob added');
+  assert.deepEqual(
+    { kind: changes[1].kind, userId: changes[1].userId, userInfo: changes[1].userInfo },
+    { kind: 'member_added', userId: 'bob', userInfo: { name: 'BOB' } },
+  );
+  assert.deepEqual([...ann.client.members('presence-room').keys()].sort(), ['ann', 'bob']);
+  assert.deepEqual([...bobs[1].members('presence-room').keys()].sort(), ['ann', 'bob']);
+
+  // One of bob's sockets goes: he stays. (Absence can only be seen by
+  // giving a wrong removal the time to arrive.)
+  bobs[0].close();
+  await sleep(500);
+  assert.equal(changes.length, 2, 'bob still has a socket in the room');
+  bobs[1].unsubscribe('presence-room');
+  await until(() => changes.length === 3, 'bob removed');
+  assert.equal(changes[2].kind, 'member_removed');
+  assert.equal(changes[2].userId, 'bob');
+  assert.deepEqual([...ann.client.members('presence-room').keys()], ['ann']);
+  assert.equal(ann.client.members('news'), undefined);
+});
