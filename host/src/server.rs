@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::plugins::{Plugins, Sandbox};
 use crate::state::AppState;
 use crate::store::{MemoryStore, RedisStore, StoreBackend};
+use crate::webhooks::Webhooks;
 use crate::{api, gateway};
 
 /// Start-up stopped because a configured component cannot be used (missing
@@ -44,6 +45,10 @@ const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long open connections get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How long queued webhook events get to reach their receivers after the
+/// sockets are closed; what is left then is lost with the process.
+const WEBHOOK_FLUSH: Duration = Duration::from_secs(2);
 
 /// A host with its plugins loaded and its port bound, not yet serving.
 pub struct Server {
@@ -122,16 +127,21 @@ impl Server {
             "connection limits"
         );
         let connections = Connections::new(limits, metrics.clone());
+        let webhooks = Webhooks::start(&config.apps, config.webhooks, metrics.clone())
+            .context("cannot set up the webhooks' HTTP client")?;
 
-        let state = Arc::new(AppState::new(
-            config,
-            sandbox,
-            plugins,
-            store,
-            hub,
-            Arc::new(broker),
-            metrics,
-        ));
+        let state = Arc::new(
+            AppState::new(
+                config,
+                sandbox,
+                plugins,
+                store,
+                hub,
+                Arc::new(broker),
+                metrics,
+            )
+            .with_webhooks(webhooks),
+        );
         Ok(Server {
             listener,
             local_addr,
@@ -191,6 +201,11 @@ impl Server {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         while hub.session_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Last: closing sockets may have queued webhook events (vacated).
+        let lost = self.state.webhooks.flush(WEBHOOK_FLUSH).await;
+        if lost > 0 {
+            tracing::warn!(lost, "webhook events still undelivered at exit are lost");
         }
         Ok(())
     }

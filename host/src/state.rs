@@ -12,6 +12,7 @@ use crate::limits::{CredentialThrottle, PublishRates};
 use crate::metrics::Metrics;
 use crate::plugins::{Plugins, Sandbox};
 use crate::store::StoreBackend;
+use crate::webhooks::Webhooks;
 
 /// One served application.
 pub type App = AppConfig;
@@ -70,6 +71,9 @@ pub struct AppState {
     pub credential_throttle: CredentialThrottle,
     /// Client publish rate limits (per socket, per token on this node).
     pub publish_rates: Arc<PublishRates>,
+    /// The apps' webhooks: `emit` queues an event for those that want it.
+    /// Built at start-up with the apps, which a reload does not change.
+    pub webhooks: Arc<Webhooks>,
 }
 
 impl AppState {
@@ -95,8 +99,16 @@ impl AppState {
             store,
             hub,
             broker,
+            webhooks: Webhooks::none(metrics.clone()),
             metrics,
         }
+    }
+
+    /// Send these webhooks: [`AppState::new`] starts with none, and the
+    /// server sets the configured ones, whose sender tasks it started.
+    pub fn with_webhooks(mut self, webhooks: Arc<Webhooks>) -> AppState {
+        self.webhooks = webhooks;
+        self
     }
 
     /// Can this node take new tokens, connections and publishes? With

@@ -8,6 +8,7 @@ use super::{Ending, Session};
 use crate::broker::Outgoing;
 use crate::hub::Target;
 use crate::plugins::bindings::RouteError;
+use crate::webhooks::{Event, EventKind};
 
 impl Session {
     /// Answer one text frame. `Err` ends the session.
@@ -160,6 +161,7 @@ impl Session {
                 self.state
                     .metrics
                     .published(&self.app.id, "socket", delivered);
+                self.report_client_event(&targets, &publication.event, data);
                 Ok(())
             }
             Err(error) => {
@@ -172,6 +174,28 @@ impl Session {
                 .await
             }
         }
+    }
+
+    /// Tell the app's `client_event` webhooks of a published client
+    /// message, with the channel and event the router let through.
+    fn report_client_event(&self, targets: &[Target], event: &str, data: &RawValue) {
+        let webhooks = &self.state.webhooks;
+        let [Target::Channel(channel)] = targets else {
+            return;
+        };
+        if !webhooks.wants(&self.app.id, EventKind::ClientEvent) {
+            return;
+        }
+        webhooks.emit(
+            &self.app.id,
+            Event::ClientEvent {
+                channel: channel.clone(),
+                event: event.to_owned(),
+                data: data.get().to_owned(),
+                socket_id: self.registration.connection_id().to_owned(),
+                user_id: self.claims.user_id.clone(),
+            },
+        );
     }
 
     /// Refuse a `publish` frame, counting it by reason.
