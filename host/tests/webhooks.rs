@@ -266,3 +266,48 @@ fn bad_webhook_config_stops_start_up_with_a_clear_message() {
         assert!(stderr.contains(expected), "{webhook}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn a_full_queue_drops_new_events_counts_and_logs_them() {
+    let receiver = WebhookReceiver::start("alpha-key", "alpha-secret").await;
+    receiver.hang(true);
+    let server = TestServer::start_logging(
+        &config(
+            &receiver.url,
+            "queue = 2\ntimeout_ms = 500\nretry_min_ms = 20\nretry_max_ms = 100",
+        ),
+        &[],
+        "warn",
+    );
+    let (_, mut talker) = open_socket(&server, ALPHA, chat_claims("alice")).await;
+    assert_eq!(
+        subscribe(&mut talker, "chat.room").await["type"],
+        "subscribed"
+    );
+    say(&mut talker, "in-flight", json!(0)).await;
+    receiver.wait_for_hanging().await;
+    // Two fit in the queue; the next three are dropped.
+    for event in ["q1", "q2", "dropped-1", "dropped-2", "dropped-3"] {
+        say(&mut talker, event, json!(0)).await;
+    }
+    // Its own copies coming back mean the session has queued (or dropped)
+    // every event.
+    messages_until(&mut talker, "dropped-3").await;
+
+    let metrics = server.metrics(OPERATOR).await;
+    for line in [
+        "madx_webhook_events_dropped_total{app=\"alpha\"} 3",
+        "madx_webhook_queue_events{app=\"alpha\"} 2",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    let log = server.log();
+    assert!(
+        log.contains("webhook queue full") && log.contains(&receiver.url),
+        "{log}"
+    );
+
+    receiver.hang(false);
+    let events = receiver.wait_for_events(3).await;
+    assert_eq!(event_names(&events), ["in-flight", "q1", "q2"]);
+}
