@@ -75,11 +75,12 @@ impl Default for WebhookSettings {
     }
 }
 
-/// A webhook's URL is `http://` or `https://` with a host, and it asks
-/// for at least one event.
-fn validate_webhooks(apps: &[AppConfig], settings: &WebhookSettings) -> anyhow::Result<()> {
+/// A webhook's URL is `http://` or `https://` with a host (kept in its
+/// normal form: `HTTP:host` becomes `http://host/`), and it asks for at
+/// least one event.
+fn validate_webhooks(apps: &mut [AppConfig], settings: &WebhookSettings) -> anyhow::Result<()> {
     for app in apps {
-        for (index, webhook) in app.webhooks.iter().enumerate() {
+        for (index, webhook) in app.webhooks.iter_mut().enumerate() {
             let name = format!("apps[id = {:?}].webhooks[{index}]", app.id);
             let url = reqwest::Url::parse(&webhook.url)
                 .map_err(|error| anyhow::anyhow!("{name}.url {:?}: {error}", webhook.url))?;
@@ -97,6 +98,7 @@ fn validate_webhooks(apps: &[AppConfig], settings: &WebhookSettings) -> anyhow::
                         .join(", ")
                 );
             }
+            webhook.url = url.into();
         }
     }
     let at_least_one = [
@@ -646,7 +648,7 @@ impl Config {
             });
         }
         validate_apps(&apps)?;
-        validate_webhooks(&apps, &file.webhooks)?;
+        validate_webhooks(&mut apps, &file.webhooks)?;
 
         let max_bytes = file
             .history
@@ -819,7 +821,7 @@ mod tests {
             key = "key-a"
             secret = "secret-a"
             [[apps.webhooks]]
-            url = "https://hooks.example.com/pusher"
+            url = "HTTPS://hooks.example.com:443/pusher"
             events = ["channel_occupied", "client_event"]
             "#,
         )

@@ -107,19 +107,23 @@ async fn post(
 }
 
 /// A request error without the URL (logged next to it anyway) and with its
-/// cause (reqwest's own text is often just "error sending request").
+/// causes (reqwest's own text is often just "error sending request"; the
+/// TLS or socket error is a few sources down).
 fn describe(error: &reqwest::Error) -> String {
-    let kind = if error.is_timeout() {
+    let mut text = String::from(if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {
         "cannot connect"
     } else {
         "request failed"
-    };
-    match std::error::Error::source(error) {
-        Some(cause) => format!("{kind}: {cause}"),
-        None => kind.to_owned(),
+    });
+    let mut cause = std::error::Error::source(error);
+    while let Some(error) = cause {
+        text.push_str(": ");
+        text.push_str(&error.to_string());
+        cause = error.source();
     }
+    text
 }
 
 /// Exponential back-off with jitter: the n-th retry (from 0) waits a random
@@ -156,6 +160,42 @@ fn unix_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_https_receiver_is_checked_against_the_web_roots() {
+        // A self-signed certificate chains to no web root: the client
+        // refuses the handshake and the attempt fails (to be retried).
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handshake = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            acceptor.accept(stream).await.is_ok()
+        });
+
+        let target = Target {
+            app_id: "a".into(),
+            app_key: "key-a".into(),
+            app_secret: "secret-a".into(),
+            url: format!("https://127.0.0.1:{port}/hook"),
+            wants: vec![webhooks::EventKind::ClientEvent],
+            queue: super::super::Queue::new(1),
+        };
+        let client = http_client(Duration::from_secs(10)).unwrap();
+        let error = post(&client, &target, b"{}", "00").await.unwrap_err();
+        assert!(error.contains("certificate"), "{error}");
+        assert!(!handshake.await.unwrap(), "the handshake was refused");
+    }
 
     #[test]
     fn back_off_doubles_with_jitter_between_min_and_max() {
