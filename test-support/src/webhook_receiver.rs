@@ -45,6 +45,8 @@ struct Shared {
 #[derive(Default)]
 struct Record {
     delivered: Vec<Delivered>,
+    /// The events of `delivered`, in order.
+    events: Vec<Value>,
     /// Requests whose key or signature was wrong (answered 401).
     badly_signed: usize,
     /// Requests answered 503 on purpose.
@@ -103,7 +105,7 @@ impl WebhookReceiver {
 
     /// Every event of every accepted request, in arrival order.
     pub fn events(&self) -> Vec<Value> {
-        events_of(&self.shared.record().delivered)
+        self.shared.record().events.clone()
     }
 
     /// Requests with a wrong `X-Pusher-Key` or `X-Pusher-Signature`.
@@ -123,8 +125,7 @@ impl WebhookReceiver {
 
     /// Wait until at least `n` events were accepted; all of them.
     pub async fn wait_for_events(&self, n: usize) -> Vec<Value> {
-        self.wait_until(|record| events_of(&record.delivered).len() >= n)
-            .await;
+        self.wait_until(|record| record.events.len() >= n).await;
         self.events()
     }
 
@@ -170,18 +171,6 @@ impl Shared {
     }
 }
 
-fn events_of(delivered: &[Delivered]) -> Vec<Value> {
-    delivered
-        .iter()
-        .flat_map(|request| {
-            request.body["events"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .collect()
-}
-
 /// Counts a hanging request until its connection is dropped.
 struct Hanging(Arc<Shared>);
 
@@ -216,7 +205,10 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
             record.failed += 1;
             Some(StatusCode::SERVICE_UNAVAILABLE)
         } else {
-            let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if let Some(events) = body["events"].as_array() {
+                record.events.extend(events.iter().cloned());
+            }
             record.delivered.push(Delivered {
                 body,
                 content_type: header("content-type"),
