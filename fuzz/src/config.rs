@@ -72,7 +72,18 @@ pub fn config(data: &[u8]) {
         assert!(!app.key.is_empty() && !app.key.contains(':'));
         assert!(app.secret.len() >= 8);
         assert!(ids.insert(&app.id) && keys.insert(&app.key));
+        for webhook in &app.webhooks {
+            assert!(
+                webhook.url.starts_with("http://") || webhook.url.starts_with("https://"),
+                "webhook url {:?}",
+                webhook.url
+            );
+            assert!(!webhook.events.is_empty());
+        }
     }
+    let webhooks = config.webhooks;
+    assert!(webhooks.batch_max >= 1 && webhooks.queue >= 1 && webhooks.timeout_ms >= 1);
+    assert!((1..=webhooks.retry_max_ms).contains(&webhooks.retry_min_ms));
     if config.demo {
         assert_eq!(config.apps.len(), 1);
         assert_eq!(config.apps[0].id, DEMO_APP.0);

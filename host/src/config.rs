@@ -28,7 +28,101 @@ pub struct AppConfig {
     pub id: String,
     pub key: String,
     pub secret: String,
+    /// Where this app's back-end is told what happened (`[[apps.webhooks]]`).
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
 }
+
+// ---- Webhooks ----
+
+/// One webhook of an app: the URL that is POSTed to and the events it
+/// wants (see docs/webhooks.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://` or `https://`.
+    pub url: String,
+    /// One or more of `channel_occupied`, `channel_vacated`,
+    /// `member_added`, `member_removed`, `client_event`.
+    pub events: Vec<madx_wire::webhooks::EventKind>,
+}
+
+/// How webhooks are sent (the `[webhooks]` table), for every app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Events in one POST.
+    pub batch_max: usize,
+    /// A request without a complete answer by then has failed.
+    pub timeout_ms: u64,
+    /// Events waiting per webhook; one more is dropped (and counted).
+    pub queue: usize,
+    /// The first retry's delay; each failure doubles it, with jitter...
+    pub retry_min_ms: u64,
+    /// ... up to this.
+    pub retry_max_ms: u64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            batch_max: 50,
+            timeout_ms: 5000,
+            queue: 10_000,
+            retry_min_ms: 500,
+            retry_max_ms: 30_000,
+        }
+    }
+}
+
+/// A webhook's URL is `http://` or `https://` with a host (kept in its
+/// normal form: `HTTP:host` becomes `http://host/`), and it asks for at
+/// least one event.
+fn validate_webhooks(apps: &mut [AppConfig], settings: &WebhookSettings) -> anyhow::Result<()> {
+    for app in apps {
+        for (index, webhook) in app.webhooks.iter_mut().enumerate() {
+            let name = format!("apps[id = {:?}].webhooks[{index}]", app.id);
+            let url = reqwest::Url::parse(&webhook.url)
+                .map_err(|error| anyhow::anyhow!("{name}.url {:?}: {error}", webhook.url))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                bail!(
+                    "{name}.url must be an http:// or https:// URL with a host, got {:?}",
+                    webhook.url
+                );
+            }
+            if webhook.events.is_empty() {
+                bail!(
+                    "{name}.events must name at least one of: {}",
+                    madx_wire::webhooks::EventKind::ALL
+                        .map(|kind| kind.name())
+                        .join(", ")
+                );
+            }
+            webhook.url = url.into();
+        }
+    }
+    let at_least_one = [
+        ("webhooks.batch_max", settings.batch_max as u64),
+        ("webhooks.timeout_ms", settings.timeout_ms),
+        ("webhooks.queue", settings.queue as u64),
+        ("webhooks.retry_min_ms", settings.retry_min_ms),
+    ];
+    for (name, value) in at_least_one {
+        if value == 0 {
+            bail!("{name} must be at least 1");
+        }
+    }
+    if settings.retry_max_ms < settings.retry_min_ms {
+        bail!(
+            "webhooks.retry_max_ms ({}) must be at least webhooks.retry_min_ms ({})",
+            settings.retry_max_ms,
+            settings.retry_min_ms
+        );
+    }
+    Ok(())
+}
+
+// ---- end of webhooks ----
 
 /// Where tokens, one-time guards and (with Redis) history live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -351,6 +445,7 @@ struct ConfigFile {
     presence: PresenceConfig,
     plugins: PluginsFile,
     apps: Vec<AppConfig>,
+    webhooks: WebhookSettings,
 }
 
 /// Values from flags or environment variables, which override the file.
@@ -399,6 +494,9 @@ pub struct Config {
     pub auth: PluginConfig,
     pub router: PluginConfig,
     pub apps: Vec<AppConfig>,
+    /// How every app's webhooks are sent. Like the apps, read at start-up
+    /// only (a reload swaps plugins, not apps).
+    pub webhooks: WebhookSettings,
     /// No app was configured: the demo app with well-known credentials.
     pub demo: bool,
 }
@@ -569,9 +667,11 @@ impl Config {
                 id: id.into(),
                 key: key.into(),
                 secret: secret.into(),
+                webhooks: Vec::new(),
             });
         }
         validate_apps(&apps)?;
+        validate_webhooks(&mut apps, &file.webhooks)?;
 
         let max_bytes = file
             .history
@@ -608,6 +708,7 @@ impl Config {
             auth,
             router,
             apps,
+            webhooks: file.webhooks,
             demo,
         })
     }
@@ -680,6 +781,7 @@ fn parse_app_triple(triple: &str) -> anyhow::Result<AppConfig> {
         id: id.into(),
         key: key.into(),
         secret: secret.into(),
+        webhooks: Vec::new(),
     })
 }
 
@@ -734,6 +836,36 @@ mod tests {
         assert_eq!(config.auth.settings.get("max_failures").unwrap(), "3");
         assert_eq!(config.auth.settings.get("mode").unwrap(), "strict");
         assert_eq!(config.router.source, ComponentSource::BuiltIn);
+    }
+
+    #[test]
+    fn webhooks_are_read_per_app_with_global_tunables() {
+        let config = parse(
+            r#"
+            [webhooks]
+            batch_max = 10
+            [[apps]]
+            id = "a"
+            key = "key-a"
+            secret = "secret-a"
+            [[apps.webhooks]]
+            url = "HTTPS://hooks.example.com:443/pusher"
+            events = ["channel_occupied", "client_event"]
+            "#,
+        )
+        .unwrap();
+        let webhook = &config.apps[0].webhooks[0];
+        assert_eq!(webhook.url, "https://hooks.example.com/pusher");
+        assert_eq!(
+            webhook.events,
+            [
+                madx_wire::webhooks::EventKind::ChannelOccupied,
+                madx_wire::webhooks::EventKind::ClientEvent
+            ]
+        );
+        assert_eq!(config.webhooks.batch_max, 10);
+        assert_eq!(config.webhooks.queue, WebhookSettings::default().queue);
+        assert!(parse("").unwrap().apps[0].webhooks.is_empty());
     }
 
     #[test]
@@ -839,6 +971,28 @@ mod tests {
                 "[plugins]\nmemory_mib = 17592186044417",
                 "memory_mib is too large",
             ),
+            (
+                "[[apps]]\nid = \"a\"\nkey = \"k\"\nsecret = \"secret-1\"\n[[apps.webhooks]]\nurl = \"ftp://x\"\nevents = [\"client_event\"]",
+                "apps[id = \"a\"].webhooks[0].url must be an http:// or https:// URL",
+            ),
+            (
+                "[[apps]]\nid = \"a\"\nkey = \"k\"\nsecret = \"secret-1\"\n[[apps.webhooks]]\nurl = \"not a url\"\nevents = [\"client_event\"]",
+                "apps[id = \"a\"].webhooks[0].url \"not a url\"",
+            ),
+            (
+                "[[apps]]\nid = \"a\"\nkey = \"k\"\nsecret = \"secret-1\"\n[[apps.webhooks]]\nurl = \"http://x\"\nevents = [\"nope\"]",
+                "unknown variant `nope`, expected one of `channel_occupied`",
+            ),
+            (
+                "[[apps]]\nid = \"a\"\nkey = \"k\"\nsecret = \"secret-1\"\n[[apps.webhooks]]\nurl = \"http://x\"\nevents = []",
+                "events must name at least one of: channel_occupied, channel_vacated",
+            ),
+            ("[webhooks]\nqueue = 0", "webhooks.queue must be at least 1"),
+            (
+                "[webhooks]\nretry_min_ms = 10\nretry_max_ms = 5",
+                "webhooks.retry_max_ms (5) must be at least",
+            ),
+            ("[webhooks]\nbatch = 5", "unknown field"),
         ];
         for (text, expected) in cases {
             let error = match toml::from_str::<ConfigFile>(text) {

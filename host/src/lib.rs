@@ -35,6 +35,8 @@
 //!   components, one fresh instance per call, under a time and memory budget.
 //! - [`state`]: what every handler shares (config, apps, plugins, hub).
 //! - [`store`]: the key-value backend behind the components' `store` import.
+//! - [`webhooks`]: the signed webhooks: per-webhook bounded queues and
+//!   sender tasks (batches, retries with back-off).
 
 // Public: what the binary, an embedder or a benchmark builds a node from
 // (config, server, plugins, store, metrics, check), and the parsers the fuzz
@@ -56,3 +58,4 @@ mod presence;
 pub mod server;
 mod state;
 pub mod store;
+mod webhooks;

@@ -86,6 +86,57 @@ pub struct Metrics {
     pub plugin_log_lines_dropped: Family<PluginKindLabels, Counter>,
     /// Members (a user in a presence channel) with a socket on this node.
     pub presence_members: Gauge,
+    pub webhooks: WebhookMetrics,
+}
+
+/// The webhook senders' series, labelled by app only.
+pub struct WebhookMetrics {
+    pub events_sent: Family<AppLabels, Counter>,
+    pub requests_failed: Family<AppLabels, Counter>,
+    pub events_dropped: Family<AppLabels, Counter>,
+    pub request_seconds: Family<AppLabels, Histogram>,
+    pub queue_events: Family<AppLabels, Gauge>,
+}
+
+impl WebhookMetrics {
+    fn register(registry: &mut Registry) -> WebhookMetrics {
+        let metrics = WebhookMetrics {
+            events_sent: Family::default(),
+            requests_failed: Family::default(),
+            events_dropped: Family::default(),
+            // 1 ms to ~16 s.
+            request_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 15))
+            }),
+            queue_events: Family::default(),
+        };
+        registry.register(
+            "webhook_events_sent",
+            "Webhook events in requests the receiver accepted (2xx)",
+            metrics.events_sent.clone(),
+        );
+        registry.register(
+            "webhook_requests_failed",
+            "Webhook requests that failed (connection error, timeout, non-2xx) and will be retried",
+            metrics.requests_failed.clone(),
+        );
+        registry.register(
+            "webhook_events_dropped",
+            "Webhook events dropped because the webhook's queue was full",
+            metrics.events_dropped.clone(),
+        );
+        registry.register(
+            "webhook_request_duration_seconds",
+            "Duration of webhook requests, failed ones included",
+            metrics.request_seconds.clone(),
+        );
+        registry.register(
+            "webhook_queue_events",
+            "Webhook events waiting to be sent (not counting the batch in flight)",
+            metrics.queue_events.clone(),
+        );
+        metrics
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -201,8 +252,10 @@ impl Metrics {
             "Duration of plugin calls, instantiation included",
             plugin_call_seconds.clone(),
         );
+        let webhooks = WebhookMetrics::register(&mut registry);
         Metrics {
             registry,
+            webhooks,
             sockets_open,
             connects,
             disconnects,
@@ -314,12 +367,52 @@ impl Metrics {
             .inc();
     }
 
+    /// Events queued (`change` > 0) or taken for sending (< 0).
+    pub fn webhook_queue_changed(&self, app: &str, change: i64) {
+        self.webhooks
+            .queue_events
+            .get_or_create(&app_labels(app))
+            .inc_by(change);
+    }
+
+    pub fn webhook_event_dropped(&self, app: &str) {
+        self.webhooks
+            .events_dropped
+            .get_or_create(&app_labels(app))
+            .inc();
+    }
+
+    /// One webhook request, accepted (`ok`) or failed.
+    pub fn webhook_request(&self, app: &str, took: std::time::Duration, ok: bool) {
+        let labels = app_labels(app);
+        self.webhooks
+            .request_seconds
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        if !ok {
+            self.webhooks.requests_failed.get_or_create(&labels).inc();
+        }
+    }
+
+    pub fn webhook_events_sent(&self, app: &str, events: usize) {
+        self.webhooks
+            .events_sent
+            .get_or_create(&app_labels(app))
+            .inc_by(events as u64);
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+fn app_labels(app: &str) -> AppLabels {
+    AppLabels {
+        app: app.to_owned(),
     }
 }
 

@@ -21,9 +21,10 @@ use crate::connections::{ConnectionLimits, Connections};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::plugins::{Plugins, Sandbox};
-use crate::presence::{Presence, RedisMembership};
+use crate::presence::{Change, Presence, RedisMembership};
 use crate::state::{AppState, Parts};
 use crate::store::{MemoryStore, RedisStore, StoreBackend};
+use crate::webhooks::{Event, Webhooks};
 use crate::{api, gateway};
 
 /// Start-up stopped because a configured component cannot be used (missing
@@ -45,6 +46,10 @@ const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long open connections get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How long queued webhook events get to reach their receivers after the
+/// sockets are closed; what is left then is lost with the process.
+const WEBHOOK_FLUSH: Duration = Duration::from_secs(2);
 
 /// A host with its plugins loaded and its port bound, not yet serving.
 pub struct Server {
@@ -137,6 +142,13 @@ impl Server {
             "connection limits"
         );
         let connections = Connections::new(limits, metrics.clone());
+        let webhooks = Webhooks::start(&config.apps, config.webhooks, metrics.clone())
+            .context("cannot set up the webhooks' HTTP client")?;
+        let sink = webhooks.clone();
+        presence.listen(Box::new(move |change| {
+            let (app, event) = webhook_event(change);
+            sink.emit(&app, event);
+        }));
 
         let state = Arc::new(AppState::new(
             config,
@@ -147,6 +159,7 @@ impl Server {
                 hub,
                 broker: Arc::new(broker),
                 presence,
+                webhooks,
             },
             metrics,
         ));
@@ -210,10 +223,32 @@ impl Server {
         while hub.session_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // The other nodes see this node's members leave now, not when its
-        // heartbeat runs out.
+        // Last: closing sockets may have queued webhook events (vacated,
+        // member_removed), and retiring decides the rest.
         self.state.presence.retire().await;
+        let lost = self.state.webhooks.flush(WEBHOOK_FLUSH).await;
+        if lost > 0 {
+            tracing::warn!(lost, "webhook events still undelivered at exit are lost");
+        }
         Ok(())
+    }
+}
+
+/// A deployment-wide decision of presence as the webhooks report it.
+fn webhook_event(change: Change) -> (String, Event) {
+    match change {
+        Change::Occupied { app, channel } => (app, Event::ChannelOccupied { channel }),
+        Change::Vacated { app, channel } => (app, Event::ChannelVacated { channel }),
+        Change::MemberAdded {
+            app,
+            channel,
+            user_id,
+        } => (app, Event::MemberAdded { channel, user_id }),
+        Change::MemberRemoved {
+            app,
+            channel,
+            user_id,
+        } => (app, Event::MemberRemoved { channel, user_id }),
     }
 }
 

@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::plugins::{Plugins, Sandbox};
 use crate::presence::Presence;
 use crate::store::StoreBackend;
+use crate::webhooks::Webhooks;
 
 /// One served application.
 pub type App = AppConfig;
@@ -62,6 +63,7 @@ pub struct Parts {
     pub hub: Arc<Hub>,
     pub broker: Arc<Broker>,
     pub presence: Arc<Presence>,
+    pub webhooks: Arc<Webhooks>,
 }
 
 /// Shared by every handler; cheap to clone behind an `Arc`.
@@ -82,6 +84,9 @@ pub struct AppState {
     pub credential_throttle: CredentialThrottle,
     /// Client publish rate limits (per socket, per token on this node).
     pub publish_rates: Arc<PublishRates>,
+    /// The apps' webhooks: `emit` queues an event for those that want it.
+    /// Built at start-up with the apps, which a reload does not change.
+    pub webhooks: Arc<Webhooks>,
 }
 
 impl AppState {
@@ -106,6 +111,7 @@ impl AppState {
             hub: parts.hub,
             broker: parts.broker,
             presence: parts.presence,
+            webhooks: parts.webhooks,
             metrics,
         }
     }

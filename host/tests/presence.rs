@@ -298,3 +298,142 @@ async fn nodes_on_redis_share_members_and_a_killed_nodes_members_leave_once() {
         json!({"count": 2, "members": [{"user_id": "bob"}, {"user_id": "eve"}]})
     );
 }
+
+/// Alpha with a webhook for the deployment's channel and member events.
+fn with_webhook(url: &str) -> String {
+    format!(
+        r#"
+[[apps]]
+id = "alpha"
+key = "alpha-key"
+secret = "alpha-secret"
+[[apps.webhooks]]
+url = "{url}"
+events = ["channel_occupied", "channel_vacated", "member_added", "member_removed"]
+"#
+    )
+}
+
+/// `name channel [user]` of each webhook event, in arrival order.
+fn described(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|event| {
+            let mut line = format!(
+                "{} {}",
+                event["name"].as_str().unwrap(),
+                event["channel"].as_str().unwrap()
+            );
+            if let Some(user) = event["user_id"].as_str() {
+                line.push(' ');
+                line.push_str(user);
+            }
+            line
+        })
+        .collect()
+}
+
+/// Subscribe and wait for the answer, past any presence frames.
+async fn subscribe_past_presence(socket: &mut Socket, channel: &str) {
+    send_json(socket, json!({"type": "subscribe", "channel": channel})).await;
+    loop {
+        let frame = next_json(socket).await.expect("subscribed");
+        if frame["type"] == "subscribed" {
+            return;
+        }
+        assert!(frame["type"].as_str().unwrap().starts_with("member_"), "{frame}");
+    }
+}
+
+/// Unsubscribe and wait for the answer.
+async fn unsubscribe(socket: &mut Socket, channel: &str) {
+    send_json(socket, json!({"type": "unsubscribe", "channel": channel})).await;
+    loop {
+        let frame = next_json(socket).await.expect("unsubscribed");
+        if frame["type"] == "unsubscribed" {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn webhooks_tell_occupied_and_vacated_once_and_each_member_once() {
+    let receiver = WebhookReceiver::start("alpha-key", "alpha-secret").await;
+    let server = TestServer::start(&with_webhook(&receiver.url));
+    let (ann_one, _) = member(&server, "ann", Value::Null).await;
+    let (mut ann_two, _) = member(&server, "ann", Value::Null).await;
+    let (mut bob, _) = member(&server, "bob", Value::Null).await;
+    drop(ann_one);
+    unsubscribe(&mut ann_two, ROOM).await;
+    unsubscribe(&mut bob, ROOM).await;
+    // A last, different event: everything before it has arrived.
+    subscribe_past_presence(&mut bob, "news").await;
+    let events = receiver.wait_for_events(7).await;
+    assert_eq!(
+        described(&events),
+        [
+            "channel_occupied presence-room",
+            "member_added presence-room ann",
+            "member_added presence-room bob",
+            "member_removed presence-room ann",
+            "member_removed presence-room bob",
+            "channel_vacated presence-room",
+            "channel_occupied news",
+        ]
+    );
+    assert_eq!(receiver.badly_signed(), 0);
+}
+
+#[tokio::test]
+async fn across_nodes_a_channel_is_occupied_and_vacated_once_and_a_dead_nodes_members_removed_once()
+{
+    let receiver = WebhookReceiver::start("alpha-key", "alpha-secret").await;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let config = with_webhook(&receiver.url);
+    let start = || TestServer::start_with(&config, &["--store", &url, "--store-prefix", "hooks"]);
+    let (mut one, two) = (start(), start());
+    one.wait_readyz(200).await;
+    two.wait_readyz(200).await;
+
+    // The room gains subscribers on both nodes; eve is on both.
+    let (_ann, _) = member(&one, "ann", Value::Null).await;
+    let (_eve_one, _) = member(&one, "eve", Value::Null).await;
+    let (mut eve_two, _) = member(&two, "eve", Value::Null).await;
+    let (mut bob, _) = member(&two, "bob", Value::Null).await;
+    let events = receiver.wait_for_events(4).await;
+    assert_eq!(
+        described(&events),
+        [
+            "channel_occupied presence-room",
+            "member_added presence-room ann",
+            "member_added presence-room eve",
+            "member_added presence-room bob",
+        ],
+        "occupied once, though both nodes gained the channel"
+    );
+
+    // Node one dies: ann leaves (once); eve stays through node two.
+    one.kill();
+    let events = receiver.wait_for_events(5).await;
+    assert_eq!(
+        described(&events[4..]),
+        ["member_removed presence-room ann"]
+    );
+
+    // The last subscribers leave node two: vacated once.
+    unsubscribe(&mut eve_two, ROOM).await;
+    unsubscribe(&mut bob, ROOM).await;
+    subscribe_past_presence(&mut bob, "news").await;
+    let events = receiver.wait_for_events(9).await;
+    assert_eq!(
+        described(&events[5..]),
+        [
+            "member_removed presence-room eve",
+            "member_removed presence-room bob",
+            "channel_vacated presence-room",
+            "channel_occupied news",
+        ]
+    );
+    assert_eq!(receiver.badly_signed(), 0);
+}

@@ -3,8 +3,9 @@
 //! ([`TestServer`]), a real `redis-server` ([`RedisServer`]), components
 //! built for `wasm32-wasip2` ([`build_component`]), tokens and their TOTP
 //! codes ([`Token`], computed with `totp-rs`, an implementation independent
-//! of the auth rules under test), and WebSocket connects ([`connect`],
-//! [`next_json`], [`messages_until`]).
+//! of the auth rules under test), WebSocket connects ([`connect`],
+//! [`next_json`], [`messages_until`]), and a webhook receiver that checks
+//! the signatures itself ([`WebhookReceiver`]).
 //!
 //! The host's integration tests, the edge harness tests, the bench smoke
 //! test and the custom-host test use it as a dev-dependency. Everything
@@ -16,6 +17,7 @@ mod process;
 mod redis_server;
 mod server;
 mod token;
+mod webhook_receiver;
 mod ws;
 
 use std::time::Duration;
@@ -25,6 +27,7 @@ pub use process::{Listening, pusher_binary, sibling_binary};
 pub use redis_server::RedisServer;
 pub use server::{TestServer, http};
 pub use token::{Algorithm, Token, away_from_step_edge, totp_code, unix_now};
+pub use webhook_receiver::{Delivered, WebhookReceiver};
 pub use ws::{
     Connected, Socket, close_code_skipping_messages, closed_with, connect, messages_until,
     next_json, send_json,

@@ -23,6 +23,7 @@
 //!   connection ids a publish may exclude.
 //! - [`v1`]: the `/v1` API's bodies and the checks made before a plugin
 //!   is asked.
+//! - [`webhooks`]: Pusher's webhook events, body and signature.
 
 pub mod broker;
 pub mod close;
@@ -36,3 +37,4 @@ pub mod settings;
 pub mod store;
 pub mod tokens;
 pub mod v1;
+pub mod webhooks;

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::PresenceConfig;
 use crate::hub::{Hub, Target};
@@ -158,6 +158,17 @@ pub struct Presence {
     store: StoreBackend,
     metrics: Arc<Metrics>,
     listener: OnceLock<ChangeListener>,
+    /// The task that decides occupied/vacated in order (and with Redis,
+    /// beats and resyncs).
+    worker: mpsc::UnboundedSender<WorkerOp>,
+}
+
+/// What the worker task is asked to do, in order.
+enum WorkerOp {
+    /// This node gained (`true`) or lost a channel's first/last session.
+    Channel(String, String, bool),
+    /// Answer once everything before is done.
+    Sync(oneshot::Sender<()>),
 }
 
 impl Presence {
@@ -174,7 +185,9 @@ impl Presence {
             Some(redis) => Deployment::Redis(redis),
             None => Deployment::Local(Mutex::new(HashMap::new())),
         };
+        let (worker, worker_ops) = mpsc::unbounded_channel();
         let presence = Arc::new(Presence {
+            worker,
             config,
             shards: (0..SHARDS)
                 .map(|_| tokio::sync::Mutex::new(HashMap::new()))
@@ -186,16 +199,30 @@ impl Presence {
             metrics,
             listener: OnceLock::new(),
         });
-        let (channels, channels_rx) = mpsc::unbounded_channel();
+        let channels = presence.worker.clone();
         let watched = hub.watch_channels(Box::new(move |app, channel, gained| {
             // The task outlives the hub; a send only fails at shutdown.
-            let _ = channels.send((app.to_owned(), channel.to_owned(), gained));
+            let _ = channels.send(WorkerOp::Channel(
+                app.to_owned(),
+                channel.to_owned(),
+                gained,
+            ));
         }));
         if watched.is_err() {
             tracing::error!("the hub's channels are already watched; no occupied/vacated events");
         }
-        tokio::spawn(redis::Worker::new(Arc::clone(&presence), channels_rx).run());
+        tokio::spawn(redis::Worker::new(Arc::clone(&presence), worker_ops).run());
         presence
+    }
+
+    /// Wait until the worker has decided every channel change the hub
+    /// reported so far: a member joins a channel only after the channel
+    /// is occupied, so the webhooks tell them in that order.
+    async fn settle_channels(&self) {
+        let (done, settled) = oneshot::channel();
+        if self.worker.send(WorkerOp::Sync(done)).is_ok() {
+            let _ = settled.await;
+        }
     }
 
     /// Have `listener` told of every decision from now on.
@@ -238,6 +265,8 @@ impl Presence {
             channel: channel.to_owned(),
             user: user.to_owned(),
         };
+        // Before the shard's lock: the worker's resync takes every lock.
+        self.settle_channels().await;
         let mut members = self.shard(&key).lock().await;
         if let Some(held) = members.get_mut(&key) {
             held.sockets += 1;
@@ -490,6 +519,14 @@ impl Memberships {
     pub async fn leave(&mut self, channel: &str) {
         if self.channels.remove(channel) {
             self.presence.leave(&self.app, channel, &self.user).await;
+        }
+    }
+
+    /// Leave every channel now (a session that ends in order: its members
+    /// leave before its channels are vacated).
+    pub async fn leave_all(&mut self) {
+        for channel in std::mem::take(&mut self.channels) {
+            self.presence.leave(&self.app, &channel, &self.user).await;
         }
     }
 }

@@ -16,7 +16,7 @@ use redis::{RedisResult, Script, ScriptInvocation};
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
-use super::{Change, Deployment, Member, MemberKey, Presence, Roster};
+use super::{Change, Deployment, Member, MemberKey, Presence, Roster, WorkerOp};
 
 /// What a join did to the deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,7 +212,7 @@ fn released(fields: &[String]) -> Vec<Change> {
 /// with Redis the heartbeat and resync.
 pub(super) struct Worker {
     presence: Arc<Presence>,
-    channels: mpsc::UnboundedReceiver<(String, String, bool)>,
+    channels: mpsc::UnboundedReceiver<WorkerOp>,
     /// The channels this node holds, as the hub reported them.
     occupied: HashSet<(String, String)>,
 }
@@ -220,7 +220,7 @@ pub(super) struct Worker {
 impl Worker {
     pub(super) fn new(
         presence: Arc<Presence>,
-        channels: mpsc::UnboundedReceiver<(String, String, bool)>,
+        channels: mpsc::UnboundedReceiver<WorkerOp>,
     ) -> Worker {
         Worker {
             presence,
@@ -233,12 +233,17 @@ impl Worker {
         let presence = Arc::clone(&self.presence);
         let Deployment::Redis(redis) = &presence.deployment else {
             // One node: the hub's view is the deployment's.
-            while let Some((app, channel, gained)) = self.channels.recv().await {
-                presence.tell(if gained {
-                    Change::Occupied { app, channel }
-                } else {
-                    Change::Vacated { app, channel }
-                });
+            while let Some(op) = self.channels.recv().await {
+                match op {
+                    WorkerOp::Channel(app, channel, gained) => presence.tell(if gained {
+                        Change::Occupied { app, channel }
+                    } else {
+                        Change::Vacated { app, channel }
+                    }),
+                    WorkerOp::Sync(done) => {
+                        let _ = done.send(());
+                    }
+                }
             }
             return;
         };
@@ -246,10 +251,15 @@ impl Worker {
         beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                event = self.channels.recv() => {
-                    let Some((app, channel, gained)) = event else { return };
-                    self.occupancy(redis, app, channel, gained).await;
-                }
+                op = self.channels.recv() => match op {
+                    Some(WorkerOp::Channel(app, channel, gained)) => {
+                        self.occupancy(redis, app, channel, gained).await;
+                    }
+                    Some(WorkerOp::Sync(done)) => {
+                        let _ = done.send(());
+                    }
+                    None => return,
+                },
                 _ = beat.tick() => self.beat(redis).await,
             }
         }

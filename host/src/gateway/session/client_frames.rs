@@ -9,6 +9,7 @@ use crate::broker::Outgoing;
 use crate::hub::Target;
 use crate::plugins::bindings::RouteError;
 use crate::presence::{JoinError, Joining, Member, Memberships, Roster};
+use crate::webhooks::{Event, EventKind};
 
 impl Session {
     /// Answer one text frame. `Err` ends the session.
@@ -32,10 +33,11 @@ impl Session {
                 self.subscribe(&channel, since.map(|id| id.0)).await
             }
             ClientFrame::Unsubscribe { channel } => {
-                self.state.hub.unsubscribe(&self.registration, &channel);
+                // The member leaves before the channel may be vacated.
                 if let Some(memberships) = &mut self.memberships {
                     memberships.leave(&channel).await;
                 }
+                self.state.hub.unsubscribe(&self.registration, &channel);
                 self.reply(&ServerFrame::Unsubscribed { channel: &channel })
                     .await
             }
@@ -215,6 +217,7 @@ impl Session {
                 self.state
                     .metrics
                     .published(&self.app.id, "socket", delivered);
+                self.report_client_event(&targets, &publication.event, data);
                 Ok(())
             }
             Err(error) => {
@@ -227,6 +230,28 @@ impl Session {
                 .await
             }
         }
+    }
+
+    /// Tell the app's `client_event` webhooks of a published client
+    /// message, with the channel and event the router let through.
+    fn report_client_event(&self, targets: &[Target], event: &str, data: &RawValue) {
+        let webhooks = &self.state.webhooks;
+        let [Target::Channel(channel)] = targets else {
+            return;
+        };
+        if !webhooks.wants(&self.app.id, EventKind::ClientEvent) {
+            return;
+        }
+        webhooks.emit(
+            &self.app.id,
+            Event::ClientEvent {
+                channel: channel.clone(),
+                event: event.to_owned(),
+                data: data.get().to_owned(),
+                socket_id: self.registration.connection_id().to_owned(),
+                user_id: self.claims.user_id.clone(),
+            },
+        );
     }
 
     /// Refuse a `publish` frame, counting it by reason.

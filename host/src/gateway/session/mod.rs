@@ -212,7 +212,10 @@ impl Session {
             memberships,
             ..
         } = self;
-        drop(memberships);
+        // Members leave before the session's channels may be vacated.
+        if let Some(mut memberships) = memberships {
+            memberships.leave_all().await;
+        }
         drop(registration);
         // The moment a socket closes counts as activity: the token lives a
         // full idle timeout from here.

@@ -1,0 +1,171 @@
+//! One webhook's bounded, ordered queue: events wait here until the sender
+//! takes them as a batch, and count as undelivered until that batch is
+//! accepted.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use super::Event;
+
+/// A full queue logs its drops at most this often.
+const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
+
+pub(super) struct Queue {
+    state: Mutex<State>,
+    /// Wakes the sender when an event arrives (a permit is kept when the
+    /// sender is busy, so no wake-up is lost).
+    ready: Notify,
+    /// Events that may wait, not counting the batch in flight.
+    bound: usize,
+}
+
+struct State {
+    waiting: VecDeque<Event>,
+    /// Events of the batch being sent (and retried).
+    in_flight: usize,
+    /// Drops not yet logged, and when they last were.
+    unlogged_drops: u64,
+    last_drop_log: Option<Instant>,
+}
+
+/// What became of a pushed event.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Pushed {
+    Queued,
+    /// The queue was full. `log` is how many drops to report now (this one
+    /// included), when it is time to log them.
+    Dropped {
+        log: Option<u64>,
+    },
+}
+
+impl Queue {
+    pub(super) fn new(bound: usize) -> Queue {
+        Queue {
+            state: Mutex::new(State {
+                waiting: VecDeque::new(),
+                in_flight: 0,
+                unlogged_drops: 0,
+                last_drop_log: None,
+            }),
+            ready: Notify::new(),
+            bound,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every critical section leaves the state consistent.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Append the event, or drop it when `bound` events already wait: the
+    /// new one goes, so what was queued keeps its order. Never blocks.
+    pub(super) fn push(&self, event: Event) -> Pushed {
+        let mut state = self.state();
+        if state.waiting.len() >= self.bound {
+            state.unlogged_drops += 1;
+            let now = Instant::now();
+            let due = state
+                .last_drop_log
+                .is_none_or(|last| now.duration_since(last) >= DROP_LOG_EVERY);
+            if !due {
+                return Pushed::Dropped { log: None };
+            }
+            state.last_drop_log = Some(now);
+            let log = std::mem::take(&mut state.unlogged_drops);
+            return Pushed::Dropped { log: Some(log) };
+        }
+        state.waiting.push_back(event);
+        drop(state);
+        self.ready.notify_one();
+        Pushed::Queued
+    }
+
+    /// The next batch: up to `max` of the oldest events, once there is at
+    /// least one. They stay undelivered until [`Queue::delivered`].
+    pub(super) async fn next_batch(&self, max: usize) -> Vec<Event> {
+        loop {
+            {
+                let mut state = self.state();
+                if !state.waiting.is_empty() {
+                    let take = state.waiting.len().min(max);
+                    let batch: Vec<Event> = state.waiting.drain(..take).collect();
+                    state.in_flight = batch.len();
+                    return batch;
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// The batch in flight was accepted.
+    pub(super) fn delivered(&self) {
+        self.state().in_flight = 0;
+    }
+
+    /// Events waiting or in flight.
+    pub(super) fn undelivered(&self) -> usize {
+        let state = self.state();
+        state.waiting.len() + state.in_flight
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn occupied(n: usize) -> Event {
+        Event::ChannelOccupied {
+            channel: format!("c{n}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_keep_order_and_count_as_undelivered_until_accepted() {
+        let queue = Queue::new(10);
+        for n in 0..5 {
+            assert_eq!(queue.push(occupied(n)), Pushed::Queued);
+        }
+        assert_eq!(
+            queue.next_batch(3).await,
+            [occupied(0), occupied(1), occupied(2)]
+        );
+        assert_eq!(queue.undelivered(), 5);
+        queue.delivered();
+        assert_eq!(queue.undelivered(), 2);
+        assert_eq!(queue.next_batch(3).await, [occupied(3), occupied(4)]);
+        queue.delivered();
+        assert_eq!(queue.undelivered(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_the_new_event_and_logs_drops_now_and_then() {
+        let queue = Queue::new(2);
+        assert_eq!(queue.push(occupied(0)), Pushed::Queued);
+        assert_eq!(queue.push(occupied(1)), Pushed::Queued);
+        assert_eq!(queue.push(occupied(2)), Pushed::Dropped { log: Some(1) });
+        assert_eq!(queue.push(occupied(3)), Pushed::Dropped { log: None });
+        assert_eq!(queue.push(occupied(4)), Pushed::Dropped { log: None });
+        // The batch in flight does not count against the bound.
+        assert_eq!(queue.next_batch(1).await, [occupied(0)]);
+        assert_eq!(queue.push(occupied(5)), Pushed::Queued);
+        assert_eq!(queue.next_batch(10).await, [occupied(1), occupied(5)]);
+    }
+
+    #[tokio::test]
+    async fn the_sender_wakes_for_an_event_pushed_while_it_waits() {
+        let queue = std::sync::Arc::new(Queue::new(2));
+        let waiting = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.next_batch(5).await }
+        });
+        tokio::task::yield_now().await;
+        queue.push(occupied(7));
+        assert_eq!(waiting.await.unwrap(), [occupied(7)]);
+    }
+}
