@@ -24,7 +24,7 @@ use crate::plugins::{Plugins, Sandbox};
 use crate::presence::{Change, Presence, RedisMembership};
 use crate::state::{AppState, Parts};
 use crate::store::{MemoryStore, RedisStore, StoreBackend};
-use crate::webhooks::{Event, Webhooks};
+use crate::webhooks::{Event, Relay, Webhooks};
 use crate::{api, gateway};
 
 /// Start-up stopped because a configured component cannot be used (missing
@@ -66,7 +66,7 @@ impl Server {
     /// an error here, before anything is served.
     pub async fn bind(config: Config) -> anyhow::Result<Server> {
         let metrics = Arc::new(Metrics::new());
-        let (store, hub, broker, membership) = match &config.store {
+        let (store, hub, broker, shared) = match &config.store {
             StoreConfig::Memory => {
                 let hub = Hub::new();
                 let broker = MemoryBroker::start(hub.clone(), config.history);
@@ -100,13 +100,12 @@ impl Server {
                     config.history,
                     metrics.clone(),
                 );
-                let membership = RedisMembership::new(connection.clone(), prefix, hub.node_tag());
-                let store = RedisStore::new(connection, prefix);
+                let store = RedisStore::new(connection.clone(), prefix);
                 (
                     StoreBackend::Redis(Arc::new(store)),
                     hub,
                     Broker::Redis(broker),
-                    Some(membership),
+                    Some((connection, prefix.as_str())),
                 )
             }
         };
@@ -115,7 +114,9 @@ impl Server {
             hub.clone(),
             store.clone(),
             metrics.clone(),
-            membership,
+            shared.clone().map(|(connection, prefix)| {
+                RedisMembership::new(connection, prefix, hub.node_tag())
+            }),
         );
         let sandbox = Sandbox::new(config.sandbox, metrics.clone())?;
         let plugins = Plugins::load(&sandbox, store.clone(), &config.auth, &config.router)
@@ -144,11 +145,26 @@ impl Server {
         let connections = Connections::new(limits, metrics.clone());
         let webhooks = Webhooks::start(&config.apps, config.webhooks, metrics.clone())
             .context("cannot set up the webhooks' HTTP client")?;
-        let sink = webhooks.clone();
-        presence.listen(Box::new(move |change| {
-            let (app, event) = webhook_event(change);
-            sink.emit(&app, event);
-        }));
+        match shared {
+            // One order for the deployment's decisions: through Redis.
+            Some((connection, prefix)) => Relay::start(
+                connection,
+                prefix,
+                hub.node_tag(),
+                config.apps.iter().map(|app| app.id.clone()),
+                config.webhooks.queue,
+                webhooks.clone(),
+                metrics.clone(),
+            ),
+            // One node decides everything itself.
+            None => {
+                let sink = webhooks.clone();
+                presence.listen(Box::new(move |change| {
+                    let (app, event) = webhook_event(change);
+                    sink.emit(&app, event);
+                }));
+            }
+        }
 
         let state = Arc::new(AppState::new(
             config,

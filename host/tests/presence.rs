@@ -341,7 +341,10 @@ async fn subscribe_past_presence(socket: &mut Socket, channel: &str) {
         if frame["type"] == "subscribed" {
             return;
         }
-        assert!(frame["type"].as_str().unwrap().starts_with("member_"), "{frame}");
+        assert!(
+            frame["type"].as_str().unwrap().starts_with("member_"),
+            "{frame}"
+        );
     }
 }
 
@@ -436,4 +439,30 @@ async fn across_nodes_a_channel_is_occupied_and_vacated_once_and_a_dead_nodes_me
         ]
     );
     assert_eq!(receiver.badly_signed(), 0);
+}
+
+#[tokio::test]
+async fn a_channel_moving_between_nodes_is_told_in_the_order_it_happened() {
+    let receiver = WebhookReceiver::start("alpha-key", "alpha-secret").await;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let config = with_webhook(&receiver.url);
+    let start = || TestServer::start_with(&config, &["--store", &url, "--store-prefix", "moves"]);
+    let (one, two) = (start(), start());
+    one.wait_readyz(200).await;
+    two.wait_readyz(200).await;
+    let claims = json!({"user_id": "mo", "channels": ["news"]});
+    let (_, mut on_one) = open_socket(&one, ALPHA, claims.clone()).await;
+    let (_, mut on_two) = open_socket(&two, ALPHA, claims).await;
+    // Occupied and vacated in turn on alternating nodes, as fast as the
+    // sockets go: each node decides its own, one order reaches the webhook.
+    for _ in 0..3 {
+        for socket in [&mut on_one, &mut on_two] {
+            subscribe_past_presence(socket, "news").await;
+            unsubscribe(socket, "news").await;
+        }
+    }
+    let events = receiver.wait_for_events(12).await;
+    let expected: Vec<&str> = ["channel_occupied news", "channel_vacated news"].repeat(6);
+    assert_eq!(described(&events), expected);
 }

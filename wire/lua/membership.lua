@@ -32,6 +32,13 @@
 -- user info; "<app>/member-nodes/<channel>" a hash user -> nodes holding
 -- the user there; "<app>/occupied-nodes" a hash channel -> nodes holding
 -- it. Member changes are announced on "<prefix>:control".
+--
+-- Webhooks: while "<app>/webhooks-on" exists (a node with webhooks for
+-- the app keeps it, holding the queue's bound), every decision is appended
+-- to the list "<app>/webhooks" as the webhook's event JSON, so the
+-- deployment has one order of them; a full list drops the new event and
+-- counts it in "<app>/webhooks-dropped". One node at a time (the holder of
+-- "<prefix>:webhook-relay") moves them to its senders.
 local op, prefix, node = ARGV[1], ARGV[2], ARGV[3]
 local control = prefix .. 'control'
 local nodes = prefix .. 'nodes'
@@ -52,6 +59,20 @@ local function channel_entry(app, channel)
     return cjson.encode({'o', app, channel})
 end
 
+-- Queue a decision for the app's webhooks, if any node sends them.
+local function webhook(app, event)
+    local base = app_key(app)
+    local bound = tonumber(redis.call('GET', base .. 'webhooks-on'))
+    if not bound then
+        return
+    end
+    if redis.call('LLEN', base .. 'webhooks') >= bound then
+        redis.call('INCR', base .. 'webhooks-dropped')
+        return
+    end
+    redis.call('RPUSH', base .. 'webhooks', cjson.encode(event))
+end
+
 -- Undo one entry a node no longer holds; true when the deployment lost the
 -- member (announced to every node) or the channel.
 local function release(entry)
@@ -68,6 +89,7 @@ local function release(entry)
         redis.call('HDEL', base .. 'members/' .. channel, user)
         redis.call('PUBLISH', control, cjson.encode({
             member_removed = {app = app, channel = channel, user_id = user}}))
+        webhook(app, {name = 'member_removed', channel = channel, user_id = user})
         return true
     end
     local holders = base .. 'occupied-nodes'
@@ -75,6 +97,7 @@ local function release(entry)
         return false
     end
     redis.call('HDEL', holders, channel)
+    webhook(app, {name = 'channel_vacated', channel = channel})
     return true
 end
 
@@ -112,6 +135,7 @@ if op == 'join' then
             redis.call('PUBLISH', control, cjson.encode({member_added = {
                 app = app, channel = channel, user_id = user, user_info = info,
                 except = ARGV[10]}}))
+            webhook(app, {name = 'member_added', channel = channel, user_id = user})
         end
     end
     local reply = {status, redis.call('HLEN', holders)}
@@ -139,6 +163,7 @@ elseif op == 'occupy' then
         return 0
     end
     if redis.call('HINCRBY', app_key(app) .. 'occupied-nodes', channel, 1) == 1 then
+        webhook(app, {name = 'channel_occupied', channel = channel})
         return 1
     end
     return 0

@@ -14,6 +14,8 @@ pub const CHANNELS: &str = include_str!("../lua/channels.lua");
 /// Presence members and deployment-wide channel occupancy, per node, with
 /// node heartbeats that release what a dead node held.
 pub const MEMBERSHIP: &str = include_str!("../lua/membership.lua");
+/// One node at a time takes the deployment's queued webhook decisions.
+pub const WEBHOOK_RELAY: &str = include_str!("../lua/webhook_relay.lua");
 /// The plugins' store: `increment` (a counter that starts to expire when
 /// created).
 pub const INCREMENT: &str = include_str!("../lua/increment.lua");

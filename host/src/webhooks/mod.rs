@@ -10,6 +10,7 @@
 //! plugins, not the apps, so webhooks change with a restart only.
 
 mod queue;
+mod relay;
 mod sender;
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use madx_wire::webhooks::{Event, EventKind};
+pub use relay::Relay;
 
 use crate::config::{AppConfig, WebhookSettings};
 use crate::metrics::Metrics;
