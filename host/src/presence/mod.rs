@@ -310,11 +310,18 @@ impl Presence {
         self.metrics.presence_members.dec();
         let removed = match &self.deployment {
             Deployment::Local(members) => {
-                let removed = lock(members)
-                    .get_mut(&(key.app.clone(), key.channel.clone()))
-                    .is_some_and(|users| users.remove(user).is_some());
+                let removed = {
+                    let mut members = lock(members);
+                    let place = (key.app, key.channel);
+                    let removed = members
+                        .get_mut(&place)
+                        .is_some_and(|users| users.remove(user).is_some());
+                    if members.get(&place).is_some_and(BTreeMap::is_empty) {
+                        members.remove(&place);
+                    }
+                    removed
+                };
                 if removed {
-                    lock(members).retain(|_, users| !users.is_empty());
                     self.deliver(app, channel, None, &member_removed_frame(channel, user));
                 }
                 removed
