@@ -63,6 +63,29 @@ async fn frames_before_sentinel(
     }
 }
 
+/// The next frame that is not a message.
+async fn next_presence_frame(socket: &mut Socket) -> Value {
+    loop {
+        let frame = next_json(socket).await.expect("a presence frame");
+        if frame["type"] != "message" {
+            return frame;
+        }
+    }
+}
+
+/// Poll until the channel has `count` subscriptions on the server.
+async fn wait_for_subscriptions(server: &TestServer, channel: &str, count: u64) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (_, info) = get(server, &format!("/v1/channels/{channel}")).await;
+        if info["subscription_count"] == count {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{channel} stays at {info}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// GET with Basic auth; status and JSON body.
 async fn get(server: &TestServer, path: &str) -> (u16, Value) {
     let (key, secret) = ALPHA;
@@ -175,10 +198,14 @@ async fn a_closed_socket_leaves_and_the_queries_count_members() {
 
     // Closing the socket (not unsubscribing) removes the member too.
     drop(carl);
-    let seen = frames_before_sentinel(&server, &mut dee, "gone").await;
     assert_eq!(
-        seen,
-        [json!({"type": "member_removed", "channel": ROOM, "user_id": "carl"})]
+        next_presence_frame(&mut dee).await,
+        json!({"type": "member_removed", "channel": ROOM, "user_id": "carl"})
+    );
+    assert!(
+        frames_before_sentinel(&server, &mut dee, "gone")
+            .await
+            .is_empty()
     );
     let (_, channel) = get(&server, &format!("/v1/channels/{ROOM}")).await;
     assert_eq!(channel["user_count"], 1);
@@ -367,6 +394,9 @@ async fn webhooks_tell_occupied_and_vacated_once_and_each_member_once() {
     let (mut ann_two, _) = member(&server, "ann", Value::Null).await;
     let (mut bob, _) = member(&server, "bob", Value::Null).await;
     drop(ann_one);
+    // The server is done with it (its member left first) once it no longer
+    // counts its subscription.
+    wait_for_subscriptions(&server, ROOM, 2).await;
     unsubscribe(&mut ann_two, ROOM).await;
     unsubscribe(&mut bob, ROOM).await;
     // A last, different event: everything before it has arrived.
@@ -465,4 +495,30 @@ async fn a_channel_moving_between_nodes_is_told_in_the_order_it_happened() {
     let events = receiver.wait_for_events(12).await;
     let expected: Vec<&str> = ["channel_occupied news", "channel_vacated news"].repeat(6);
     assert_eq!(described(&events), expected);
+}
+
+#[tokio::test]
+async fn a_revoked_tokens_member_leaves() {
+    let server = TestServer::start(TWO_APPS);
+    let claims = json!({"user_id": "rex", "channels": ["presence-*"]});
+    let token = server.token(ALPHA, claims).await;
+    away_from_step_edge(30, 3).await;
+    let (mut rex, _) = connect(&token.url_with(&token.code(0))).await.welcomed();
+    assert_eq!(subscribe(&mut rex, ROOM).await["type"], "subscribed");
+    let (mut sam, subscribed) = member(&server, "sam", Value::Null).await;
+    assert_eq!(listed(&subscribed), ["rex", "sam"]);
+    assert_eq!(subscribe(&mut sam, "news").await["type"], "subscribed");
+
+    let (status, _) = server.revoke(ALPHA, &token.access_id).await;
+    assert_eq!(status, 204);
+    assert_eq!(close_code_skipping_messages(&mut rex).await, Some(4010));
+    assert_eq!(
+        next_presence_frame(&mut sam).await,
+        json!({"type": "member_removed", "channel": ROOM, "user_id": "rex"})
+    );
+    assert!(
+        frames_before_sentinel(&server, &mut sam, "after")
+            .await
+            .is_empty()
+    );
 }
