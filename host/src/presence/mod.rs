@@ -267,11 +267,15 @@ impl Presence {
         };
         // Before the shard's lock: the worker's resync takes every lock.
         self.settle_channels().await;
-        let mut members = self.shard(&key).lock().await;
-        if let Some(held) = members.get_mut(&key) {
-            held.sockets += 1;
-            drop(members);
-            return self.roster(app, channel).await;
+        let mut here = self.shard(&key).lock().await;
+        if here.contains_key(&key) {
+            // Counted only once the answer is sure: a failed subscribe
+            // leaves nothing behind.
+            let roster = self.roster(app, channel).await?;
+            if let Some(held) = here.get_mut(&key) {
+                held.sockets += 1;
+            }
+            return Ok(roster);
         }
         let info = self.user_info(app, joining.access_id).await;
         let (added, roster) = self
@@ -285,7 +289,7 @@ impl Presence {
             });
         }
         self.metrics.presence_members.inc();
-        members.insert(key, Held { sockets: 1, info });
+        here.insert(key, Held { sockets: 1, info });
         Ok(roster)
     }
 
@@ -297,8 +301,8 @@ impl Presence {
             channel: channel.to_owned(),
             user: user.to_owned(),
         };
-        let mut members = self.shard(&key).lock().await;
-        match members.get_mut(&key) {
+        let mut here = self.shard(&key).lock().await;
+        match here.get_mut(&key) {
             None => return,
             Some(held) if held.sockets > 1 => {
                 held.sockets -= 1;
@@ -306,7 +310,7 @@ impl Presence {
             }
             Some(_) => {}
         }
-        members.remove(&key);
+        here.remove(&key);
         self.metrics.presence_members.dec();
         let removed = match &self.deployment {
             Deployment::Local(members) => {
