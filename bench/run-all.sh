@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every benchmark of docs/benchmarks.md in one go, on loopback: the product
-# and the bare-transport floor in the same run, a cut-off-and-recover
-# overload run, two nodes on Redis, and 50,000 sockets over three nodes.
+# and the bare-transport floor in the same run, presence against plain
+# channels, webhook throughput, a cut-off-and-recover overload run, two
+# nodes on Redis, and 50,000 sockets over three nodes.
 # Human lines go to the terminal, JSON lines to $OUT (bench-results.jsonl).
 # Needs redis-server for the cluster runs (scripts/test installs it).
 set -euo pipefail
@@ -111,6 +112,45 @@ for shape in "1 1000 10" "1000 100 10"; do
     done
 done
 stop "$single_pid"
+
+# Presence on connect and subscribe: plain channels, then presence channels
+# (one member per socket), against one fresh server per run, so the two
+# phases are the comparison. Rooms of 100 (the default max_members: the
+# fan-out of member_added included) and rooms of 1 (a member's own state).
+echo "== presence: connect + subscribe, plain against presence channels" >&2
+for room_size in 100 1; do
+    start_pusher "presence-$room_size" <<<"$big"
+    run --target "$url" --host-pid "$pid" presence --sockets 8000 --room-size "$room_size"
+    stop "$pid"
+done
+
+# Webhook throughput: client publishes, each a signed client_event webhook
+# to the receiver in the generator (its port is in the server's config, so
+# the server starts first; the generator binds it). 10 publishes/s per
+# socket, under the default client publish limits. The baseline app (no
+# webhook) takes the same load first: the webhook's share of the CPU.
+echo "== webhooks: client events to a receiver that checks signatures" >&2
+for rate in 1000 5000 10000; do
+    receiver_port=$(free_port)
+    start_pusher "webhooks-$rate" <<EOF
+$big
+[[apps]]
+id = "bench"
+key = "bench-key"
+secret = "bench-secret"
+[[apps.webhooks]]
+url = "http://127.0.0.1:$receiver_port/webhook"
+events = ["client_event"]
+[[apps]]
+id = "bench-nohook"
+key = "nohook-key"
+secret = "nohook-secret"
+EOF
+    run --target "$url" --host-pid "$pid" --key bench-key --secret bench-secret \
+        webhooks --receiver-port "$receiver_port" --sockets $((rate / 10)) --rate "$rate" --seconds 10 \
+        --baseline-key nohook-key --baseline-secret nohook-secret
+    stop "$pid"
+done
 
 echo "== overload: a small send queue, deep history" >&2
 start_pusher overload <<'EOF'

@@ -17,6 +17,7 @@ use totp_rs::{Algorithm, Secret, TOTP};
 pub type Ws = WebSocketStream<TcpStream>;
 
 /// The server under test.
+#[derive(Clone)]
 pub struct Target {
     /// `http://host:port` of each node; sockets are spread over them,
     /// publishes go to the first.
@@ -84,11 +85,18 @@ impl Client {
     }
 
     pub async fn issue(&self, node: usize, channels: &[&str]) -> anyhow::Result<Token> {
+        self.issue_claims(node, &json!({ "channels": channels }))
+            .await
+    }
+
+    /// A token with these claims (`POST /v1/tokens` body: `user_id`,
+    /// `user_info`, `channels`, `publish`...).
+    pub async fn issue_claims(&self, node: usize, claims: &Value) -> anyhow::Result<Token> {
         let response = self
             .http
             .post(format!("{}/v1/tokens", self.nodes[node].base))
             .basic_auth(&self.target.key, Some(&self.target.secret))
-            .json(&json!({ "channels": channels }))
+            .json(claims)
             .send()
             .await?;
         if response.status() != 201 {
@@ -140,8 +148,36 @@ impl Client {
         Ok(ws)
     }
 
+    /// The app's key and secret.
+    pub fn key(&self) -> &str {
+        &self.target.key
+    }
+
+    pub fn secret(&self) -> &str {
+        &self.target.secret
+    }
+
+    /// The number of nodes sockets are spread over.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// `GET path` on the first node with the app's Basic auth, as JSON.
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.nodes[0].base))
+            .basic_auth(&self.target.key, Some(&self.target.secret))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("GET {path} answered {}", response.status());
+        }
+        Ok(response.json().await?)
+    }
+
     /// Connect with a fresh code and wait for `welcome`; the handshake time.
-    async fn open(&self, token: &Token) -> anyhow::Result<(Ws, u64)> {
+    pub async fn open(&self, token: &Token) -> anyhow::Result<(Ws, u64)> {
         let started = Instant::now();
         let ws = self
             .open_with(token, &current_code(&token.seed, 0)?, None)

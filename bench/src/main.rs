@@ -5,7 +5,9 @@
 mod client;
 mod host;
 mod overload;
+mod presence;
 mod stats;
+mod webhooks;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,6 +99,52 @@ enum Scenario {
         #[arg(long, default_value_t = 16384)]
         padding: usize,
     },
+    /// Presence on connect and subscribe: N handshakes + subscribe to
+    /// plain channels, then N to presence channels (one member each), on
+    /// the same server; CPU per connect + subscribe, RSS per member.
+    Presence {
+        #[arg(long, default_value_t = 1000)]
+        sockets: usize,
+        /// Sockets per channel (`presence-bench-<i / room-size>`): at most
+        /// the server's `[presence] max_members` (100 by default).
+        #[arg(long, default_value_t = 100)]
+        room_size: usize,
+        /// Plain sockets opened first and not measured (the server's
+        /// first allocations), kept open to the end.
+        #[arg(long, default_value_t = 200)]
+        warmup: usize,
+        /// Run the presence phase before the plain one (to see how much
+        /// the order, a warmer server, weighs).
+        #[arg(long)]
+        presence_first: bool,
+    },
+    /// Webhook throughput: client publishes from M sockets at a fixed
+    /// rate, each a `client_event` webhook to a receiver started here.
+    Webhooks {
+        /// Port of the webhook receiver on 127.0.0.1; the server must
+        /// have `[[apps.webhooks]] url = "http://127.0.0.1:PORT/webhook"`
+        /// and `events = ["client_event"]` for the app under test.
+        #[arg(long)]
+        receiver_port: u16,
+        #[arg(long, default_value_t = 100)]
+        sockets: usize,
+        /// Publishes per second over all sockets (20/s per socket and
+        /// 40/s per token are the server's default limits).
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// How long after the last publish every event may still take.
+        #[arg(long, default_value_t = 10)]
+        grace_secs: u64,
+        /// Key and secret of an app of the same server without webhooks:
+        /// the same load there first gives a client publish's CPU without
+        /// its webhook.
+        #[arg(long, requires = "baseline_secret")]
+        baseline_key: Option<String>,
+        #[arg(long, requires = "baseline_key")]
+        baseline_secret: Option<String>,
+    },
     /// N sockets, each reached through its own token inbox.
     Inboxes {
         #[arg(long, default_value_t = 1000)]
@@ -122,6 +170,22 @@ async fn main() -> anyhow::Result<()> {
         floor: cli.floor,
         pusher_app: cli.pusher_app.clone(),
     };
+    // The webhooks scenario's app without webhooks, on the same nodes.
+    let baseline = match &cli.scenario {
+        Scenario::Webhooks {
+            baseline_key: Some(key),
+            baseline_secret: Some(secret),
+            ..
+        } => {
+            let target = Target {
+                key: key.clone(),
+                secret: secret.clone(),
+                ..target.clone()
+            };
+            Some(Arc::new(Client::new(target, cli.sources)?))
+        }
+        _ => None,
+    };
     let client = Arc::new(Client::new(target, cli.sources)?);
     let report = match cli.scenario {
         Scenario::Idle { sockets, hold_secs } => idle(&client, &cli, sockets, hold_secs).await?,
@@ -136,6 +200,47 @@ async fn main() -> anyhow::Result<()> {
             rate,
             seconds,
         } => fanout(&client, &cli, sockets, rate, seconds, true).await?,
+        Scenario::Presence {
+            sockets,
+            room_size,
+            warmup,
+            presence_first,
+        } => {
+            if cli.floor {
+                bail!("the presence scenario measures the product's channels; drop --floor");
+            }
+            let settings = presence::Settings {
+                sockets,
+                warmup,
+                room_size,
+                concurrency: cli.concurrency,
+                presence_first,
+                host_pids: cli.host_pids.clone(),
+            };
+            presence::run(&client, &settings).await?
+        }
+        Scenario::Webhooks {
+            receiver_port,
+            sockets,
+            rate,
+            seconds,
+            grace_secs,
+            ..
+        } => {
+            if cli.floor {
+                bail!("the webhooks scenario measures the product's webhooks; drop --floor");
+            }
+            let settings = webhooks::Settings {
+                sockets,
+                rate,
+                seconds,
+                grace: Duration::from_secs(grace_secs),
+                receiver_port,
+                concurrency: cli.concurrency,
+                host_pids: cli.host_pids.clone(),
+            };
+            webhooks::run(&client, baseline.as_ref(), &settings).await?
+        }
         Scenario::Overload {
             subscribers,
             stalled,

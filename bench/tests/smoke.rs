@@ -152,3 +152,116 @@ fn every_scenario_opens_every_socket_and_delivers_every_message() {
     );
     assert_eq!(report["received"], report["expected"], "{report}");
 }
+
+#[test]
+fn presence_joins_every_socket_as_a_member_without_refusals() {
+    let pusher = start(pusher_binary(), &["serve", "--listen", "127.0.0.1:0"]);
+    // Two rooms of at most 100 (the default max_members): 100 and 50.
+    let report = bench(&pusher, &["presence", "--sockets", "150", "--warmup", "20"]);
+    for phase in ["plain", "presence"] {
+        let counts = &report[phase];
+        assert_eq!(counts["subscribed"], 150, "{phase}: {report}");
+        // Subscriptions (plain) or members (presence), as the server counts them.
+        assert_eq!(counts["server_count"], 150, "{phase}: {report}");
+        for count in [
+            "refused",
+            "lost_answers",
+            "failed_connects",
+            "closed_while_open",
+        ] {
+            assert_eq!(counts[count], 0, "{phase} {count}: {report}");
+        }
+        assert!(
+            counts["host_cpu_per_join_us"].as_f64().is_some(),
+            "{phase}: {report}"
+        );
+    }
+    assert!(
+        report["host_rss_per_member_bytes"].as_f64().is_some(),
+        "{report}"
+    );
+}
+
+#[test]
+fn webhooks_receives_every_client_event_signed() {
+    // The receiver's port must be in the server's config before it starts:
+    // take a free one (bound on 127.0.0.1:0, then released for the
+    // generator to bind).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let config = std::env::temp_dir().join(format!(
+        "madx-bench-smoke-webhooks-{}.toml",
+        std::process::id()
+    ));
+    std::fs::write(
+        &config,
+        format!(
+            r#"[[apps]]
+id = "bench"
+key = "bench-key"
+secret = "bench-secret"
+[[apps.webhooks]]
+url = "http://127.0.0.1:{port}/webhook"
+events = ["client_event"]
+
+[[apps]]
+id = "bench-nohook"
+key = "nohook-key"
+secret = "nohook-secret"
+"#
+        ),
+    )
+    .expect("write the webhooks config");
+    let config_arg = config.to_string_lossy().into_owned();
+    let pusher = start(
+        pusher_binary(),
+        &["serve", "--listen", "127.0.0.1:0", "--config", &config_arg],
+    );
+    let _ = std::fs::remove_file(&config);
+    let port_arg = port.to_string();
+    let report = bench(
+        &pusher,
+        &[
+            "--key",
+            "bench-key",
+            "--secret",
+            "bench-secret",
+            "webhooks",
+            "--receiver-port",
+            &port_arg,
+            "--sockets",
+            "20",
+            "--rate",
+            "100",
+            "--seconds",
+            "2",
+            "--baseline-key",
+            "nohook-key",
+            "--baseline-secret",
+            "nohook-secret",
+        ],
+    );
+    assert_eq!(report["published"], 200, "{report}");
+    assert_eq!(report["expected"], 200, "{report}");
+    assert_eq!(report["received"], 200, "{report}");
+    for count in [
+        "lost",
+        "refused",
+        "send_failures",
+        "publishers_closed",
+        "duplicates",
+        "foreign_events",
+        "bad_signatures",
+    ] {
+        assert_eq!(report[count], 0, "{count}: {report}");
+    }
+    assert!(report["requests"].as_u64().unwrap() >= 1, "{report}");
+    assert!(
+        report["host_cpu_webhook_extra_per_event_us"]
+            .as_f64()
+            .is_some(),
+        "{report}"
+    );
+}
