@@ -27,12 +27,27 @@ pub struct Delivery {
     pub frame: Utf8Bytes,
 }
 
+/// A drained queue keeps a buffer of at most this many slots: a burst (a
+/// large channel's fan-out, a presence room's member events) would
+/// otherwise leave its high-water buffer on every idle socket.
+const IDLE_SLOTS: usize = 8;
+
 #[derive(Default)]
 struct Inbox {
     messages: VecDeque<Delivery>,
     command: Option<SessionCommand>,
     /// The session is gone: nothing more is accepted.
     closed: bool,
+}
+
+impl Inbox {
+    fn pop_message(&mut self) -> Option<Delivery> {
+        let next = self.messages.pop_front();
+        if self.messages.is_empty() && self.messages.capacity() > IDLE_SLOTS {
+            self.messages = VecDeque::new();
+        }
+        next
+    }
 }
 
 #[derive(Default)]
@@ -138,13 +153,13 @@ impl Mailbox {
         if let Some(command) = inbox.command.take() {
             return Some(Mail::Command(command));
         }
-        inbox.messages.pop_front().map(Mail::Message)
+        inbox.pop_message().map(Mail::Message)
     }
 
     /// The next queued message, leaving any command in place (for handing
     /// over what was accepted before closing).
     pub fn try_next_message(&self) -> Option<Delivery> {
-        self.shared.inbox().messages.pop_front()
+        self.shared.inbox().pop_message()
     }
 }
 
@@ -185,6 +200,22 @@ mod tests {
         assert_eq!(mailbox.next().await, Mail::Message(delivery(1)));
         assert_eq!(mailbox.try_next_message(), Some(delivery(2)));
         assert_eq!(mailbox.try_next(), None);
+    }
+
+    #[test]
+    fn a_drained_burst_leaves_no_big_buffer_behind() {
+        let (sender, mailbox) = mailbox(1024);
+        for id in 0..100 {
+            sender.send(delivery(id)).unwrap();
+        }
+        while mailbox.try_next().is_some() {}
+        assert!(mailbox.shared.inbox().messages.capacity() <= IDLE_SLOTS);
+        // A short queue keeps its buffer: no allocation per message.
+        sender.send(delivery(1)).unwrap();
+        sender.send(delivery(2)).unwrap();
+        let capacity = mailbox.shared.inbox().messages.capacity();
+        while mailbox.try_next().is_some() {}
+        assert_eq!(mailbox.shared.inbox().messages.capacity(), capacity);
     }
 
     #[tokio::test]
