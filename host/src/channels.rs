@@ -21,12 +21,6 @@ pub struct ChannelInfo {
     pub user_count: Option<u64>,
 }
 
-impl ChannelInfo {
-    pub fn occupied(&self) -> bool {
-        self.subscription_count > 0
-    }
-}
-
 /// The channel directory of one deployment.
 pub struct Channels<'a> {
     state: &'a AppState,

@@ -206,6 +206,27 @@ impl ChannelQuery {
         }
         attributes
     }
+
+    /// `GET /channels/{channel}`'s answer: the attributes asked for, and
+    /// `occupied`.
+    pub fn describe_channel(&self, subscriptions: u64, users: Option<u64>) -> Map<String, Value> {
+        let mut answer = self.describe(subscriptions, users);
+        answer.insert("occupied".into(), (subscriptions > 0).into());
+        answer
+    }
+}
+
+/// Why `GET /channels/{channel}/users` is a 400 for a channel that is not
+/// a presence channel (as with Pusher).
+pub const USERS_OF_PRESENCE_ONLY: &str = "users are only listed for presence channels";
+
+/// `GET /channels/{channel}/users`' answer: `{"users": [{"id"}]}`.
+pub fn users_body(members: &[crate::presence::Member]) -> Value {
+    let users: Vec<Value> = members
+        .iter()
+        .map(|member| serde_json::json!({ "id": member.user_id }))
+        .collect();
+    serde_json::json!({ "users": users })
 }
 
 /// One event as Pusher's `POST /events` (and each `batch` entry) takes it.

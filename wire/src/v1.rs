@@ -231,6 +231,15 @@ pub fn routed_nowhere(index: Option<usize>) -> Refusal {
     ))
 }
 
+/// `GET /v1/channels?prefix=`: the `prefix` of a raw (percent-encoded)
+/// query, as first given; `""` (every channel) without one.
+pub fn channels_prefix(query: Option<&str>) -> String {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(name, _)| name == "prefix")
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,5 +315,15 @@ mod tests {
         assert_eq!(body.checked().unwrap().ttl_secs, Some(60));
         let body: CreateToken = serde_json::from_str(r#"{"ttl":7201}"#).unwrap();
         assert_eq!(body.checked().unwrap_err().code, ErrorCode::InvalidRequest);
+    }
+
+    #[test]
+    fn the_channels_prefix_is_decoded_once() {
+        assert_eq!(channels_prefix(None), "");
+        assert_eq!(
+            channels_prefix(Some("a=1&prefix=presence%2D&prefix=x")),
+            "presence-"
+        );
+        assert_eq!(channels_prefix(Some("prefix=")), "");
     }
 }

@@ -1,5 +1,5 @@
-//! The `/v1` endpoints: Spin's side of routing, credentials and body
-//! reading; the bodies, their checks, the error codes and the limits are
+//! The `/v1` endpoints (tokens, publishes, channel queries): Spin's side
+//! of routing, credentials and body reading; the bodies, their checks, the error codes and the limits are
 //! `madx-wire`'s (`v1`, `errors`, `settings`), tokens and routing the
 //! plugins'. The Pusher API's endpoints are in [`crate::pusher`].
 //!
@@ -12,6 +12,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use madx_wire::errors::{self, at_index};
 use madx_wire::json;
+use madx_wire::presence;
 use madx_wire::v1::{
     Accepted, BatchAccepted, BatchRequest, CreateToken, CreatedToken, Message, OtpParams,
     PublishRequest, routed_nowhere,
@@ -20,6 +21,7 @@ use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
 use crate::broker::{Broker, Outgoing};
+use crate::channels::Channels;
 use crate::config::{App, EdgeConfig};
 use crate::error::{ApiError, Response};
 use crate::platform::{AuthError, Platform, RouteError};
@@ -30,7 +32,8 @@ pub enum Step {
     /// Answer now.
     Respond(Response),
     /// Read at most `limit` bytes of body, then call [`finish`].
-    ReadBody { limit: usize, call: Call },
+    /// (The call is boxed: it carries the whole configuration.)
+    ReadBody { limit: usize, call: Box<Call> },
 }
 
 /// A request that passed routing (and, but for the Pusher API, whose
@@ -60,7 +63,24 @@ enum Route<'a> {
     Token(&'a str),
     Publish,
     PublishBatch,
+    /// `/v1/channels`, its query as sent.
+    Channels(Option<&'a str>),
+    /// `/v1/channels/{channel}`, the segment as sent.
+    Channel(&'a str),
+    /// `/v1/channels/{channel}/members`.
+    Members(&'a str),
     Pusher(pusher::Route<'a>),
+}
+
+/// `/v1/channels/{channel}` and `/v1/channels/{channel}/members`, with no
+/// segment empty.
+fn channel_route(path: &str) -> Option<Route<'_>> {
+    let segments: Vec<&str> = path.strip_prefix("/v1/channels/")?.split('/').collect();
+    match segments.as_slice() {
+        [channel] if !channel.is_empty() => Some(Route::Channel(channel)),
+        [channel, "members"] if !channel.is_empty() => Some(Route::Members(channel)),
+        _ => None,
+    }
 }
 
 /// Route, check the method, load the configuration and authenticate.
@@ -80,21 +100,31 @@ fn prepare(
     path_with_query: &str,
     authorization: Option<&str>,
 ) -> Result<Step, ApiError> {
-    let path = path_with_query.split('?').next().unwrap_or_default();
+    let (path, query) = match path_with_query.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path_with_query, None),
+    };
     let route = match path {
         "/v1/tokens" => Route::Tokens,
         "/v1/publish" => Route::Publish,
         "/v1/publish/batch" => Route::PublishBatch,
-        other => match (other.strip_prefix("/v1/tokens/"), pusher::route(other)) {
-            (Some(segment), _) if !segment.is_empty() && !segment.contains('/') => {
+        "/v1/channels" => Route::Channels(query),
+        other => match (
+            other.strip_prefix("/v1/tokens/"),
+            channel_route(other),
+            pusher::route(other),
+        ) {
+            (Some(segment), _, _) if !segment.is_empty() && !segment.contains('/') => {
                 Route::Token(segment)
             }
-            (_, Some(route)) => Route::Pusher(route),
+            (_, Some(route), _) => route,
+            (_, _, Some(route)) => Route::Pusher(route),
             _ => return Err(ApiError::not_found("no such endpoint")),
         },
     };
     let wanted = match &route {
         Route::Token(_) => "DELETE",
+        Route::Channels(_) | Route::Channel(_) | Route::Members(_) => "GET",
         Route::Pusher(route) => route.method(),
         Route::Tokens | Route::Publish | Route::PublishBatch => "POST",
     };
@@ -107,12 +137,20 @@ fn prepare(
     })?;
     let authenticated = || calling_app(&config, authorization).ok_or_else(ApiError::unauthorized);
     let limits = config.limits;
+    // A request without a body is answered now, once logged in.
+    let now = |handle: &dyn Fn(&App) -> Result<Response, ApiError>| {
+        authenticated().map(|app| Step::Respond(respond(handle(&app))))
+    };
     let (limit, endpoint) = match route {
-        Route::Token(segment) => {
-            let app = authenticated()?;
-            return Ok(Step::Respond(respond(revoke(
-                platform, &config, &app, segment,
-            ))));
+        Route::Token(segment) => return now(&|app| revoke(platform, &config, app, segment)),
+        Route::Channels(query) => {
+            return now(&|app| list_channels(platform, &config, app, query));
+        }
+        Route::Channel(segment) => {
+            return now(&|app| one_channel(platform, &config, app, segment));
+        }
+        Route::Members(segment) => {
+            return now(&|app| channel_members(platform, &config, app, segment));
         }
         Route::Tokens => (
             limits.max_body_bytes,
@@ -132,7 +170,7 @@ fn prepare(
     };
     Ok(Step::ReadBody {
         limit,
-        call: Call { config, endpoint },
+        call: Box::new(Call { config, endpoint }),
     })
 }
 
@@ -258,6 +296,74 @@ fn revoke(
     } else {
         Err(ApiError::token_not_found())
     }
+}
+
+/// A channel named in the path, decoded.
+fn channel_name(segment: &str) -> Result<String, ApiError> {
+    percent_decode(segment)
+        .ok_or_else(|| ApiError::invalid_request("Invalid URL: Invalid UTF-8 in `channel`"))
+}
+
+/// `GET /v1/channels?prefix=`: the occupied channels, by name, with their
+/// figures (`madx_wire::presence::channel_body`), as a host answers.
+fn list_channels(
+    platform: &impl Platform,
+    config: &EdgeConfig,
+    app: &App,
+    query: Option<&str>,
+) -> Result<Response, ApiError> {
+    let prefix = madx_wire::v1::channels_prefix(query);
+    let occupied = Channels::new(platform, config)
+        .occupied(&app.id, &prefix)
+        .map_err(ApiError::store_unavailable)?;
+    let channels: serde_json::Map<String, serde_json::Value> = occupied
+        .into_iter()
+        .map(|(name, info)| {
+            let body = presence::channel_body(info.subscription_count, info.user_count);
+            (name, serde_json::Value::Object(body))
+        })
+        .collect();
+    Ok(Response::json(
+        200,
+        &serde_json::json!({ "channels": channels }),
+    ))
+}
+
+/// `GET /v1/channels/{channel}`: one channel, occupied or not.
+fn one_channel(
+    platform: &impl Platform,
+    config: &EdgeConfig,
+    app: &App,
+    segment: &str,
+) -> Result<Response, ApiError> {
+    let channel = channel_name(segment)?;
+    let info = Channels::new(platform, config)
+        .info(&app.id, &channel)
+        .map_err(ApiError::store_unavailable)?;
+    let body = presence::channel_body(info.subscription_count, info.user_count);
+    Ok(Response::json(200, &serde_json::Value::Object(body)))
+}
+
+/// `GET /v1/channels/{channel}/members`: a presence channel's members; 404
+/// for another channel, as on a host.
+fn channel_members(
+    platform: &impl Platform,
+    config: &EdgeConfig,
+    app: &App,
+    segment: &str,
+) -> Result<Response, ApiError> {
+    let channel = channel_name(segment)?;
+    let channels = Channels::new(platform, config);
+    let members = channels
+        .members(&app.id, &channel)
+        .map_err(ApiError::store_unavailable)?
+        .ok_or_else(|| {
+            ApiError::not_found(presence::not_a_presence_channel(
+                &channel,
+                channels.presence_prefix(),
+            ))
+        })?;
+    Ok(Response::json(200, &presence::members_body(&members)))
 }
 
 pub(crate) fn broker<'a, P: Platform>(platform: &'a P, config: &'a EdgeConfig) -> Broker<'a, P> {

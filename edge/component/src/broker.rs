@@ -7,6 +7,7 @@
 
 use madx_wire::broker::Keys;
 use madx_wire::control::Control;
+use madx_wire::presence::{self, Member};
 use serde_json::value::RawValue;
 
 use crate::platform::{Platform, Reply};
@@ -15,6 +16,8 @@ use crate::platform::{Platform, Reply};
 const PUBLISH: &str = madx_wire::scripts::PUBLISH;
 /// The script every host runs to read the channel directory.
 const CHANNELS: &str = madx_wire::scripts::CHANNELS;
+/// The script every host runs for presence members (read only here).
+const MEMBERSHIP: &str = madx_wire::scripts::MEMBERSHIP;
 
 /// Where a message goes (the router's answer).
 pub use madx_wire::broker::Target;
@@ -193,6 +196,32 @@ impl<P: Platform> Broker<'_, P> {
             .map_err(|error| format!("redis: {error}"))
     }
 
+    /// The members of a presence channel over the deployment, by user id:
+    /// the hosts' membership script, reading only (op `join`, hold `"0"`).
+    pub fn members(&self, app_id: &str, channel: &str) -> Result<Vec<Member>, String> {
+        let key_prefix = madx_wire::store::redis_key_prefix(self.prefix);
+        let argv = presence::read_roster_args(&key_prefix, app_id, channel);
+        let mut args: Vec<&[u8]> = vec![MEMBERSHIP.as_bytes(), b"0"];
+        args.extend(argv.iter().map(|arg| arg.as_bytes()));
+        let reply = self
+            .platform
+            .redis(self.redis_url, "EVAL", &args)
+            .map_err(|error| format!("redis: {error}"))?;
+        let fields = reply
+            .into_iter()
+            .map(|value| match value {
+                Reply::Bytes(bytes) => String::from_utf8(bytes)
+                    .map_err(|_| "a member that is not UTF-8 from Redis".to_owned()),
+                Reply::Int(number) => Ok(number.to_string()),
+                other => Err(format!("bad roster entry {other:?} from Redis")),
+            })
+            .collect::<Result<Vec<String>, String>>()?;
+        match presence::parse_roster(fields) {
+            (status, members) if status == "present" => Ok(members),
+            (status, _) => Err(format!("bad roster reply {status:?} from Redis")),
+        }
+    }
+
     fn announce(&self, control: &Control) {
         // Serializing strings cannot fail.
         let payload = serde_json::to_string(control).unwrap_or_default();
@@ -263,6 +292,52 @@ mod tests {
                 r##" 0 madx:app/alpha/ 100 600000 2 1 "channel":"#token","event":"done","data":{"a": [1, "x"]}}  token/t 1 "channel":"c","event":"done","data":{"a": [1, "x"]}}  channel/c"##
             ),
             "{command}"
+        );
+    }
+
+    #[test]
+    fn a_roster_is_read_with_the_hosts_script_holding_nothing() {
+        let platform = FakePlatform::with_variables(&[]);
+        platform.reply(vec![
+            Reply::Bytes(b"present".to_vec()),
+            Reply::Int(2),
+            Reply::Bytes(b"bob".to_vec()),
+            Reply::Bytes(Vec::new()),
+            Reply::Bytes(b"ann".to_vec()),
+            Reply::Bytes(br#"{"name":"Ann"}"#.to_vec()),
+        ]);
+        let broker = Broker {
+            platform: &platform,
+            redis_url: "redis://r",
+            prefix: "p",
+            per_stream: 100,
+            ttl_secs: 600,
+        };
+        let members = broker.members("alpha", "presence-room").unwrap();
+        assert_eq!(
+            members,
+            [
+                Member::new("ann".into(), r#"{"name":"Ann"}"#.into()),
+                Member::new("bob".into(), String::new()),
+            ]
+        );
+        let command = &platform.commands()[0];
+        assert!(command.starts_with("EVAL -- Presence members"), "{command}");
+        // op, prefix, no node, app, channel, no user or info, no cap, hold
+        // "0" (read only), no connection.
+        assert!(
+            command.ends_with(" 0 join p:  alpha presence-room   0 0 "),
+            "{command}"
+        );
+
+        // A reply that is not a roster is an error, not an empty channel.
+        platform.reply(vec![Reply::Status("OK".into())]);
+        assert!(broker.members("alpha", "presence-room").is_err());
+        platform.reply(Vec::new());
+        assert!(broker.members("alpha", "presence-room").is_err());
+        assert!(
+            broker.members("alpha", "presence-room").is_err(),
+            "no Redis"
         );
     }
 

@@ -66,6 +66,9 @@ pub struct EdgeConfig {
     pub public_url: String,
     pub limits: Limits,
     pub history: History,
+    /// The hosts' `[presence] channel_prefix`: channels whose names start
+    /// with it have members; empty turns presence off.
+    pub presence_prefix: String,
 }
 
 impl EdgeConfig {
@@ -109,8 +112,15 @@ impl EdgeConfig {
         if !(redis_url.starts_with("redis://") || redis_url.starts_with("rediss://")) {
             return Err("variable redis_url must be a redis:// or rediss:// URL".to_owned());
         }
+        // Not `read`: an empty prefix is a setting (presence off), as on
+        // the hosts.
+        let presence_prefix = platform
+            .variable("presence_channel_prefix")
+            .map_err(|error| format!("variable presence_channel_prefix: {error}"))?
+            .unwrap_or_else(|| madx_wire::presence::CHANNEL_PREFIX.to_owned());
         Ok(EdgeConfig {
             apps,
+            presence_prefix,
             redis_url,
             store_prefix,
             public_url,
@@ -216,10 +226,20 @@ mod tests {
                 ttl_secs: 600
             }
         );
+        assert_eq!(config.presence_prefix, "presence-");
         assert_eq!(config.apps.len(), 2);
         assert_eq!(config.apps[1].secret, "beta:secret:with:colons");
         assert_eq!(config.app_by_key("alpha-key").unwrap().id, "alpha");
         assert!(config.app_by_key("nobody").is_none());
+    }
+
+    #[test]
+    fn an_empty_presence_prefix_turns_presence_off() {
+        let config = EdgeConfig::load(&platform(&[("presence_channel_prefix", "")])).unwrap();
+        assert_eq!(config.presence_prefix, "");
+        let config =
+            EdgeConfig::load(&platform(&[("presence_channel_prefix", "online-")])).unwrap();
+        assert_eq!(config.presence_prefix, "online-");
     }
 
     #[test]

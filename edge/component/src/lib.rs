@@ -12,12 +12,14 @@
 //! # Layout
 //!
 //! - [`api`]: the `/v1` endpoints (bodies, checks and errors from
-//!   `madx-wire`).
+//!   `madx-wire`), channel queries included.
 //! - [`pusher`]: Pusher's HTTP API (`events`, `batch_events`,
-//!   `terminate_connections`), by the rules of `madx-wire`.
+//!   `terminate_connections`, channel and user queries), by the rules of
+//!   `madx-wire`.
 //! - [`config`]: the Spin variables (apps, Redis, the hosts' URL, limits).
 //! - [`broker`]: publish through the hosts' script; revoke and terminate
-//!   announcements.
+//!   announcements; the hosts' channel directory and presence rosters.
+//! - [`channels`]: what the channel queries of both APIs answer from.
 //! - [`error`]: responses and the API's JSON errors.
 //! - [`platform`]: what the above need from Spin (variables, Redis) and
 //!   from the plugins, implemented with `spin-sdk` and the plugins' WIT
@@ -25,6 +27,7 @@
 
 pub mod api;
 pub mod broker;
+pub mod channels;
 pub mod config;
 pub mod error;
 pub mod platform;

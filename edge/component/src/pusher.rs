@@ -2,9 +2,9 @@
 //! `terminate_connections` and the channel queries. The signature and the
 //! event rules are `madx-wire`'s; the messages then take the path of
 //! `POST /v1/publish` (limits, the router plugin, the broker's publish
-//! script). The channel queries read the channel directory the
-//! hosts keep in Redis (`wire/lua/channels.lua`); the edge holds no
-//! sockets, so every count is a host's.
+//! script). The channel queries (and `users`) read what the hosts keep in
+//! Redis ([`crate::channels`]): the edge holds no sockets, so every count
+//! is a host's, and presence members are the deployment's.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,6 +15,7 @@ use madx_wire::v1::Message;
 
 use crate::api::{self, Body};
 use crate::broker::Target;
+use crate::channels::Channels;
 use crate::config::{App, EdgeConfig, Limits};
 use crate::error::{ApiError, Response};
 use crate::platform::Platform;
@@ -32,13 +33,14 @@ enum Endpoint<S> {
     Terminate { user_id: S },
     Channels,
     Channel { channel: S },
+    Users { channel: S },
 }
 
 impl<S> Endpoint<S> {
     /// The method the hosts' route takes.
     fn method(&self) -> &'static str {
         match self {
-            Endpoint::Channels | Endpoint::Channel { .. } => "GET",
+            Endpoint::Channels | Endpoint::Channel { .. } | Endpoint::Users { .. } => "GET",
             Endpoint::Events | Endpoint::BatchEvents | Endpoint::Terminate { .. } => "POST",
         }
     }
@@ -46,8 +48,8 @@ impl<S> Endpoint<S> {
 
 /// `/apps/{app_id}/events`, `/apps/{app_id}/batch_events`,
 /// `/apps/{app_id}/users/{user_id}/terminate_connections`,
-/// `/apps/{app_id}/channels` and `/apps/{app_id}/channels/{channel}`, with
-/// no segment empty.
+/// `/apps/{app_id}/channels`, `/apps/{app_id}/channels/{channel}` and
+/// `/apps/{app_id}/channels/{channel}/users`, with no segment empty.
 pub fn route(path: &str) -> Option<Route<'_>> {
     let segments: Vec<&str> = path.strip_prefix("/apps/")?.split('/').collect();
     if segments.iter().any(|segment| segment.is_empty()) {
@@ -59,6 +61,7 @@ pub fn route(path: &str) -> Option<Route<'_>> {
         [_, "users", user_id, "terminate_connections"] => Endpoint::Terminate { user_id: *user_id },
         [_, "channels"] => Endpoint::Channels,
         [_, "channels", channel] => Endpoint::Channel { channel: *channel },
+        [_, "channels", channel, "users"] => Endpoint::Users { channel: *channel },
         _ => return None,
     };
     Some(Route {
@@ -103,6 +106,9 @@ impl Call {
             Endpoint::Channel { channel } => Endpoint::Channel {
                 channel: decode(channel, "channel")?,
             },
+            Endpoint::Users { channel } => Endpoint::Users {
+                channel: decode(channel, "channel")?,
+            },
         };
         let (path, query) = match path_with_query.split_once('?') {
             Some((path, query)) => (path, Some(query.to_owned())),
@@ -122,9 +128,10 @@ impl Call {
         match self.endpoint {
             Endpoint::Events => limits.message_body(),
             Endpoint::BatchEvents => limits.batch_body(),
-            Endpoint::Terminate { .. } | Endpoint::Channels | Endpoint::Channel { .. } => {
-                limits.max_body_bytes
-            }
+            Endpoint::Terminate { .. }
+            | Endpoint::Channels
+            | Endpoint::Channel { .. }
+            | Endpoint::Users { .. } => limits.max_body_bytes,
         }
     }
 }
@@ -182,22 +189,33 @@ pub fn finish(
         }
         Endpoint::Channels => {
             let query = query();
-            let occupied = api::broker(platform, config)
+            let occupied = Channels::new(platform, config)
                 .occupied(&app.id, query.prefix())
                 .map_err(ApiError::store_unavailable)?;
             let channels: Map<String, Value> = occupied
                 .into_iter()
-                .map(|(name, count)| (name, Value::Object(query.describe(count, None))))
+                .map(|(name, info)| {
+                    let attributes = query.describe(info.subscription_count, info.user_count);
+                    (name, Value::Object(attributes))
+                })
                 .collect();
             return Ok(Response::json(200, &json!({ "channels": channels })));
         }
         Endpoint::Channel { channel } => {
-            let count = api::broker(platform, config)
-                .subscriptions(&app.id, &channel)
+            let info = Channels::new(platform, config)
+                .info(&app.id, &channel)
                 .map_err(ApiError::store_unavailable)?;
-            let mut answer = query().describe(count, None);
-            answer.insert("occupied".into(), (count > 0).into());
+            let answer = query().describe_channel(info.subscription_count, info.user_count);
             return Ok(Response::json(200, &Value::Object(answer)));
+        }
+        // A presence channel's users; another channel is a 400, as with
+        // Pusher and on a host.
+        Endpoint::Users { channel } => {
+            let members = Channels::new(platform, config)
+                .members(&app.id, &channel)
+                .map_err(ApiError::store_unavailable)?
+                .ok_or_else(|| ApiError::invalid_request(wire::USERS_OF_PRESENCE_ONLY))?;
+            return Ok(Response::json(200, &wire::users_body(&members)));
         }
     }
     Ok(Response::json(200, &json!({})))
@@ -280,6 +298,15 @@ mod tests {
             Some(("42", Endpoint::Channels))
         ));
         assert!(matches!(
+            endpoint("/apps/42/channels/presence-a/users"),
+            Some((
+                "42",
+                Endpoint::Users {
+                    channel: "presence-a"
+                }
+            ))
+        ));
+        assert!(matches!(
             endpoint("/apps/42/channels/news%2E1"),
             Some((
                 "42",
@@ -291,6 +318,8 @@ mod tests {
         for elsewhere in [
             "/apps/42/channels/",
             "/apps/42/channels/a/b",
+            "/apps/42/channels//users",
+            "/apps/42/channels/a/users/",
             "/apps//events",
             "/apps/42/events/",
             "/apps/42/users//terminate_connections",

@@ -43,7 +43,7 @@ async fn handle(request: IncomingRequest) -> SpinResponse {
         Step::Respond(response) => response,
         Step::ReadBody { limit, call } => {
             let body = read_body(request, limit).await;
-            api::finish(&platform, call, body)
+            api::finish(&platform, *call, body)
         }
     };
     into_spin(response)

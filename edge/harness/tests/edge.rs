@@ -430,6 +430,150 @@ async fn the_edge_answers_channel_queries_from_the_hosts_directory() {
     );
 }
 
+/// A socket of `user_id` (a token with `user_info`, when given) on the
+/// host, subscribed to `presence-room` and `news.sport`.
+async fn presence_member(host: &Host, user_id: &str, user_info: Option<Value>) -> Socket {
+    let mut claims = json!({"user_id": user_id, "channels": ["presence-*", "news.*"]});
+    if let Some(info) = user_info {
+        claims["user_info"] = info;
+    }
+    let token = token_from(&post(&host.base, "/v1/tokens", PUSHER, &claims).await);
+    away_from_step_edge(30, 3).await;
+    let (mut socket, _) = connect(&token.url(&token.code(0), "")).await.welcomed();
+    for channel in ["presence-room", "news.sport"] {
+        send_json(
+            &mut socket,
+            json!({"type": "subscribe", "channel": channel}),
+        )
+        .await;
+        // Member frames of others may come first.
+        loop {
+            let frame = next_json(&mut socket).await.expect("a frame");
+            if frame["type"] == "subscribed" && frame["channel"] == channel {
+                break;
+            }
+            assert_ne!(frame["type"], "error", "{frame}");
+        }
+    }
+    socket
+}
+
+/// A Pusher `get` with the official library: status and body (a refusal's
+/// body, which the library hands over as text, parsed).
+async fn pusher_get(base: &str, query: &Value) -> (Value, Value) {
+    let answer = pusher_call(base, PUSHER.1, 0, "get", query.clone()).await;
+    let body = match &answer["body"] {
+        Value::String(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+        body => body.clone(),
+    };
+    (answer["status"].clone(), body)
+}
+
+/// `GET` with the Pusher app's Basic credentials.
+async fn get_v1(base: &str, path: &str) -> Answer {
+    send(base, "GET", path, Some(&basic(PUSHER)), Vec::new()).await
+}
+
+/// Presence members on a host read the same through the edge as through
+/// the host: the native channel and member queries and Pusher's channel
+/// and user queries, from the hosts' presence in Redis; a channel that is
+/// not a presence channel has no members on either (404, and Pusher's
+/// 400).
+#[tokio::test]
+async fn the_edge_answers_presence_queries_as_a_host_does() {
+    let redis = RedisServer::start();
+    let host = Host::start(&redis, "edge-p").await;
+    let edge = start_edge(&redis, &host, "edge-p", &[]).await;
+    let _ann = presence_member(&host, "ann", Some(json!({"name": "Ann"}))).await;
+    let _bob = presence_member(&host, "bob", None).await;
+
+    // Members are current; subscription counts at the edge come from the
+    // host's once-a-second report.
+    let want = json!({"occupied": true, "subscription_count": 2, "user_count": 2});
+    let mut answer = get_v1(&edge.base(), "/v1/channels/presence-room").await;
+    for _ in 0..50 {
+        if answer.body == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        answer = get_v1(&edge.base(), "/v1/channels/presence-room").await;
+    }
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.body, want, "{answer:?}");
+
+    let members = get_v1(&edge.base(), "/v1/channels/presence-room/members").await;
+    assert_eq!(
+        members.body,
+        json!({"count": 2, "members": [
+            {"user_id": "ann", "user_info": {"name": "Ann"}},
+            {"user_id": "bob"},
+        ]})
+    );
+    for path in [
+        "/v1/channels/presence-room",
+        "/v1/channels/presence-room/members",
+        "/v1/channels?prefix=presence-",
+        "/v1/channels",
+        "/v1/channels/news.sport",
+        "/v1/channels/news.sport/members",
+        "/v1/channels/presence-empty",
+        "/v1/channels/presence-empty/members",
+    ] {
+        let on_edge = get_v1(&edge.base(), path).await;
+        let on_host = get_v1(&host.base, path).await;
+        assert_eq!(on_edge, on_host, "{path}");
+    }
+    let listing = get_v1(&edge.base(), "/v1/channels?prefix=presence-").await;
+    assert_eq!(
+        listing.body,
+        json!({"channels": {"presence-room": want.clone()}})
+    );
+    let not_presence = get_v1(&edge.base(), "/v1/channels/news.sport/members").await;
+    assert_eq!(not_presence.status, 404, "{not_presence:?}");
+    assert_eq!(not_presence.body["error"]["code"], "not_found");
+    let refused = send(
+        &edge.base(),
+        "GET",
+        "/v1/channels/presence-room/members",
+        Some(&basic((PUSHER.0, "wrong-secret"))),
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(refused.status, 401);
+
+    // Pusher's channel and user queries, with the official library.
+    let user_count = json!({"info": "user_count", "filter_by_prefix": "presence-"});
+    let both = json!({"info": "user_count,subscription_count"});
+    for (query, want) in [
+        (
+            json!([{"path": "/channels", "params": user_count}]),
+            json!({"channels": {"presence-room": {"user_count": 2}}}),
+        ),
+        (
+            json!([{"path": "/channels/presence-room", "params": both}]),
+            want.clone(),
+        ),
+        (
+            json!([{"path": "/channels/presence-room/users"}]),
+            json!({"users": [{"id": "ann"}, {"id": "bob"}]}),
+        ),
+        (
+            json!([{"path": "/channels/news.sport", "params": both}]),
+            json!({"occupied": true, "subscription_count": 2}),
+        ),
+    ] {
+        let on_edge = pusher_get(&edge.base(), &query).await;
+        assert_eq!(on_edge, (json!(200), want), "{query}");
+        assert_eq!(on_edge, pusher_get(&host.base, &query).await, "{query}");
+    }
+    // Users of another channel: a 400 on both.
+    let query = json!([{"path": "/channels/news.sport/users"}]);
+    let (status, body) = pusher_get(&edge.base(), &query).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_request", "{body}");
+    assert_eq!((status, body), pusher_get(&host.base, &query).await);
+}
+
 /// One line of the hosts' configuration file swaps a plugin on the hosts
 /// and at the edge: with `examples/plugins/auth-sha256` and
 /// `examples/plugins/router-namespaces` named in `[plugins]`, a token the
@@ -723,6 +867,18 @@ async fn the_edge_refuses_what_a_host_refuses_with_the_same_answer() {
         ("POST", "/v1/tokens/abc", Some(&alpha), Vec::new()),
         ("PUT", "/v1/publish", Some(&alpha), Vec::new()),
         ("GET", "/v1/publish/batch", None, Vec::new()),
+        // Channel queries.
+        ("GET", "/v1/channels", None, Vec::new()),
+        (
+            "GET",
+            "/v1/channels/presence-a/members",
+            Some(&wrong_secret),
+            Vec::new(),
+        ),
+        ("GET", "/v1/channels/news/members", Some(&alpha), Vec::new()),
+        ("GET", "/v1/channels/", Some(&alpha), Vec::new()),
+        ("POST", "/v1/channels", Some(&alpha), Vec::new()),
+        ("DELETE", "/v1/channels/news", Some(&alpha), Vec::new()),
     ];
     cases.extend(
         pusher
@@ -878,6 +1034,32 @@ fn pusher_cases() -> Vec<(&'static str, String, Vec<u8>)> {
             Vec::new(),
         ),
         ("POST", channels_path.clone(), Vec::new()),
+        // Users of a channel that is not a presence channel.
+        (
+            "GET",
+            pusher_signed(
+                "GET",
+                &format!("{channels_path}/news/users"),
+                &pusher_params(b"", now),
+                PUSHER.1,
+            ),
+            Vec::new(),
+        ),
+        (
+            "GET",
+            pusher_signed(
+                "GET",
+                &format!("{channels_path}/%ff/users"),
+                &pusher_params(b"", now),
+                PUSHER.1,
+            ),
+            Vec::new(),
+        ),
+        (
+            "POST",
+            format!("{channels_path}/presence-a/users"),
+            Vec::new(),
+        ),
         // Methods.
         ("GET", events.clone(), Vec::new()),
         ("PUT", batch_events.clone(), Vec::new()),
@@ -918,6 +1100,18 @@ async fn without_redis_the_edge_answers_503_like_a_host() {
     assert_eq!(on_host.status, 503, "{:?}", on_host.body);
     assert_eq!(on_host.body["error"]["code"], "store_unavailable");
     assert_eq!(on_edge, on_host);
+    // And the native ones, members included.
+    for path in [
+        "/v1/channels",
+        "/v1/channels/presence-a",
+        "/v1/channels/presence-a/members",
+    ] {
+        let alpha = basic(ALPHA);
+        let on_host = send(&host.base, "GET", path, Some(&alpha), Vec::new()).await;
+        let on_edge = send(&edge.base(), "GET", path, Some(&alpha), Vec::new()).await;
+        assert_eq!(on_host.status, 503, "{path}: {:?}", on_host.body);
+        assert_eq!(on_edge, on_host, "{path}");
+    }
 }
 
 #[test]
@@ -938,9 +1132,11 @@ fn spin_toml_routes_the_api_and_requires_credentials() {
             "/v1/tokens/...",
             "/v1/publish",
             "/v1/publish/batch",
+            "/v1/channels/...",
             "/apps/..."
         ]
     );
+    assert_eq!(resolved.variables["presence_channel_prefix"], "presence-");
     assert_eq!(resolved.variables["redis_url"], "redis://127.0.0.1:6379");
     assert_eq!(resolved.allowed_outbound_hosts, ["redis://127.0.0.1:6379"]);
     assert_eq!(resolved.variables["store_prefix"], "madx");

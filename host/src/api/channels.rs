@@ -14,15 +14,10 @@ use super::extract::CallingApp;
 use crate::channels::{ChannelInfo, Channels};
 use crate::state::AppState;
 
-/// A channel's figures: subscriptions, and members for a presence channel.
+/// A channel's figures: subscriptions, and members for a presence channel
+/// (`madx_wire::presence::channel_body`, the edge's too).
 fn describe(info: ChannelInfo) -> Map<String, Value> {
-    let mut answer = Map::new();
-    answer.insert("occupied".into(), info.occupied().into());
-    answer.insert("subscription_count".into(), info.subscription_count.into());
-    if let Some(users) = info.user_count {
-        answer.insert("user_count".into(), users.into());
-    }
-    answer
+    madx_wire::presence::channel_body(info.subscription_count, info.user_count)
 }
 
 /// `GET /v1/channels?prefix=`: the occupied channels, by name.
@@ -32,10 +27,7 @@ pub async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     // `prefix`: only channels whose names start with it.
-    let prefix = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .find(|(name, _)| name == "prefix")
-        .map(|(_, value)| value.into_owned())
-        .unwrap_or_default();
+    let prefix = madx_wire::v1::channels_prefix(query.as_deref());
     let occupied = Channels::new(&state)
         .occupied(&app.id, &prefix)
         .await
@@ -72,15 +64,10 @@ pub async fn members(
         .map_err(ApiError::store_unavailable)?
         .ok_or_else(|| {
             // No member list exists for other channels.
-            ApiError::not_found(format!(
-                "{channel:?} is not a presence channel (presence.channel_prefix is {:?})",
-                state.config.presence.channel_prefix
+            ApiError::not_found(madx_wire::presence::not_a_presence_channel(
+                &channel,
+                &state.config.presence.channel_prefix,
             ))
         })?;
-    let members: Vec<Value> = roster
-        .members
-        .iter()
-        .filter_map(|member| serde_json::to_value(member.view()).ok())
-        .collect();
-    Ok(Json(json!({ "count": members.len(), "members": members })))
+    Ok(Json(madx_wire::presence::members_body(&roster.members)))
 }

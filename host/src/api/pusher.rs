@@ -214,8 +214,7 @@ pub async fn channel(
         .await
         .map_err(ApiError::store_unavailable)?;
     let query = ChannelQuery::from_pairs(signed.query.iter().map(|(k, v)| (k, v)));
-    let mut answer = query.describe(info.subscription_count, info.user_count);
-    answer.insert("occupied".into(), info.occupied().into());
+    let answer = query.describe_channel(info.subscription_count, info.user_count);
     Ok(Json(Value::Object(answer)))
 }
 
@@ -230,13 +229,8 @@ pub async fn channel_users(
         .members(&signed.app.id, channel)
         .await
         .map_err(ApiError::store_unavailable)?
-        .ok_or_else(|| ApiError::invalid_request("users are only listed for presence channels"))?;
-    let users: Vec<Value> = roster
-        .members
-        .iter()
-        .map(|member| json!({ "id": member.user_id }))
-        .collect();
-    Ok(Json(json!({ "users": users })))
+        .ok_or_else(|| ApiError::invalid_request(wire::USERS_OF_PRESENCE_ONLY))?;
+    Ok(Json(wire::users_body(&roster.members)))
 }
 
 /// `POST /apps/{app_id}/users/{user_id}/terminate_connections`: close every

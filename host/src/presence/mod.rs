@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
-use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::PresenceConfig;
@@ -72,41 +71,9 @@ impl Roster {
     }
 }
 
-/// One member: a user and the `user_info` of the token it joined with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    pub user_id: String,
-    /// JSON text of an object; `None` when the token carried none.
-    pub user_info: Option<String>,
-}
-
-impl Member {
-    fn new(user_id: String, user_info: String) -> Member {
-        Member {
-            user_id,
-            user_info: (!user_info.is_empty()).then_some(user_info),
-        }
-    }
-
-    /// The member as JSON: `{"user_id", "user_info"?}`.
-    pub fn view(&self) -> MemberView<'_> {
-        MemberView {
-            user_id: &self.user_id,
-            user_info: self
-                .user_info
-                .as_deref()
-                .and_then(|info| serde_json::from_str(info).ok()),
-        }
-    }
-}
-
-/// How a member is written in frames and API answers.
-#[derive(Debug, Serialize)]
-pub struct MemberView<'a> {
-    pub user_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_info: Option<&'a RawValue>,
-}
+/// One member, and how it is written in frames and API answers: the
+/// edge reads the same rosters (`madx_wire::presence`).
+pub use madx_wire::presence::{Member, MemberView};
 
 /// The socket joining a presence channel.
 #[derive(Debug, Clone, Copy)]

@@ -16,7 +16,7 @@ use redis::{RedisResult, Script, ScriptInvocation};
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
-use super::{Change, Deployment, Member, MemberKey, Presence, Roster, WorkerOp};
+use super::{Change, Deployment, MemberKey, Presence, Roster, WorkerOp};
 
 /// What a join did to the deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,15 +112,11 @@ impl RedisMembership {
     }
 
     pub(super) async fn roster(&self, app: &str, channel: &str) -> RedisResult<Roster> {
-        let mut invocation = self.invocation("join");
-        invocation
-            .arg(app)
-            .arg(channel)
-            .arg("")
-            .arg("")
-            .arg(0)
-            .arg("0")
-            .arg("");
+        // The edge reads a roster with the same arguments.
+        let mut invocation = self.script.prepare_invoke();
+        for arg in madx_wire::presence::read_roster_args(&self.prefix, app, channel) {
+            invocation.arg(arg);
+        }
         let reply: Vec<String> = self.run(&invocation).await?;
         Ok(parse_roster(reply).1)
     }
@@ -172,20 +168,15 @@ impl RedisMembership {
     }
 }
 
-/// `{status, count, user, info, ...}` from a join.
+/// `{status, count, user, info, ...}` from a join
+/// (`madx_wire::presence::parse_roster`).
 fn parse_roster(reply: Vec<String>) -> (Joined, Roster) {
-    let mut reply = reply.into_iter();
-    let joined = match reply.next().as_deref() {
-        Some("added") => Joined::Added,
-        Some("full") => Joined::Full,
+    let (status, members) = madx_wire::presence::parse_roster(reply);
+    let joined = match status.as_str() {
+        "added" => Joined::Added,
+        "full" => Joined::Full,
         _ => Joined::Present,
     };
-    let _count = reply.next();
-    let mut members = Vec::new();
-    while let (Some(user), Some(info)) = (reply.next(), reply.next()) {
-        members.push(Member::new(user, info));
-    }
-    members.sort_by(|a, b| a.user_id.cmp(&b.user_id));
     (joined, Roster { members })
 }
 

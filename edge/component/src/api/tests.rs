@@ -36,7 +36,7 @@ fn request(
             } else {
                 Body::Read(body.to_vec())
             };
-            finish(platform, call, body)
+            finish(platform, *call, body)
         }
     }
 }
@@ -73,7 +73,20 @@ fn unknown_paths_and_methods_are_refused_before_anything_else() {
         ("GET", "/v1/tokens", 405, "method_not_allowed"),
         ("POST", "/v1/tokens/abc", 405, "method_not_allowed"),
         ("GET", "/v1/publish/batch", 405, "method_not_allowed"),
+        ("GET", "/v1/channels/", 404, "not_found"),
+        ("GET", "/v1/channels/a/b", 404, "not_found"),
+        ("GET", "/v1/channels//members", 404, "not_found"),
+        ("POST", "/v1/channels", 405, "method_not_allowed"),
+        ("DELETE", "/v1/channels/a", 405, "method_not_allowed"),
+        ("POST", "/v1/channels/a/members", 405, "method_not_allowed"),
         ("GET", "/apps/1/channels/", 404, "not_found"),
+        ("GET", "/apps/1/channels/a/users/x", 404, "not_found"),
+        (
+            "POST",
+            "/apps/1/channels/a/users",
+            405,
+            "method_not_allowed",
+        ),
         ("GET", "/apps/1/channels/a/b", 404, "not_found"),
         ("POST", "/apps/1/channels", 405, "method_not_allowed"),
         ("GET", "/apps/1/events", 405, "method_not_allowed"),
@@ -281,6 +294,7 @@ fn publishes_are_checked_and_routed_as_on_the_host() {
 fn a_revoke_deletes_then_announces() {
     let platform = platform();
     platform.reply(vec![Reply::Int(1)]);
+    platform.reply(vec![Reply::Int(0)]);
     platform.reply(vec![Reply::Int(3)]);
     let response = request(&platform, "DELETE", "/v1/tokens/abc_-1", Some(ALPHA), b"");
     assert_eq!(response.status, 204);
@@ -288,6 +302,8 @@ fn a_revoke_deletes_then_announces() {
         platform.commands(),
         [
             "DEL edge:app/alpha/auth/token:abc_-1",
+            // The token's `user_info`, kept beside it for presence.
+            "DEL edge:app/alpha/presence/user-info/abc_-1",
             r#"PUBLISH edge:control {"revoke":{"app":"alpha","access_id":"abc_-1"}}"#,
         ]
     );
@@ -313,4 +329,152 @@ fn percent_decoding() {
     assert_eq!(percent_decode("100%").as_deref(), Some("100%"));
     assert_eq!(percent_decode("%zz").as_deref(), Some("%zz"));
     assert_eq!(percent_decode("%ff"), None);
+}
+
+fn get(platform: &FakePlatform, path: &str) -> (u16, Value) {
+    let response = request(platform, "GET", path, Some(ALPHA), b"");
+    (response.status, json_of(&response))
+}
+
+fn bytes(text: &str) -> Reply {
+    Reply::Bytes(text.as_bytes().to_vec())
+}
+
+/// The membership script's reply to a read of `presence-room`: ann (with
+/// `user_info`) and bob.
+fn roster_reply() -> Vec<Reply> {
+    vec![
+        bytes("present"),
+        Reply::Int(2),
+        bytes("bob"),
+        bytes(""),
+        bytes("ann"),
+        bytes(r#"{"name":"Ann"}"#),
+    ]
+}
+
+#[test]
+fn channel_queries_need_credentials_before_redis() {
+    let platform = platform();
+    for path in [
+        "/v1/channels",
+        "/v1/channels/presence-room",
+        "/v1/channels/presence-room/members",
+    ] {
+        let response = request(&platform, "GET", path, None, b"");
+        assert_eq!(response.status, 401, "{path}");
+        assert_eq!(code_of(&response), "unauthorized");
+    }
+    assert!(platform.commands().is_empty());
+}
+
+#[test]
+fn a_presence_channel_counts_its_members_from_the_hosts_presence() {
+    let platform = platform();
+    platform.reply(vec![Reply::Int(3)]);
+    platform.reply(roster_reply());
+    let (status, body) = get(&platform, "/v1/channels/presence-room");
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"occupied": true, "subscription_count": 3, "user_count": 2})
+    );
+    let commands = platform.commands();
+    assert!(commands[0].starts_with("EVAL -- Read the deployment's channel directory"));
+    assert!(commands[0].ends_with(" 0 edge:app/alpha/  channel presence-room"));
+    assert!(commands[1].starts_with("EVAL -- Presence members"));
+    assert!(
+        commands[1].ends_with(" 0 join edge:  alpha presence-room   0 0 "),
+        "{}",
+        commands[1]
+    );
+
+    // Other channels have no members to count, and no member list.
+    platform.reply(vec![Reply::Int(0)]);
+    let (status, body) = get(&platform, "/v1/channels/news%2Eeu");
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"occupied": false, "subscription_count": 0}));
+    assert_eq!(platform.commands().len(), 3, "no roster read for news.eu");
+    let (status, body) = get(&platform, "/v1/channels/news/members");
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+    assert_eq!(
+        body["error"]["message"],
+        r#""news" is not a presence channel (presence.channel_prefix is "presence-")"#
+    );
+    assert_eq!(platform.commands().len(), 3);
+}
+
+#[test]
+fn members_are_listed_by_user_with_their_user_info() {
+    let platform = platform();
+    platform.reply(roster_reply());
+    let (status, body) = get(&platform, "/v1/channels/presence-room/members");
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"count": 2, "members": [
+            {"user_id": "ann", "user_info": {"name": "Ann"}},
+            {"user_id": "bob"},
+        ]})
+    );
+    // Redis down: the hosts' answer.
+    let response = request(
+        &platform,
+        "GET",
+        "/v1/channels/presence-room/members",
+        Some(ALPHA),
+        b"",
+    );
+    assert_eq!(response.status, 503);
+    assert_eq!(code_of(&response), "store_unavailable");
+}
+
+#[test]
+fn the_channel_list_filters_by_prefix_and_counts_presence_members() {
+    let platform = platform();
+    platform.reply(vec![
+        bytes("presence-room"),
+        Reply::Int(3),
+        bytes("news"),
+        Reply::Int(1),
+    ]);
+    platform.reply(roster_reply());
+    let (status, body) = get(&platform, "/v1/channels?x=1&prefix=%70");
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"channels": {
+            "news": {"occupied": true, "subscription_count": 1},
+            "presence-room": {"occupied": true, "subscription_count": 3, "user_count": 2},
+        }})
+    );
+    let commands = platform.commands();
+    assert!(
+        commands[0].ends_with(" 0 edge:app/alpha/  prefix p"),
+        "{}",
+        commands[0]
+    );
+    assert_eq!(
+        commands.len(),
+        2,
+        "one roster read, for the presence channel"
+    );
+}
+
+#[test]
+fn an_empty_presence_prefix_turns_members_off() {
+    let mut platform = platform();
+    platform.set_variable("presence_channel_prefix", "");
+    platform.reply(vec![Reply::Int(1)]);
+    let (status, body) = get(&platform, "/v1/channels/presence-room");
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"occupied": true, "subscription_count": 1}));
+    let (status, body) = get(&platform, "/v1/channels/presence-room/members");
+    assert_eq!(status, 404);
+    assert_eq!(
+        body["error"]["message"],
+        r#""presence-room" is not a presence channel (presence.channel_prefix is "")"#
+    );
+    assert_eq!(platform.commands().len(), 1);
 }

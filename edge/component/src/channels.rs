@@ -1,0 +1,83 @@
+//! What the channel queries of both APIs read at the edge, as the hosts'
+//! `channels.rs` does: subscription counts from the channel directory the
+//! hosts report to Redis once a second (`wire/lua/channels.lua`; the edge
+//! holds no sockets), members of presence channels from the deployment's
+//! presence in Redis (`wire/lua/membership.lua`), current.
+
+use madx_wire::presence::{self, Member};
+
+use crate::api;
+use crate::broker::Broker;
+use crate::config::EdgeConfig;
+use crate::platform::Platform;
+
+/// One channel as the APIs report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChannelInfo {
+    /// Open subscriptions on every host.
+    pub subscription_count: u64,
+    /// Distinct members, for a presence channel; `None` for other channels.
+    pub user_count: Option<u64>,
+}
+
+/// The deployment's channels, seen from the edge.
+pub struct Channels<'a, P> {
+    broker: Broker<'a, P>,
+    presence_prefix: &'a str,
+}
+
+impl<'a, P: Platform> Channels<'a, P> {
+    pub fn new(platform: &'a P, config: &'a EdgeConfig) -> Channels<'a, P> {
+        Channels {
+            broker: api::broker(platform, config),
+            presence_prefix: &config.presence_prefix,
+        }
+    }
+
+    /// One channel of an app; an unoccupied channel has zero counts.
+    pub fn info(&self, app_id: &str, channel: &str) -> Result<ChannelInfo, String> {
+        Ok(ChannelInfo {
+            subscription_count: self.broker.subscriptions(app_id, channel)?,
+            user_count: self.user_count(app_id, channel)?,
+        })
+    }
+
+    /// The members of a presence channel (`None` for other channels).
+    pub fn members(&self, app_id: &str, channel: &str) -> Result<Option<Vec<Member>>, String> {
+        if !presence::is_presence(channel, self.presence_prefix) {
+            return Ok(None);
+        }
+        self.broker.members(app_id, channel).map(Some)
+    }
+
+    fn user_count(&self, app_id: &str, channel: &str) -> Result<Option<u64>, String> {
+        let members = self.members(app_id, channel)?;
+        Ok(members.map(|members| members.len() as u64))
+    }
+
+    /// The occupied channels of an app whose names start with `prefix`,
+    /// sorted by name.
+    pub fn occupied(
+        &self,
+        app_id: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, ChannelInfo)>, String> {
+        self.broker
+            .occupied(app_id, prefix)?
+            .into_iter()
+            .map(|(name, subscription_count)| {
+                let user_count = self.user_count(app_id, &name)?;
+                let info = ChannelInfo {
+                    subscription_count,
+                    user_count,
+                };
+                Ok((name, info))
+            })
+            .collect()
+    }
+
+    /// The presence prefix, as errors name it.
+    pub fn presence_prefix(&self) -> &str {
+        self.presence_prefix
+    }
+}
