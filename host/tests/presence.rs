@@ -544,3 +544,25 @@ async fn a_revoked_tokens_member_leaves() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn toggling_a_presence_subscription_is_rate_limited_like_publishing() {
+    let config =
+        format!("{TWO_APPS}[limits]\nclient_publish_per_sec = 1\nclient_publish_burst = 3\n");
+    let server = TestServer::start(&config);
+    let claims = json!({"user_id": "tog", "channels": ["presence-*"]});
+    let (_, mut socket) = open_socket(&server, ALPHA, claims).await;
+    let mut joined = 0;
+    let refusal = loop {
+        let answer = subscribe(&mut socket, ROOM).await;
+        if answer["type"] == "error" {
+            break answer;
+        }
+        joined += 1;
+        assert!(joined <= 5, "never limited");
+        unsubscribe(&mut socket, ROOM).await;
+    };
+    assert_eq!(refusal["code"], 4308, "{refusal}");
+    assert_eq!(refusal["frame"], "subscribe");
+    assert!(joined >= 3, "the burst is allowed: {joined}");
+}

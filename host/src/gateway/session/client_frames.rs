@@ -85,6 +85,19 @@ impl Session {
                 .refuse_frame(FrameError::Forbidden, NEEDS_USER, frame, Some(channel))
                 .await;
         }
+        // A presence subscribe makes the server publish (member_added to
+        // the room, a webhook): it counts as a publish, so toggling a
+        // subscription cannot flood a room.
+        if presence && !self.publish_rate.allow() {
+            let limits = &self.state.config.limits;
+            let message = format!(
+                "presence subscribes count as publishes: at most {} per second per socket and {} per token; slow down",
+                limits.client_publish_per_sec, limits.token_publish_per_sec
+            );
+            return self
+                .refuse_frame(FrameError::RateLimited, &message, frame, Some(channel))
+                .await;
+        }
 
         let streams = [Target::Channel(channel.to_owned())];
         let attached = self
