@@ -376,10 +376,15 @@ impl Metrics {
     }
 
     pub fn webhook_event_dropped(&self, app: &str) {
+        self.webhook_events_dropped(app, 1);
+    }
+
+    /// Webhook events dropped, `count` at once (the Redis queue's drops).
+    pub fn webhook_events_dropped(&self, app: &str, count: u64) {
         self.webhooks
             .events_dropped
             .get_or_create(&app_labels(app))
-            .inc();
+            .inc_by(count);
     }
 
     /// One webhook request, accepted (`ok`) or failed.

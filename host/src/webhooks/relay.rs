@@ -110,11 +110,7 @@ impl Relay {
         {
             let dropped: u64 = dropped.parse().unwrap_or(0);
             if dropped > 0 {
-                self.metrics
-                    .webhooks
-                    .events_dropped
-                    .get_or_create(&crate::metrics::AppLabels { app: app.clone() })
-                    .inc_by(dropped);
+                self.metrics.webhook_events_dropped(&app, dropped);
                 tracing::warn!(
                     app,
                     dropped,
