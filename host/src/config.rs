@@ -129,6 +129,13 @@ fn validate_webhooks(apps: &mut [AppConfig], settings: &WebhookSettings) -> anyh
 pub enum StoreConfig {
     /// The embedded default: this process only.
     Memory,
+    /// One node whose tokens, guards, ids and history survive a restart:
+    /// an embedded database in one directory.
+    File {
+        /// The directory (created when missing; refused when it holds
+        /// anything that is not a madx-pusher store).
+        path: PathBuf,
+    },
     /// A Redis shared by every node of the deployment.
     Redis {
         /// `redis://[user:password@]host:port/db` (or `rediss://`).
@@ -137,6 +144,33 @@ pub enum StoreConfig {
         /// deployments can share one Redis.
         prefix: String,
     },
+}
+
+/// How the `file:` store writes to its disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileStoreConfig {
+    /// How often written data is forced to the disk (fsync). Every write
+    /// reaches the operating system before it is acknowledged, so a killed
+    /// process loses nothing; a power loss loses at most this window.
+    /// 0: every write is forced to the disk before it is acknowledged.
+    pub fsync_ms: u64,
+    /// Free space the disk must keep: below it new writes are refused
+    /// (503 `store_full`, `/readyz` 503) until space returns.
+    pub min_free_mib: u64,
+    /// Bytes of live keys and values the plugins' store may hold (history
+    /// has its own budgets in `[history]`).
+    pub max_mib: u64,
+}
+
+impl Default for FileStoreConfig {
+    fn default() -> Self {
+        FileStoreConfig {
+            fsync_ms: 1000,
+            min_free_mib: 64,
+            max_mib: 1024,
+        }
+    }
 }
 
 /// The deployment prefix when none is configured.
@@ -435,9 +469,10 @@ struct ConfigFile {
     public_url: Option<String>,
     heartbeat_secs: Option<u64>,
     operator_token: Option<String>,
-    /// `"memory"` (default) or a `redis://` URL.
+    /// `"memory"` (default), `"file:PATH"` or a `redis://` URL.
     store: Option<String>,
     store_prefix: Option<String>,
+    file_store: FileStoreConfig,
     tls: Option<TlsFile>,
     limits: Limits,
     http: HttpConfig,
@@ -461,7 +496,7 @@ pub struct Overrides {
     /// `ID:KEY:SECRET` triples.
     pub apps: Vec<String>,
     pub operator_token: Option<String>,
-    /// `memory` or a `redis://` URL.
+    /// `memory`, `file:PATH` or a `redis://` URL.
     pub store: Option<String>,
     pub store_prefix: Option<String>,
 }
@@ -486,6 +521,7 @@ pub struct Config {
     /// Bearer token that opens `GET /metrics`; metrics are off without it.
     pub operator_token: Option<String>,
     pub store: StoreConfig,
+    pub file_store: FileStoreConfig,
     pub limits: Limits,
     pub http: HttpConfig,
     pub history: HistoryConfig,
@@ -551,6 +587,10 @@ impl Config {
             overrides.store.or(file.store),
             overrides.store_prefix.or(file.store_prefix),
         )?;
+        let file_store = file.file_store;
+        if file_store.max_mib == 0 {
+            bail!("file_store.max_mib must be at least 1");
+        }
 
         let heartbeat_secs = file.heartbeat_secs.unwrap_or(25);
         if !(1..=3600).contains(&heartbeat_secs) {
@@ -701,6 +741,7 @@ impl Config {
             heartbeat: Duration::from_secs(heartbeat_secs),
             operator_token,
             store,
+            file_store,
             limits,
             http,
             history,
@@ -719,6 +760,13 @@ fn store_config(store: Option<String>, prefix: Option<String>) -> anyhow::Result
     settings::check_store_prefix(&prefix).map_err(anyhow::Error::msg)?;
     match store.as_deref() {
         None | Some("memory") => Ok(StoreConfig::Memory),
+        Some(file) if file.starts_with("file:") => {
+            let path = &file["file:".len()..];
+            if path.is_empty() {
+                bail!("store \"file:PATH\" needs a directory, e.g. file:/var/lib/madx-pusher");
+            }
+            Ok(StoreConfig::File { path: path.into() })
+        }
         Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
             // Checked here so a typo fails at start-up, not at first use.
             redis::Client::open(url)
@@ -729,7 +777,7 @@ fn store_config(store: Option<String>, prefix: Option<String>) -> anyhow::Result
             })
         }
         Some(other) => bail!(
-            "store must be \"memory\" or a redis:// URL, got {:?}",
+            "store must be \"memory\", \"file:PATH\" or a redis:// URL, got {:?}",
             other.split('@').next_back().unwrap_or_default()
         ),
     }
@@ -948,6 +996,8 @@ mod tests {
             ("heartbeat_secs = 0", "heartbeat_secs"),
             ("store = \"postgres://db\"", "redis:// URL"),
             ("store = \"redis://:pw@[::1\"", "invalid store URL"),
+            ("store = \"file:\"", "needs a directory"),
+            ("[file_store]\nmax_mib = 0", "file_store.max_mib"),
             ("store_prefix = \"a:b\"", "store_prefix"),
             (
                 "[http]\nheader_timeout_secs = 0",

@@ -48,6 +48,7 @@ mod channels;
 pub mod check;
 pub mod config;
 mod connections;
+mod data_dir;
 pub mod gateway;
 mod hub;
 mod limits;

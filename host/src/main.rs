@@ -85,8 +85,9 @@ struct ServeArgs {
     /// Bearer token that opens GET /metrics (at least 16 characters).
     #[arg(long, env = "MADX_OPERATOR_TOKEN")]
     operator_token: Option<String>,
-    /// Where tokens and history live: "memory" (this process, the default)
-    /// or a redis:// URL shared by every node.
+    /// Where tokens and history live: "memory" (this process, the default),
+    /// "file:DIR" (this process, kept across restarts) or a redis:// URL
+    /// shared by every node.
     #[arg(long, env = "MADX_STORE")]
     store: Option<String>,
     /// Prefix of every Redis key, so deployments can share one Redis

@@ -18,12 +18,13 @@ use tokio_rustls::TlsAcceptor;
 use crate::broker::{Broker, MemoryBroker, RedisBroker};
 use crate::config::{Config, StoreConfig, TlsFiles};
 use crate::connections::{ConnectionLimits, Connections};
+use crate::data_dir::DataDir;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::plugins::{Plugins, Sandbox};
 use crate::presence::{Change, Presence, RedisMembership};
 use crate::state::{AppState, Parts};
-use crate::store::{MemoryStore, RedisStore, StoreBackend};
+use crate::store::{FileStore, MemoryStore, RedisStore, StoreBackend};
 use crate::webhooks::{Event, Relay, Webhooks};
 use crate::{api, gateway};
 
@@ -80,6 +81,27 @@ impl Server {
                     Broker::Memory(broker),
                     None,
                 )
+            }
+            StoreConfig::File { path } => {
+                let dir = DataDir::open(path, config.file_store)?;
+                let hub = Hub::new();
+                let broker = MemoryBroker::start_durable(hub.clone(), config.history, dir.clone())
+                    .with_context(|| format!("cannot read the history in {}", path.display()))?;
+                let store = FileStore::start(
+                    dir,
+                    config.limits.max_store_entries,
+                    config.limits.store_reserved_entries,
+                    usize::try_from(config.file_store.max_mib.saturating_mul(1 << 20))
+                        .unwrap_or(usize::MAX),
+                )
+                .with_context(|| format!("cannot read the store in {}", path.display()))?;
+                tracing::info!(
+                    path = %path.display(),
+                    entries = store.entries(),
+                    fsync_ms = config.file_store.fsync_ms,
+                    "file store open"
+                );
+                (StoreBackend::File(store), hub, Broker::Memory(broker), None)
             }
             StoreConfig::Redis { url, prefix } => {
                 let client = redis::Client::open(url.as_str())

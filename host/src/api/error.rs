@@ -119,15 +119,13 @@ impl ApiError {
         Self::new(ErrorCode::StoreUnavailable, errors::STORE_UNAVAILABLE)
     }
 
-    /// The in-memory store has no room for new tokens; connects of existing
-    /// tokens still work.
-    pub fn store_full() -> Self {
+    /// The store has no room for new tokens (connects of existing tokens
+    /// still work), or the file store's disk has no space; `reason` says
+    /// which, in words fit for the caller.
+    pub fn store_full(reason: String) -> Self {
         ApiError {
             retry_after_secs: Some(STORE_FULL_RETRY_SECS),
-            ..Self::new(
-                ErrorCode::StoreFull,
-                "the token store is full; retry when tokens have expired",
-            )
+            ..Self::new(ErrorCode::StoreFull, reason)
         }
     }
 
@@ -151,10 +149,14 @@ impl From<madx_wire::v1::Refusal> for ApiError {
     }
 }
 
-/// The node is not ready (`AppState::ready`): its store is unreachable.
+/// The node is not ready (`AppState::ready`): its store is unreachable,
+/// or (the file store) its disk is full.
 impl From<BrokerError> for ApiError {
     fn from(error: BrokerError) -> Self {
-        ApiError::store_unavailable(error)
+        match error {
+            BrokerError::Full(reason) => ApiError::store_full(reason),
+            unavailable @ BrokerError::Unavailable(_) => ApiError::store_unavailable(unavailable),
+        }
     }
 }
 

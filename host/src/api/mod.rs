@@ -96,8 +96,8 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse,
         .map_err(ApiError::store_unavailable)?;
     // Full: existing tokens connect, new ones are refused; say so, so that
     // an operator (or a load balancer) sees it.
-    if state.store.is_full() {
-        return Err(ApiError::store_full());
+    if let Some(reason) = state.store.full() {
+        return Err(ApiError::store_full(reason));
     }
     Ok((StatusCode::OK, axum::Json(json!({ "status": "ready" }))))
 }

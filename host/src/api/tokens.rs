@@ -37,8 +37,8 @@ pub async fn create(
     state.ready()?;
     // A full store still serves connects (they use a reserved room), but
     // takes no new tokens until some expire.
-    if state.store.is_full() {
-        return Err(ApiError::store_full());
+    if let Some(reason) = state.store.full() {
+        return Err(ApiError::store_full(reason));
     }
     let issued = state
         .plugins()
@@ -57,7 +57,7 @@ pub async fn create(
             .set(&key, info.as_bytes(), ttl, Room::General)
             .await
             .map_err(|error| match error {
-                StoreError::Full(_) => ApiError::store_full(),
+                StoreError::Full(reason) => ApiError::store_full(reason),
                 other => ApiError::store_unavailable(other),
             })?;
     }

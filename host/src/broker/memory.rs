@@ -10,6 +10,10 @@
 //! and by bytes per app and over all apps. Whatever drops a message from a
 //! stream raises that stream's `dropped_max`, so a recovery from an older id
 //! says `recovered: false`.
+//!
+//! With the `file:` store a [`Journal`] keeps the same history on disk: a
+//! message is written there before anyone sees it, and a restarted broker
+//! reads it back through the same bounds.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -17,8 +21,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::Utf8Bytes;
 
-use super::{Attached, Outgoing, Recovery, message_frame};
+use super::journal::{self, Journal, Loaded};
+use super::{Attached, BrokerError, Outgoing, Recovery, message_frame};
 use crate::config::HistoryConfig;
+use crate::data_dir::{DataDir, DiskError};
 use crate::hub::{Hub, Target};
 
 /// How often aged-out history is reclaimed in the background.
@@ -64,6 +70,11 @@ struct AppHistory {
     held: BTreeMap<u64, Held>,
     /// Bytes charged for `held`.
     bytes: usize,
+    /// Messages no stream holds any more, not yet deleted from the
+    /// journal.
+    forgotten: Vec<u64>,
+    /// The highest id deleted so far (the journal's floor for the app).
+    deleted_max: u64,
 }
 
 impl AppHistory {
@@ -74,6 +85,8 @@ impl AppHistory {
             streams: HashMap::new(),
             held: BTreeMap::new(),
             bytes: 0,
+            forgotten: Vec::new(),
+            deleted_max: floor,
         }
     }
 
@@ -105,6 +118,7 @@ impl AppHistory {
             self.held.remove(&id);
             self.bytes -= bytes;
             totals.bytes -= bytes;
+            self.forgotten.push(id);
         }
     }
 
@@ -132,6 +146,7 @@ impl AppHistory {
         }
         self.bytes -= held.bytes;
         totals.bytes -= held.bytes;
+        self.forgotten.push(id);
         true
     }
 
@@ -173,8 +188,10 @@ pub struct MemoryBroker {
     state: Mutex<State>,
     hub: Arc<Hub>,
     limits: HistoryConfig,
-    /// Ids below this were handed out before this process started.
+    /// Ids below this were handed out before this process started (or,
+    /// with a journal, before the store directory was made).
     start_floor: u64,
+    journal: Option<Journal>,
 }
 
 /// What keeping `frame` in `targets` counts against the byte budgets.
@@ -196,17 +213,86 @@ impl MemoryBroker {
     /// A broker delivering through `hub`; aged-out history is reclaimed in
     /// the background while it exists. Call from within a tokio runtime.
     pub fn start(hub: Arc<Hub>, limits: HistoryConfig) -> Arc<MemoryBroker> {
-        let broker = Arc::new(MemoryBroker {
+        let broker = Arc::new(MemoryBroker::new(hub, limits, unix_micros(), None));
+        tokio::spawn(sweep_periodically(Arc::downgrade(&broker)));
+        broker
+    }
+
+    /// A broker whose history and ids live on in `dir`: what it held
+    /// before the last stop is read back first, through today's bounds.
+    pub fn start_durable(
+        hub: Arc<Hub>,
+        limits: HistoryConfig,
+        dir: Arc<DataDir>,
+    ) -> anyhow::Result<Arc<MemoryBroker>> {
+        let journal = Journal::new(dir);
+        let loaded = journal.load()?;
+        let broker = MemoryBroker::new(hub, limits, loaded.born, Some(journal));
+        broker.reload(loaded);
+        let broker = Arc::new(broker);
+        tokio::spawn(sweep_periodically(Arc::downgrade(&broker)));
+        Ok(broker)
+    }
+
+    fn new(
+        hub: Arc<Hub>,
+        limits: HistoryConfig,
+        start_floor: u64,
+        journal: Option<Journal>,
+    ) -> MemoryBroker {
+        MemoryBroker {
             state: Mutex::new(State {
                 apps: HashMap::new(),
                 totals: Totals::default(),
             }),
             hub,
             limits,
-            start_floor: unix_micros(),
-        });
-        tokio::spawn(sweep_periodically(Arc::downgrade(&broker)));
-        broker
+            start_floor,
+            journal,
+        }
+    }
+
+    /// Put what the journal held back into memory, oldest first, as if
+    /// published again but delivered to no one.
+    fn reload(&self, loaded: Loaded) {
+        let mut state = self.state();
+        let ttl = Duration::from_secs(self.limits.ttl_secs);
+        let (now, now_micros) = (Instant::now(), unix_micros());
+        for (app, floor) in &loaded.floors {
+            let floor = (*floor).max(self.start_floor);
+            state.apps.insert(app.clone(), AppHistory::new(floor));
+        }
+        let count = loaded.messages.len();
+        for message in loaded.messages {
+            // Ids are publish times in microseconds: the message's age.
+            let age = Duration::from_micros(now_micros.saturating_sub(message.id));
+            let at = now.checked_sub(age).unwrap_or(now);
+            let floor = self.start_floor;
+            let app = state
+                .apps
+                .entry(message.app.clone())
+                .or_insert_with(|| AppHistory::new(floor));
+            app.last_id = app.last_id.max(message.id);
+            let frame = Utf8Bytes::from(message.frame);
+            self.keep(
+                &mut state,
+                &message.app,
+                message.id,
+                frame,
+                message.streams,
+                at,
+            );
+        }
+        let State { apps, totals } = &mut *state;
+        for app in apps.values_mut() {
+            app.drop_aged(ttl, now, totals);
+        }
+        tracing::info!(
+            messages = count,
+            kept = state.totals.entries,
+            "history read back from the store"
+        );
+        self.forget_dropped(&mut state);
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -216,24 +302,78 @@ impl MemoryBroker {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Assign an id, keep the message in each target's history and queue it
-    /// for every session on this node that its targets reach. Returns the
-    /// id and how many sessions it was queued for.
-    pub fn publish(&self, app_id: &str, message: &Outgoing<'_>) -> (u64, usize) {
+    /// Assign ids to `messages`, keep each in its targets' histories (with
+    /// a journal, all of them on disk first, or none) and queue it for
+    /// every session on this node that its targets reach. Returns each id
+    /// and how many sessions it was queued for.
+    pub fn publish(
+        &self,
+        app_id: &str,
+        messages: &[Outgoing<'_>],
+    ) -> Result<Vec<(u64, usize)>, BrokerError> {
         let mut state = self.state();
+        let floor = self.start_floor;
+        let app = state
+            .apps
+            .entry(app_id.to_owned())
+            .or_insert_with(|| AppHistory::new(floor));
+        let prepared: Vec<(u64, Utf8Bytes, Vec<Target>)> = messages
+            .iter()
+            .map(|message| {
+                let id = app.next_id();
+                let frame = Utf8Bytes::from(message_frame(id, &message.frame_tail()));
+                // Each stream keeps a message once.
+                let mut streams = message.targets.to_vec();
+                streams.sort_unstable();
+                streams.dedup();
+                (id, frame, streams)
+            })
+            .collect();
+        if let Some(journal) = &self.journal {
+            let entries: Vec<journal::Entry<'_>> = prepared
+                .iter()
+                .map(|(id, frame, streams)| journal::Entry {
+                    id: *id,
+                    streams,
+                    frame: frame.as_str(),
+                })
+                .collect();
+            journal
+                .write(app_id, &entries)
+                .map_err(|error| match error {
+                    DiskError::Full(reason) => BrokerError::Full(reason),
+                    DiskError::Failed(reason) => BrokerError::Unavailable(reason),
+                })?;
+        }
+        let now = Instant::now();
+        let mut published = Vec::with_capacity(messages.len());
+        for (message, (id, frame, streams)) in messages.iter().zip(prepared) {
+            self.keep(&mut state, app_id, id, frame.clone(), streams, now);
+            let delivered = self
+                .hub
+                .deliver(app_id, message.targets, message.except, id, &frame);
+            published.push((id, delivered));
+        }
+        self.forget_dropped(&mut state);
+        Ok(published)
+    }
+
+    /// Keep message `id` of `app_id` in each of `streams`, then apply the
+    /// bounds.
+    fn keep(
+        &self,
+        state: &mut State,
+        app_id: &str,
+        id: u64,
+        frame: Utf8Bytes,
+        streams: Vec<Target>,
+        at: Instant,
+    ) {
         let floor = self.start_floor;
         let State { apps, totals } = &mut *state;
         let app = apps
             .entry(app_id.to_owned())
             .or_insert_with(|| AppHistory::new(floor));
-        let id = app.next_id();
-        let frame = Utf8Bytes::from(message_frame(id, &message.frame_tail()));
-        let targets = message.targets;
-
-        // Each stream keeps a message once.
-        let mut streams = targets.to_vec();
-        streams.sort_unstable();
-        streams.dedup();
         let bytes = charge(frame.as_str(), &streams);
         totals.next_seq += 1;
         for target in &streams {
@@ -259,7 +399,7 @@ impl MemoryBroker {
             id,
             Held {
                 seq: totals.next_seq,
-                at: Instant::now(),
+                at,
                 bytes,
                 holders: streams.len(),
                 targets: streams.into_boxed_slice(),
@@ -268,12 +408,26 @@ impl MemoryBroker {
         app.bytes += bytes;
         totals.bytes += bytes;
         while app.bytes > self.limits.max_bytes_per_app && app.drop_oldest(totals) {}
-        self.enforce_totals(&mut state);
+        self.enforce_totals(state);
+    }
 
-        let delivered = self
-            .hub
-            .deliver(app_id, targets, message.except, id, &frame);
-        (id, delivered)
+    /// Delete from the journal what the bounds let go of (without one,
+    /// just forget the list).
+    fn forget_dropped(&self, state: &mut State) {
+        let mut dropped = BTreeMap::new();
+        let mut floors = BTreeMap::new();
+        for (name, app) in &mut state.apps {
+            if app.forgotten.is_empty() {
+                continue;
+            }
+            let ids = std::mem::take(&mut app.forgotten);
+            app.deleted_max = ids.iter().copied().fold(app.deleted_max, u64::max);
+            floors.insert(name.clone(), app.deleted_max);
+            dropped.insert(name.clone(), ids);
+        }
+        if let Some(journal) = &self.journal {
+            journal.forget(&dropped, &floors);
+        }
     }
 
     /// Run `attach` (register a session or a subscription in the hub) and
@@ -316,6 +470,7 @@ impl MemoryBroker {
             // Replay and live messages never overlap here.
             Recovery::merged(messages, recovered, 0)
         });
+        self.forget_dropped(&mut state);
         Attached {
             attached,
             recovery,
@@ -357,6 +512,7 @@ impl MemoryBroker {
             });
             app.forgotten_max = forgotten;
         }
+        self.forget_dropped(&mut state);
     }
 
     /// Stream entries held over all streams.
@@ -402,7 +558,7 @@ mod tests {
             data: &data,
             except: None,
         };
-        broker.publish(app, &message).0
+        broker.publish(app, &[message]).unwrap()[0].0
     }
 
     fn limits(per_stream: usize, total: usize) -> HistoryConfig {

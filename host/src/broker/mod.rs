@@ -7,6 +7,7 @@
 //! ids strictly increase per app, and a session that recovers sees every
 //! message after its id once, replay first, then live.
 
+mod journal;
 mod memory;
 mod occupancy;
 mod redis;
@@ -127,6 +128,9 @@ pub fn check_position(id: u64) -> Result<(), String> {
 pub enum BrokerError {
     #[error("{0}")]
     Unavailable(String),
+    /// The file store's disk has no space for the message.
+    #[error("{0}")]
+    Full(String),
 }
 
 /// The broker this node runs.
@@ -144,12 +148,10 @@ impl Broker {
         messages: &[Outgoing<'_>],
     ) -> Result<Vec<Published>, BrokerError> {
         match self {
-            Broker::Memory(broker) => Ok(messages
-                .iter()
-                .map(|message| {
-                    let (id, delivered) = broker.publish(app_id, message);
-                    Published { id, delivered }
-                })
+            Broker::Memory(broker) => Ok(broker
+                .publish(app_id, messages)?
+                .into_iter()
+                .map(|(id, delivered)| Published { id, delivered })
                 .collect()),
             // Boxed: the Redis round trip's state is large, and the callers'
             // futures (a session's, kept for the socket's lifetime) should

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use super::{Room, StoreError};
+use super::{Room, StoreError, counter_value};
 
 /// Independent locks, so concurrent calls for different keys rarely wait on
 /// each other.
@@ -234,10 +234,7 @@ impl MemoryStore {
 
 /// The value of a counter entry.
 fn counter(key: &str, entry: &Entry) -> Result<u64, StoreError> {
-    std::str::from_utf8(&entry.value)
-        .ok()
-        .and_then(|text| text.parse::<u64>().ok())
-        .ok_or_else(|| StoreError::InvalidArgument(format!("{key:?} does not hold a counter")))
+    counter_value(key, &entry.value)
 }
 
 /// Every critical section leaves its map consistent, so a lock poisoned by

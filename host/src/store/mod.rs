@@ -2,9 +2,11 @@
 //!
 //! Components see one flat key space; [`Namespace`] gives each (app, plugin
 //! kind) its own prefix so they never see each other's keys. The in-memory
-//! backend serves one node; the Redis backend (keys under
-//! `<prefix>:app/<app>/<kind>/`) is shared by every node of a deployment.
+//! backend serves one node; the file backend serves one node and survives
+//! its restarts; the Redis backend (keys under `<prefix>:app/<app>/<kind>/`)
+//! is shared by every node of a deployment.
 
+mod file;
 mod memory;
 mod redis;
 
@@ -14,6 +16,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+pub use file::FileStore;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
@@ -22,7 +25,8 @@ pub use redis::RedisStore;
 pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),
-    /// The in-memory store has no room for a new key in this [`Room`].
+    /// No room for a new key in this [`Room`] (the in-memory or file
+    /// store's budget), or no space left on the file store's disk.
     #[error("store full: {0}")]
     Full(String),
     #[error("invalid store request: {0}")]
@@ -44,6 +48,8 @@ pub enum Room {
 pub enum StoreBackend {
     /// The embedded default: one process, nothing to set up.
     Memory(Arc<MemoryStore>),
+    /// One process, kept on disk across restarts.
+    File(Arc<FileStore>),
     /// Shared by every node of a deployment.
     Redis(Arc<RedisStore>),
 }
@@ -53,22 +59,27 @@ impl StoreBackend {
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
             StoreBackend::Memory(_) => Ok(()),
+            StoreBackend::File(file) => file.ping(),
             StoreBackend::Redis(redis) => redis.ping().await,
         }
     }
 
-    /// Is there no room left for new tokens? (Only the in-memory store
-    /// knows; Redis reports its own memory limit as a failed write.)
-    pub fn is_full(&self) -> bool {
+    /// Is there no room left for new tokens, and why? (Redis reports its
+    /// own memory limit as a failed write.)
+    pub fn full(&self) -> Option<String> {
         match self {
-            StoreBackend::Memory(memory) => memory.is_full(),
-            StoreBackend::Redis(_) => false,
+            StoreBackend::Memory(memory) => memory
+                .is_full()
+                .then(|| "the token store is full; retry when tokens have expired".to_owned()),
+            StoreBackend::File(file) => file.full(),
+            StoreBackend::Redis(_) => None,
         }
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
             StoreBackend::Memory(memory) => Ok(memory.get(key)),
+            StoreBackend::File(file) => file.get(key),
             StoreBackend::Redis(redis) => redis.get(key).await,
         }
     }
@@ -82,6 +93,7 @@ impl StoreBackend {
     ) -> Result<(), StoreError> {
         match self {
             StoreBackend::Memory(memory) => memory.set(key, value, ttl, room),
+            StoreBackend::File(file) => file.set(key, value, ttl, room),
             StoreBackend::Redis(redis) => redis.set(key, value, ttl).await,
         }
     }
@@ -95,6 +107,7 @@ impl StoreBackend {
     ) -> Result<bool, StoreError> {
         match self {
             StoreBackend::Memory(memory) => memory.set_if_absent(key, value, ttl, room),
+            StoreBackend::File(file) => file.set_if_absent(key, value, ttl, room),
             StoreBackend::Redis(redis) => redis.set_if_absent(key, value, ttl).await,
         }
     }
@@ -102,6 +115,7 @@ impl StoreBackend {
     pub async fn touch(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
         match self {
             StoreBackend::Memory(memory) => Ok(memory.touch(key, ttl)),
+            StoreBackend::File(file) => file.touch(key, ttl),
             StoreBackend::Redis(redis) => redis.touch(key, ttl).await,
         }
     }
@@ -109,6 +123,7 @@ impl StoreBackend {
     pub async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         match self {
             StoreBackend::Memory(memory) => Ok(memory.delete(key)),
+            StoreBackend::File(file) => file.delete(key),
             StoreBackend::Redis(redis) => redis.delete(key).await,
         }
     }
@@ -122,6 +137,7 @@ impl StoreBackend {
     ) -> Result<u64, StoreError> {
         match self {
             StoreBackend::Memory(memory) => memory.increment(key, delta, ttl, room),
+            StoreBackend::File(file) => file.increment(key, delta, ttl, room),
             StoreBackend::Redis(redis) => redis.increment(key, delta, ttl).await,
         }
     }
@@ -129,6 +145,7 @@ impl StoreBackend {
     pub async fn decrement(&self, key: &str, delta: u64) -> Result<u64, StoreError> {
         match self {
             StoreBackend::Memory(memory) => memory.decrement(key, delta),
+            StoreBackend::File(file) => file.decrement(key, delta),
             StoreBackend::Redis(redis) => redis.decrement(key, delta).await,
         }
     }
@@ -233,6 +250,14 @@ impl Namespace {
 fn checked_ttl(ttl_ms: u64) -> Result<Duration, StoreError> {
     madx_wire::store::check_ttl_ms(ttl_ms).map_err(StoreError::InvalidArgument)?;
     Ok(Duration::from_millis(ttl_ms))
+}
+
+/// The number a counter entry holds.
+fn counter_value(key: &str, value: &[u8]) -> Result<u64, StoreError> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|text| text.parse::<u64>().ok())
+        .ok_or_else(|| StoreError::InvalidArgument(format!("{key:?} does not hold a counter")))
 }
 
 fn check_value(value: &[u8]) -> Result<(), StoreError> {
