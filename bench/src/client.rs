@@ -320,6 +320,22 @@ impl Client {
         }
         Ok(())
     }
+
+    /// `POST /v1/publish/batch` of `messages` (request bodies of
+    /// `/v1/publish`), to the first node.
+    pub async fn publish_batch(&self, messages: Vec<Value>) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .post(format!("{}/v1/publish/batch", self.nodes[0].base))
+            .basic_auth(&self.target.key, Some(&self.target.secret))
+            .json(&json!({ "messages": messages }))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("publish batch answered {}", response.status());
+        }
+        Ok(())
+    }
 }
 
 /// The query string of a Pusher-signed `POST path` with `body`, as the

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::{Parser, Subcommand};
+use futures_util::StreamExt as _;
 use serde_json::json;
 
 use client::{Client, Target};
@@ -145,6 +146,17 @@ enum Scenario {
         #[arg(long, requires = "baseline_key")]
         baseline_secret: Option<String>,
     },
+    /// Fill a server's store for a restart measurement: N tokens, then M
+    /// messages (batches of 100) spread over channels of `per-channel`
+    /// messages each; no sockets.
+    Fill {
+        #[arg(long, default_value_t = 100_000)]
+        tokens: usize,
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+        #[arg(long, default_value_t = 100)]
+        per_channel: usize,
+    },
     /// N sockets, each reached through its own token inbox.
     Inboxes {
         #[arg(long, default_value_t = 1000)]
@@ -200,6 +212,11 @@ async fn main() -> anyhow::Result<()> {
             rate,
             seconds,
         } => fanout(&client, &cli, sockets, rate, seconds, true).await?,
+        Scenario::Fill {
+            tokens,
+            messages,
+            per_channel,
+        } => fill(&client, &cli, tokens, messages, per_channel).await?,
         Scenario::Presence {
             sockets,
             room_size,
@@ -341,6 +358,48 @@ async fn connect(
         latency.p99_ms()
     );
     Ok(report)
+}
+
+async fn fill(
+    client: &Arc<Client>,
+    cli: &Cli,
+    tokens: usize,
+    messages: usize,
+    per_channel: usize,
+) -> anyhow::Result<serde_json::Value> {
+    const BATCH: usize = 100;
+    let started = Instant::now();
+    let issued = client
+        .issue_many(tokens, cli.concurrency, None)
+        .await?
+        .len();
+    let tokens_secs = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let batches = messages.div_ceil(BATCH);
+    futures_util::stream::iter(0..batches)
+        .map(|batch| {
+            let bodies: Vec<serde_json::Value> = (batch * BATCH..messages.min((batch + 1) * BATCH))
+                .map(|n| {
+                    json!({"channel": format!("fill-{}", n % messages.div_ceil(per_channel.max(1))),
+                           "event": "fill", "data": {"n": n, "text": "a message of about a hundred bytes, as a notification carries"}})
+                })
+                .collect();
+            client.publish_batch(bodies)
+        })
+        .buffer_unordered(cli.concurrency.clamp(1, 16))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<Vec<()>>>()?;
+    let messages_secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "fill: {issued} tokens in {tokens_secs:.1} s, {messages} messages in {messages_secs:.1} s"
+    );
+    Ok(json!({
+        "scenario": "fill", "tokens": issued, "tokens_secs": tokens_secs,
+        "messages": messages, "messages_secs": messages_secs,
+        "host_rss_bytes": host::rss_bytes(&cli.host_pids),
+    }))
 }
 
 async fn fanout(

@@ -13,6 +13,12 @@
 //! The directory carries a marker file, so a foreign or mistyped directory
 //! is refused instead of written into, and fjall's lock file keeps a second
 //! process out.
+//!
+//! A full disk is met twice: below `min_free_mib` writes are refused before
+//! they reach fjall, and when a write fails anyway (the disk filled faster
+//! than the check, or an I/O error), fjall takes no more writes, so the
+//! database is closed and opened again (its recovery reads the journal up
+//! to the last whole batch) once the disk has space.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -21,6 +27,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use arc_swap::ArcSwapOption;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
 
 use crate::config::FileStoreConfig;
@@ -31,8 +38,12 @@ const MARKER: &str = "MADX-PUSHER-STORE";
 const MARKER_TEXT: &str = "madx-pusher file store\nformat 1\n";
 /// The database's own folder inside the directory.
 const DATABASE: &str = "db";
-/// How often the free space of the disk is looked at.
+/// How often the free space of the disk is looked at (and a failed
+/// database reopened).
 const SPACE_CHECK: Duration = Duration::from_secs(1);
+/// Free space a failed database waits for before it is reopened, when
+/// `min_free_mib` asks for less.
+const REOPEN_FREE_BYTES: u64 = 1 << 20;
 
 /// Why the directory cannot take a write now.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -45,10 +56,8 @@ pub enum DiskError {
     Failed(String),
 }
 
-/// The open directory. Writes are refused (never half-done) while the disk
-/// is short of space or after a write failed.
-pub struct DataDir {
-    path: PathBuf,
+/// The open database and its keyspaces.
+pub struct Engine {
     db: Database,
     /// The plugins' key-value store.
     pub store: Keyspace,
@@ -56,17 +65,10 @@ pub struct DataDir {
     pub history: Keyspace,
     /// Per-app id floors and the directory's birth time.
     pub meta: Keyspace,
-    config: FileStoreConfig,
-    low_space: AtomicBool,
-    failure: Mutex<Option<String>>,
 }
 
-impl DataDir {
-    /// Open (or create) the store at `path`; refuse a directory that holds
-    /// anything but a madx-pusher store, a store another process has open,
-    /// or one that fjall cannot read.
-    pub fn open(path: &Path, config: FileStoreConfig) -> anyhow::Result<Arc<DataDir>> {
-        prepare(path)?;
+impl Engine {
+    fn open(path: &Path) -> anyhow::Result<Engine> {
         let db = Database::builder(path.join(DATABASE))
             .open()
             .map_err(|error| match error {
@@ -84,12 +86,44 @@ impl DataDir {
             db.keyspace(name, KeyspaceCreateOptions::default)
                 .with_context(|| format!("cannot open {name} in the store {}", path.display()))
         };
-        let dir = Arc::new(DataDir {
-            path: path.to_owned(),
+        Ok(Engine {
             store: keyspace("store")?,
             history: keyspace("history")?,
             meta: keyspace("meta")?,
             db,
+        })
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // A graceful stop loses nothing, whatever the fsync window.
+        let _ = self.db.persist(PersistMode::SyncAll);
+    }
+}
+
+/// The open directory. Writes are refused (never half-done) while the disk
+/// is short of space or after a write failed.
+pub struct DataDir {
+    path: PathBuf,
+    /// Empty only while a failed database is being reopened.
+    engine: ArcSwapOption<Engine>,
+    config: FileStoreConfig,
+    low_space: AtomicBool,
+    /// The failed write that stopped fjall, until it is reopened.
+    failure: Mutex<Option<DiskError>>,
+}
+
+impl DataDir {
+    /// Open (or create) the store at `path`; refuse a directory that holds
+    /// anything but a madx-pusher store, a store another process has open,
+    /// or one that fjall cannot read.
+    pub fn open(path: &Path, config: FileStoreConfig) -> anyhow::Result<Arc<DataDir>> {
+        prepare(path)?;
+        let engine = Engine::open(path)?;
+        let dir = Arc::new(DataDir {
+            path: path.to_owned(),
+            engine: ArcSwapOption::from_pointee(engine),
             config,
             low_space: AtomicBool::new(false),
             failure: Mutex::new(None),
@@ -102,8 +136,8 @@ impl DataDir {
 
     /// Can a write be taken now? Backs `/readyz` and every write.
     pub fn writable(&self) -> Result<(), DiskError> {
-        if let Some(failure) = self.failure_text() {
-            return Err(DiskError::Failed(failure));
+        if let Some(failure) = self.failure() {
+            return Err(failure);
         }
         if self.low_space.load(Ordering::Relaxed) {
             return Err(DiskError::Full(format!(
@@ -115,15 +149,30 @@ impl DataDir {
         Ok(())
     }
 
-    /// Write `batch` atomically: on the operating system (and, with
-    /// `fsync_ms = 0`, on the disk) when this returns `Ok`.
-    pub fn commit(&self, fill: impl FnOnce(&mut OwnedWriteBatch)) -> Result<(), DiskError> {
+    /// The open database, to read from.
+    pub fn engine(&self) -> Result<Arc<Engine>, DiskError> {
+        self.engine.load_full().ok_or_else(|| {
+            DiskError::Failed(format!(
+                "the store {} is being reopened after a failed write",
+                self.path.display()
+            ))
+        })
+    }
+
+    /// Write the batch that `fill` makes, atomically: on the operating
+    /// system (and, with `fsync_ms = 0`, on the disk) when this returns
+    /// `Ok`.
+    pub fn commit(
+        &self,
+        fill: impl FnOnce(&Engine, &mut OwnedWriteBatch),
+    ) -> Result<(), DiskError> {
         self.writable()?;
-        let mut batch = self.db.batch();
-        fill(&mut batch);
+        let engine = self.engine()?;
+        let mut batch = engine.db.batch();
+        fill(&engine, &mut batch);
         let mut written = batch.commit();
         if written.is_ok() && self.config.fsync_ms == 0 {
-            written = self.db.persist(PersistMode::SyncData);
+            written = engine.db.persist(PersistMode::SyncData);
         }
         written.map_err(|error| self.failed(error))
     }
@@ -133,30 +182,32 @@ impl DataDir {
         let full = matches!(&error, fjall::Error::Io(io) if io.kind() == ErrorKind::StorageFull);
         let text = if full {
             format!(
-                "the disk of the store {} is full; the node takes writes again after a restart \
-                 with free space",
+                "the disk of the store {} is full; writes resume when it has space again",
                 self.path.display()
             )
         } else {
             format!(
-                "a write to the store {} failed ({error}); restart the node",
+                "a write to the store {} failed ({error}); the store is reopened when the disk \
+                 answers again",
                 self.path.display()
             )
         };
-        tracing::error!(%error, "the file store cannot write");
-        let mut failure = self
-            .failure
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let text = failure.get_or_insert(text).clone();
-        if full {
+        let failure = if full {
             DiskError::Full(text)
         } else {
             DiskError::Failed(text)
+        };
+        let mut recorded = self
+            .failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if recorded.is_none() {
+            tracing::error!(%error, "the file store cannot write: writes are refused until it is reopened");
         }
+        recorded.get_or_insert(failure).clone()
     }
 
-    fn failure_text(&self) -> Option<String> {
+    fn failure(&self) -> Option<DiskError> {
         self.failure
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -164,10 +215,9 @@ impl DataDir {
     }
 
     /// Look at the disk's free space; below the reserve, writes stop.
-    fn check_space(&self) {
-        let Ok(stat) = rustix::fs::statvfs(&self.path) else {
-            return;
-        };
+    /// Returns the free bytes.
+    fn check_space(&self) -> Option<u64> {
+        let stat = rustix::fs::statvfs(&self.path).ok()?;
         let free = stat.f_bavail.saturating_mul(stat.f_frsize);
         let low = free < self.config.min_free_mib.saturating_mul(1 << 20);
         if self.low_space.swap(low, Ordering::Relaxed) != low {
@@ -181,25 +231,60 @@ impl DataDir {
                 tracing::info!(free_bytes = free, "the file store's disk has space again");
             }
         }
+        Some(free)
+    }
+
+    /// After a failed write, once the disk has space: close the database
+    /// and open it again (fjall refuses writes after a failed one).
+    fn recover(&self, free: u64) {
+        if self.failure().is_none()
+            || free < REOPEN_FREE_BYTES.max(self.config.min_free_mib.saturating_mul(1 << 20))
+        {
+            return;
+        }
+        if let Some(mut old) = self.engine.swap(None) {
+            // Calls in flight hold it for microseconds; the lock file is
+            // released when the last holder lets go.
+            let patience = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(engine) => {
+                        drop(engine);
+                        break;
+                    }
+                    Err(shared) if std::time::Instant::now() < patience => {
+                        old = shared;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(shared) => {
+                        self.engine.store(Some(shared));
+                        return;
+                    }
+                }
+            }
+        }
+        match Engine::open(&self.path) {
+            Ok(engine) => {
+                self.engine.store(Some(Arc::new(engine)));
+                *self
+                    .failure
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+                tracing::info!(path = %self.path.display(), "the file store was reopened and takes writes again");
+            }
+            Err(error) => tracing::error!(%error, "the file store cannot be reopened yet"),
+        }
     }
 
     /// Force what was written to the disk.
     fn sync(&self) {
-        if let Err(error) = self.db.persist(PersistMode::SyncData) {
+        if self.failure().is_some() {
+            return;
+        }
+        let Ok(engine) = self.engine() else { return };
+        if let Err(error) = engine.db.persist(PersistMode::SyncData) {
             self.failed(error);
         }
-    }
-
-    /// Bytes the database takes on disk.
-    pub fn disk_bytes(&self) -> u64 {
-        self.db.disk_space().unwrap_or(0)
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        // A graceful stop loses nothing, whatever the fsync window.
-        let _ = self.db.persist(PersistMode::SyncAll);
     }
 }
 
@@ -261,6 +346,15 @@ async fn watch_space(dir: Weak<DataDir>) {
     loop {
         interval.tick().await;
         let Some(dir) = dir.upgrade() else { return };
-        dir.check_space();
+        // statvfs, and a reopen, touch the disk: not on a runtime thread.
+        let checked = tokio::task::spawn_blocking(move || {
+            if let Some(free) = dir.check_space() {
+                dir.recover(free);
+            }
+        })
+        .await;
+        if checked.is_err() {
+            return;
+        }
     }
 }

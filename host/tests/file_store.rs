@@ -355,3 +355,192 @@ async fn a_foreign_a_damaged_or_a_busy_directory_is_refused_at_start_up() {
         "{stderr}"
     );
 }
+
+/// A node whose store is on a small disk of its own: a 16 MiB tmpfs in a
+/// mount namespace of the node's own (`unshare`), with `filler_mib` of it
+/// taken by a file that [`free_space`] deletes.
+struct SmallDisk {
+    node: Listening,
+    mount: tempfile::TempDir,
+    _config: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn start(filler_mib: u32, config: &str) -> SmallDisk {
+        let mount = tempfile::tempdir().unwrap();
+        let config_dir = tempfile::tempdir().unwrap();
+        let config_path = config_dir.path().join("pusher.toml");
+        std::fs::write(
+            &config_path,
+            format!("listen = \"127.0.0.1:0\"\n{ONE_APP}\n{config}"),
+        )
+        .unwrap();
+        let script = "mount -t tmpfs -o size=16m tmpfs \"$1\" && \
+                      head -c $(($2 * 1048576)) /dev/zero > \"$1/filler\" && \
+                      shift 2 && exec \"$@\"";
+        let mut command = Command::new("unshare");
+        command.args(["--mount", "--propagation", "private"]);
+        if !rustix_is_root() {
+            command.arg("--map-root-user");
+        }
+        command
+            .args(["sh", "-c", script, "sh"])
+            .arg(mount.path())
+            .arg(filler_mib.to_string())
+            .arg(pusher_binary())
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .arg("--store")
+            .arg(format!("file:{}/store", mount.path().display()))
+            .env("MADX_LOG", "warn");
+        SmallDisk {
+            node: Listening::start(command),
+            mount,
+            _config: config_dir,
+        }
+    }
+
+    /// Delete the filler, from outside the node's mount namespace.
+    fn free_space(&self) {
+        let filler = format!(
+            "/proc/{}/root{}/filler",
+            self.node.pid(),
+            self.mount.path().display()
+        );
+        std::fs::remove_file(&filler).unwrap_or_else(|error| panic!("rm {filler}: {error}"));
+    }
+}
+
+fn rustix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| output.stdout.starts_with(b"0\n"))
+}
+
+/// A publish of `kib` KiB that does not compress: its status and body.
+async fn publish_incompressible(base: &str, n: usize, kib: usize) -> (u16, Value) {
+    // A cheap generator is enough to defeat LZ4.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ n as u64;
+    let pad: String = (0..kib * 1024)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'a' + (state % 26) as u8)
+        })
+        .collect();
+    let body = json!({"channel": "news", "event": "m", "data": {"n": n, "pad": pad}});
+    let response = http()
+        .post(format!("{base}/v1/publish"))
+        .basic_auth(ALPHA.0, Some(ALPHA.1))
+        .json(&body)
+        .send()
+        .await
+        .expect("POST /v1/publish");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn status_and_body(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Fill the small disk until publishes are refused, check how that is
+/// reported, give space back and check the node takes writes again and
+/// kept every acknowledged message.
+async fn fill_then_free(disk: &SmallDisk, pause: Duration) {
+    let base = disk.node.base.clone();
+    let mut acknowledged = Vec::new();
+    let refusal = loop {
+        let (status, body) = publish_incompressible(&base, acknowledged.len(), 8).await;
+        match status {
+            202 => acknowledged.push(body["id"].as_str().unwrap().parse::<u64>().unwrap()),
+            _ => break (status, body),
+        }
+        assert!(acknowledged.len() < 3000, "the disk never filled");
+        tokio::time::sleep(pause).await;
+    };
+    assert_eq!(refusal.0, 503, "{}", refusal.1);
+    assert_eq!(refusal.1["error"]["code"], "store_full", "{}", refusal.1);
+    let readyz = status_and_body(http().get(format!("{base}/readyz"))).await;
+    assert_eq!(readyz.0, 503, "{}", readyz.1);
+    assert_eq!(readyz.1["error"]["code"], "store_full");
+    let token = status_and_body(
+        http()
+            .post(format!("{base}/v1/tokens"))
+            .basic_auth(ALPHA.0, Some(ALPHA.1))
+            .json(&json!({"user_id": "dee"})),
+    )
+    .await;
+    assert_eq!(token.0, 503, "{}", token.1);
+    assert_eq!(token.1["error"]["code"], "store_full");
+
+    disk.free_space();
+    let mut waited = 0;
+    while status_and_body(http().get(format!("{base}/readyz")))
+        .await
+        .0
+        != 200
+    {
+        waited += 1;
+        assert!(waited < 100, "the node did not take writes again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = publish_incompressible(&base, acknowledged.len(), 1).await;
+    assert_eq!(status, 202, "{body}");
+    acknowledged.push(body["id"].as_str().unwrap().parse().unwrap());
+
+    // Nothing acknowledged was lost on the way.
+    let token = Token::from_response(
+        &status_and_body(
+            http()
+                .post(format!("{base}/v1/tokens"))
+                .basic_auth(ALPHA.0, Some(ALPHA.1))
+                .json(&json!({"user_id": "dee", "channels": ["news"]})),
+        )
+        .await
+        .1,
+    );
+    away_from_step_edge(30, 3).await;
+    let (mut socket, _) = connect(&token.url_with(&token.code(0))).await.welcomed();
+    let since = (acknowledged[0] - 1).to_string();
+    send_json(
+        &mut socket,
+        json!({"type": "subscribe", "channel": "news", "since": since}),
+    )
+    .await;
+    let subscribed = next_json(&mut socket).await.unwrap();
+    assert_eq!(subscribed["recovered"], true, "{subscribed}");
+    let mut replayed = Vec::new();
+    while replayed.len() < acknowledged.len() {
+        let frame = next_json(&mut socket).await.expect("socket open");
+        replayed.push(id_of(&frame));
+    }
+    assert_eq!(replayed, acknowledged);
+}
+
+const DEEP_HISTORY: &str = "[history]\nper_stream = 100000\n";
+
+/// Below `min_free_mib` writes are refused before they reach the disk.
+#[tokio::test]
+async fn below_the_free_space_reserve_writes_are_refused_until_space_returns() {
+    let disk = SmallDisk::start(
+        10,
+        &format!("{DEEP_HISTORY}[file_store]\nmin_free_mib = 4\n"),
+    );
+    fill_then_free(&disk, Duration::from_millis(20)).await;
+}
+
+/// With no reserve the disk really fills (ENOSPC): the failed write is
+/// refused, and the store is reopened once space returns.
+#[tokio::test]
+async fn a_disk_that_really_fills_is_reported_and_the_store_reopens_when_space_returns() {
+    let disk = SmallDisk::start(
+        12,
+        &format!("{DEEP_HISTORY}[file_store]\nmin_free_mib = 0\n"),
+    );
+    fill_then_free(&disk, Duration::ZERO).await;
+}

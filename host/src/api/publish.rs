@@ -82,11 +82,7 @@ pub(super) async fn store(
             except: message.except.as_deref(),
         })
         .collect();
-    let published = state
-        .broker
-        .publish(&app.id, &messages)
-        .await
-        .map_err(ApiError::store_unavailable)?;
+    let published = state.broker.publish(&app.id, &messages).await?;
     for message in &published {
         state.metrics.published(&app.id, "api", message.delivered);
     }

@@ -60,25 +60,26 @@ impl Journal {
     /// Read everything back (once, at start-up); an unreadable record fails
     /// the start rather than silently losing history.
     pub fn load(&self) -> anyhow::Result<Loaded> {
-        let born = match self.dir.meta.get(BORN)? {
+        let engine = self.dir.engine()?;
+        let born = match engine.meta.get(BORN)? {
             Some(bytes) => read_u64(&bytes).context("the store's birth time is damaged")?,
             None => {
                 let now = unix_micros();
                 self.dir
-                    .commit(|batch| batch.insert(&self.dir.meta, BORN, now.to_be_bytes()))
+                    .commit(|engine, batch| batch.insert(&engine.meta, BORN, now.to_be_bytes()))
                     .map_err(|error| anyhow!("cannot initialise the store: {error}"))?;
                 now
             }
         };
         let mut floors = BTreeMap::new();
-        for item in self.dir.meta.prefix(b"floor\0") {
+        for item in engine.meta.prefix(b"floor\0") {
             let (key, value) = item.into_inner()?;
             let app = String::from_utf8(key[b"floor\0".len()..].to_vec())
                 .context("an app name in the store is damaged")?;
             floors.insert(app, read_u64(&value).context("an id floor is damaged")?);
         }
         let mut messages = Vec::new();
-        for item in self.dir.history.iter() {
+        for item in engine.history.iter() {
             let (key, value) = item.into_inner()?;
             messages.push(decode(&key, &value).context("a stored message is damaged")?);
         }
@@ -93,10 +94,10 @@ impl Journal {
 
     /// Write `entries` of `app` in one atomic batch.
     pub fn write(&self, app: &str, entries: &[Entry<'_>]) -> Result<(), DiskError> {
-        self.dir.commit(|batch| {
+        self.dir.commit(|engine, batch| {
             for entry in entries {
                 batch.insert(
-                    &self.dir.history,
+                    &engine.history,
                     key(app, entry.id),
                     encode(entry.streams, entry.frame),
                 );
@@ -112,13 +113,13 @@ impl Journal {
         if dropped.is_empty() {
             return;
         }
-        let written = self.dir.commit(|batch| {
+        let written = self.dir.commit(|engine, batch| {
             for (app, ids) in dropped {
                 for id in ids {
-                    batch.remove(&self.dir.history, key(app, *id));
+                    batch.remove(&engine.history, key(app, *id));
                 }
                 if let Some(floor) = floors.get(app) {
-                    batch.insert(&self.dir.meta, floor_key(app), floor.to_be_bytes());
+                    batch.insert(&engine.meta, floor_key(app), floor.to_be_bytes());
                 }
             }
         });

@@ -99,7 +99,8 @@ impl FileStore {
 
     fn count(&self) -> anyhow::Result<(usize, usize)> {
         let (mut entries, mut bytes) = (0, 0);
-        for item in self.dir.store.iter() {
+        let engine = self.dir.engine()?;
+        for item in engine.store.iter() {
             let (key, value) = item.into_inner()?;
             entries += 1;
             bytes += key.len() + value.len().saturating_sub(8) + ENTRY_OVERHEAD;
@@ -146,9 +147,15 @@ impl FileStore {
 
     /// The entry under `key`, live or expired.
     fn read(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        let bytes = self.dir.store.get(key).map_err(|error| {
-            StoreError::Unavailable(format!("the file store cannot read: {error}"))
-        })?;
+        let bytes = self
+            .dir
+            .engine()
+            .map_err(disk_error)?
+            .store
+            .get(key)
+            .map_err(|error| {
+                StoreError::Unavailable(format!("the file store cannot read: {error}"))
+            })?;
         Ok(bytes.as_deref().and_then(Entry::decode))
     }
 
@@ -184,7 +191,7 @@ impl FileStore {
         }
         let encoded = Entry::encode(value, expires_ms);
         self.dir
-            .commit(|batch| batch.insert(&self.dir.store, key, encoded))
+            .commit(|engine, batch| batch.insert(&engine.store, key, encoded))
             .map_err(disk_error)?;
         match old_charge {
             Some(old_charge) => {
@@ -202,7 +209,7 @@ impl FileStore {
     /// Remove `key` (under its stripe lock), which holds `old`.
     fn remove(&self, key: &str, old: &Entry) -> Result<(), StoreError> {
         self.dir
-            .commit(|batch| batch.remove(&self.dir.store, key))
+            .commit(|engine, batch| batch.remove(&engine.store, key))
             .map_err(disk_error)?;
         self.entries.fetch_sub(1, Ordering::Relaxed);
         self.bytes
@@ -322,7 +329,10 @@ impl FileStore {
     fn sweep(&self) -> usize {
         let now = now_ms();
         let mut expired = Vec::new();
-        for item in self.dir.store.iter() {
+        let Ok(engine) = self.dir.engine() else {
+            return 0;
+        };
+        for item in engine.store.iter() {
             let Ok((key, value)) = item.into_inner() else {
                 break;
             };
@@ -331,6 +341,7 @@ impl FileStore {
                 expired.push(key);
             }
         }
+        drop(engine);
         let mut swept = 0;
         for key in expired {
             let _stripe = self.stripe(&key);
