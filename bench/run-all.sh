@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every benchmark of docs/benchmarks.md in one go, on loopback: the product
-# and the bare-transport floor in the same run, presence against plain
-# channels, webhook throughput, a cut-off-and-recover overload run, two
-# nodes on Redis, and 50,000 sockets over three nodes.
+# and the bare-transport floor in the same run, the file store against
+# memory (and its restart), presence against plain channels, webhook
+# throughput, a cut-off-and-recover overload run, two nodes on Redis, and
+# 50,000 sockets over three nodes.
 # Human lines go to the terminal, JSON lines to $OUT (bench-results.jsonl).
 # Needs redis-server for the cluster runs (scripts/test installs it).
 set -euo pipefail
@@ -112,6 +113,32 @@ for shape in "1 1000 10" "1000 100 10"; do
     done
 done
 stop "$single_pid"
+
+# The file store against memory: the same connects and publishes on a
+# fresh node of each, alternating, twice; then a file store filled with
+# 100,000 tokens and a full history (1,000 channels of 100 messages) is
+# killed (SIGKILL) and started again, timed from the start to /readyz.
+echo "== one node: memory against the file store" >&2
+for round in 1 2; do
+    for store in memory file; do
+        flags=()
+        if [ "$store" = file ]; then flags=(--store "file:$work/store-$round"); fi
+        start_pusher "$store-$round" "${flags[@]}" <<<"$big"
+        run --label "$store" --target "$url" --host-pid "$pid" connect --sockets 10000
+        run --label "$store" --target "$url" --host-pid "$pid" \
+            fanout --subscribers 1000 --rate 100 --seconds 10
+        stop "$pid"
+    done
+done
+start_pusher filled --store "file:$work/store-restart" <<<"$big"
+run --label file --target "$url" --host-pid "$pid" fill --tokens 100000 --messages 100000
+kill -9 "$pid"
+wait "$pid" 2>/dev/null || true
+started=$(date +%s.%N)
+start_pusher restarted --store "file:$work/store-restart" <<<"$big"
+python3 -c 'import json, sys; print(json.dumps({"scenario": "restart", "label": "file", "tokens": 100000, "messages": 100000, "secs_to_ready": float(sys.argv[2]) - float(sys.argv[1])}))' \
+    "$started" "$(date +%s.%N)" | tee -a "$OUT"
+stop "$pid"
 
 # Presence on connect and subscribe: plain channels, then presence channels
 # (one member per socket), against one fresh server per run, so the two

@@ -53,6 +53,9 @@ struct Cli {
     /// of this app id instead of `POST /v1/publish`.
     #[arg(long, global = true)]
     pusher_app: Option<String>,
+    /// A word put into the JSON line as `label` (which build or store ran).
+    #[arg(long, global = true)]
+    label: Option<String>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -280,6 +283,10 @@ async fn main() -> anyhow::Result<()> {
             overload::run(&client, &settings).await?
         }
     };
+    let mut report = report;
+    if let (Some(label), Some(fields)) = (&cli.label, report.as_object_mut()) {
+        fields.insert("label".into(), json!(label));
+    }
     println!("{report}");
     Ok(())
 }

@@ -388,3 +388,104 @@ async fn sweep_periodically(store: Weak<FileStore>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FileStoreConfig;
+
+    const TTL: Duration = Duration::from_secs(60);
+    const G: Room = Room::General;
+
+    fn open(path: &std::path::Path, max_entries: usize, reserved: usize) -> Arc<FileStore> {
+        let config = FileStoreConfig {
+            min_free_mib: 0,
+            ..FileStoreConfig::default()
+        };
+        let dir = DataDir::open(path, config).unwrap();
+        FileStore::start(dir, max_entries, reserved, 1 << 20).unwrap()
+    }
+
+    #[tokio::test]
+    async fn set_if_absent_is_once_only_and_survives_a_reopen() {
+        let path = tempfile::tempdir().unwrap();
+        let store = open(path.path(), 100, 0);
+        assert_eq!(store.set_if_absent("k", b"1", TTL, G), Ok(true));
+        assert_eq!(store.set_if_absent("k", b"2", TTL, G), Ok(false));
+        assert_eq!(store.increment("c", 5, TTL, G), Ok(5));
+        drop(store);
+
+        let store = open(path.path(), 100, 0);
+        assert_eq!(store.entries(), 2);
+        assert_eq!(store.get("k"), Ok(Some(b"1".to_vec())));
+        assert_eq!(store.set_if_absent("k", b"3", TTL, G), Ok(false));
+        assert_eq!(store.increment("c", 1, TTL, G), Ok(6));
+    }
+
+    #[tokio::test]
+    async fn expired_entries_vanish_and_are_swept() {
+        let path = tempfile::tempdir().unwrap();
+        let store = open(path.path(), 100, 0);
+        store
+            .set("short", b"x", Duration::from_millis(30), G)
+            .unwrap();
+        store.set("long", b"y", TTL, G).unwrap();
+        assert_eq!(store.touch("missing", TTL), Ok(false));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(store.get("short"), Ok(None));
+        assert_eq!(store.touch("short", TTL), Ok(false));
+        assert_eq!(store.delete("short"), Ok(false));
+        store
+            .set("gone", b"x", Duration::from_millis(1), G)
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(store.sweep(), 1);
+        assert_eq!(store.entries(), 1);
+        assert_eq!(store.get("long"), Ok(Some(b"y".to_vec())));
+    }
+
+    #[tokio::test]
+    async fn touch_extends_life_and_counters_keep_their_expiry() {
+        let path = tempfile::tempdir().unwrap();
+        let store = open(path.path(), 100, 0);
+        store.set("k", b"x", Duration::from_millis(40), G).unwrap();
+        assert_eq!(store.touch("k", TTL), Ok(true));
+        assert_eq!(store.increment("c", 1, Duration::from_millis(40), G), Ok(1));
+        assert_eq!(store.increment("c", 2, TTL, G), Ok(3));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(store.get("k"), Ok(Some(b"x".to_vec())));
+        assert_eq!(store.increment("c", 1, TTL, G), Ok(1));
+        assert_eq!(store.decrement("c", 5), Ok(0));
+        assert_eq!(store.get("c"), Ok(None));
+        store.set("text", b"abc", TTL, G).unwrap();
+        assert!(matches!(
+            store.increment("text", 1, TTL, G),
+            Err(StoreError::InvalidArgument(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_full_store_refuses_new_keys_but_serves_existing_ones() {
+        let path = tempfile::tempdir().unwrap();
+        let store = open(path.path(), 2, 1);
+        store.set("a", b"1", TTL, G).unwrap();
+        store.set("b", b"1", TTL, G).unwrap();
+        assert!(store.full().is_some());
+        assert!(matches!(
+            store.set_if_absent("c", b"1", TTL, G),
+            Err(StoreError::Full(_))
+        ));
+        store.set("a", b"2", TTL, G).unwrap();
+        assert_eq!(store.get("a"), Ok(Some(b"2".to_vec())));
+        assert_eq!(
+            store.set_if_absent("c", b"1", TTL, Room::Reserved),
+            Ok(true)
+        );
+        assert!(matches!(
+            store.increment("d", 1, TTL, Room::Reserved),
+            Err(StoreError::Full(_))
+        ));
+        assert_eq!(store.delete("a"), Ok(true));
+        assert_eq!(store.entries(), 2);
+    }
+}
