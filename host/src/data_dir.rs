@@ -276,8 +276,16 @@ impl DataDir {
         }
     }
 
+    /// Bytes the database takes on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.engine()
+            .ok()
+            .and_then(|engine| engine.db.disk_space().ok())
+            .unwrap_or(0)
+    }
+
     /// Force what was written to the disk.
-    fn sync(&self) {
+    pub fn sync(&self) {
         if self.failure().is_some() {
             return;
         }

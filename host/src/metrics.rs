@@ -76,6 +76,8 @@ pub struct Metrics {
     pub deliveries: Family<AppLabels, Counter>,
     pub history_messages: Gauge,
     pub history_bytes: Gauge,
+    pub store_entries: Gauge,
+    pub store_disk_bytes: Gauge,
     pub publishes_refused: Family<RefusedPublishLabels, Counter>,
     pub plugin_calls: Family<PluginLabels, Counter>,
     pub plugin_call_seconds: Family<PluginCallLabels, Histogram>,
@@ -159,6 +161,8 @@ impl Metrics {
         let deliveries = Family::<AppLabels, Counter>::default();
         let history_messages = Gauge::default();
         let history_bytes = Gauge::default();
+        let store_entries = Gauge::default();
+        let store_disk_bytes = Gauge::default();
         let publishes_refused = Family::<RefusedPublishLabels, Counter>::default();
         let plugin_calls = Family::<PluginLabels, Counter>::default();
         let credential_refusals = Family::<OutcomeLabels, Counter>::default();
@@ -238,6 +242,16 @@ impl Metrics {
             history_bytes.clone(),
         );
         registry.register(
+            "store_entries",
+            "Entries in this node's memory or file store (expired ones not yet reclaimed included; 0 with Redis)",
+            store_entries.clone(),
+        );
+        registry.register(
+            "store_disk_bytes",
+            "Bytes the file store's database takes on disk (0 for the other stores)",
+            store_disk_bytes.clone(),
+        );
+        registry.register(
             "publishes_refused",
             "Client publish frames refused, by error reason",
             publishes_refused.clone(),
@@ -263,6 +277,8 @@ impl Metrics {
             deliveries,
             history_messages,
             history_bytes,
+            store_entries,
+            store_disk_bytes,
             publishes_refused,
             plugin_calls,
             plugin_call_seconds,

@@ -268,6 +268,9 @@ impl Server {
         if lost > 0 {
             tracing::warn!(lost, "webhook events still undelivered at exit are lost");
         }
+        // A graceful stop loses nothing, whatever the fsync window.
+        let store = self.state.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.sync()).await;
         Ok(())
     }
 }

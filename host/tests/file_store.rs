@@ -56,6 +56,41 @@ async fn try_publish(server_base: &str, body: &Value) -> Option<u64> {
     answer["id"].as_str()?.parse().ok()
 }
 
+/// A new client of the node at `base` subscribes to `news` from `since`;
+/// returns the `subscribed` answer and the ids of the `m` messages replayed,
+/// read up to a sentinel published after the subscribe.
+async fn replay_news(base: &str, since: &str) -> (Value, Vec<u64>) {
+    let response = http()
+        .post(format!("{base}/v1/tokens"))
+        .basic_auth(ALPHA.0, Some(ALPHA.1))
+        .json(&json!({"user_id": "dee", "channels": ["news"]}))
+        .send()
+        .await
+        .expect("POST /v1/tokens");
+    assert_eq!(response.status().as_u16(), 201);
+    let token = Token::from_response(&response.json().await.expect("token body"));
+    away_from_step_edge(30, 3).await;
+    let (mut socket, _) = connect(&token.url_with(&token.code(0))).await.welcomed();
+    send_json(
+        &mut socket,
+        json!({"type": "subscribe", "channel": "news", "since": since}),
+    )
+    .await;
+    let subscribed = next_json(&mut socket).await.expect("subscribed");
+    let end = json!({"channel": "news", "event": "end", "data": 0});
+    assert!(
+        try_publish(base, &end).await.is_some(),
+        "the sentinel was refused"
+    );
+    let replayed = messages_until(&mut socket, "end")
+        .await
+        .iter()
+        .filter(|message| message["event"] == "m")
+        .map(id_of)
+        .collect();
+    (subscribed, replayed)
+}
+
 #[tokio::test]
 async fn a_killed_node_comes_back_with_its_tokens_spent_codes_ids_and_history() {
     let dir = tempfile::tempdir().unwrap();
@@ -152,30 +187,8 @@ async fn sigkill_during_a_publish_stream_loses_no_acknowledged_message() {
     assert!(acknowledged.len() >= 300);
 
     let second = node(dir.path(), &config).await;
-    let token = second
-        .token(ALPHA, json!({"user_id": "dee", "channels": ["news"]}))
-        .await;
-    away_from_step_edge(30, 3).await;
-    let (mut socket, _) = connect(&token.url_with(&token.code(0))).await.welcomed();
-    send_json(
-        &mut socket,
-        json!({"type": "subscribe", "channel": "news", "since": start}),
-    )
-    .await;
-    let subscribed = next_json(&mut socket).await.unwrap();
+    let (subscribed, replayed) = replay_news(&second.base, &start).await;
     assert_eq!(subscribed["recovered"], true, "{subscribed}");
-    publish(
-        &second,
-        ALPHA,
-        json!({"channel": "news", "event": "end", "data": 0}),
-    )
-    .await;
-    let replayed: Vec<u64> = messages_until(&mut socket, "end")
-        .await
-        .iter()
-        .filter(|message| message["event"] == "m")
-        .map(id_of)
-        .collect();
     // In order, each once; a message accepted but not yet answered when
     // the node died may be there too, after the acknowledged ones.
     assert!(replayed.windows(2).all(|pair| pair[0] < pair[1]));
@@ -494,31 +507,9 @@ async fn fill_then_free(disk: &SmallDisk, pause: Duration) {
     acknowledged.push(body["id"].as_str().unwrap().parse().unwrap());
 
     // Nothing acknowledged was lost on the way.
-    let token = Token::from_response(
-        &status_and_body(
-            http()
-                .post(format!("{base}/v1/tokens"))
-                .basic_auth(ALPHA.0, Some(ALPHA.1))
-                .json(&json!({"user_id": "dee", "channels": ["news"]})),
-        )
-        .await
-        .1,
-    );
-    away_from_step_edge(30, 3).await;
-    let (mut socket, _) = connect(&token.url_with(&token.code(0))).await.welcomed();
     let since = (acknowledged[0] - 1).to_string();
-    send_json(
-        &mut socket,
-        json!({"type": "subscribe", "channel": "news", "since": since}),
-    )
-    .await;
-    let subscribed = next_json(&mut socket).await.unwrap();
+    let (subscribed, replayed) = replay_news(&base, &since).await;
     assert_eq!(subscribed["recovered"], true, "{subscribed}");
-    let mut replayed = Vec::new();
-    while replayed.len() < acknowledged.len() {
-        let frame = next_json(&mut socket).await.expect("socket open");
-        replayed.push(id_of(&frame));
-    }
     assert_eq!(replayed, acknowledged);
 }
 
@@ -543,4 +534,45 @@ async fn a_disk_that_really_fills_is_reported_and_the_store_reopens_when_space_r
         &format!("{DEEP_HISTORY}[file_store]\nmin_free_mib = 0\n"),
     );
     fill_then_free(&disk, Duration::ZERO).await;
+}
+
+/// A power loss can leave the journal's last write torn: the node starts,
+/// drops the torn tail and keeps everything before it (a power loss loses
+/// at most the last writes, never the store).
+#[tokio::test]
+async fn a_torn_journal_tail_loses_only_the_last_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!("{ONE_APP}\n{DEEP_HISTORY}");
+    let mut first = node(dir.path(), &config).await;
+    let mut acknowledged = Vec::new();
+    for n in 0..50 {
+        let body = json!({"channel": "news", "event": "m", "data": n});
+        acknowledged.push(publish(&first, ALPHA, body).await.parse::<u64>().unwrap());
+    }
+    first.kill();
+    let journal = std::fs::read_dir(dir.path().join("db"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "jnl"))
+        .max()
+        .expect("a journal file");
+    // Cut the journal in the middle of the last message's frame.
+    let bytes = std::fs::read(&journal).unwrap();
+    let needle = b"\"data\":49}";
+    let last = bytes
+        .windows(needle.len())
+        .rposition(|window| window == needle)
+        .expect("the last message in the journal");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&journal)
+        .unwrap();
+    file.set_len(last as u64 + 3).unwrap();
+    drop(file);
+
+    let second = node(dir.path(), &config).await;
+    let since = (acknowledged[0] - 1).to_string();
+    let (subscribed, replayed) = replay_news(&second.base, &since).await;
+    assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+    assert_eq!(replayed[..], acknowledged[..acknowledged.len() - 1]);
 }

@@ -161,6 +161,10 @@ async fn metrics(
     state.metrics.history_messages.set(history);
     let history_bytes = i64::try_from(state.broker.history_bytes()).unwrap_or(i64::MAX);
     state.metrics.history_bytes.set(history_bytes);
+    let store_entries = i64::try_from(state.store.entries()).unwrap_or(i64::MAX);
+    state.metrics.store_entries.set(store_entries);
+    let disk_bytes = i64::try_from(state.store.disk_bytes()).unwrap_or(i64::MAX);
+    state.metrics.store_disk_bytes.set(disk_bytes);
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     Ok((
         [(axum::http::header::CONTENT_TYPE, content_type)],

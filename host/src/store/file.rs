@@ -137,6 +137,16 @@ impl FileStore {
         self.entries.load(Ordering::Relaxed)
     }
 
+    /// Bytes the database takes on disk.
+    pub fn disk_bytes(&self) -> u64 {
+        self.dir.disk_bytes()
+    }
+
+    /// Force everything written so far to the disk.
+    pub fn sync(&self) {
+        self.dir.sync();
+    }
+
     pub fn ping(&self) -> Result<(), StoreError> {
         match self.dir.writable() {
             // A full disk is reported as "full" by `full`, with its reason.

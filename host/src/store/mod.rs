@@ -76,6 +76,31 @@ impl StoreBackend {
         }
     }
 
+    /// Entries held in this process's store (none counted with Redis).
+    pub fn entries(&self) -> usize {
+        match self {
+            StoreBackend::Memory(memory) => memory.len(),
+            StoreBackend::File(file) => file.entries(),
+            StoreBackend::Redis(_) => 0,
+        }
+    }
+
+    /// Bytes the file store takes on disk (0 for the others).
+    pub fn disk_bytes(&self) -> u64 {
+        match self {
+            StoreBackend::File(file) => file.disk_bytes(),
+            _ => 0,
+        }
+    }
+
+    /// Force what the file store wrote to the disk (at shutdown; the
+    /// others have nothing to force).
+    pub fn sync(&self) {
+        if let StoreBackend::File(file) = self {
+            file.sync();
+        }
+    }
+
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
             StoreBackend::Memory(memory) => Ok(memory.get(key)),
