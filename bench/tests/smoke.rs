@@ -265,3 +265,62 @@ secret = "nohook-secret"
         "{report}"
     );
 }
+
+#[test]
+fn fill_writes_every_token_and_message_into_a_file_store_that_keeps_them() {
+    let dir = std::env::temp_dir().join(format!("madx-bench-smoke-fill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = format!("file:{}", dir.display());
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        &store,
+        "--operator-token",
+        "smoke-operator-token",
+    ];
+    let mut pusher = start(pusher_binary(), &args);
+    let report = bench(
+        &pusher,
+        &[
+            "fill",
+            "--tokens",
+            "200",
+            "--messages",
+            "300",
+            "--per-channel",
+            "100",
+        ],
+    );
+    assert_eq!(report["tokens"], 200, "{report}");
+    assert_eq!(report["messages"], 300, "{report}");
+
+    // Killed and started again on the same directory: all of it is there.
+    pusher.kill();
+    let pusher = start(pusher_binary(), &args);
+    let metrics = tokio::runtime::Runtime::new()
+        .expect("a runtime")
+        .block_on(async {
+            madx_test_support::http()
+                .get(format!("{}/metrics", pusher.base))
+                .bearer_auth("smoke-operator-token")
+                .send()
+                .await
+                .expect("GET /metrics")
+                .text()
+                .await
+                .expect("metrics text")
+        });
+    let series = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert_eq!(series("madx_store_entries"), 200.0);
+    assert_eq!(series("madx_history_messages"), 300.0);
+    drop(pusher);
+    let _ = std::fs::remove_dir_all(&dir);
+}
