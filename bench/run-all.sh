@@ -10,6 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 OUT=${OUT:-bench-results.jsonl}
+# Rounds of each comparison (product against floor, file against memory),
+# each on fresh servers; bench/summarize.py reports the median and spread
+# of every ratio over them. Judge a target on REPEAT=5.
+REPEAT=${REPEAT:-1}
 cargo build --release -p madx-pusher -p madx-bench
 BENCH=target/release/madx-bench
 PUSHER=target/release/madx-pusher
@@ -87,19 +91,23 @@ big='operator_token = "bench-operator-token"
 [limits]
 max_sockets_per_app = 100000'
 
-echo "== one node, in memory, and the floor" >&2
-start_pusher single <<<"$big"
-single_url=$url single_pid=$pid
-start_floor
-run --target "$single_url" --host-pid "$single_pid" idle --sockets 19000
-run --target "$floor_url" --host-pid "$floor_pid" --floor idle --sockets 19000
-run --target "$single_url" --host-pid "$single_pid" connect --sockets 10000
-for shape in "1000 100 10" "10000 10 10"; do
-    read -r subscribers rate seconds <<<"$shape"
-    run --target "$single_url" --host-pid "$single_pid" \
-        fanout --subscribers "$subscribers" --rate "$rate" --seconds "$seconds"
-    run --target "$floor_url" --host-pid "$floor_pid" --floor \
-        fanout --subscribers "$subscribers" --rate "$rate" --seconds "$seconds"
+echo "== one node, in memory, and the floor ($REPEAT rounds)" >&2
+for round in $(seq "$REPEAT"); do
+    start_pusher "single-$round" <<<"$big"
+    single_url=$url single_pid=$pid
+    start_floor
+    product=(--label product --round "$round" --target "$single_url" --host-pid "$single_pid")
+    floor=(--label floor --round "$round" --target "$floor_url" --host-pid "$floor_pid" --floor)
+    run "${product[@]}" idle --sockets 19000
+    run "${floor[@]}" idle --sockets 19000
+    run "${product[@]}" connect --sockets 10000
+    for shape in "1000 100 10" "10000 10 10"; do
+        read -r subscribers rate seconds <<<"$shape"
+        run "${product[@]}" fanout --subscribers "$subscribers" --rate "$rate" --seconds "$seconds"
+        run "${floor[@]}" fanout --subscribers "$subscribers" --rate "$rate" --seconds "$seconds"
+    done
+    stop "$floor_pid"
+    if [ "$round" -lt "$REPEAT" ]; then stop "$single_pid"; fi
 done
 run --target "$single_url" --host-pid "$single_pid" inboxes --sockets 1000 --rate 1000 --seconds 5
 # The Pusher HTTP API's publish path (signed triggers) against /v1/publish,
@@ -115,17 +123,17 @@ done
 stop "$single_pid"
 
 # The file store against memory: the same connects and publishes on a
-# fresh node of each, alternating, twice; then a file store filled with
+# fresh node of each, alternating, REPEAT rounds; then a file store filled with
 # 100,000 tokens and a full history (1,000 channels of 100 messages) is
 # killed (SIGKILL) and started again, timed from the start to /readyz.
 echo "== one node: memory against the file store" >&2
-for round in 1 2; do
+for round in $(seq "$REPEAT"); do
     for store in memory file; do
         flags=()
         if [ "$store" = file ]; then flags=(--store "file:$work/store-$round"); fi
         start_pusher "$store-$round" "${flags[@]}" <<<"$big"
-        run --label "$store" --target "$url" --host-pid "$pid" connect --sockets 10000
-        run --label "$store" --target "$url" --host-pid "$pid" \
+        run --label "$store" --round "$round" --target "$url" --host-pid "$pid" connect --sockets 10000
+        run --label "$store" --round "$round" --target "$url" --host-pid "$pid" \
             fanout --subscribers 1000 --rate 100 --seconds 10
         stop "$pid"
     done
@@ -232,4 +240,6 @@ for generator in "${generators[@]}"; do
     wait "$generator"
 done
 
+echo "== ratios over the rounds (median, lowest, highest)" >&2
+python3 bench/summarize.py "$OUT" >&2
 echo "results: $OUT" >&2

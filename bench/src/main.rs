@@ -56,6 +56,10 @@ struct Cli {
     /// A word put into the JSON line as `label` (which build or store ran).
     #[arg(long, global = true)]
     label: Option<String>,
+    /// Which round of a repeated comparison this is, put into the JSON
+    /// line as `round` (`bench/summarize.py` pairs runs by it).
+    #[arg(long, global = true)]
+    round: Option<u32>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -284,8 +288,13 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let mut report = report;
-    if let (Some(label), Some(fields)) = (&cli.label, report.as_object_mut()) {
-        fields.insert("label".into(), json!(label));
+    if let Some(fields) = report.as_object_mut() {
+        if let Some(label) = &cli.label {
+            fields.insert("label".into(), json!(label));
+        }
+        if let Some(round) = cli.round {
+            fields.insert("round".into(), json!(round));
+        }
     }
     println!("{report}");
     Ok(())
