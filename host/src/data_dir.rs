@@ -22,7 +22,7 @@
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -76,6 +76,10 @@ impl Engine {
                     "the store {} is in use by another process (one node per directory)",
                     path.display()
                 ),
+                // The disk or the permissions, not the data.
+                fjall::Error::Io(io) => {
+                    anyhow::anyhow!("the store {} cannot be opened: {io}", path.display())
+                }
                 other => anyhow::anyhow!(
                     "the store {} cannot be opened ({other}): it is damaged or not a \
                      madx-pusher store; restore it from a backup or move it aside",
@@ -112,6 +116,9 @@ pub struct DataDir {
     low_space: AtomicBool,
     /// The failed write that stopped fjall, until it is reopened.
     failure: Mutex<Option<DiskError>>,
+    /// How many times the database was reopened: what was counted from
+    /// the old one is counted again.
+    generation: AtomicU64,
 }
 
 impl DataDir {
@@ -127,6 +134,7 @@ impl DataDir {
             config,
             low_space: AtomicBool::new(false),
             failure: Mutex::new(None),
+            generation: AtomicU64::new(0),
         });
         dir.check_space();
         tokio::spawn(sync_periodically(Arc::downgrade(&dir)));
@@ -159,14 +167,38 @@ impl DataDir {
         })
     }
 
+    /// How many times the database was reopened after a failed write.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
     /// Write the batch that `fill` makes, atomically: on the operating
     /// system (and, with `fsync_ms = 0`, on the disk) when this returns
-    /// `Ok`.
+    /// `Ok`. A failed commit may still be applied when the database is
+    /// reopened (the rest of its batch left in fjall's buffer is written
+    /// then): a refusal after a failed write means "maybe".
     pub fn commit(
         &self,
         fill: impl FnOnce(&Engine, &mut OwnedWriteBatch),
     ) -> Result<(), DiskError> {
         self.writable()?;
+        self.write(fill)
+    }
+
+    /// As [`DataDir::commit`] for deletes: taken while the disk is short
+    /// of space too (the reserve is there for them: they let compaction
+    /// give space back), refused only after a failed write.
+    pub fn commit_deletes(
+        &self,
+        fill: impl FnOnce(&Engine, &mut OwnedWriteBatch),
+    ) -> Result<(), DiskError> {
+        if let Some(failure) = self.failure() {
+            return Err(failure);
+        }
+        self.write(fill)
+    }
+
+    fn write(&self, fill: impl FnOnce(&Engine, &mut OwnedWriteBatch)) -> Result<(), DiskError> {
         let engine = self.engine()?;
         let mut batch = engine.db.batch();
         fill(&engine, &mut batch);
@@ -179,7 +211,12 @@ impl DataDir {
 
     /// Remember a failed write: fjall takes no more after one.
     fn failed(&self, error: fjall::Error) -> DiskError {
-        let full = matches!(&error, fjall::Error::Io(io) if io.kind() == ErrorKind::StorageFull);
+        // A background flush that hit a full disk poisons fjall too: ask
+        // the disk rather than trust the error's kind.
+        let full = matches!(&error, fjall::Error::Io(io) if io.kind() == ErrorKind::StorageFull)
+            || self
+                .free_bytes()
+                .is_some_and(|free| free < self.reopen_free_bytes());
         let text = if full {
             format!(
                 "the disk of the store {} is full; writes resume when it has space again",
@@ -214,11 +251,20 @@ impl DataDir {
             .clone()
     }
 
+    fn free_bytes(&self) -> Option<u64> {
+        let stat = rustix::fs::statvfs(&self.path).ok()?;
+        Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
+    /// Free space a failed database waits for before it is reopened.
+    fn reopen_free_bytes(&self) -> u64 {
+        REOPEN_FREE_BYTES.max(self.config.min_free_mib.saturating_mul(1 << 20))
+    }
+
     /// Look at the disk's free space; below the reserve, writes stop.
     /// Returns the free bytes.
     fn check_space(&self) -> Option<u64> {
-        let stat = rustix::fs::statvfs(&self.path).ok()?;
-        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        let free = self.free_bytes()?;
         let low = free < self.config.min_free_mib.saturating_mul(1 << 20);
         if self.low_space.swap(low, Ordering::Relaxed) != low {
             if low {
@@ -237,9 +283,7 @@ impl DataDir {
     /// After a failed write, once the disk has space: close the database
     /// and open it again (fjall refuses writes after a failed one).
     fn recover(&self, free: u64) {
-        if self.failure().is_none()
-            || free < REOPEN_FREE_BYTES.max(self.config.min_free_mib.saturating_mul(1 << 20))
-        {
+        if self.failure().is_none() || free < self.reopen_free_bytes() {
             return;
         }
         if let Some(mut old) = self.engine.swap(None) {
@@ -266,6 +310,7 @@ impl DataDir {
         match Engine::open(&self.path) {
             Ok(engine) => {
                 self.engine.store(Some(Arc::new(engine)));
+                self.generation.fetch_add(1, Ordering::Relaxed);
                 *self
                     .failure
                     .lock()
@@ -312,7 +357,13 @@ fn prepare(path: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(path)
         .with_context(|| format!("cannot create the store directory {}", path.display()))?;
     let mut entries = std::fs::read_dir(path)
-        .with_context(|| format!("cannot read the store directory {}", path.display()))?;
+        .with_context(|| format!("cannot read the store directory {}", path.display()))?
+        // A fresh filesystem's own folder does not make it foreign.
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .map_or(true, |entry| entry.file_name() != "lost+found")
+        });
     if entries.next().is_some() {
         bail!(
             "{} is not empty and is not a madx-pusher store (no {MARKER} file); refusing to \

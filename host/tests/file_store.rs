@@ -573,6 +573,10 @@ async fn a_torn_journal_tail_loses_only_the_last_write() {
     let second = node(dir.path(), &config).await;
     let since = (acknowledged[0] - 1).to_string();
     let (subscribed, replayed) = replay_news(&second.base, &since).await;
-    assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+    assert_eq!(subscribed["recovered"], true, "{subscribed}");
     assert_eq!(replayed[..], acknowledged[..acknowledged.len() - 1]);
+    // A client that saw the lost message cannot be told it missed nothing.
+    let lost = acknowledged[acknowledged.len() - 1].to_string();
+    let (subscribed, _) = replay_news(&second.base, &lost).await;
+    assert_eq!(subscribed["recovered"], false, "{subscribed}");
 }

@@ -5,7 +5,7 @@
 //!
 //! Layout in the directory's keyspaces:
 //! - `history`: `<app> 0x00 <id, 8 bytes big-endian>` -> the message's
-//!   streams (count, then each name with its length, 2 bytes big-endian)
+//!   streams (count, then each name with its length, 4 bytes big-endian)
 //!   followed by its frame.
 //! - `meta`: `floor 0x00 <app>` -> the highest id of the app deleted so far
 //!   (a recovery from an older id cannot be complete); `born` -> when the
@@ -106,14 +106,19 @@ impl Journal {
     }
 
     /// Delete messages the bounds let go of, raising each app's floor to
-    /// the highest id deleted. Not acknowledged to anyone: a delete lost in
-    /// a crash is made again when the same bounds meet the message after
-    /// the restart.
-    pub fn forget(&self, dropped: &BTreeMap<String, Vec<u64>>, floors: &BTreeMap<String, u64>) {
+    /// the highest id deleted; `false` when the directory refused (the
+    /// caller keeps the ids for the next try). Not acknowledged to anyone:
+    /// a delete lost in a crash is made again when the same bounds meet
+    /// the message after the restart.
+    pub fn forget(
+        &self,
+        dropped: &BTreeMap<String, Vec<u64>>,
+        floors: &BTreeMap<String, u64>,
+    ) -> bool {
         if dropped.is_empty() {
-            return;
+            return true;
         }
-        let written = self.dir.commit(|engine, batch| {
+        let written = self.dir.commit_deletes(|engine, batch| {
             for (app, ids) in dropped {
                 for id in ids {
                     batch.remove(&engine.history, key(app, *id));
@@ -123,9 +128,10 @@ impl Journal {
                 }
             }
         });
-        if let Err(error) = written {
+        if let Err(error) = &written {
             tracing::warn!(%error, "history that aged out could not be deleted from the store yet");
         }
+        written.is_ok()
     }
 }
 
@@ -144,12 +150,12 @@ fn floor_key(app: &str) -> Vec<u8> {
 fn encode(streams: &[Target], frame: &str) -> Vec<u8> {
     let names: Vec<String> = streams.iter().map(Target::stream_name).collect();
     let mut value =
-        Vec::with_capacity(frame.len() + 2 + names.iter().map(|n| n.len() + 2).sum::<usize>());
-    // Counts and lengths fit: targets are few and names short (checked
-    // against the limits before a message gets here).
-    value.extend_from_slice(&(names.len() as u16).to_be_bytes());
+        Vec::with_capacity(frame.len() + 4 + names.iter().map(|n| n.len() + 4).sum::<usize>());
+    // Counts and lengths fit in 32 bits: they are bounded by the request
+    // body limit long before that.
+    value.extend_from_slice(&(names.len() as u32).to_be_bytes());
     for name in &names {
-        value.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        value.extend_from_slice(&(name.len() as u32).to_be_bytes());
         value.extend_from_slice(name.as_bytes());
     }
     value.extend_from_slice(frame.as_bytes());
@@ -161,11 +167,12 @@ fn decode(key: &[u8], value: &[u8]) -> Option<Logged> {
     let (app, id) = key.split_at(split);
     let id = read_u64(id.get(1..)?)?;
     let app = String::from_utf8(app.to_vec()).ok()?;
-    let (count, mut rest) = value.split_first_chunk::<2>()?;
+    let (count, mut rest) = value.split_first_chunk::<4>()?;
     let mut streams = Vec::new();
-    for _ in 0..u16::from_be_bytes(*count) {
-        let (length, tail) = rest.split_first_chunk::<2>()?;
-        let (name, tail) = tail.split_at_checked(usize::from(u16::from_be_bytes(*length)))?;
+    for _ in 0..u32::from_be_bytes(*count) {
+        let (length, tail) = rest.split_first_chunk::<4>()?;
+        let length = usize::try_from(u32::from_be_bytes(*length)).ok()?;
+        let (name, tail) = tail.split_at_checked(length)?;
         streams.push(Target::from_stream_name(std::str::from_utf8(name).ok()?)?);
         rest = tail;
     }
@@ -196,7 +203,7 @@ mod tests {
             ("app-1", 7, frame)
         );
         assert_eq!(logged.streams, streams);
-        assert!(decode(&key("app-1", 7), &value[..5]).is_none());
+        assert!(decode(&key("app-1", 7), &value[..9]).is_none());
         assert!(decode(b"short", &value).is_none());
     }
 }

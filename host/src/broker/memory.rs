@@ -75,6 +75,11 @@ struct AppHistory {
     forgotten: Vec<u64>,
     /// The highest id deleted so far (the journal's floor for the app).
     deleted_max: u64,
+    /// The highest id this process found when it started: ids between it
+    /// and the start may have been handed out and lost (a power loss
+    /// within the fsync window, a restored backup), so a recovery from one
+    /// of them cannot be known complete.
+    known_until: u64,
 }
 
 impl AppHistory {
@@ -87,6 +92,7 @@ impl AppHistory {
             bytes: 0,
             forgotten: Vec::new(),
             deleted_max: floor,
+            known_until: floor,
         }
     }
 
@@ -97,13 +103,15 @@ impl AppHistory {
         self.last_id
     }
 
-    /// Can a replay from `since` be complete for `target`?
-    fn covers(&self, target: &Target, since: u64) -> bool {
+    /// Can a replay from `since` be complete for `target`? Not from an
+    /// id between what was known at start and the start (`started`).
+    fn covers(&self, target: &Target, since: u64, started: u64) -> bool {
         let floor = self
             .streams
             .get(target)
             .map_or(self.forgotten_max, |stream| stream.dropped_max);
-        since >= floor
+        let unknown = since > self.known_until && since < started;
+        since >= floor && !unknown
     }
 
     /// One stream let go of message `id`; forget the message when no
@@ -191,6 +199,9 @@ pub struct MemoryBroker {
     /// Ids below this were handed out before this process started (or,
     /// with a journal, before the store directory was made).
     start_floor: u64,
+    /// When this process started, in microseconds (ids from before it that
+    /// it does not know may be lost).
+    started: u64,
     journal: Option<Journal>,
 }
 
@@ -248,6 +259,12 @@ impl MemoryBroker {
             hub,
             limits,
             start_floor,
+            // In memory, everything before the start is unknown anyway.
+            started: if journal.is_some() {
+                unix_micros()
+            } else {
+                start_floor
+            },
             journal,
         }
     }
@@ -285,6 +302,7 @@ impl MemoryBroker {
         }
         let State { apps, totals } = &mut *state;
         for app in apps.values_mut() {
+            app.known_until = app.last_id;
             app.drop_aged(ttl, now, totals);
         }
         tracing::info!(
@@ -425,8 +443,17 @@ impl MemoryBroker {
             floors.insert(name.clone(), app.deleted_max);
             dropped.insert(name.clone(), ids);
         }
-        if let Some(journal) = &self.journal {
-            journal.forget(&dropped, &floors);
+        let Some(journal) = &self.journal else {
+            return;
+        };
+        if !journal.forget(&dropped, &floors) {
+            // Tried again with the next batch (a floor on disk lower than
+            // in memory is only more careful).
+            for (name, ids) in dropped {
+                if let Some(app) = state.apps.get_mut(&name) {
+                    app.forgotten.extend(ids);
+                }
+            }
         }
     }
 
@@ -456,7 +483,7 @@ impl MemoryBroker {
             let mut messages: Vec<(u64, Utf8Bytes)> = Vec::new();
             let mut recovered = true;
             for target in streams {
-                recovered &= app.covers(target, since);
+                recovered &= app.covers(target, since, self.started);
                 if let Some(stream) = app.streams.get(target) {
                     messages.extend(
                         stream

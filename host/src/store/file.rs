@@ -89,12 +89,18 @@ impl FileStore {
             reserved_entries,
             max_bytes,
         });
-        let (entries, bytes) = store.count()?;
-        store.entries.store(entries, Ordering::Relaxed);
-        store.bytes.store(bytes, Ordering::Relaxed);
+        store.recount()?;
         store.sweep();
         tokio::spawn(sweep_periodically(Arc::downgrade(&store)));
         Ok(store)
+    }
+
+    /// Count what the database holds (at start, and after a reopen).
+    fn recount(&self) -> anyhow::Result<()> {
+        let (entries, bytes) = self.count()?;
+        self.entries.store(entries, Ordering::Relaxed);
+        self.bytes.store(bytes, Ordering::Relaxed);
+        Ok(())
     }
 
     fn count(&self) -> anyhow::Result<(usize, usize)> {
@@ -206,7 +212,7 @@ impl FileStore {
         match old_charge {
             Some(old_charge) => {
                 self.bytes.fetch_add(new_charge, Ordering::Relaxed);
-                self.bytes.fetch_sub(old_charge, Ordering::Relaxed);
+                decrease(&self.bytes, old_charge);
             }
             None => {
                 self.entries.fetch_add(1, Ordering::Relaxed);
@@ -219,11 +225,10 @@ impl FileStore {
     /// Remove `key` (under its stripe lock), which holds `old`.
     fn remove(&self, key: &str, old: &Entry) -> Result<(), StoreError> {
         self.dir
-            .commit(|engine, batch| batch.remove(&engine.store, key))
+            .commit_deletes(|engine, batch| batch.remove(&engine.store, key))
             .map_err(disk_error)?;
-        self.entries.fetch_sub(1, Ordering::Relaxed);
-        self.bytes
-            .fetch_sub(charge(key, old.value.len()), Ordering::Relaxed);
+        decrease(&self.entries, 1);
+        decrease(&self.bytes, charge(key, old.value.len()));
         Ok(())
     }
 
@@ -367,6 +372,14 @@ impl FileStore {
     }
 }
 
+/// Counts are estimates after a failed write (its key may or may not have
+/// landed): they never wrap below zero, and are recounted after a reopen.
+fn decrease(counter: &AtomicUsize, by: usize) {
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+        Some(now.saturating_sub(by))
+    });
+}
+
 fn disk_error(error: DiskError) -> StoreError {
     match error {
         DiskError::Full(reason) => StoreError::Full(reason),
@@ -388,12 +401,22 @@ fn expiry(ttl: Duration) -> u64 {
 async fn sweep_periodically(store: Weak<FileStore>) {
     let mut interval = tokio::time::interval(SWEEP_INTERVAL);
     interval.tick().await;
+    let mut generation = 0;
     loop {
         interval.tick().await;
         let Some(store) = store.upgrade() else { return };
         // A pass over every key reads the disk: not on a runtime thread.
-        let swept = tokio::task::spawn_blocking(move || store.sweep()).await;
-        if let Ok(swept @ 1..) = swept {
+        let swept = tokio::task::spawn_blocking(move || {
+            let reopened = store.dir.generation();
+            if reopened != generation && store.recount().is_ok() {
+                generation = reopened;
+            }
+            (store.sweep(), generation)
+        })
+        .await;
+        let Ok((swept, seen)) = swept else { return };
+        generation = seen;
+        if swept > 0 {
             tracing::trace!(swept, "expired file store entries deleted");
         }
     }
