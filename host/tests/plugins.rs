@@ -560,6 +560,37 @@ fn plugin_check_passes_the_built_in_and_example_components() {
     );
 }
 
+/// Every interface a component imports is wired into each of its fresh
+/// instances, on every call; the built-in router is built without WASI
+/// (host/build.rs), which makes its calls about a third cheaper.
+#[test]
+fn the_built_in_router_imports_nothing_from_wasi() {
+    let checked = plugin_check(&["--router", "built-in"]);
+    checked.assert_all_passed();
+    let imports: Vec<&str> = checked
+        .stdout
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("import "))
+        .map(|import| import.split_once(": ").expect(import).0)
+        .collect();
+    assert!(!imports.is_empty(), "{}", checked.stdout);
+    assert!(
+        imports.iter().all(|name| name.starts_with("madx:pusher/")),
+        "{}",
+        checked.stdout
+    );
+    // The auth component still reads the clock and randomness from WASI.
+    let checked = plugin_check(&["--auth", "built-in"]);
+    checked.assert_all_passed();
+    assert!(
+        checked.stdout.lines().any(|line| line
+            .trim_start()
+            .starts_with("import wasi:clocks/wall-clock@")),
+        "{}",
+        checked.stdout
+    );
+}
+
 #[test]
 fn plugin_check_asks_with_the_authors_inputs_and_says_what_a_policy_refused() {
     let plugin = build_example_plugin("madx-example-auth-user-policy");

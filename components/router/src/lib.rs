@@ -13,6 +13,9 @@
 
 pub mod rules;
 
+#[cfg(all(target_arch = "wasm32", target_os = "unknown", feature = "component"))]
+mod arena;
+
 /// The WIT binding, only in the WebAssembly build with the `component`
 /// feature (natively, or without it, the crate is just the rules and their
 /// tests).
