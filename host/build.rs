@@ -3,38 +3,19 @@
 //! the binary. A newcomer runs `cargo build` and gets a single
 //! self-contained executable.
 //!
-//! The auth component is built for `wasm32-wasip2` (it reads the clock and
-//! randomness through WASI). The router needs no WASI at all, so it is built
-//! for `wasm32-unknown-unknown` and made a component here: without the WASI
-//! world that `wasm32-wasip2` links into every component, each fresh
-//! instance costs about a third less (docs/benchmarks.md).
+//! Both are built for `wasm32-unknown-unknown` and made components here:
+//! without the WASI world that `wasm32-wasip2` links into every component
+//! (auth imports only WASI's wall clock and random), each fresh instance
+//! costs about a third less (docs/benchmarks.md).
 
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A default plugin: its package, its artifact's name and its target.
-struct Plugin {
-    package: &'static str,
-    artifact: &'static str,
-    target: &'static str,
-}
-
-/// A core module for this target is made a component by [`componentize`].
-const CORE_TARGET: &str = "wasm32-unknown-unknown";
-
-const PLUGINS: [Plugin; 2] = [
-    Plugin {
-        package: "madx-auth",
-        artifact: "madx_auth",
-        target: "wasm32-wasip2",
-    },
-    Plugin {
-        package: "madx-router",
-        artifact: "madx_router",
-        target: CORE_TARGET,
-    },
-];
+/// The default plugins: package and artifact.
+const PLUGINS: [(&str, &str); 2] = [("madx-auth", "madx_auth"), ("madx-router", "madx_router")];
+/// Built as core modules, then made components by [`componentize`].
+const TARGET: &str = "wasm32-unknown-unknown";
 /// A directory holding `madx_auth.wasm` and `madx_router.wasm` to embed
 /// instead of building them.
 const PREBUILT_VARIABLE: &str = "MADX_PREBUILT_PLUGINS";
@@ -55,14 +36,14 @@ fn main() {
     }
 
     // Components built beforehand: for a host build by a toolchain that has
-    // no wasm32-wasip2 target (the nightly one `scripts/fuzz` uses).
+    // no wasm32 targets (the nightly one `scripts/fuzz` uses).
     println!("cargo:rerun-if-env-changed={PREBUILT_VARIABLE}");
     if let Some(prebuilt) = env::var_os(PREBUILT_VARIABLE) {
         let prebuilt = PathBuf::from(prebuilt);
-        for plugin in &PLUGINS {
-            let file = prebuilt.join(format!("{}.wasm", plugin.artifact));
+        for (_, artifact) in PLUGINS {
+            let file = prebuilt.join(format!("{artifact}.wasm"));
             println!("cargo:rerun-if-changed={}", file.display());
-            copy(&file, &out_dir.join(format!("{}.wasm", plugin.artifact)));
+            copy(&file, &out_dir.join(format!("{artifact}.wasm")));
         }
         return;
     }
@@ -74,31 +55,28 @@ fn main() {
         .unwrap_or_else(|| workspace.join("target"));
     let plugin_target = target_root.join("plugins");
 
-    for plugin in &PLUGINS {
-        build(&workspace, &plugin_target, plugin);
-        let built = plugin_target
-            .join(plugin.target)
-            .join("plugin")
-            .join(format!("{}.wasm", plugin.artifact));
-        let embedded = out_dir.join(format!("{}.wasm", plugin.artifact));
-        if plugin.target == CORE_TARGET {
-            componentize(&built, &embedded);
-        } else {
-            copy(&built, &embedded);
-        }
+    build(&workspace, &plugin_target);
+    let built = plugin_target.join(TARGET).join("plugin");
+    for (_, artifact) in PLUGINS {
+        componentize(
+            &built.join(format!("{artifact}.wasm")),
+            &out_dir.join(format!("{artifact}.wasm")),
+        );
     }
 }
 
-/// Build one plugin for its target with the `plugin` profile.
-fn build(workspace: &Path, plugin_target: &Path, plugin: &Plugin) {
+/// Build the default plugins' core modules with the `plugin` profile.
+fn build(workspace: &Path, plugin_target: &Path) {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
         .current_dir(workspace)
-        .args(["build", "--target", plugin.target, "--profile", "plugin"])
-        .args(["--package", plugin.package])
+        .args(["build", "--target", TARGET, "--profile", "plugin"])
         .arg("--target-dir")
         .arg(plugin_target);
+    for (package, _) in PLUGINS {
+        command.args(["--package", package]);
+    }
     // Settings meant for the host build must not leak into the guest build
     // (clippy's wrapper, host RUSTFLAGS, an explicit host target).
     for variable in [
@@ -118,10 +96,9 @@ fn build(workspace: &Path, plugin_target: &Path, plugin: &Plugin) {
     });
     if !status.success() {
         panic!(
-            "building {} for {} failed (see above). If the target is missing, \
-             run `rustup toolchain install` in the repository root: it reads \
-             rust-toolchain.toml and adds wasm32-wasip2 and wasm32-unknown-unknown.",
-            plugin.package, plugin.target
+            "building the default plugins for {TARGET} failed (see above). If the \
+             target is missing, run `rustup toolchain install` in the repository \
+             root: it reads rust-toolchain.toml and adds it."
         );
     }
 }

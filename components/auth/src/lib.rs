@@ -7,3 +7,7 @@ use madx_auth_core::component::DefaultAuth;
 
 #[cfg(target_arch = "wasm32")]
 madx_auth_core::component::export_auth_component!(DefaultAuth);
+
+// Links the allocator of the wasm32-unknown-unknown build.
+#[cfg(target_arch = "wasm32")]
+use madx_guest_arena as _;

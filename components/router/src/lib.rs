@@ -13,8 +13,9 @@
 
 pub mod rules;
 
-#[cfg(all(target_arch = "wasm32", target_os = "unknown", feature = "component"))]
-mod arena;
+// Links the allocator of the wasm32-unknown-unknown build.
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
+use madx_guest_arena as _;
 
 /// The WIT binding, only in the WebAssembly build with the `component`
 /// feature (natively, or without it, the crate is just the rules and their

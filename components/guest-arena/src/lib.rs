@@ -1,6 +1,7 @@
-//! The allocator of the `wasm32-unknown-unknown` build: a bump arena in the
-//! module's own data, falling back to the standard allocator when it is
-//! spent.
+//! The allocator of the default components' `wasm32-unknown-unknown` build
+//! (a crate that links this one gets it): a bump arena in the module's own
+//! data, falling back to the standard allocator when it is spent. Other
+//! targets get nothing from this crate.
 //!
 //! The host runs every call on a fresh instance, so nothing allocated ever
 //! needs to be reused within one. The standard allocator of this target
@@ -8,6 +9,8 @@
 //! resetting) a pooled memory slot costs the host a TLB shootdown on every
 //! call; a fresh instance that allocates from the arena never grows its
 //! memory (docs/benchmarks.md, "Where a plugin call's time goes").
+
+#![cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::UnsafeCell;
