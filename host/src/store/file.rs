@@ -424,6 +424,8 @@ async fn sweep_periodically(store: Weak<FileStore>) {
 
 #[cfg(test)]
 mod tests {
+    // What every backend promises is in `contract_tests`; here, what only
+    // this one does.
     use super::*;
     use crate::config::FileStoreConfig;
 
@@ -456,18 +458,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn expired_entries_vanish_and_are_swept() {
+    async fn expired_entries_are_swept() {
         let path = tempfile::tempdir().unwrap();
         let store = open(path.path(), 100, 0);
-        store
-            .set("short", b"x", Duration::from_millis(30), G)
-            .unwrap();
+        // The background sweep's first pass runs now, not during the test.
+        tokio::time::sleep(Duration::from_millis(20)).await;
         store.set("long", b"y", TTL, G).unwrap();
-        assert_eq!(store.touch("missing", TTL), Ok(false));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(store.get("short"), Ok(None));
-        assert_eq!(store.touch("short", TTL), Ok(false));
-        assert_eq!(store.delete("short"), Ok(false));
         store
             .set("gone", b"x", Duration::from_millis(1), G)
             .unwrap();
@@ -475,50 +471,5 @@ mod tests {
         assert_eq!(store.sweep(), 1);
         assert_eq!(store.entries(), 1);
         assert_eq!(store.get("long"), Ok(Some(b"y".to_vec())));
-    }
-
-    #[tokio::test]
-    async fn touch_extends_life_and_counters_keep_their_expiry() {
-        let path = tempfile::tempdir().unwrap();
-        let store = open(path.path(), 100, 0);
-        store.set("k", b"x", Duration::from_millis(40), G).unwrap();
-        assert_eq!(store.touch("k", TTL), Ok(true));
-        assert_eq!(store.increment("c", 1, Duration::from_millis(40), G), Ok(1));
-        assert_eq!(store.increment("c", 2, TTL, G), Ok(3));
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        assert_eq!(store.get("k"), Ok(Some(b"x".to_vec())));
-        assert_eq!(store.increment("c", 1, TTL, G), Ok(1));
-        assert_eq!(store.decrement("c", 5), Ok(0));
-        assert_eq!(store.get("c"), Ok(None));
-        store.set("text", b"abc", TTL, G).unwrap();
-        assert!(matches!(
-            store.increment("text", 1, TTL, G),
-            Err(StoreError::InvalidArgument(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn a_full_store_refuses_new_keys_but_serves_existing_ones() {
-        let path = tempfile::tempdir().unwrap();
-        let store = open(path.path(), 2, 1);
-        store.set("a", b"1", TTL, G).unwrap();
-        store.set("b", b"1", TTL, G).unwrap();
-        assert!(store.full().is_some());
-        assert!(matches!(
-            store.set_if_absent("c", b"1", TTL, G),
-            Err(StoreError::Full(_))
-        ));
-        store.set("a", b"2", TTL, G).unwrap();
-        assert_eq!(store.get("a"), Ok(Some(b"2".to_vec())));
-        assert_eq!(
-            store.set_if_absent("c", b"1", TTL, Room::Reserved),
-            Ok(true)
-        );
-        assert!(matches!(
-            store.increment("d", 1, TTL, Room::Reserved),
-            Err(StoreError::Full(_))
-        ));
-        assert_eq!(store.delete("a"), Ok(true));
-        assert_eq!(store.entries(), 2);
     }
 }

@@ -6,6 +6,8 @@
 //! its restarts; the Redis backend (keys under `<prefix>:app/<app>/<kind>/`)
 //! is shared by every node of a deployment.
 
+#[cfg(test)]
+mod contract_tests;
 mod file;
 mod memory;
 mod redis;

@@ -1,0 +1,146 @@
+//! What every backend promises its plugins, run against each backend this
+//! process holds (Redis is held to the same by the integration suites,
+//! against a real server). Backend-specific behaviour (a reopen, the sweep)
+//! is tested beside each backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{FileStore, MemoryStore, Room, StoreBackend, StoreError};
+use crate::config::FileStoreConfig;
+use crate::data_dir::DataDir;
+
+const TTL: Duration = Duration::from_secs(60);
+const G: Room = Room::General;
+
+/// A fresh store of one backend with room for `max_entries`, `reserved` of
+/// them kept for reserved writes.
+trait Fresh {
+    fn fresh(&mut self, max_entries: usize, reserved: usize) -> StoreBackend;
+}
+
+struct Memory;
+
+impl Fresh for Memory {
+    fn fresh(&mut self, max_entries: usize, reserved: usize) -> StoreBackend {
+        StoreBackend::Memory(MemoryStore::start(max_entries, reserved))
+    }
+}
+
+/// File stores, each in its own directory under one temporary root.
+struct Files {
+    root: tempfile::TempDir,
+    opened: usize,
+}
+
+impl Fresh for Files {
+    fn fresh(&mut self, max_entries: usize, reserved: usize) -> StoreBackend {
+        self.opened += 1;
+        let config = FileStoreConfig {
+            min_free_mib: 0,
+            ..FileStoreConfig::default()
+        };
+        let dir = DataDir::open(&self.root.path().join(self.opened.to_string()), config).unwrap();
+        let store: Arc<FileStore> = FileStore::start(dir, max_entries, reserved, 1 << 20).unwrap();
+        StoreBackend::File(store)
+    }
+}
+
+#[tokio::test]
+async fn the_memory_store_keeps_the_contract() {
+    keeps_the_contract(Memory).await;
+}
+
+#[tokio::test]
+async fn the_file_store_keeps_the_contract() {
+    let root = tempfile::tempdir().unwrap();
+    keeps_the_contract(Files { root, opened: 0 }).await;
+}
+
+async fn keeps_the_contract(mut backend: impl Fresh) {
+    set_if_absent_is_once_only(backend.fresh(100, 0)).await;
+    expired_entries_vanish(backend.fresh(100, 0)).await;
+    touch_extends_life(backend.fresh(100, 0)).await;
+    counters_count_and_keep_their_expiry(backend.fresh(100, 0)).await;
+    counters_go_down_to_zero_and_missing_ones_stay_missing(backend.fresh(100, 0)).await;
+    a_full_store_refuses_new_keys_but_serves_existing_ones(backend.fresh(2, 1)).await;
+}
+
+async fn set_if_absent_is_once_only(store: StoreBackend) {
+    assert_eq!(store.set_if_absent("k", b"1", TTL, G).await, Ok(true));
+    assert_eq!(store.set_if_absent("k", b"2", TTL, G).await, Ok(false));
+    assert_eq!(store.get("k").await, Ok(Some(b"1".to_vec())));
+}
+
+async fn expired_entries_vanish(store: StoreBackend) {
+    store
+        .set("short", b"x", Duration::from_millis(30), G)
+        .await
+        .unwrap();
+    store.set("long", b"y", TTL, G).await.unwrap();
+    assert_eq!(store.touch("missing", TTL).await, Ok(false));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(store.get("short").await, Ok(None));
+    assert_eq!(store.touch("short", TTL).await, Ok(false));
+    assert_eq!(store.delete("short").await, Ok(false));
+    assert_eq!(store.set_if_absent("short", b"z", TTL, G).await, Ok(true));
+    assert_eq!(store.get("long").await, Ok(Some(b"y".to_vec())));
+}
+
+async fn touch_extends_life(store: StoreBackend) {
+    store
+        .set("k", b"x", Duration::from_millis(40), G)
+        .await
+        .unwrap();
+    assert_eq!(store.touch("k", TTL).await, Ok(true));
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(store.get("k").await, Ok(Some(b"x".to_vec())));
+    assert_eq!(store.delete("k").await, Ok(true));
+    assert_eq!(store.delete("k").await, Ok(false));
+}
+
+async fn counters_count_and_keep_their_expiry(store: StoreBackend) {
+    let short = Duration::from_millis(40);
+    assert_eq!(store.increment("c", 1, short, G).await, Ok(1));
+    assert_eq!(store.increment("c", 2, TTL, G).await, Ok(3));
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(store.increment("c", 1, TTL, G).await, Ok(1));
+    store.set("text", b"abc", TTL, G).await.unwrap();
+    assert!(matches!(
+        store.increment("text", 1, TTL, G).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+}
+
+async fn counters_go_down_to_zero_and_missing_ones_stay_missing(store: StoreBackend) {
+    assert_eq!(store.decrement("c", 1).await, Ok(0));
+    assert_eq!(store.get("c").await, Ok(None));
+    assert_eq!(store.increment("c", 2, TTL, G).await, Ok(2));
+    assert_eq!(store.decrement("c", 1).await, Ok(1));
+    assert_eq!(store.decrement("c", 5).await, Ok(0));
+    assert_eq!(store.get("c").await, Ok(None));
+    assert_eq!(store.entries(), 0);
+}
+
+async fn a_full_store_refuses_new_keys_but_serves_existing_ones(store: StoreBackend) {
+    store.set("a", b"1", TTL, G).await.unwrap();
+    store.set("b", b"1", TTL, G).await.unwrap();
+    assert!(store.full().is_some());
+    assert!(matches!(
+        store.set_if_absent("c", b"1", TTL, G).await,
+        Err(StoreError::Full(_))
+    ));
+    store.set("a", b"2", TTL, G).await.unwrap();
+    assert_eq!(store.get("a").await, Ok(Some(b"2".to_vec())));
+    // The reserved room takes what general writes may not, up to its size.
+    assert_eq!(
+        store.set_if_absent("c", b"1", TTL, Room::Reserved).await,
+        Ok(true)
+    );
+    assert!(matches!(
+        store.increment("d", 1, TTL, Room::Reserved).await,
+        Err(StoreError::Full(_))
+    ));
+    assert_eq!(store.delete("a").await, Ok(true));
+    assert_eq!(store.entries(), 2);
+}
