@@ -144,6 +144,15 @@ pub enum StoreConfig {
         /// deployments can share one Redis.
         prefix: String,
     },
+    /// A Redis Cluster shared by every node of the deployment, with sharded
+    /// pub/sub (Redis 7 or later, or Valkey).
+    RedisCluster {
+        /// Seed nodes as `redis://[user:password@]host:port` URLs; the
+        /// others are discovered.
+        seeds: Vec<String>,
+        /// As for `Redis`.
+        prefix: String,
+    },
 }
 
 /// How the `file:` store writes to its disk.
@@ -469,7 +478,8 @@ struct ConfigFile {
     public_url: Option<String>,
     heartbeat_secs: Option<u64>,
     operator_token: Option<String>,
-    /// `"memory"` (default), `"file:PATH"` or a `redis://` URL.
+    /// `"memory"` (default), `"file:PATH"`, a `redis://` URL or
+    /// `redis-cluster://host:port,...`.
     store: Option<String>,
     store_prefix: Option<String>,
     file_store: FileStoreConfig,
@@ -496,7 +506,8 @@ pub struct Overrides {
     /// `ID:KEY:SECRET` triples.
     pub apps: Vec<String>,
     pub operator_token: Option<String>,
-    /// `memory`, `file:PATH` or a `redis://` URL.
+    /// `memory`, `file:PATH`, a `redis://` URL or
+    /// `redis-cluster://host:port,...`.
     pub store: Option<String>,
     pub store_prefix: Option<String>,
 }
@@ -776,11 +787,43 @@ fn store_config(store: Option<String>, prefix: Option<String>) -> anyhow::Result
                 prefix,
             })
         }
+        Some(cluster) if cluster.starts_with(CLUSTER_SCHEME) => Ok(StoreConfig::RedisCluster {
+            seeds: cluster_seeds(&cluster[CLUSTER_SCHEME.len()..])?,
+            prefix,
+        }),
         Some(other) => bail!(
-            "store must be \"memory\", \"file:PATH\" or a redis:// URL, got {:?}",
+            "store must be \"memory\", \"file:PATH\", a redis:// URL or redis-cluster://host:port,..., got {:?}",
             other.split('@').next_back().unwrap_or_default()
         ),
     }
+}
+
+/// `redis-cluster://[user:password@]host:port,host:port,...`
+const CLUSTER_SCHEME: &str = "redis-cluster://";
+
+/// The seed nodes of a `redis-cluster://` store, as `redis://` URLs (the
+/// credentials, if any, go to every node).
+fn cluster_seeds(rest: &str) -> anyhow::Result<Vec<String>> {
+    let (credentials, hosts) = match rest.rsplit_once('@') {
+        Some((credentials, hosts)) => (format!("{credentials}@"), hosts),
+        None => (String::new(), rest),
+    };
+    let seeds: Vec<String> = hosts
+        .split(',')
+        .map(|host| format!("redis://{credentials}{}", host.trim()))
+        .collect();
+    for (seed, host) in seeds.iter().zip(hosts.split(',')) {
+        let host = host.trim();
+        let has_port = host
+            .rsplit_once(':')
+            .is_some_and(|(name, port)| !name.is_empty() && port.parse::<u16>().is_ok());
+        if !has_port || host.contains('/') {
+            bail!("redis-cluster:// seeds are host:port pairs separated by commas, got {host:?}");
+        }
+        redis::Client::open(seed.as_str())
+            .map_err(|error| anyhow::anyhow!("invalid store URL: seed {host:?}: {error}"))?;
+    }
+    Ok(seeds)
 }
 
 fn read_file(path: &Path) -> anyhow::Result<ConfigFile> {
@@ -948,6 +991,22 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_store_names_its_seed_nodes() {
+        let config =
+            parse("store = \"redis-cluster://u:pw@10.0.0.1:7000, 10.0.0.2:7001\"").unwrap();
+        assert_eq!(
+            config.store,
+            StoreConfig::RedisCluster {
+                seeds: vec![
+                    "redis://u:pw@10.0.0.1:7000".into(),
+                    "redis://u:pw@10.0.0.2:7001".into()
+                ],
+                prefix: DEFAULT_STORE_PREFIX.into(),
+            }
+        );
+    }
+
+    #[test]
     fn history_budgets_default_from_the_machine() {
         let meminfo = "MemTotal:        8046512 kB\nMemFree:  100 kB\n";
         assert_eq!(meminfo_total(meminfo), Some(8_046_512 * 1024));
@@ -996,6 +1055,9 @@ mod tests {
             ("heartbeat_secs = 0", "heartbeat_secs"),
             ("store = \"postgres://db\"", "redis:// URL"),
             ("store = \"redis://:pw@[::1\"", "invalid store URL"),
+            ("store = \"redis-cluster://\"", "host:port pairs"),
+            ("store = \"redis-cluster://a:1,b\"", "host:port pairs"),
+            ("store = \"redis-cluster://a:1/0\"", "host:port pairs"),
             ("store = \"file:\"", "needs a directory"),
             ("[file_store]\nmax_mib = 0", "file_store.max_mib"),
             ("store_prefix = \"a:b\"", "store_prefix"),

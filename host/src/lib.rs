@@ -30,6 +30,8 @@
 //! - [`mailbox`]: a session's inbox of queued messages and close requests.
 //! - [`presence`]: presence channels' members and the deployment's
 //!   occupied/vacated decisions (one node, or Redis with node heartbeats).
+//! - [`redis_link`]: how a node reaches the deployment's Redis, one server
+//!   or a Redis Cluster, for everything above that shares it.
 //! - [`metrics`]: Prometheus counters and gauges behind `GET /metrics`.
 //! - [`plugins`]: the wasmtime runtime that runs the auth and router
 //!   components, one fresh instance per call, under a time and memory budget.
@@ -56,6 +58,7 @@ mod mailbox;
 pub mod metrics;
 pub mod plugins;
 mod presence;
+mod redis_link;
 pub mod server;
 mod state;
 pub mod store;

@@ -86,8 +86,9 @@ struct ServeArgs {
     #[arg(long, env = "MADX_OPERATOR_TOKEN")]
     operator_token: Option<String>,
     /// Where tokens and history live: "memory" (this process, the default),
-    /// "file:DIR" (this process, kept across restarts) or a redis:// URL
-    /// shared by every node.
+    /// "file:DIR" (this process, kept across restarts), a redis:// URL
+    /// shared by every node, or a Redis Cluster's seed nodes as
+    /// redis-cluster://host:port,host:port.
     #[arg(long, env = "MADX_STORE")]
     store: Option<String>,
     /// Prefix of every Redis key, so deployments can share one Redis

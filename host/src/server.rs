@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::Router;
 use axum::routing::get;
+use madx_wire::broker::Keys;
 use madx_wire::close::CloseCode;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -23,6 +24,7 @@ use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::plugins::{Plugins, Sandbox};
 use crate::presence::{Change, Presence, RedisMembership};
+use crate::redis_link::RedisLink;
 use crate::state::{AppState, Parts};
 use crate::store::{FileStore, MemoryStore, RedisStore, StoreBackend};
 use crate::webhooks::{Event, Relay, Webhooks};
@@ -39,11 +41,6 @@ impl std::fmt::Display for ComponentRejected {
         f.write_str("a configured component cannot be used")
     }
 }
-
-/// Budget of one Redis connection attempt and of one Redis command: a
-/// request fails with 503 rather than hang while Redis is unreachable.
-const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long open connections get to finish after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -104,41 +101,23 @@ impl Server {
                 (StoreBackend::File(store), hub, Broker::Memory(broker), None)
             }
             StoreConfig::Redis { url, prefix } => {
-                let client = redis::Client::open(url.as_str())
-                    .map_err(|error| anyhow::anyhow!("invalid store URL: {error}"))?;
-                let manager = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
-                    .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT))
-                    .set_number_of_retries(1);
-                // Lazy: a node starts (not ready) while Redis is down, and
-                // becomes ready by itself when it comes up.
-                let connection =
-                    redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), manager)
-                        .map_err(|error| anyhow::anyhow!("cannot set up Redis: {error}"))?;
-                let (hub, broker) = RedisBroker::start(
-                    client,
-                    connection.clone(),
-                    prefix,
-                    config.history,
-                    metrics.clone(),
-                );
-                let store = RedisStore::new(connection.clone(), prefix);
-                (
-                    StoreBackend::Redis(Arc::new(store)),
-                    hub,
-                    Broker::Redis(broker),
-                    Some((connection, prefix.as_str())),
-                )
+                shared_redis(RedisLink::single(url)?, prefix, &config, &metrics)
             }
+            StoreConfig::RedisCluster { seeds, prefix } => shared_redis(
+                RedisLink::cluster(seeds.clone())?,
+                prefix,
+                &config,
+                &metrics,
+            ),
         };
         let presence = Presence::start(
             config.presence.clone(),
             hub.clone(),
             store.clone(),
             metrics.clone(),
-            shared.clone().map(|(connection, prefix)| {
-                RedisMembership::new(connection, prefix, hub.node_tag())
-            }),
+            shared
+                .clone()
+                .map(|(connection, keys)| RedisMembership::new(connection, &keys, hub.node_tag())),
         );
         let sandbox = Sandbox::new(config.sandbox, metrics.clone())?;
         let plugins = Plugins::load(&sandbox, store.clone(), &config.auth, &config.router)
@@ -169,9 +148,9 @@ impl Server {
             .context("cannot set up the webhooks' HTTP client")?;
         match shared {
             // One order for the deployment's decisions: through Redis.
-            Some((connection, prefix)) => Relay::start(
+            Some((connection, keys)) => Relay::start(
                 connection,
-                prefix,
+                &keys,
                 hub.node_tag(),
                 config.apps.iter().map(|app| app.id.clone()),
                 config.webhooks.queue,
@@ -276,6 +255,26 @@ impl Server {
 }
 
 /// A deployment-wide decision of presence as the webhooks report it.
+/// What a node on a shared Redis (one server or a cluster) is made of: the
+/// store, hub and broker, and the link and names presence and the webhook
+/// relay share.
+fn shared_redis(
+    link: RedisLink,
+    prefix: &str,
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> (StoreBackend, Arc<Hub>, Broker, Option<(RedisLink, Keys)>) {
+    let (hub, broker) = RedisBroker::start(link.clone(), prefix, config.history, metrics.clone());
+    let store = RedisStore::new(link.clone(), prefix);
+    let keys = link.keys(prefix);
+    (
+        StoreBackend::Redis(Arc::new(store)),
+        hub,
+        Broker::Redis(broker),
+        Some((link, keys)),
+    )
+}
+
 fn webhook_event(change: Change) -> (String, Event) {
     match change {
         Change::Occupied { app, channel } => (app, Event::ChannelOccupied { channel }),

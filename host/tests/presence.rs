@@ -257,20 +257,46 @@ async fn user_info_is_a_small_object_of_a_token_with_a_user() {
     }
 }
 
+/// A scenario on a shared Redis (its store URL) as two tests: on one Redis
+/// and on a three-shard Redis Cluster, where presence lives in the
+/// deployment's slot.
+macro_rules! on_both {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            use super::*;
+
+            #[tokio::test]
+            async fn one_redis() {
+                let redis = RedisServer::start();
+                super::$scenario(redis.url()).await;
+            }
+
+            #[tokio::test]
+            async fn redis_cluster() {
+                let cluster = RedisCluster::start(3, 0);
+                super::$scenario(cluster.url()).await;
+            }
+        }
+    )*};
+}
+
+on_both!(
+    nodes_on_redis_share_members_and_a_killed_nodes_members_leave_once,
+    across_nodes_a_channel_is_occupied_and_vacated_once_and_a_dead_nodes_members_removed_once,
+    a_channel_moving_between_nodes_is_told_in_the_order_it_happened,
+);
+
 /// Two nodes on one Redis, each ready.
-async fn two_nodes(redis: &RedisServer) -> (TestServer, TestServer) {
-    let url = redis.url();
-    let start = || TestServer::start_with(TWO_APPS, &["--store", &url, "--store-prefix", "pres"]);
+async fn two_nodes(url: &str) -> (TestServer, TestServer) {
+    let start = || TestServer::start_with(TWO_APPS, &["--store", url, "--store-prefix", "pres"]);
     let (one, two) = (start(), start());
     one.wait_readyz(200).await;
     two.wait_readyz(200).await;
     (one, two)
 }
 
-#[tokio::test]
-async fn nodes_on_redis_share_members_and_a_killed_nodes_members_leave_once() {
-    let redis = RedisServer::start();
-    let (mut one, two) = two_nodes(&redis).await;
+async fn nodes_on_redis_share_members_and_a_killed_nodes_members_leave_once(url: String) {
+    let (mut one, two) = two_nodes(&url).await;
     let (_ann, _) = member(&one, "ann", json!({"name": "Ann"})).await;
     // Eve has sockets on both nodes: losing one node does not remove her.
     let (_eve_one, _) = member(&one, "eve", Value::Null).await;
@@ -417,12 +443,10 @@ async fn webhooks_tell_occupied_and_vacated_once_and_each_member_once() {
     assert_eq!(receiver.badly_signed(), 0);
 }
 
-#[tokio::test]
-async fn across_nodes_a_channel_is_occupied_and_vacated_once_and_a_dead_nodes_members_removed_once()
-{
+async fn across_nodes_a_channel_is_occupied_and_vacated_once_and_a_dead_nodes_members_removed_once(
+    url: String,
+) {
     let receiver = WebhookReceiver::start("alpha-key", "alpha-secret").await;
-    let redis = RedisServer::start();
-    let url = redis.url();
     let config = with_webhook(&receiver.url);
     let start = || TestServer::start_with(&config, &["--store", &url, "--store-prefix", "hooks"]);
     let (mut one, two) = (start(), start());
@@ -471,11 +495,8 @@ async fn across_nodes_a_channel_is_occupied_and_vacated_once_and_a_dead_nodes_me
     assert_eq!(receiver.badly_signed(), 0);
 }
 
-#[tokio::test]
-async fn a_channel_moving_between_nodes_is_told_in_the_order_it_happened() {
+async fn a_channel_moving_between_nodes_is_told_in_the_order_it_happened(url: String) {
     let receiver = WebhookReceiver::start("alpha-key", "alpha-secret").await;
-    let redis = RedisServer::start();
-    let url = redis.url();
     let config = with_webhook(&receiver.url);
     let start = || TestServer::start_with(&config, &["--store", &url, "--store-prefix", "moves"]);
     let (one, two) = (start(), start());

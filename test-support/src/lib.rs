@@ -14,6 +14,7 @@
 
 mod build;
 mod process;
+mod redis_cluster;
 mod redis_server;
 mod server;
 mod token;
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 pub use build::{build_component, build_component_set, workspace};
 pub use process::{Listening, pusher_binary, sibling_binary};
+pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
 pub use server::{TestServer, http};
 pub use token::{Algorithm, Token, away_from_step_edge, totp_code, unix_now};

@@ -39,8 +39,13 @@
 -- deployment has one order of them; a full list drops the new event and
 -- counts it in "<app>/webhooks-dropped". One node at a time (the holder of
 -- "<prefix>:webhook-relay") moves them to its senders.
+--
+-- On a Redis Cluster the prefix is "{<prefix>}:", so every key lives in the
+-- deployment's slot, KEYS[1] (the prefix) sends the script there, and the
+-- control channel is a shard channel; on one Redis no key is given.
 local op, prefix, node = ARGV[1], ARGV[2], ARGV[3]
 local control = prefix .. 'control'
+local publish = #KEYS == 1 and 'SPUBLISH' or 'PUBLISH'
 local nodes = prefix .. 'nodes'
 
 local function held_key(tag)
@@ -87,7 +92,7 @@ local function release(entry)
         end
         redis.call('HDEL', holders, user)
         redis.call('HDEL', base .. 'members/' .. channel, user)
-        redis.call('PUBLISH', control, cjson.encode({
+        redis.call(publish, control, cjson.encode({
             member_removed = {app = app, channel = channel, user_id = user}}))
         webhook(app, {name = 'member_removed', channel = channel, user_id = user})
         return true
@@ -132,7 +137,7 @@ if op == 'join' then
             and redis.call('HINCRBY', holders, user, 1) == 1 then
             redis.call('HSET', members, user, info)
             status = 'added'
-            redis.call('PUBLISH', control, cjson.encode({member_added = {
+            redis.call(publish, control, cjson.encode({member_added = {
                 app = app, channel = channel, user_id = user, user_info = info,
                 except = ARGV[10]}}))
             webhook(app, {name = 'member_added', channel = channel, user_id = user})

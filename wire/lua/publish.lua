@@ -14,7 +14,12 @@
 --
 -- Ids are max(last id + 1, now in microseconds): strictly increasing per
 -- app, across nodes and across Redis restarts while the clock goes forward.
+--
+-- On a Redis Cluster KEYS[1] is the app's key prefix (it sends the script
+-- to the app's slot, where every key below lives) and the live channels
+-- are shard channels; on one Redis no key is given.
 local base = ARGV[1]
+local publish = #KEYS == 1 and 'SPUBLISH' or 'PUBLISH'
 local max_len = tonumber(ARGV[2])
 local ttl_ms = tonumber(ARGV[3])
 
@@ -71,7 +76,7 @@ for m = 1, tonumber(ARGV[4]) do
         if redis.call('EXISTS', dropped_key) == 1 then
             redis.call('PEXPIRE', dropped_key, ttl_ms)
         end
-        redis.call('PUBLISH', base .. 'live/' .. stream_name, live)
+        redis.call(publish, base .. 'live/' .. stream_name, live)
     end
     ids[m] = id_text
 end

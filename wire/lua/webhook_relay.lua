@@ -12,6 +12,9 @@
 -- The node holding (or taking) "<prefix>:webhook-relay" gets, per app in
 -- ARGV order, {app, dropped since the last call, event, event, ...}; any
 -- other node gets {}.
+--
+-- On a Redis Cluster the prefix is "{<prefix>}:" and KEYS[1] names it: every
+-- key below lives in the deployment's slot. On one Redis no key is given.
 local prefix, node, lease_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local take, bound = tonumber(ARGV[4]), ARGV[5]
 local lease = prefix .. 'webhook-relay'

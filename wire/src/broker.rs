@@ -86,32 +86,88 @@ pub fn message_id(frame: &str) -> Option<u64> {
 }
 
 /// The deployment's Redis key and channel names, under its prefix.
+///
+/// On a Redis Cluster every name carries a hash tag (`{...}`), so that what
+/// one script touches lives in one slot: an app's ids, history, live
+/// channels and channel directory share the app's slot (`<prefix>:app/{<app>}/`),
+/// and what spans the deployment (presence bookkeeping, the webhook relay,
+/// the control channel) shares the deployment's slot (`{<prefix>}:`). A
+/// single Redis keeps the untagged names, so its data carries over.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
     prefix: String,
+    cluster: bool,
 }
 
 impl Keys {
+    /// The names on one Redis server.
     pub fn new(prefix: &str) -> Keys {
         Keys {
             prefix: prefix.to_owned(),
+            cluster: false,
         }
     }
 
-    /// `<prefix>:app/`, which an app's id and `/` complete.
+    /// The names on a Redis Cluster (hash-tagged).
+    pub fn cluster(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_owned(),
+            cluster: true,
+        }
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+
+    /// What an app's id and `/` complete to the app's prefix
+    /// ([`Keys::app`]): `<prefix>:app/`, or `<prefix>:app/{` on a cluster.
     pub fn apps(&self) -> String {
-        format!("{}:app/", self.prefix)
+        if self.cluster {
+            format!("{}:app/{{", self.prefix)
+        } else {
+            format!("{}:app/", self.prefix)
+        }
     }
 
-    /// `<prefix>:app/<app>/`: the app's ids, history, live channels and
-    /// channel directory (the scripts' key prefix).
+    /// The app's ids, history, live channels and channel directory (the
+    /// scripts' key prefix): `<prefix>:app/<app>/`, or
+    /// `<prefix>:app/{<app>}/` on a cluster.
     pub fn app(&self, app_id: &str) -> String {
-        format!("{}{app_id}/", self.apps())
+        if self.cluster {
+            format!("{}{app_id}}}/", self.apps())
+        } else {
+            format!("{}{app_id}/", self.apps())
+        }
     }
 
-    /// `<prefix>:control`: revokes and terminations for every node.
+    /// The prefix of what spans the deployment (presence bookkeeping, the
+    /// webhook relay, the control channel): `<prefix>:`, or `{<prefix>}:`
+    /// on a cluster.
+    pub fn deployment(&self) -> String {
+        if self.cluster {
+            format!("{{{}}}:", self.prefix)
+        } else {
+            format!("{}:", self.prefix)
+        }
+    }
+
+    /// The key that sends a script about `app_id` to the app's slot: on a
+    /// cluster only (the scripts take `#KEYS == 1` to mean a cluster, where
+    /// live channels are shard channels).
+    pub fn app_slot(&self, app_id: &str) -> Option<String> {
+        self.cluster.then(|| self.app(app_id))
+    }
+
+    /// The key that sends a deployment-wide script to the deployment's
+    /// slot, on a cluster only.
+    pub fn deployment_slot(&self) -> Option<String> {
+        self.cluster.then(|| self.deployment())
+    }
+
+    /// Revokes, terminations and presence events for every node.
     pub fn control(&self) -> String {
-        format!("{}:control", self.prefix)
+        format!("{}control", self.deployment())
     }
 
     /// The history (a Redis stream) of one target.
@@ -127,7 +183,8 @@ impl Keys {
     /// The app and target of a live channel name made by [`Keys::live`].
     pub fn parse_live(&self, channel: &str) -> Option<(String, Target)> {
         let rest = channel.strip_prefix(&self.apps())?;
-        let (app_id, rest) = rest.split_once('/')?;
+        let app_end = if self.cluster { "}/" } else { "/" };
+        let (app_id, rest) = rest.split_once(app_end)?;
         let target = Target::from_stream_name(rest.strip_prefix("live/")?)?;
         Some((app_id.to_owned(), target))
     }
@@ -168,5 +225,27 @@ mod tests {
             keys.history("a", &Target::Channel("c".into())),
             "madx:app/a/history/channel/c"
         );
+        assert_eq!(keys.app_slot("a"), None);
+    }
+
+    #[test]
+    fn on_a_cluster_an_apps_names_share_its_slot_and_parse_back() {
+        let keys = Keys::cluster("madx");
+        let news = Target::Channel("news".into());
+        assert_eq!(keys.app("a"), "madx:app/{a}/");
+        assert_eq!(
+            keys.history("a", &news),
+            "madx:app/{a}/history/channel/news"
+        );
+        assert_eq!(keys.live("a", &news), "madx:app/{a}/live/channel/news");
+        assert_eq!(keys.app_slot("a").as_deref(), Some("madx:app/{a}/"));
+        assert_eq!(keys.control(), "{madx}:control");
+        assert_eq!(keys.deployment_slot().as_deref(), Some("{madx}:"));
+        for target in [news, Target::User("u/x".into()), Target::Token("t".into())] {
+            let live = keys.live("app-1", &target);
+            assert_eq!(keys.parse_live(&live), Some(("app-1".into(), target)));
+        }
+        // A single Redis's names are not a cluster's.
+        assert_eq!(keys.parse_live("madx:app/a/live/user/u"), None);
     }
 }

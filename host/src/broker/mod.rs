@@ -10,6 +10,7 @@
 mod journal;
 mod memory;
 mod occupancy;
+mod pubsub;
 mod redis;
 
 use std::collections::BTreeMap;

@@ -12,11 +12,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use madx_wire::broker::Keys;
 use redis::Script;
-use redis::aio::ConnectionManager;
 use tokio::time::MissedTickBehavior;
 
 use crate::hub::Hub;
+use crate::redis_link::RedisLink;
 
 /// How often a node reports its occupancy.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
@@ -29,9 +30,8 @@ type Counts = HashMap<String, usize>;
 
 /// The task that keeps this node's reports current.
 pub(super) struct Reporter {
-    pub connection: ConnectionManager,
-    /// `<prefix>:app/` followed by an app id and `/` is an app's key prefix.
-    pub apps_prefix: String,
+    pub connection: RedisLink,
+    pub keys: Keys,
     pub hub: Arc<Hub>,
     /// What Redis holds for this node, per app, as far as this node knows.
     reported: HashMap<String, Counts>,
@@ -39,10 +39,10 @@ pub(super) struct Reporter {
 }
 
 impl Reporter {
-    pub fn new(connection: ConnectionManager, apps_prefix: String, hub: Arc<Hub>) -> Reporter {
+    pub fn new(connection: RedisLink, keys: Keys, hub: Arc<Hub>) -> Reporter {
         Reporter {
             connection,
-            apps_prefix,
+            keys,
             hub,
             reported: HashMap::new(),
             script: Script::new(madx_wire::scripts::OCCUPANCY),
@@ -74,8 +74,11 @@ impl Reporter {
             let counts = current.remove(&app_id).unwrap_or_default();
             let unchanged = self.reported.get(&app_id) == Some(&counts);
             let mut invocation = self.script.prepare_invoke();
+            if let Some(slot) = self.keys.app_slot(&app_id) {
+                invocation.key(slot);
+            }
             invocation
-                .arg(format!("{}{app_id}/", self.apps_prefix))
+                .arg(self.keys.app(&app_id))
                 .arg(self.hub.node_tag())
                 .arg(REPORT_TTL.as_millis() as u64)
                 .arg(if unchanged { "refresh" } else { "replace" });
@@ -107,9 +110,10 @@ pub(super) enum Query<'a> {
 
 /// Sum the reports of every node but `skip_node` for one app.
 pub(super) async fn read(
-    connection: &ConnectionManager,
+    connection: &RedisLink,
     script: &Script,
-    app_prefix: String,
+    keys: &Keys,
+    app_id: &str,
     skip_node: &str,
     query: Query<'_>,
 ) -> Result<BTreeMap<String, u64>, redis::RedisError> {
@@ -118,8 +122,11 @@ pub(super) async fn read(
         Query::Prefix(prefix) => ("prefix", prefix),
     };
     let mut invocation = script.prepare_invoke();
+    if let Some(slot) = keys.app_slot(app_id) {
+        invocation.key(slot);
+    }
     invocation
-        .arg(app_prefix)
+        .arg(keys.app(app_id))
         .arg(skip_node)
         .arg(mode)
         .arg(name);

@@ -18,40 +18,46 @@
 //!
 //! Each node also reports its channel counts, for the channel queries
 //! (`occupancy.rs`).
+//!
+//! On a Redis Cluster the same runs per app: an app's ids, streams, live
+//! channels and channel directory share the app's slot (`Keys`), so a
+//! publish stays one atomic script, ids stay strictly increasing per app
+//! and recovery stays exact; live channels are shard channels, so a
+//! message crosses only the shard that owns its app (`pubsub.rs`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use futures_util::StreamExt as _;
 // The edge publishes these too: one type, one JSON.
 use madx_wire::broker::Keys;
 use madx_wire::control::Control;
-use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
-use redis::{AsyncCommands as _, Script};
+use redis::Script;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{MissedTickBehavior, timeout};
 
 use super::occupancy::{self, Query, Reporter};
+use super::pubsub::{PubSub, Received};
 use super::{
     Attached, BrokerError, Outgoing, Published, Recovery, memory::unix_micros, message_id,
 };
 use crate::config::HistoryConfig;
 use crate::hub::{Hub, Interest, Target};
 use crate::metrics::Metrics;
+use crate::redis_link::RedisLink;
 use madx_wire::close::CloseCode;
 
 /// How long a session waits for its subscription to reach Redis.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Budget of one pub/sub connection attempt, subscribe or ping.
-const PUBSUB_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const PUBSUB_TIMEOUT: Duration = Duration::from_secs(2);
 /// A silent Redis is noticed within about this long.
 const PUBSUB_PING_EVERY: Duration = Duration::from_secs(1);
 /// Reconnection back-off bounds.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// Channels per SUBSCRIBE, and streams per pipelined history read.
+/// Streams per pipelined history read.
 const CHUNK: usize = 500;
 /// Clock slack when replaying after a reconnect without a known last id.
 const BACKFILL_SLACK_MICROS: u64 = 5_000_000;
@@ -71,7 +77,7 @@ type StreamEntries = Vec<(String, Vec<(String, String)>)>;
 
 /// Ids, history and fan-out in a Redis shared by every node.
 pub struct RedisBroker {
-    connection: ConnectionManager,
+    connection: RedisLink,
     keys: Keys,
     limits: HistoryConfig,
     publish: Script,
@@ -89,13 +95,12 @@ impl RedisBroker {
     /// Start the subscriber task and return the hub it delivers to, wired
     /// so that the hub's interest changes become (un)subscriptions.
     pub fn start(
-        client: redis::Client,
-        connection: ConnectionManager,
+        connection: RedisLink,
         prefix: &str,
         limits: HistoryConfig,
         metrics: Arc<Metrics>,
     ) -> (Arc<Hub>, Arc<RedisBroker>) {
-        let keys = Keys::new(prefix);
+        let keys = connection.keys(prefix);
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let observer_keys = keys.clone();
         let observer_commands = commands.clone();
@@ -112,7 +117,6 @@ impl RedisBroker {
         }));
         let (connected_tx, connected) = watch::channel(false);
         let subscriber = Subscriber {
-            client,
             connection: connection.clone(),
             keys: keys.clone(),
             hub: hub.clone(),
@@ -125,7 +129,7 @@ impl RedisBroker {
             last_seen: HashMap::new(),
         };
         tokio::spawn(subscriber.run());
-        let reporter = Reporter::new(connection.clone(), keys.apps(), hub.clone());
+        let reporter = Reporter::new(connection.clone(), keys.clone(), hub.clone());
         tokio::spawn(reporter.run());
         let broker = Arc::new(RedisBroker {
             connection,
@@ -157,6 +161,9 @@ impl RedisBroker {
         messages: &[Outgoing<'_>],
     ) -> Result<Vec<Published>, BrokerError> {
         let mut invocation = self.publish.prepare_invoke();
+        if let Some(slot) = self.keys.app_slot(app_id) {
+            invocation.key(slot);
+        }
         invocation
             .arg(self.keys.app(app_id))
             .arg(self.limits.per_stream)
@@ -203,6 +210,9 @@ impl RedisBroker {
         // Without a recovery, the script only reads the app's position.
         let streams = if since.is_some() { streams } else { &[] };
         let mut invocation = self.recover.prepare_invoke();
+        if let Some(slot) = self.keys.app_slot(app_id) {
+            invocation.key(slot);
+        }
         invocation
             .arg(self.keys.app(app_id))
             .arg(since.unwrap_or(0))
@@ -255,7 +265,8 @@ impl RedisBroker {
         let counts = occupancy::read(
             &self.connection,
             &self.channels,
-            self.keys.app(app_id),
+            &self.keys,
+            app_id,
             &self.node,
             Query::Channel(channel),
         )
@@ -274,7 +285,8 @@ impl RedisBroker {
         occupancy::read(
             &self.connection,
             &self.channels,
-            self.keys.app(app_id),
+            &self.keys,
+            app_id,
             &self.node,
             Query::Prefix(prefix),
         )
@@ -304,10 +316,16 @@ impl RedisBroker {
         let Ok(payload) = serde_json::to_string(&control) else {
             return;
         };
-        let sent: Result<u64, _> = self
-            .connection
-            .clone()
-            .publish(self.keys.control(), payload)
+        // On a cluster the control channel is a shard channel too.
+        let command = if self.keys.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        };
+        let sent: Result<u64, _> = redis::cmd(command)
+            .arg(self.keys.control())
+            .arg(payload)
+            .query_async(&mut self.connection.clone())
             .await;
         if let Err(error) = sent {
             // A revoked token is already gone from the store: its sockets
@@ -328,9 +346,9 @@ fn unavailable(error: redis::RedisError) -> BrokerError {
 /// The task that owns the pub/sub connection: applies (un)subscriptions in
 /// order, delivers messages to the hub, and reconnects when Redis goes away.
 struct Subscriber {
-    client: redis::Client,
-    /// For reading history after a reconnect.
-    connection: ConnectionManager,
+    /// Where pub/sub connections are opened, and history read after a
+    /// reconnect.
+    connection: RedisLink,
     keys: Keys,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
@@ -347,7 +365,19 @@ struct Subscriber {
 }
 
 /// Why a connection ended.
-struct Lost(String);
+pub(super) struct Lost(pub String);
+
+impl Lost {
+    pub fn new(reason: &str) -> Lost {
+        Lost(reason.to_owned())
+    }
+}
+
+impl From<redis::RedisError> for Lost {
+    fn from(error: redis::RedisError) -> Lost {
+        Lost(error.to_string())
+    }
+}
 
 impl Subscriber {
     async fn run(mut self) {
@@ -357,7 +387,7 @@ impl Subscriber {
         let mut lost_at: Option<u64> = None;
         loop {
             let reason = match self.connect(lost_at).await {
-                Ok((mut sink, mut stream)) => {
+                Ok(mut pubsub) => {
                     if first || lost_at.is_some() {
                         tracing::info!("Redis pub/sub connected");
                     }
@@ -365,7 +395,7 @@ impl Subscriber {
                     backoff = MIN_BACKOFF;
                     self.connected.send_replace(true);
                     self.answer_waiting();
-                    let Lost(reason) = self.serve(&mut sink, &mut stream).await;
+                    let Lost(reason) = self.serve(&mut pubsub).await;
                     reason
                 }
                 Err(Lost(reason)) => reason,
@@ -399,35 +429,33 @@ impl Subscriber {
 
     /// Open the pub/sub connection, subscribe to what is wanted and, after
     /// an outage, deliver what was published meanwhile.
-    async fn connect(&mut self, lost_at: Option<u64>) -> Result<(PubSubSink, PubSubStream), Lost> {
-        let pubsub = timeout(PUBSUB_TIMEOUT, self.client.get_async_pubsub())
-            .await
-            .map_err(|_| Lost("connect timed out".to_owned()))?
-            .map_err(|error| Lost(error.to_string()))?;
-        let (mut sink, stream) = pubsub.split();
+    async fn connect(&mut self, lost_at: Option<u64>) -> Result<PubSub, Lost> {
+        let mut pubsub = PubSub::open(&self.connection).await?;
         let mut channels: Vec<String> = self.wanted.iter().cloned().collect();
         channels.push(self.keys.control());
-        for chunk in channels.chunks(CHUNK) {
-            subscribe(&mut sink, chunk).await?;
-        }
+        pubsub.subscribe(&self.keys, &channels).await?;
         self.subscribed = self.wanted.clone();
         if let Some(lost_at) = lost_at {
             self.backfill(lost_at).await?;
         }
-        Ok((sink, stream))
+        Ok(pubsub)
     }
 
     /// Deliver, in id order, what the wanted streams got after the newest
     /// id this node delivered (sessions drop copies they already have).
     async fn backfill(&mut self, lost_at: u64) -> Result<(), Lost> {
         let fallback = lost_at.saturating_sub(BACKFILL_SLACK_MICROS);
-        let streams: Vec<(String, Target)> = self
+        let mut streams: Vec<(String, Target)> = self
             .subscribed
             .iter()
             .filter_map(|live| self.keys.parse_live(live))
             .collect();
+        // One pipeline reads one app's streams: on a cluster they share
+        // the app's slot, and a pipeline goes to one shard.
+        streams.sort_unstable();
         let mut found: Vec<(u64, String, Target, String)> = Vec::new();
-        for chunk in streams.chunks(CHUNK) {
+        let per_app = streams.chunk_by(|(one, _), (other, _)| one == other);
+        for chunk in per_app.flat_map(|app| app.chunks(CHUNK)) {
             let mut pipe = redis::pipe();
             for (app_id, target) in chunk {
                 let since = self.last_seen.get(app_id).copied().unwrap_or(fallback);
@@ -471,7 +499,8 @@ impl Subscriber {
     }
 
     /// Deliver messages and apply commands until the connection is lost.
-    async fn serve(&mut self, sink: &mut PubSubSink, stream: &mut PubSubStream) -> Lost {
+    async fn serve(&mut self, pubsub: &mut PubSub) -> Lost {
+        let control = self.keys.control();
         let mut ping = tokio::time::interval(PUBSUB_PING_EVERY);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -485,22 +514,20 @@ impl Subscriber {
                     while let Ok(command) = self.commands.try_recv() {
                         self.note(command);
                     }
-                    if let Err(lost) = self.apply(sink).await {
+                    if let Err(lost) = self.apply(pubsub).await {
                         return lost;
                     }
                     self.answer_waiting();
                 }
-                message = stream.next() => {
-                    let Some(message) = message else {
-                        return Lost("connection closed".to_owned());
-                    };
-                    self.handle(&message);
-                }
+                message = pubsub.next(|channel| {
+                    channel == control || self.subscribed.contains(channel)
+                }) => match message {
+                    Ok(message) => self.handle(&message),
+                    Err(lost) => return lost,
+                },
                 _ = ping.tick() => {
-                    match timeout(PUBSUB_TIMEOUT, sink.ping::<redis::Value>()).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(error)) => return Lost(error.to_string()),
-                        Err(_) => return Lost("ping timed out".to_owned()),
+                    if let Err(lost) = pubsub.ping().await {
+                        return lost;
                     }
                 }
             }
@@ -525,22 +552,17 @@ impl Subscriber {
     }
 
     /// Subscribe and unsubscribe so the connection matches `wanted`.
-    async fn apply(&mut self, sink: &mut PubSubSink) -> Result<(), Lost> {
+    async fn apply(&mut self, pubsub: &mut PubSub) -> Result<(), Lost> {
         let add: Vec<String> = self.wanted.difference(&self.subscribed).cloned().collect();
         let remove: Vec<String> = self.subscribed.difference(&self.wanted).cloned().collect();
-        for chunk in add.chunks(CHUNK) {
-            subscribe(sink, chunk).await?;
-        }
-        for chunk in remove.chunks(CHUNK) {
-            timeout(PUBSUB_TIMEOUT, sink.unsubscribe(chunk))
-                .await
-                .map_err(|_| Lost("unsubscribe timed out".to_owned()))?
-                .map_err(|error| Lost(error.to_string()))?;
-        }
-        self.subscribed.extend(add);
+        pubsub.subscribe(&self.keys, &add).await?;
+        // Forgotten before the shard confirms, so the confirmation is not
+        // taken for a shard dropping a subscription by itself.
         for channel in &remove {
             self.subscribed.remove(channel);
         }
+        pubsub.unsubscribe(&self.keys, &remove).await?;
+        self.subscribed.extend(add);
         Ok(())
     }
 
@@ -550,9 +572,9 @@ impl Subscriber {
         }
     }
 
-    fn handle(&mut self, message: &redis::Msg) {
-        let channel = message.get_channel_name();
-        let Ok(payload) = std::str::from_utf8(message.get_payload_bytes()) else {
+    fn handle(&mut self, message: &Received) {
+        let channel = message.channel.as_str();
+        let Ok(payload) = std::str::from_utf8(&message.payload) else {
             return;
         };
         if channel == self.keys.control() {
@@ -624,11 +646,4 @@ impl Subscriber {
         let seen = self.last_seen.entry(app_id.to_owned()).or_default();
         *seen = (*seen).max(id);
     }
-}
-
-async fn subscribe(sink: &mut PubSubSink, channels: &[String]) -> Result<(), Lost> {
-    timeout(PUBSUB_TIMEOUT, sink.subscribe(channels))
-        .await
-        .map_err(|_| Lost("subscribe timed out".to_owned()))?
-        .map_err(|error| Lost(error.to_string()))
 }

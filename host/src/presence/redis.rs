@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use madx_wire::broker::Keys;
 use madx_wire::presence::{HEARTBEAT_MS, NODE_TIMEOUT_MS};
-use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script, ScriptInvocation};
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
 use super::{Change, Deployment, MemberKey, Presence, Roster, WorkerOp};
+use crate::redis_link::RedisLink;
 
 /// What a join did to the deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,21 +54,24 @@ impl Entry {
 
 /// This node's handle on the deployment's members in Redis.
 pub struct RedisMembership {
-    connection: ConnectionManager,
+    connection: RedisLink,
     script: Script,
-    /// `<prefix>:`
+    /// `<prefix>:` (`{<prefix>}:` on a cluster: one slot for the deployment).
     prefix: String,
+    /// The key that sends the script to that slot, on a cluster.
+    slot: Option<String>,
     node: String,
     /// A write failed: Redis may not match this node until a resync.
     out_of_sync: AtomicBool,
 }
 
 impl RedisMembership {
-    pub fn new(connection: ConnectionManager, store_prefix: &str, node: &str) -> RedisMembership {
+    pub fn new(connection: RedisLink, keys: &Keys, node: &str) -> RedisMembership {
         RedisMembership {
             connection,
             script: Script::new(madx_wire::scripts::MEMBERSHIP),
-            prefix: madx_wire::store::redis_key_prefix(store_prefix),
+            prefix: keys.deployment(),
+            slot: keys.deployment_slot(),
             node: node.to_owned(),
             out_of_sync: AtomicBool::new(true),
         }
@@ -78,8 +82,16 @@ impl RedisMembership {
     }
 
     fn invocation(&self, op: &str) -> ScriptInvocation<'_> {
-        let mut invocation = self.script.prepare_invoke();
+        let mut invocation = self.prepare();
         invocation.arg(op).arg(&self.prefix).arg(&self.node);
+        invocation
+    }
+
+    fn prepare(&self) -> ScriptInvocation<'_> {
+        let mut invocation = self.script.prepare_invoke();
+        if let Some(slot) = &self.slot {
+            invocation.key(slot);
+        }
         invocation
     }
 
@@ -113,7 +125,7 @@ impl RedisMembership {
 
     pub(super) async fn roster(&self, app: &str, channel: &str) -> RedisResult<Roster> {
         // The edge reads a roster with the same arguments.
-        let mut invocation = self.script.prepare_invoke();
+        let mut invocation = self.prepare();
         for arg in madx_wire::presence::read_roster_args(&self.prefix, app, channel) {
             invocation.arg(arg);
         }

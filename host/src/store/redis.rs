@@ -1,17 +1,19 @@
 //! The Redis backend: every node of a deployment sees the same tokens and
 //! one-time guards. Each operation is one atomic Redis command (or one Lua
-//! script), so the guarantees of the WIT `store` interface hold across nodes.
+//! script) on one key, so the guarantees of the WIT `store` interface hold
+//! across nodes, and on a Redis Cluster each key (a token, a one-time
+//! guard, a lockout) lands in its own slot: they spread over the shards.
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands as _, ErrorKind, Script, ServerErrorKind};
 
 use super::StoreError;
+use crate::redis_link::RedisLink;
 
 /// Keys and values of every app's plugins, under the deployment's prefix.
 pub struct RedisStore {
-    connection: ConnectionManager,
+    connection: RedisLink,
     /// `<prefix>:`, so deployments sharing one Redis never meet.
     prefix: String,
     increment: Script,
@@ -19,7 +21,7 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    pub fn new(connection: ConnectionManager, prefix: &str) -> RedisStore {
+    pub fn new(connection: RedisLink, prefix: &str) -> RedisStore {
         RedisStore {
             connection,
             prefix: madx_wire::store::redis_key_prefix(prefix),
@@ -32,17 +34,18 @@ impl RedisStore {
         format!("{}{key}", self.prefix)
     }
 
-    /// A cheap handle: `ConnectionManager` multiplexes one connection.
-    fn connection(&self) -> ConnectionManager {
+    /// A cheap handle: the link multiplexes its connections.
+    fn connection(&self) -> RedisLink {
         self.connection.clone()
     }
 
+    /// Does Redis answer? (On a cluster, every primary is asked.)
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let pong: String = redis::cmd("PING")
+        let pong: redis::Value = redis::cmd("PING")
             .query_async(&mut self.connection())
             .await
             .map_err(unavailable)?;
-        if pong == "PONG" {
+        if pong.clone().extract_error().is_ok() {
             Ok(())
         } else {
             Err(StoreError::Unavailable(format!(

@@ -9,13 +9,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use madx_wire::broker::Keys;
 use redis::Script;
-use redis::aio::ConnectionManager;
 use serde::Deserialize;
 use tokio::time::MissedTickBehavior;
 
 use super::{Event, EventKind, Webhooks};
 use crate::metrics::Metrics;
+use crate::redis_link::RedisLink;
 
 /// How often queued decisions are moved to the senders (their delay).
 const RELAY_EVERY: Duration = Duration::from_millis(100);
@@ -34,10 +35,12 @@ const DECIDED: [EventKind; 4] = [
 
 /// This node's part in relaying the deployment's decisions.
 pub struct Relay {
-    connection: ConnectionManager,
+    connection: RedisLink,
     script: Script,
-    /// `<prefix>:`
+    /// `<prefix>:` (`{<prefix>}:` on a cluster: one slot for the deployment).
     prefix: String,
+    /// The key that sends the script to that slot, on a cluster.
+    slot: Option<String>,
     node: String,
     /// The apps with a webhook for any decided event.
     apps: Vec<String>,
@@ -51,8 +54,8 @@ impl Relay {
     /// Start relaying for the apps that want decided events; nothing runs
     /// when none does.
     pub fn start(
-        connection: ConnectionManager,
-        store_prefix: &str,
+        connection: RedisLink,
+        keys: &Keys,
         node: &str,
         app_ids: impl IntoIterator<Item = String>,
         bound: usize,
@@ -69,7 +72,8 @@ impl Relay {
         let relay = Relay {
             connection,
             script: Script::new(madx_wire::scripts::WEBHOOK_RELAY),
-            prefix: madx_wire::store::redis_key_prefix(store_prefix),
+            prefix: keys.deployment(),
+            slot: keys.deployment_slot(),
             node: node.to_owned(),
             apps,
             bound,
@@ -92,6 +96,9 @@ impl Relay {
 
     async fn relay(&self) -> redis::RedisResult<()> {
         let mut invocation = self.script.prepare_invoke();
+        if let Some(slot) = &self.slot {
+            invocation.key(slot);
+        }
         invocation
             .arg(&self.prefix)
             .arg(&self.node)
