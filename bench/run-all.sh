@@ -3,7 +3,8 @@
 # and the bare-transport floor in the same run, the file store against
 # memory (and its restart), presence against plain channels, webhook
 # throughput, a cut-off-and-recover overload run, two nodes on Redis, and
-# 50,000 sockets over three nodes.
+# 50,000 sockets over three nodes. One Redis against a Redis Cluster:
+# bench/scale-out.sh.
 # Human lines go to the terminal, JSON lines to $OUT (bench-results.jsonl).
 # Needs redis-server for the cluster runs (scripts/test installs it).
 set -euo pipefail
@@ -15,81 +16,12 @@ OUT=${OUT:-bench-results.jsonl}
 # of every ratio over them. Judge a target on REPEAT=5.
 REPEAT=${REPEAT:-1}
 cargo build --release -p madx-pusher -p madx-bench
-BENCH=target/release/madx-bench
-PUSHER=target/release/madx-pusher
-FLOOR=target/release/floor-server
+BENCH=${CARGO_TARGET_DIR:-target}/release/madx-bench
+PUSHER=${CARGO_TARGET_DIR:-target}/release/madx-pusher
+FLOOR=${CARGO_TARGET_DIR:-target}/release/floor-server
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    kill "${pids[@]}" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-: >"$OUT"
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_for() { # URL
-    python3 - "$1" <<'EOF'
-import sys, time, urllib.request
-for _ in range(300):
-    try:
-        urllib.request.urlopen(sys.argv[1], timeout=1)
-        sys.exit(0)
-    except Exception:
-        time.sleep(0.1)
-sys.exit(f"{sys.argv[1]} did not answer")
-EOF
-}
-
-# start_pusher NAME [flags...] < extra config: sets $url and $pid.
-start_pusher() {
-    local name=$1 port
-    shift
-    port=$(free_port)
-    { echo "listen = \"127.0.0.1:$port\""; cat; } >"$work/$name.toml"
-    MADX_LOG=warn "$PUSHER" serve --config "$work/$name.toml" "$@" >"$work/$name.log" 2>&1 &
-    pid=$!
-    pids+=("$pid")
-    url="http://127.0.0.1:$port"
-    wait_for "$url/readyz"
-}
-
-start_floor() {
-    local port
-    port=$(free_port)
-    "$FLOOR" "127.0.0.1:$port" >"$work/floor.log" 2>&1 &
-    floor_pid=$!
-    pids+=("$floor_pid")
-    floor_url="http://127.0.0.1:$port"
-    sleep 0.5
-}
-
-start_redis() {
-    redis_port=$(free_port)
-    redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no \
-        --dir "$work" >"$work/redis.log" 2>&1 &
-    redis_pid=$!
-    pids+=("$redis_pid")
-    sleep 0.5
-}
-
-run() { # bench arguments...
-    "$BENCH" "$@" | tee -a "$OUT" >/dev/null
-}
-
-stop() { # pid
-    kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
-
-big='operator_token = "bench-operator-token"
-[limits]
-max_sockets_per_app = 100000'
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 echo "== one node, in memory, and the floor ($REPEAT rounds)" >&2
 for round in $(seq "$REPEAT"); do
@@ -216,29 +148,7 @@ done
 echo "== 50,000 sockets over three nodes (one generator per node)" >&2
 start_pusher node3 --store "$redis_url" <<<"$big"
 node3_url=$url node3_pid=$pid
-generators=()
-for node in "$node1_url $node1_pid" "$node2_url $node2_pid" "$node3_url $node3_pid"; do
-    read -r node_url node_pid <<<"$node"
-    run --target "$node_url" --host-pid "$node_pid" idle --sockets 16667 --hold-secs 20 &
-    generators+=($!)
-done
-# The most sockets open at once over the three nodes, from their metrics.
-python3 - "$node1_url" "$node2_url" "$node3_url" <<'EOF' | tee -a "$OUT"
-import json, sys, time, urllib.request
-def open_sockets(base):
-    request = urllib.request.Request(base + "/metrics", headers={"Authorization": "Bearer bench-operator-token"})
-    text = urllib.request.urlopen(request, timeout=5).read().decode()
-    return sum(int(float(line.split()[-1])) for line in text.splitlines() if line.startswith("madx_sockets_open{"))
-most = 0
-for _ in range(40):
-    time.sleep(1)
-    most = max(most, sum(open_sockets(base) for base in sys.argv[1:]))
-print(json.dumps({"scenario": "cluster_sockets", "nodes": 3, "max_open_sockets": most}))
-print(f"cluster: at most {most} sockets open at once over 3 nodes", file=sys.stderr)
-EOF
-for generator in "${generators[@]}"; do
-    wait "$generator"
-done
+hold_sockets redis 16667 "$node1_url $node1_pid" "$node2_url $node2_pid" "$node3_url $node3_pid"
 
 echo "== ratios over the rounds (median, lowest, highest)" >&2
 python3 bench/summarize.py "$OUT" >&2

@@ -34,6 +34,18 @@ COMPARISONS = [
         ("sockets", "rate"),
         ("latency_p50_ms", "latency_p99_ms", "host_cpu_per_delivery_us"),
     ),
+    # bench/scale-out.sh: the "host" CPU there is Redis' CPU.
+    ("cluster / one redis", "cluster", "redis", "connect", (), ("connects_per_sec", "host_cpu_per_connect_us")),
+] + [
+    (
+        "cluster / one redis",
+        "cluster",
+        "redis",
+        scenario,
+        ("sockets", "rate"),
+        ("latency_p50_ms", "latency_p99_ms", "host_cpu_per_delivery_us"),
+    )
+    for scenario in ("fanout", "inboxes")
 ]
 
 

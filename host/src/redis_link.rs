@@ -7,8 +7,8 @@
 //!
 //! On a cluster the client discovers the slots from the seed nodes and
 //! follows `MOVED`/`ASK` redirections and failovers by itself; a script is
-//! sent to a slot by its one declared key ([`Keys::app_slot`],
-//! [`Keys::deployment_slot`]).
+//! sent to its slot by the keys it declares ([`Keys::history_keys`] and
+//! the like).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,7 @@ use madx_wire::broker::Keys;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::{Cmd, Pipeline, RedisFuture, Script, ScriptInvocation, Value};
 use tokio::sync::OnceCell;
 
 // Budgets of one connection attempt and of one command: a request fails
@@ -104,6 +104,16 @@ impl ClusterLink {
             .await
             .cloned()
     }
+}
+
+/// An invocation of `script` declaring `keys` (a cluster's, from [`Keys`];
+/// `None` on one Redis, where nothing is declared).
+pub fn invoke_with(script: &Script, keys: Option<Vec<String>>) -> ScriptInvocation<'_> {
+    let mut invocation = script.prepare_invoke();
+    for key in keys.into_iter().flatten() {
+        invocation.key(key);
+    }
+    invocation
 }
 
 /// A cluster client over `seeds`; with `pushes`, a RESP3 client whose

@@ -254,7 +254,6 @@ impl Server {
     }
 }
 
-/// A deployment-wide decision of presence as the webhooks report it.
 /// What a node on a shared Redis (one server or a cluster) is made of: the
 /// store, hub and broker, and the link and names presence and the webhook
 /// relay share.
@@ -275,6 +274,7 @@ fn shared_redis(
     )
 }
 
+/// A deployment-wide decision of presence as the webhooks report it.
 fn webhook_event(change: Change) -> (String, Event) {
     match change {
         Change::Occupied { app, channel } => (app, Event::ChannelOccupied { channel }),

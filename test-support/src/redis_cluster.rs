@@ -128,9 +128,15 @@ impl RedisCluster {
     }
 
     /// Move `key`'s slot, with its keys, to another primary, as a
-    /// resharding does (`CLUSTER SETSLOT` importing/migrating, `MIGRATE`,
-    /// then the new owner for every primary); the new owner's port.
+    /// resharding does; the new owner's port.
     pub fn move_slot(&self, key: &str) -> u16 {
+        let moving = self.begin_slot_move(key);
+        self.finish_slot_move(moving)
+    }
+
+    /// Start moving `key`'s slot to another primary: the new owner imports
+    /// it, the old one migrates it (`CLUSTER SETSLOT`); no key moved yet.
+    pub fn begin_slot_move(&self, key: &str) -> SlotMove {
         let from = self.primary_of(key);
         let to = self
             .primaries()
@@ -140,29 +146,49 @@ impl RedisCluster {
         let slot = redis_cli(from, &["CLUSTER", "KEYSLOT", key]).expect("CLUSTER KEYSLOT");
         let id = |port: u16| redis_cli(port, &["CLUSTER", "MYID"]).expect("CLUSTER MYID");
         let (from_id, to_id) = (id(from), id(to));
-        let run = |port: u16, args: &[&str]| {
-            let out = redis_cli(port, args).unwrap_or_default();
-            assert!(!out.starts_with("ERR"), "{args:?}: {out}");
-        };
-        run(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
-        run(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
-        loop {
-            let keys =
-                redis_cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]).unwrap_or_default();
-            let keys: Vec<&str> = keys.lines().filter(|key| !key.is_empty()).collect();
-            if keys.is_empty() {
-                break;
-            }
-            let port = to.to_string();
-            let mut migrate = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
-            migrate.extend(keys);
-            run(from, &migrate);
+        expect_ok(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+        expect_ok(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+        SlotMove {
+            key: key.to_owned(),
+            slot,
+            from,
+            to,
+            to_id,
         }
+    }
+
+    /// `MIGRATE` up to `at_most` of the moving slot's keys; how many moved.
+    pub fn migrate_keys(&self, moving: &SlotMove, at_most: usize) -> usize {
+        let count = at_most.to_string();
+        let keys = redis_cli(
+            moving.from,
+            &["CLUSTER", "GETKEYSINSLOT", &moving.slot, &count],
+        )
+        .unwrap_or_default();
+        let keys: Vec<&str> = keys.lines().filter(|key| !key.is_empty()).collect();
+        if keys.is_empty() {
+            return 0;
+        }
+        let port = moving.to.to_string();
+        let mut migrate = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+        migrate.extend(&keys);
+        // A key already on the new owner (BUSYKEY) would mean a split slot.
+        expect_ok(moving.from, &migrate);
+        keys.len()
+    }
+
+    /// Migrate the rest and give the slot to its new owner on every
+    /// primary; the new owner's port, once it serves the slot.
+    pub fn finish_slot_move(&self, moving: SlotMove) -> u16 {
+        while self.migrate_keys(&moving, 100) > 0 {}
         for port in self.primaries() {
-            run(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+            expect_ok(
+                port,
+                &["CLUSTER", "SETSLOT", &moving.slot, "NODE", &moving.to_id],
+            );
         }
-        wait_for(|| self.serving(key) == Some(to));
-        to
+        wait_for(|| self.serving(&moving.key) == Some(moving.to));
+        moving.to
     }
 
     /// The ports of the running primaries.
@@ -233,6 +259,21 @@ fn start_node(dir: &Path) -> (u16, Child) {
         let _ = child.wait();
     }
     panic!("no cluster node started");
+}
+
+/// A slot on its way from one primary to another.
+pub struct SlotMove {
+    key: String,
+    slot: String,
+    from: u16,
+    to: u16,
+    to_id: String,
+}
+
+/// Run a command that answers `OK` (or `NOKEY`: nothing left to migrate).
+fn expect_ok(port: u16, args: &[&str]) {
+    let out = redis_cli(port, args).unwrap_or_default();
+    assert!(out == "OK" || out == "NOKEY", "{args:?} on {port}: {out}");
 }
 
 /// A free port whose cluster bus port (+10000) is free too.

@@ -8,8 +8,9 @@
 -- ARGV[3]  "channel": ARGV[4] is one channel's name; returns {count}
 --          "prefix": ARGV[4] is a name prefix; returns {name, count, ...}
 --          for every occupied channel whose name starts with it
--- On a Redis Cluster KEYS[1] is the app's key prefix: it sends the script to
--- the app's slot, where every key below lives. On one Redis no key is given.
+-- On a Redis Cluster the caller declares "<app>nodes" as KEYS[1] (the
+-- reports read after it live in the same slot); on one Redis no key is
+-- declared.
 local base, skip, mode, name = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
 local time = redis.call('TIME')

@@ -41,11 +41,12 @@
 -- "<prefix>:webhook-relay") moves them to its senders.
 --
 -- On a Redis Cluster the prefix is "{<prefix>}:", so every key lives in the
--- deployment's slot, KEYS[1] (the prefix) sends the script there, and the
--- control channel is a shard channel; on one Redis no key is given.
+-- deployment's slot, the caller declares "<prefix>nodes" as KEYS[1] (which
+-- sends the script there), and the control channel is a shard channel; on
+-- one Redis no key is declared.
 local op, prefix, node = ARGV[1], ARGV[2], ARGV[3]
 local control = prefix .. 'control'
-local publish = #KEYS == 1 and 'SPUBLISH' or 'PUBLISH'
+local publish = #KEYS > 0 and 'SPUBLISH' or 'PUBLISH'
 local nodes = prefix .. 'nodes'
 
 local function held_key(tag)

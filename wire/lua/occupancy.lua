@@ -11,8 +11,8 @@
 -- node; "<app>nodes" a sorted set of the nodes with a report, scored by the
 -- time (Redis's clock, ms) their report expires. A node that stops
 -- refreshing (it died) drops out of both within the time to live.
--- On a Redis Cluster KEYS[1] is the app's key prefix: it sends the script to
--- the app's slot, where every key below lives. On one Redis no key is given.
+-- On a Redis Cluster the caller declares both keys as KEYS; on one Redis no
+-- key is declared.
 local base, node, ttl_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local counts = base .. 'occupancy/' .. node
 local nodes = base .. 'nodes'

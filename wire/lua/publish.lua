@@ -15,11 +15,12 @@
 -- Ids are max(last id + 1, now in microseconds): strictly increasing per
 -- app, across nodes and across Redis restarts while the clock goes forward.
 --
--- On a Redis Cluster KEYS[1] is the app's key prefix (it sends the script
--- to the app's slot, where every key below lives) and the live channels
--- are shard channels; on one Redis no key is given.
+-- On a Redis Cluster the caller declares the keys below as KEYS (last-id,
+-- history-floor, then history/ and dropped/ per stream: they route the
+-- script to the app's slot and keep it off a half-migrated slot) and the
+-- live channels are shard channels; on one Redis no key is declared.
 local base = ARGV[1]
-local publish = #KEYS == 1 and 'SPUBLISH' or 'PUBLISH'
+local publish = #KEYS > 0 and 'SPUBLISH' or 'PUBLISH'
 local max_len = tonumber(ARGV[2])
 local ttl_ms = tonumber(ARGV[3])
 

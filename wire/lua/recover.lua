@@ -8,8 +8,8 @@
 -- Returns { "1" or "0" (complete or not), the app's position (its last id,
 -- or the floor before any), frames... }, frames in id order per stream
 -- (the host merges streams). With no streams it only reads the position.
--- On a Redis Cluster KEYS[1] is the app's key prefix: it sends the script to
--- the app's slot, where every key below lives. On one Redis no key is given.
+-- On a Redis Cluster the caller declares the keys below as KEYS (as for
+-- publish.lua); on one Redis no key is declared.
 local base = ARGV[1]
 local since = tonumber(ARGV[2])
 local ttl_ms = tonumber(ARGV[3])

@@ -13,8 +13,9 @@
 -- ARGV order, {app, dropped since the last call, event, event, ...}; any
 -- other node gets {}.
 --
--- On a Redis Cluster the prefix is "{<prefix>}:" and KEYS[1] names it: every
--- key below lives in the deployment's slot. On one Redis no key is given.
+-- On a Redis Cluster the prefix is "{<prefix>}:", so every key below lives
+-- in the deployment's slot, and the caller declares "<prefix>nodes" as
+-- KEYS[1]; on one Redis no key is declared.
 local prefix, node, lease_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local take, bound = tonumber(ARGV[4]), ARGV[5]
 local lease = prefix .. 'webhook-relay'

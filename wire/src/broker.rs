@@ -108,7 +108,8 @@ impl Keys {
         }
     }
 
-    /// The names on a Redis Cluster (hash-tagged).
+    /// The names on a Redis Cluster (hash-tagged), where scripts also
+    /// declare the keys they touch.
     pub fn cluster(prefix: &str) -> Keys {
         Keys {
             prefix: prefix.to_owned(),
@@ -152,17 +153,50 @@ impl Keys {
         }
     }
 
-    /// The key that sends a script about `app_id` to the app's slot: on a
-    /// cluster only (the scripts take `#KEYS == 1` to mean a cluster, where
-    /// live channels are shard channels).
-    pub fn app_slot(&self, app_id: &str) -> Option<String> {
-        self.cluster.then(|| self.app(app_id))
+    /// What `publish.lua` and `recover.lua` touch for these streams
+    /// (`<kind>/<name>`), declared to a cluster, where declared keys route
+    /// the script to its slot and keep it safe while the slot migrates (a
+    /// script whose keys are split between two shards is refused with
+    /// `TRYAGAIN` and retried, never run on half of them). `None` on one
+    /// Redis, where nothing is declared.
+    pub fn history_keys<'a>(
+        &self,
+        app_id: &str,
+        streams: impl IntoIterator<Item = &'a str>,
+    ) -> Option<Vec<String>> {
+        self.cluster.then(|| {
+            let app = self.app(app_id);
+            let mut keys = vec![format!("{app}last-id"), format!("{app}history-floor")];
+            for stream in streams {
+                keys.push(format!("{app}history/{stream}"));
+                keys.push(format!("{app}dropped/{stream}"));
+            }
+            keys
+        })
     }
 
-    /// The key that sends a deployment-wide script to the deployment's
-    /// slot, on a cluster only.
-    pub fn deployment_slot(&self) -> Option<String> {
-        self.cluster.then(|| self.deployment())
+    /// What `occupancy.lua` writes for a node's report, declared to a
+    /// cluster (see [`Keys::history_keys`]).
+    pub fn occupancy_keys(&self, app_id: &str, node: &str) -> Option<Vec<String>> {
+        let app = self.app(app_id);
+        self.cluster
+            .then(|| vec![format!("{app}occupancy/{node}"), format!("{app}nodes")])
+    }
+
+    /// The key `channels.lua` starts from (the reports read after it are
+    /// found at run time), declared to a cluster.
+    pub fn directory_keys(&self, app_id: &str) -> Option<Vec<String>> {
+        self.cluster
+            .then(|| vec![format!("{}nodes", self.app(app_id))])
+    }
+
+    /// The key the deployment-wide scripts (`membership.lua`,
+    /// `webhook_relay.lua`) start from, the nodes' heartbeats, declared to a
+    /// cluster; what they touch after it is found at run time, in the same
+    /// slot.
+    pub fn deployment_keys(&self) -> Option<Vec<String>> {
+        self.cluster
+            .then(|| vec![format!("{}nodes", self.deployment())])
     }
 
     /// Revokes, terminations and presence events for every node.
@@ -225,7 +259,8 @@ mod tests {
             keys.history("a", &Target::Channel("c".into())),
             "madx:app/a/history/channel/c"
         );
-        assert_eq!(keys.app_slot("a"), None);
+        assert_eq!(keys.history_keys("a", ["channel/c"]), None);
+        assert_eq!(keys.deployment_keys(), None);
     }
 
     #[test]
@@ -238,9 +273,21 @@ mod tests {
             "madx:app/{a}/history/channel/news"
         );
         assert_eq!(keys.live("a", &news), "madx:app/{a}/live/channel/news");
-        assert_eq!(keys.app_slot("a").as_deref(), Some("madx:app/{a}/"));
+        assert_eq!(
+            keys.history_keys("a", ["channel/news"]).unwrap(),
+            [
+                "madx:app/{a}/last-id",
+                "madx:app/{a}/history-floor",
+                "madx:app/{a}/history/channel/news",
+                "madx:app/{a}/dropped/channel/news"
+            ]
+        );
+        assert_eq!(
+            keys.occupancy_keys("a", "n1").unwrap(),
+            ["madx:app/{a}/occupancy/n1", "madx:app/{a}/nodes"]
+        );
         assert_eq!(keys.control(), "{madx}:control");
-        assert_eq!(keys.deployment_slot().as_deref(), Some("{madx}:"));
+        assert_eq!(keys.deployment_keys().unwrap(), ["{madx}:nodes"]);
         for target in [news, Target::User("u/x".into()), Target::Token("t".into())] {
             let live = keys.live("app-1", &target);
             assert_eq!(keys.parse_live(&live), Some(("app-1".into(), target)));

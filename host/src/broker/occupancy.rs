@@ -17,7 +17,7 @@ use redis::Script;
 use tokio::time::MissedTickBehavior;
 
 use crate::hub::Hub;
-use crate::redis_link::RedisLink;
+use crate::redis_link::{self, RedisLink};
 
 /// How often a node reports its occupancy.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
@@ -73,10 +73,8 @@ impl Reporter {
         for app_id in apps {
             let counts = current.remove(&app_id).unwrap_or_default();
             let unchanged = self.reported.get(&app_id) == Some(&counts);
-            let mut invocation = self.script.prepare_invoke();
-            if let Some(slot) = self.keys.app_slot(&app_id) {
-                invocation.key(slot);
-            }
+            let declared = self.keys.occupancy_keys(&app_id, self.hub.node_tag());
+            let mut invocation = redis_link::invoke_with(&self.script, declared);
             invocation
                 .arg(self.keys.app(&app_id))
                 .arg(self.hub.node_tag())
@@ -121,10 +119,7 @@ pub(super) async fn read(
         Query::Channel(name) => ("channel", name),
         Query::Prefix(prefix) => ("prefix", prefix),
     };
-    let mut invocation = script.prepare_invoke();
-    if let Some(slot) = keys.app_slot(app_id) {
-        invocation.key(slot);
-    }
+    let mut invocation = redis_link::invoke_with(script, keys.directory_keys(app_id));
     invocation
         .arg(keys.app(app_id))
         .arg(skip_node)

@@ -9,7 +9,7 @@
 //! the gap from the streams. The cluster client's own silent resubscription
 //! is not relied on: it could not say what was missed meanwhile.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use futures_util::StreamExt as _;
 use madx_wire::broker::Keys;
@@ -19,11 +19,26 @@ use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-use super::redis::{Lost, PUBSUB_TIMEOUT};
+use super::redis::PUBSUB_TIMEOUT;
 use crate::redis_link::{self, RedisLink};
 
 /// Channels per (un)subscribe command.
 const CHUNK: usize = 500;
+
+/// Why a connection ended.
+pub(super) struct Lost(pub String);
+
+impl Lost {
+    pub fn new(reason: impl Into<String>) -> Lost {
+        Lost(reason.into())
+    }
+}
+
+impl From<redis::RedisError> for Lost {
+    fn from(error: redis::RedisError) -> Lost {
+        Lost::new(error.to_string())
+    }
+}
 
 /// A message received on a subscribed channel.
 pub(super) struct Received {
@@ -39,6 +54,10 @@ pub(super) enum PubSub {
     Cluster {
         connection: ClusterConnection,
         pushes: mpsc::UnboundedReceiver<PushInfo>,
+        /// Our own unsubscribes not confirmed yet, per channel: their
+        /// confirmations arrive after the command returned, maybe after
+        /// the channel was subscribed again, and are not a shard's doing.
+        unconfirmed: HashMap<String, usize>,
     },
 }
 
@@ -56,12 +75,16 @@ impl PubSub {
             RedisLink::Cluster(cluster) => {
                 let (sender, pushes) = mpsc::unbounded_channel();
                 let client = redis_link::cluster_client(cluster.seeds(), Some(sender))
-                    .map_err(|error| Lost(error.to_string()))?;
+                    .map_err(|error| Lost::new(error.to_string()))?;
                 let connection = timeout(PUBSUB_TIMEOUT, client.get_async_connection())
                     .await
                     .map_err(|_| Lost::new("connect timed out"))?
                     .map_err(Lost::from)?;
-                Ok(PubSub::Cluster { connection, pushes })
+                Ok(PubSub::Cluster {
+                    connection,
+                    pushes,
+                    unconfirmed: HashMap::new(),
+                })
             }
         }
     }
@@ -89,8 +112,15 @@ impl PubSub {
                     bounded(sink.unsubscribe(chunk)).await?;
                 }
             }
-            PubSub::Cluster { connection, .. } => {
+            PubSub::Cluster {
+                connection,
+                unconfirmed,
+                ..
+            } => {
                 for chunk in by_slot(keys, channels) {
+                    for channel in &chunk {
+                        *unconfirmed.entry((*channel).clone()).or_default() += 1;
+                    }
                     bounded(connection.sunsubscribe(chunk)).await?;
                 }
             }
@@ -125,7 +155,11 @@ impl PubSub {
                     payload: message.get_payload_bytes().to_vec(),
                 })
             }
-            PubSub::Cluster { pushes, .. } => loop {
+            PubSub::Cluster {
+                pushes,
+                unconfirmed,
+                ..
+            } => loop {
                 let push = pushes
                     .recv()
                     .await
@@ -145,11 +179,19 @@ impl PubSub {
                         return Err(Lost::new("a shard connection closed"));
                     }
                     PushKind::SUnsubscribe => {
-                        let channel = push.data.first().and_then(bytes);
-                        if let Some(channel) = channel
-                            && subscribed(&String::from_utf8_lossy(channel))
-                        {
-                            return Err(Lost::new("a shard dropped a subscription"));
+                        let Some(channel) = push.data.first().and_then(bytes) else {
+                            continue;
+                        };
+                        let channel = String::from_utf8_lossy(channel).into_owned();
+                        match unconfirmed.get_mut(&channel) {
+                            Some(count) if *count > 1 => *count -= 1,
+                            Some(_) => {
+                                unconfirmed.remove(&channel);
+                            }
+                            None if subscribed(&channel) => {
+                                return Err(Lost::new("a shard dropped a subscription"));
+                            }
+                            None => {}
                         }
                     }
                     _ => {}

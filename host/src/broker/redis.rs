@@ -38,14 +38,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{MissedTickBehavior, timeout};
 
 use super::occupancy::{self, Query, Reporter};
-use super::pubsub::{PubSub, Received};
+use super::pubsub::{Lost, PubSub, Received};
 use super::{
     Attached, BrokerError, Outgoing, Published, Recovery, memory::unix_micros, message_id,
 };
 use crate::config::HistoryConfig;
 use crate::hub::{Hub, Interest, Target};
 use crate::metrics::Metrics;
-use crate::redis_link::RedisLink;
+use crate::redis_link::{self, RedisLink};
 use madx_wire::close::CloseCode;
 
 /// How long a session waits for its subscription to reach Redis.
@@ -118,6 +118,7 @@ impl RedisBroker {
         let (connected_tx, connected) = watch::channel(false);
         let subscriber = Subscriber {
             connection: connection.clone(),
+            control: keys.control(),
             keys: keys.clone(),
             hub: hub.clone(),
             metrics,
@@ -160,10 +161,16 @@ impl RedisBroker {
         app_id: &str,
         messages: &[Outgoing<'_>],
     ) -> Result<Vec<Published>, BrokerError> {
-        let mut invocation = self.publish.prepare_invoke();
-        if let Some(slot) = self.keys.app_slot(app_id) {
-            invocation.key(slot);
-        }
+        let mut streams: Vec<String> = messages
+            .iter()
+            .flat_map(|message| message.targets.iter().map(Target::stream_name))
+            .collect();
+        streams.sort_unstable();
+        streams.dedup();
+        let declared = self
+            .keys
+            .history_keys(app_id, streams.iter().map(String::as_str));
+        let mut invocation = redis_link::invoke_with(&self.publish, declared);
         invocation
             .arg(self.keys.app(app_id))
             .arg(self.limits.per_stream)
@@ -209,10 +216,11 @@ impl RedisBroker {
         self.sync().await?;
         // Without a recovery, the script only reads the app's position.
         let streams = if since.is_some() { streams } else { &[] };
-        let mut invocation = self.recover.prepare_invoke();
-        if let Some(slot) = self.keys.app_slot(app_id) {
-            invocation.key(slot);
-        }
+        let names: Vec<String> = streams.iter().map(Target::stream_name).collect();
+        let declared = self
+            .keys
+            .history_keys(app_id, names.iter().map(String::as_str));
+        let mut invocation = redis_link::invoke_with(&self.recover, declared);
         invocation
             .arg(self.keys.app(app_id))
             .arg(since.unwrap_or(0))
@@ -350,6 +358,8 @@ struct Subscriber {
     /// reconnect.
     connection: RedisLink,
     keys: Keys,
+    /// The control channel's name (revokes, terminations, member events).
+    control: String,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -362,21 +372,6 @@ struct Subscriber {
     waiting: Vec<oneshot::Sender<()>>,
     /// The newest id delivered per app, to replay from after a reconnect.
     last_seen: HashMap<String, u64>,
-}
-
-/// Why a connection ended.
-pub(super) struct Lost(pub String);
-
-impl Lost {
-    pub fn new(reason: &str) -> Lost {
-        Lost(reason.to_owned())
-    }
-}
-
-impl From<redis::RedisError> for Lost {
-    fn from(error: redis::RedisError) -> Lost {
-        Lost(error.to_string())
-    }
 }
 
 impl Subscriber {
@@ -432,7 +427,7 @@ impl Subscriber {
     async fn connect(&mut self, lost_at: Option<u64>) -> Result<PubSub, Lost> {
         let mut pubsub = PubSub::open(&self.connection).await?;
         let mut channels: Vec<String> = self.wanted.iter().cloned().collect();
-        channels.push(self.keys.control());
+        channels.push(self.control.clone());
         pubsub.subscribe(&self.keys, &channels).await?;
         self.subscribed = self.wanted.clone();
         if let Some(lost_at) = lost_at {
@@ -470,8 +465,8 @@ impl Subscriber {
                 pipe.query_async(&mut self.connection.clone()),
             )
             .await
-            .map_err(|_| Lost("history read timed out".to_owned()))?
-            .map_err(|error| Lost(error.to_string()))?;
+            .map_err(|_| Lost::new("history read timed out"))?
+            .map_err(Lost::from)?;
             for ((app_id, target), entries) in chunk.iter().zip(replies) {
                 for (_, fields) in entries {
                     for (_, frame) in fields {
@@ -500,14 +495,13 @@ impl Subscriber {
 
     /// Deliver messages and apply commands until the connection is lost.
     async fn serve(&mut self, pubsub: &mut PubSub) -> Lost {
-        let control = self.keys.control();
         let mut ping = tokio::time::interval(PUBSUB_PING_EVERY);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 command = self.commands.recv() => {
                     let Some(command) = command else {
-                        return Lost("shutting down".to_owned());
+                        return Lost::new("shutting down");
                     };
                     self.note(command);
                     // Apply everything queued in one round trip.
@@ -520,7 +514,7 @@ impl Subscriber {
                     self.answer_waiting();
                 }
                 message = pubsub.next(|channel| {
-                    channel == control || self.subscribed.contains(channel)
+                    channel == self.control || self.subscribed.contains(channel)
                 }) => match message {
                     Ok(message) => self.handle(&message),
                     Err(lost) => return lost,
@@ -577,7 +571,7 @@ impl Subscriber {
         let Ok(payload) = std::str::from_utf8(&message.payload) else {
             return;
         };
-        if channel == self.keys.control() {
+        if channel == self.control {
             match serde_json::from_str(payload) {
                 Ok(Control::Revoke { app, access_id }) => {
                     self.hub

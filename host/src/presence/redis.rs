@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
 use super::{Change, Deployment, MemberKey, Presence, Roster, WorkerOp};
-use crate::redis_link::RedisLink;
+use crate::redis_link::{self, RedisLink};
 
 /// What a join did to the deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,8 +58,8 @@ pub struct RedisMembership {
     script: Script,
     /// `<prefix>:` (`{<prefix>}:` on a cluster: one slot for the deployment).
     prefix: String,
-    /// The key that sends the script to that slot, on a cluster.
-    slot: Option<String>,
+    /// The deployment's names (what a script declares, on a cluster).
+    keys: Keys,
     node: String,
     /// A write failed: Redis may not match this node until a resync.
     out_of_sync: AtomicBool,
@@ -71,7 +71,7 @@ impl RedisMembership {
             connection,
             script: Script::new(madx_wire::scripts::MEMBERSHIP),
             prefix: keys.deployment(),
-            slot: keys.deployment_slot(),
+            keys: keys.clone(),
             node: node.to_owned(),
             out_of_sync: AtomicBool::new(true),
         }
@@ -88,11 +88,7 @@ impl RedisMembership {
     }
 
     fn prepare(&self) -> ScriptInvocation<'_> {
-        let mut invocation = self.script.prepare_invoke();
-        if let Some(slot) = &self.slot {
-            invocation.key(slot);
-        }
-        invocation
+        redis_link::invoke_with(&self.script, self.keys.deployment_keys())
     }
 
     async fn run<T: redis::FromRedisValue>(

@@ -16,7 +16,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::{Event, EventKind, Webhooks};
 use crate::metrics::Metrics;
-use crate::redis_link::RedisLink;
+use crate::redis_link::{self, RedisLink};
 
 /// How often queued decisions are moved to the senders (their delay).
 const RELAY_EVERY: Duration = Duration::from_millis(100);
@@ -39,8 +39,8 @@ pub struct Relay {
     script: Script,
     /// `<prefix>:` (`{<prefix>}:` on a cluster: one slot for the deployment).
     prefix: String,
-    /// The key that sends the script to that slot, on a cluster.
-    slot: Option<String>,
+    /// The deployment's names (what a script declares, on a cluster).
+    keys: Keys,
     node: String,
     /// The apps with a webhook for any decided event.
     apps: Vec<String>,
@@ -73,7 +73,7 @@ impl Relay {
             connection,
             script: Script::new(madx_wire::scripts::WEBHOOK_RELAY),
             prefix: keys.deployment(),
-            slot: keys.deployment_slot(),
+            keys: keys.clone(),
             node: node.to_owned(),
             apps,
             bound,
@@ -95,10 +95,7 @@ impl Relay {
     }
 
     async fn relay(&self) -> redis::RedisResult<()> {
-        let mut invocation = self.script.prepare_invoke();
-        if let Some(slot) = &self.slot {
-            invocation.key(slot);
-        }
+        let mut invocation = redis_link::invoke_with(&self.script, self.keys.deployment_keys());
         invocation
             .arg(&self.prefix)
             .arg(&self.node)
