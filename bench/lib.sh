@@ -120,12 +120,14 @@ cpu_ticks() {
 }
 
 # hold_sockets LABEL SOCKETS "URL PID"...: one idle generator per node,
-# SOCKETS each, held 20 s; the most open at once over the nodes is written
-# as a `cluster_sockets` line (most_open_sockets).
+# SOCKETS each, held 20 s after its ramp; the most sockets open at once
+# over the nodes, from their metrics while the generators run, is written
+# as a `cluster_sockets` line.
 hold_sockets() {
-    local label=$1 sockets=$2 node node_url node_pid generator
+    local label=$1 sockets=$2 node node_url node_pid generator watcher
     shift 2
     local generators=() urls=()
+    rm -f "$work/hold-done"
     for node in "$@"; do
         read -r node_url node_pid <<<"$node"
         run --label "$label" --target "$node_url" --host-pid "$node_pid" \
@@ -133,26 +135,33 @@ hold_sockets() {
         generators+=($!)
         urls+=("$node_url")
     done
-    most_open_sockets "$label" "${urls[@]}"
+    most_open_sockets "$label" "$work/hold-done" "${urls[@]}" &
+    watcher=$!
     for generator in "${generators[@]}"; do
         wait "$generator"
     done
+    touch "$work/hold-done"
+    wait "$watcher"
 }
 
-# most_open_sockets LABEL URL...: the most sockets open at once over these
-# nodes during the next 40 s, from their metrics, as a JSON line.
+# most_open_sockets LABEL DONE_FILE URL...: the most sockets open at once
+# over these nodes, sampled every second from their metrics until DONE_FILE
+# exists, as a JSON line.
 most_open_sockets() {
     python3 - "$@" <<'PY' | tee -a "$OUT"
-import json, sys, time, urllib.request
-label, bases = sys.argv[1], sys.argv[2:]
+import json, os, sys, time, urllib.request
+label, done, bases = sys.argv[1], sys.argv[2], sys.argv[3:]
 def open_sockets(base):
     request = urllib.request.Request(base + "/metrics", headers={"Authorization": "Bearer bench-operator-token"})
     text = urllib.request.urlopen(request, timeout=5).read().decode()
     return sum(int(float(line.split()[-1])) for line in text.splitlines() if line.startswith("madx_sockets_open{"))
 most = 0
-for _ in range(40):
+while not os.path.exists(done):
     time.sleep(1)
-    most = max(most, sum(open_sockets(base) for base in bases))
+    try:
+        most = max(most, sum(open_sockets(base) for base in bases))
+    except OSError:
+        pass  # a node busy with the ramp answers next time
 print(json.dumps({"scenario": "cluster_sockets", "label": label, "nodes": len(bases), "max_open_sockets": most}))
 print(f"{label}: at most {most} sockets open at once over {len(bases)} nodes", file=sys.stderr)
 PY

@@ -5,8 +5,8 @@
 # one of 1,000 users' inboxes. The --host-pid given
 # to madx-bench are the Redis processes, so its "host" CPU per connect and
 # per delivery is Redis' CPU; how that CPU splits over the shards is written
-# as a `redis_cpu_split` line. Then the most sockets three nodes on the
-# cluster hold at once.
+# as a `redis_cpu_split` line. Then the most sockets several nodes on the
+# cluster hold at once (by default three nodes of 16,667).
 # JSON lines go to $OUT (bench-scale-out.jsonl); needs redis-server and
 # redis-cli (scripts/test installs them).
 set -euo pipefail
@@ -14,6 +14,11 @@ cd "$(dirname "$0")/.."
 
 OUT=${OUT:-bench-scale-out.jsonl}
 REPEAT=${REPEAT:-1}
+# The last part: HOLD_NODES nodes on the cluster, HOLD_PER_NODE sockets
+# each (each node and generator is one process: keep this under the file
+# descriptor limit, `ulimit -n`).
+HOLD_NODES=${HOLD_NODES:-3}
+HOLD_PER_NODE=${HOLD_PER_NODE:-16667}
 cargo build --release -p madx-pusher -p madx-bench
 BENCH=${CARGO_TARGET_DIR:-target}/release/madx-bench
 PUSHER=${CARGO_TARGET_DIR:-target}/release/madx-pusher
@@ -73,14 +78,14 @@ for round in $(seq "$REPEAT"); do
     done
 done
 
-echo "== 50,000 sockets over three nodes on the cluster" >&2
+echo "== $((HOLD_PER_NODE * HOLD_NODES)) sockets over $HOLD_NODES nodes on the cluster" >&2
 start_redis_cluster 3
 nodes=()
-for name in c1 c2 c3; do
-    start_pusher "$name" --store "$cluster_url" <<<"$big"
+for n in $(seq "$HOLD_NODES"); do
+    start_pusher "hold-$n" --store "$cluster_url" <<<"$big"
     nodes+=("$url $pid")
 done
-hold_sockets cluster 16667 "${nodes[@]}"
+hold_sockets cluster "$HOLD_PER_NODE" "${nodes[@]}"
 
 echo "== ratios, cluster against one Redis (median, lowest, highest)" >&2
 python3 bench/summarize.py "$OUT" >&2

@@ -138,7 +138,8 @@ pub enum StoreConfig {
     },
     /// A Redis shared by every node of the deployment.
     Redis {
-        /// `redis://[user:password@]host:port/db` (or `rediss://`).
+        /// `redis://[user:password@]host:port/db` (`rediss://` is refused
+        /// at start-up: this build has no TLS to Redis).
         url: String,
         /// Every key and pub/sub channel starts with `<prefix>:`, so
         /// deployments can share one Redis.
@@ -1055,6 +1056,7 @@ mod tests {
             ("heartbeat_secs = 0", "heartbeat_secs"),
             ("store = \"postgres://db\"", "redis:// URL"),
             ("store = \"redis://:pw@[::1\"", "invalid store URL"),
+            ("store = \"rediss://redis.internal:6379/0\"", "TLS"),
             ("store = \"redis-cluster://\"", "host:port pairs"),
             ("store = \"redis-cluster://a:1,b\"", "host:port pairs"),
             ("store = \"redis-cluster://a:1/0\"", "host:port pairs"),

@@ -158,15 +158,16 @@ impl Keys {
     /// the script to its slot and keep it safe while the slot migrates (a
     /// script whose keys are split between two shards is refused with
     /// `TRYAGAIN` and retried, never run on half of them). `None` on one
-    /// Redis, where nothing is declared.
-    pub fn history_keys<'a>(
+    /// Redis, where nothing is declared (and `streams` is not walked).
+    pub fn history_keys(
         &self,
         app_id: &str,
-        streams: impl IntoIterator<Item = &'a str>,
+        streams: impl IntoIterator<Item = String>,
     ) -> Option<Vec<String>> {
         self.cluster.then(|| {
             let app = self.app(app_id);
             let mut keys = vec![format!("{app}last-id"), format!("{app}history-floor")];
+            let streams: std::collections::BTreeSet<String> = streams.into_iter().collect();
             for stream in streams {
                 keys.push(format!("{app}history/{stream}"));
                 keys.push(format!("{app}dropped/{stream}"));
@@ -259,7 +260,7 @@ mod tests {
             keys.history("a", &Target::Channel("c".into())),
             "madx:app/a/history/channel/c"
         );
-        assert_eq!(keys.history_keys("a", ["channel/c"]), None);
+        assert_eq!(keys.history_keys("a", ["channel/c".to_owned()]), None);
         assert_eq!(keys.deployment_keys(), None);
     }
 
@@ -274,7 +275,8 @@ mod tests {
         );
         assert_eq!(keys.live("a", &news), "madx:app/{a}/live/channel/news");
         assert_eq!(
-            keys.history_keys("a", ["channel/news"]).unwrap(),
+            keys.history_keys("a", ["channel/news".to_owned(), "channel/news".to_owned()])
+                .unwrap(),
             [
                 "madx:app/{a}/last-id",
                 "madx:app/{a}/history-floor",

@@ -161,15 +161,10 @@ impl RedisBroker {
         app_id: &str,
         messages: &[Outgoing<'_>],
     ) -> Result<Vec<Published>, BrokerError> {
-        let mut streams: Vec<String> = messages
+        let streams = messages
             .iter()
-            .flat_map(|message| message.targets.iter().map(Target::stream_name))
-            .collect();
-        streams.sort_unstable();
-        streams.dedup();
-        let declared = self
-            .keys
-            .history_keys(app_id, streams.iter().map(String::as_str));
+            .flat_map(|message| message.targets.iter().map(Target::stream_name));
+        let declared = self.keys.history_keys(app_id, streams);
         let mut invocation = redis_link::invoke_with(&self.publish, declared);
         invocation
             .arg(self.keys.app(app_id))
@@ -216,10 +211,9 @@ impl RedisBroker {
         self.sync().await?;
         // Without a recovery, the script only reads the app's position.
         let streams = if since.is_some() { streams } else { &[] };
-        let names: Vec<String> = streams.iter().map(Target::stream_name).collect();
         let declared = self
             .keys
-            .history_keys(app_id, names.iter().map(String::as_str));
+            .history_keys(app_id, streams.iter().map(Target::stream_name));
         let mut invocation = redis_link::invoke_with(&self.recover, declared);
         invocation
             .arg(self.keys.app(app_id))
