@@ -39,10 +39,12 @@ pub enum RedisLink {
     Cluster(Arc<ClusterLink>),
 }
 
-/// A Redis Cluster: the seed nodes, and the connection opened on first use
+/// A Redis Cluster: the seed nodes (pub/sub opens its own clients on
+/// them), the client for commands, and its connection opened on first use
 /// (so a node starts, not ready, while the cluster is down).
 pub struct ClusterLink {
     seeds: Vec<String>,
+    client: ClusterClient,
     connection: OnceCell<ClusterConnection>,
 }
 
@@ -66,10 +68,11 @@ impl RedisLink {
     /// A link to a cluster through its seed nodes (`redis://host:port`
     /// URLs); nothing is connected yet.
     pub fn cluster(seeds: Vec<String>) -> anyhow::Result<RedisLink> {
-        // Checked here so a typo fails at start-up, not at first use.
-        cluster_client(&seeds, None)?;
+        // Built here so a typo fails at start-up, not at first use.
+        let client = cluster_client(&seeds, None)?;
         Ok(RedisLink::Cluster(Arc::new(ClusterLink {
             seeds,
+            client,
             connection: OnceCell::new(),
         })))
     }
@@ -91,16 +94,7 @@ impl ClusterLink {
     /// The shared connection, opened now if it is not yet.
     async fn connection(&self) -> redis::RedisResult<ClusterConnection> {
         self.connection
-            .get_or_try_init(|| async {
-                let client = cluster_client(&self.seeds, None).map_err(|error| {
-                    redis::RedisError::from((
-                        redis::ErrorKind::InvalidClientConfig,
-                        "invalid cluster seeds",
-                        error.to_string(),
-                    ))
-                })?;
-                client.get_async_connection().await
-            })
+            .get_or_try_init(|| self.client.get_async_connection())
             .await
             .cloned()
     }
