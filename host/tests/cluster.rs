@@ -100,6 +100,20 @@ async fn nodes(redis: &Shared, n: usize, config: &str, prefix: &str) -> Vec<Test
     nodes
 }
 
+/// A socket of app alpha on `one`, subscribed to "news", that got a message
+/// published on `two`: the deployment works before a test disturbs it.
+async fn served_across_nodes(one: &TestServer, two: &TestServer, claims: Value) -> Socket {
+    let (_, mut socket) = open_socket(one, ALPHA, claims).await;
+    assert_eq!(subscribe(&mut socket, "news").await["type"], "subscribed");
+    let before = json!({"channel": "news", "event": "before", "data": 0});
+    publish(two, ALPHA, before).await;
+    assert_eq!(
+        events(&messages_until(&mut socket, "before").await),
+        ["before"]
+    );
+    socket
+}
+
 /// Publish to app alpha, retrying while the node answers 503: publishes
 /// may be refused while the cluster moves (a node reconnecting its pub/sub
 /// takes none), and none is lost once accepted.
@@ -461,14 +475,7 @@ async fn a_killed_primary_is_replaced_by_its_replica_and_the_nodes_keep_serving(
     };
     let (one, two) = (&cluster[0], &cluster[1]);
     let claims = json!({"user_id": "ivy", "channels": ["news"]});
-    let (_, mut socket) = open_socket(one, ALPHA, claims.clone()).await;
-    assert_eq!(subscribe(&mut socket, "news").await["type"], "subscribed");
-    let before = json!({"channel": "news", "event": "before", "data": 0});
-    publish(two, ALPHA, before).await;
-    assert_eq!(
-        events(&messages_until(&mut socket, "before").await),
-        ["before"]
-    );
+    let mut socket = served_across_nodes(one, two, claims.clone()).await;
     let later = one.token(ALPHA, claims).await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
 
@@ -504,14 +511,7 @@ async fn an_apps_slot_moving_to_another_shard_keeps_its_sockets_served() {
     };
     let (one, two) = (&cluster[0], &cluster[1]);
     let claims = json!({"user_id": "joe", "channels": ["news"]});
-    let (_, mut socket) = open_socket(one, ALPHA, claims).await;
-    assert_eq!(subscribe(&mut socket, "news").await["type"], "subscribed");
-    let before = json!({"channel": "news", "event": "before", "data": 0});
-    publish(two, ALPHA, before).await;
-    assert_eq!(
-        events(&messages_until(&mut socket, "before").await),
-        ["before"]
-    );
+    let mut socket = served_across_nodes(one, two, claims).await;
 
     let old = redis.primary_of("madx:app/{alpha}/");
     let moving = redis.begin_slot_move("madx:app/{alpha}/");
