@@ -95,37 +95,58 @@ pub async fn upgrade(
         .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
         .max_message_size(max_frame)
         .max_frame_size(max_frame)
-        .on_upgrade(move |socket: WebSocket| async move {
-            let params = params.map(|Query(params)| params).map_err(|rejection| {
-                Refusal::new(
-                    CloseCode::BadRequest,
-                    format!("malformed query string: {}", rejection.body_text()),
-                )
-            });
-            let (app_label, admission) = match params {
-                Ok(params) => {
-                    // Metrics label refusals with the app only when it exists.
-                    let app_label = params
-                        .app
-                        .as_deref()
-                        .and_then(|id| state.apps.by_id(id))
-                        .or_else(|| state.apps.only())
-                        .map(|app| app.id.clone())
-                        .unwrap_or_default();
-                    // Boxed, so the session that follows does not carry the
-                    // plugin call's space.
-                    (app_label, Box::pin(admit(&state, params)).await)
-                }
-                Err(refusal) => (String::new(), Err(refusal)),
-            };
-            match admission {
-                Ok(admitted) => session::run(socket, state, admitted).await,
-                Err(refusal) => {
-                    state.metrics.connect(&app_label, refusal.code.reason());
-                    session::refuse(socket, refusal).await
-                }
+        .on_upgrade(move |socket: WebSocket| {
+            // Boxed, and freed once the socket is open: admission (a plugin
+            // call) and the opening steps need space that every open
+            // socket's task would otherwise carry for its whole life.
+            let opening = Box::pin(open(socket, state, params));
+            async move {
+                // `opened` ends with the match, so the task does not keep
+                // it beside the future that took it over.
+                let serving = match opening.await {
+                    Some(opened) => opened.serve(),
+                    None => return,
+                };
+                serving.await;
             }
         })
+}
+
+/// Check the connection string and open the session, or refuse the socket
+/// with the reason.
+async fn open(
+    socket: WebSocket,
+    state: Arc<AppState>,
+    params: Result<Query<ConnectParams>, axum::extract::rejection::QueryRejection>,
+) -> Option<session::Opened> {
+    let params = params.map(|Query(params)| params).map_err(|rejection| {
+        Refusal::new(
+            CloseCode::BadRequest,
+            format!("malformed query string: {}", rejection.body_text()),
+        )
+    });
+    let (app_label, admission) = match params {
+        Ok(params) => {
+            // Metrics label refusals with the app only when it exists.
+            let app_label = params
+                .app
+                .as_deref()
+                .and_then(|id| state.apps.by_id(id))
+                .or_else(|| state.apps.only())
+                .map(|app| app.id.clone())
+                .unwrap_or_default();
+            (app_label, admit(&state, params).await)
+        }
+        Err(refusal) => (String::new(), Err(refusal)),
+    };
+    match admission {
+        Ok(admitted) => session::open(socket, state, admitted).await,
+        Err(refusal) => {
+            state.metrics.connect(&app_label, refusal.code.reason());
+            session::refuse(socket, refusal).await;
+            None
+        }
+    }
 }
 
 /// Check the connection string with the auth component.

@@ -58,12 +58,41 @@ impl Ending {
     }
 }
 
-pub(super) async fn run(socket: WebSocket, state: Arc<AppState>, admitted: Admitted) {
-    // Boxed: the opening steps (registration, recovery, welcome) need a lot
-    // of state that is dead once the socket is open; inline, every open
-    // socket's task would keep that space for its whole life.
-    if let Some((session, mailbox)) = Box::pin(opening::open(socket, state, admitted)).await {
-        session.serve(mailbox).await;
+/// An admitted socket, registered and welcomed: what its task keeps for
+/// as long as it is open.
+pub(super) struct Opened {
+    session: Session,
+    mailbox: Mailbox,
+}
+
+/// Register the socket, send `welcome` and recover its inboxes; `None`
+/// when the socket was closed on the way.
+pub(super) async fn open(
+    socket: WebSocket,
+    state: Arc<AppState>,
+    admitted: Admitted,
+) -> Option<Opened> {
+    let (session, mailbox) = opening::open(socket, state, admitted).await?;
+    Some(Opened { session, mailbox })
+}
+
+impl Opened {
+    /// Serve the socket until it closes.
+    ///
+    /// An `async` block, not an `async fn`: an `async fn` keeps its
+    /// by-value arguments twice in its future (as arguments and as the
+    /// body's bindings), and this future lives as long as the socket.
+    pub(super) fn serve(self) -> impl Future<Output = ()> + Send {
+        let Opened {
+            mut session,
+            mailbox,
+        } = self;
+        async move {
+            let ending = session.serve_until_ending(&mailbox).await;
+            // Boxed: closing (the close handshake, leaving presence
+            // channels) needs space an open socket should not carry.
+            Box::pin(session.finish(mailbox, ending)).await;
+        }
     }
 }
 
@@ -83,7 +112,9 @@ struct Session {
 }
 
 impl Session {
-    async fn serve(mut self, mailbox: Mailbox) {
+    /// The loop: queued messages, client frames and timers, until one of
+    /// them ends the session.
+    async fn serve_until_ending(&mut self, mailbox: &Mailbox) -> Ending {
         let heartbeat = self.state.config.heartbeat;
         // An open socket keeps its token alive: touch it well within the
         // idle timeout (no store write per frame), so the token outlives
@@ -97,7 +128,7 @@ impl Session {
         tokio::pin!(timer);
         let mut last_heard = Instant::now();
 
-        let ending = loop {
+        loop {
             // Biased: commands (close) first, then queued messages, then
             // client frames, so a message accepted before a client frame
             // arrives is sent before that frame is answered.
@@ -141,7 +172,7 @@ impl Session {
                         // idle session should not carry that space inline.
                         Message::Text(text) => Box::pin(self.handle_text(text.as_str())).await,
                         Message::Binary(_) => {
-                            self.refuse_frame(FrameError::BadFrame, "frames are JSON text", None, None)
+                            Box::pin(self.refuse_frame(FrameError::BadFrame, "frames are JSON text", None, None))
                                 .await
                         }
                         Message::Close(_) => Err(Ending::ClientGone),
@@ -182,8 +213,12 @@ impl Session {
                     timer.as_mut().reset(next_ping.min(next_keepalive));
                 }
             }
-        };
+        }
+    }
 
+    /// Count the ending, close the socket with its code, leave presence
+    /// and restart the token's idle clock.
+    async fn finish(mut self, mailbox: Mailbox, ending: Ending) {
         self.state.metrics.disconnect(&self.app.id, ending.reason());
         let revoked = matches!(&ending, Ending::Close(CloseCode::TokenRevoked, _));
         if let Ending::Close(code, message) = ending {
