@@ -23,7 +23,13 @@ COMPARISONS = [
         "floor",
         "fanout",
         ("sockets", "rate"),
-        ("latency_p50_ms", "latency_p99_ms", "host_cpu_per_delivery_us"),
+        (
+            "latency_p50_ms",
+            "latency_p99_ms",
+            "host_cpu_per_delivery_us",
+            "publish_answer_p50_ms",
+            "publish_answer_p99_ms",
+        ),
     ),
     ("file / memory", "file", "memory", "connect", (), ("connects_per_sec", "host_cpu_per_connect_us")),
     (
