@@ -10,6 +10,7 @@
 mod auth;
 pub mod bindings;
 mod embedded;
+mod epoch;
 mod host_state;
 pub mod imports;
 mod output;
@@ -32,13 +33,9 @@ pub use router::RouterPlugin;
 
 use crate::metrics::Metrics;
 use crate::store::{Namespace, Room, StoreBackend};
+use epoch::{EpochTicker, Running};
 use output::PluginLog;
 
-/// How often the epoch advances: a running guest is interrupted this often
-/// to give its worker thread back to the other tasks (sockets, other
-/// calls), and to check its time budget. A runaway call therefore delays
-/// the rest of the node by at most about one tick per turn.
-const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Bytes of each instance slot kept mapped between calls (the built-in
 /// components use well under this); beyond it, slots are decommitted.
 const LINEAR_MEMORY_KEEP_RESIDENT: usize = 2 << 20;
@@ -82,6 +79,14 @@ pub struct Sandbox {
     metrics: Arc<Metrics>,
     limits: SandboxLimits,
     slots: Semaphore,
+    epoch: EpochTicker,
+}
+
+/// What one call holds while it runs: an instance slot, and the epoch
+/// clock ticking.
+struct CallSlot<'a> {
+    _permit: SemaphorePermit<'a>,
+    _running: Running<'a>,
 }
 
 impl Sandbox {
@@ -112,13 +117,14 @@ impl Sandbox {
         let engine = Engine::new(&config)
             .map_err(anyhow::Error::from)
             .context("cannot start the WebAssembly engine")?;
-        start_epoch_ticker(&engine)?;
+        let epoch = EpochTicker::start(&engine)?;
 
         Ok(Arc::new(Sandbox {
             engine,
             metrics,
             limits,
             slots: Semaphore::new(instances as usize),
+            epoch,
         }))
     }
 
@@ -172,7 +178,7 @@ impl Sandbox {
         &self,
         namespace: Namespace,
         settings: PluginSettings,
-    ) -> (Store<HostState>, SemaphorePermit<'_>) {
+    ) -> (Store<HostState>, CallSlot<'_>) {
         // The semaphore is never closed, so acquiring cannot fail.
         let permit = match self.slots.acquire().await {
             Ok(permit) => permit,
@@ -194,7 +200,11 @@ impl Sandbox {
                 UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
             })
         });
-        (store, permit)
+        let slot = CallSlot {
+            _permit: permit,
+            _running: self.epoch.call_started(),
+        };
+        (store, slot)
     }
 
     /// A component's imports, each with whether the linker its plugins are
@@ -208,23 +218,6 @@ impl Sandbox {
         let linker = self.linker(kind)?;
         Ok(imports::probe(&self.engine, &linker, &component))
     }
-}
-
-/// Advance the engine's epoch every tick, so running guests notice their
-/// deadline. The thread ends when the engine is dropped.
-fn start_epoch_ticker(engine: &Engine) -> anyhow::Result<()> {
-    let engine = engine.weak();
-    std::thread::Builder::new()
-        .name("wasm-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = engine.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })
-        .context("cannot start the epoch thread")?;
-    Ok(())
 }
 
 /// The kinds of plugin the host runs.
@@ -365,7 +358,7 @@ impl PluginCore {
         &self,
         app_id: &str,
         call: &'static str,
-    ) -> (Store<HostState>, SemaphorePermit<'_>) {
+    ) -> (Store<HostState>, CallSlot<'_>) {
         let room = match (self.kind, call) {
             (PluginKind::Auth, "verify" | "touch" | "revoke") => Room::Reserved,
             _ => Room::General,
