@@ -1,5 +1,5 @@
 // Runs the real madx-pusher binary on 127.0.0.1:0 for tests, the way
-// host/tests/common/mod.rs does: a config file, the bound address read from
+// host/tests/suites/common/mod.rs does: a config file, the bound address read from
 // the first stdout line, the built-in demo app. Every process started here
 // is killed when the test process exits, also on failure.
 

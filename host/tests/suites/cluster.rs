@@ -6,9 +6,7 @@
 //! Every scenario that holds for both runs on both: `on_both!` makes a
 //! `one_redis` and a `redis_cluster` test of it.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 /// The Redis a deployment shares.

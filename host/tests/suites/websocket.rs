@@ -1,10 +1,8 @@
 //! Connecting with one-time TOTP connection strings: `GET /v1/ws`.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

@@ -3,11 +3,9 @@
 //! member cap, the channel queries, and across nodes on a real Redis, a
 //! member on a SIGKILLed node removed once.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const ROOM: &str = "presence-room";

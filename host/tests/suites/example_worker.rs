@@ -1,12 +1,10 @@
 //! The example worker (`examples/worker/worker.py`) against a real server:
 //! queued tasks run one after another and each result reaches the user.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn worker(db: &Path, server: &TestServer, args: &[&str]) -> String {

@@ -1,10 +1,8 @@
 //! The same binary serving https and wss (`--tls-cert`, `--tls-key`).
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use tokio_tungstenite::{Connector, connect_async_tls_with_config};
 

@@ -3,9 +3,7 @@
 //! budget, and a socket publishing over its rate is refused, then closed,
 //! while everyone else carries on.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const OPERATOR: &str = "operator-token-0123456789";

@@ -2,14 +2,12 @@
 //! killed (SIGKILL) and started again on the same directory, and that
 //! refuses a directory it must not use.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const ONE_APP: &str = r#"

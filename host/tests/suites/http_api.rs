@@ -1,8 +1,6 @@
 //! The HTTP API: tokens, revocation, health, errors.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 #[tokio::test]

@@ -4,8 +4,6 @@
 //! connects), plus what only these suites need (two apps, publish helpers,
 //! the JavaScript and Python router builds).
 
-#![allow(dead_code)] // Each test binary uses a different part of the harness.
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 

@@ -2,11 +2,9 @@
 //! checks `X-Pusher-Key` and `X-Pusher-Signature` itself
 //! (`madx_test_support::WebhookReceiver`).
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const OPERATOR: &str = "operator-token-0123456789";

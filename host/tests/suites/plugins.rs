@@ -1,10 +1,8 @@
 //! Replacing the built-in components by configuration, with no rebuild.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

@@ -4,14 +4,12 @@
 //! UTF-8, and Redis' own words in answers. Each test also checks what an
 //! honest client still gets.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::SinkExt;
 use futures_util::future::join_all;
 use serde_json::{Value, json};

@@ -2,12 +2,10 @@
 //! (`pusher` from the npm registry, unmodified, in tests/pusher-compat/) as
 //! an existing back-end would drive it; the sockets are real madx sockets.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 /// Pusher's libraries only take app ids made of digits.

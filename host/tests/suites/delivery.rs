@@ -3,11 +3,9 @@
 //! Every "does not receive" or "exactly once" check publishes a later
 //! sentinel message and asserts on everything received before it.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]
