@@ -18,8 +18,11 @@ pub type PluginSettings = Arc<BTreeMap<String, String>>;
 /// dropped with it, so nothing leaks between calls, apps or plugins.
 pub struct HostState {
     /// WASI with no capabilities granted: no files, sockets, environment or
-    /// arguments. Guests get clocks and randomness only.
-    wasi: WasiCtx,
+    /// arguments. Guests get clocks and randomness only. Built on the
+    /// guest's first WASI call: building one seeds two random generators
+    /// and allocates a dozen boxes, and most calls (every call of the
+    /// built-in router) make none.
+    wasi: Option<WasiCtx>,
     /// What the guest writes to stdout and stderr, logged after the call.
     pub(super) output: CallOutput,
     table: ResourceTable,
@@ -32,10 +35,7 @@ impl HostState {
     pub fn new(store: Namespace, settings: PluginSettings, memory_bytes: usize) -> Self {
         let output = CallOutput::default();
         HostState {
-            wasi: WasiCtx::builder()
-                .stdout(output.clone())
-                .stderr(output.clone())
-                .build(),
+            wasi: None,
             output,
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
@@ -51,8 +51,15 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let output = &self.output;
+        let ctx = self.wasi.get_or_insert_with(|| {
+            WasiCtx::builder()
+                .stdout(output.clone())
+                .stderr(output.clone())
+                .build()
+        });
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx,
             table: &mut self.table,
         }
     }
