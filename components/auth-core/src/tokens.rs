@@ -276,11 +276,12 @@ impl<'a, B: Backend> Authority<'a, B> {
             .decode(record.seed.as_bytes())
             .map_err(|_| AuthFailure::Unavailable("stored token is corrupt".into()))?;
         let current = profile.time_step(now);
+        let codes = profile.codes_for(&seed);
         // Check every accepted step, even after a match, so the time taken does
         // not tell which step matched.
         let mut matched = None;
         for step in [current.saturating_sub(1), current, current + 1] {
-            if totp::codes_equal(otp, &profile.code_at_step(&seed, step)) && matched.is_none() {
+            if totp::codes_equal(otp, &codes.code_at_step(step)) && matched.is_none() {
                 matched = Some(step);
             }
         }

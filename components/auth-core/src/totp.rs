@@ -21,19 +21,59 @@ impl Algorithm {
         }
     }
 
-    fn hmac(self, key: &[u8], message: &[u8]) -> Vec<u8> {
-        fn run<M: Mac + KeyInit>(key: &[u8], message: &[u8]) -> Vec<u8> {
+    /// HMAC keyed with `key`, ready to sign any number of messages.
+    fn keyed(self, key: &[u8]) -> KeyedMac {
+        fn key_with<M: KeyInit>(key: &[u8]) -> M {
             // HMAC accepts keys of any length, so this never fails.
-            let mut mac = <M as KeyInit>::new_from_slice(key)
-                .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+            <M as KeyInit>::new_from_slice(key)
+                .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
+        }
+        match self {
+            Algorithm::Sha1 => KeyedMac::Sha1(key_with(key)),
+            Algorithm::Sha256 => KeyedMac::Sha256(key_with(key)),
+            Algorithm::Sha512 => KeyedMac::Sha512(key_with(key)),
+        }
+    }
+}
+
+/// An HMAC whose inner and outer key blocks are already hashed: each
+/// message signed with it costs two hash compressions instead of four, so
+/// checking a code against three time steps hashes the key once, not three
+/// times.
+#[derive(Clone)]
+enum KeyedMac {
+    Sha1(Hmac<sha1::Sha1>),
+    Sha256(Hmac<sha2::Sha256>),
+    Sha512(Hmac<sha2::Sha512>),
+}
+
+impl KeyedMac {
+    fn sign(&self, message: &[u8]) -> Vec<u8> {
+        fn run<M: Mac + Clone>(mac: &M, message: &[u8]) -> Vec<u8> {
+            let mut mac = mac.clone();
             mac.update(message);
             mac.finalize().into_bytes().to_vec()
         }
         match self {
-            Algorithm::Sha1 => run::<Hmac<sha1::Sha1>>(key, message),
-            Algorithm::Sha256 => run::<Hmac<sha2::Sha256>>(key, message),
-            Algorithm::Sha512 => run::<Hmac<sha2::Sha512>>(key, message),
+            KeyedMac::Sha1(mac) => run(mac, message),
+            KeyedMac::Sha256(mac) => run(mac, message),
+            KeyedMac::Sha512(mac) => run(mac, message),
         }
+    }
+}
+
+/// One token's codes: its key under a profile, hashed once.
+pub struct CodeGenerator {
+    profile: OtpProfile,
+    mac: KeyedMac,
+}
+
+impl CodeGenerator {
+    /// The code for `step`, zero-padded to the profile's digits.
+    pub fn code_at_step(&self, step: u64) -> String {
+        let digits = self.profile.digits;
+        let code = truncate(&self.mac.sign(&step.to_be_bytes()), digits);
+        format!("{code:0width$}", width = usize::from(digits))
     }
 }
 
@@ -62,8 +102,15 @@ impl OtpProfile {
 
     /// The code for `step`, zero-padded to `digits` characters.
     pub fn code_at_step(&self, key: &[u8], step: u64) -> String {
-        let code = hotp(self.algorithm, key, step, self.digits);
-        format!("{code:0width$}", width = usize::from(self.digits))
+        self.codes_for(key).code_at_step(step)
+    }
+
+    /// The codes of `key`, for computing several steps' codes.
+    pub fn codes_for(&self, key: &[u8]) -> CodeGenerator {
+        CodeGenerator {
+            profile: *self,
+            mac: self.algorithm.keyed(key),
+        }
     }
 
     /// Is `code` shaped like one of this profile's codes?
@@ -75,7 +122,11 @@ impl OtpProfile {
 /// RFC 4226 section 5.3: HMAC over the big-endian counter, dynamic
 /// truncation, then the low `digits` decimal digits.
 pub fn hotp(algorithm: Algorithm, key: &[u8], counter: u64, digits: u8) -> u32 {
-    let hash = algorithm.hmac(key, &counter.to_be_bytes());
+    truncate(&algorithm.keyed(key).sign(&counter.to_be_bytes()), digits)
+}
+
+/// RFC 4226 dynamic truncation of an HMAC to `digits` decimal digits.
+fn truncate(hash: &[u8], digits: u8) -> u32 {
     let offset = usize::from(hash[hash.len() - 1] & 0x0f);
     let binary = u32::from_be_bytes([
         hash[offset] & 0x7f,
@@ -130,6 +181,29 @@ mod tests {
             algorithm,
             digits: 8,
             period_secs: 30,
+        }
+    }
+
+    /// One generator signs many steps: each code must come from the key
+    /// alone, never from the steps signed before it.
+    #[test]
+    fn one_generator_gives_every_rfc6238_code_in_turn() {
+        for (algorithm, secret, pick) in [
+            (Algorithm::Sha1, RFC_SECRET_SHA1, 0),
+            (Algorithm::Sha256, RFC_SECRET_SHA256, 1),
+            (Algorithm::Sha512, RFC_SECRET_SHA512, 2),
+        ] {
+            let profile = profile(algorithm);
+            let codes = profile.codes_for(secret);
+            for row in RFC6238_ROWS {
+                let (time, expected) = (row.0, [row.1, row.2, row.3][pick]);
+                let step = profile.time_step(time);
+                assert_eq!(
+                    codes.code_at_step(step),
+                    expected,
+                    "{algorithm:?} at {time}"
+                );
+            }
         }
     }
 
