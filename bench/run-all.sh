@@ -130,19 +130,27 @@ EOF
 run --target "$url" --host-pid "$pid" overload --subscribers 100 --stalled 10
 stop "$pid"
 
-echo "== two nodes on Redis" >&2
+# Fresh nodes each round; summarize.py divides each round by that round's
+# floor above.
+echo "== two nodes on Redis ($REPEAT rounds)" >&2
 start_redis
 redis_url="redis://127.0.0.1:$redis_port/0"
-start_pusher node1 --store "$redis_url" <<<"$big"
-node1_url=$url node1_pid=$pid
-start_pusher node2 --store "$redis_url" <<<"$big"
-node2_url=$url node2_pid=$pid
-for shape in "1000 100 10" "10000 10 10"; do
-    read -r subscribers rate seconds <<<"$shape"
-    # CPU of both nodes and of Redis: the whole service.
-    run --target "$node1_url" --also "$node2_url" \
-        --host-pid "$node1_pid" --host-pid "$node2_pid" --host-pid "$redis_pid" \
-        fanout --subscribers "$subscribers" --rate "$rate" --seconds "$seconds"
+for round in $(seq "$REPEAT"); do
+    start_pusher "node1-$round" --store "$redis_url" <<<"$big"
+    node1_url=$url node1_pid=$pid
+    start_pusher "node2-$round" --store "$redis_url" <<<"$big"
+    node2_url=$url node2_pid=$pid
+    for shape in "1000 100 10" "10000 10 10"; do
+        read -r subscribers rate seconds <<<"$shape"
+        # CPU of both nodes and of Redis: the whole service.
+        run --label two-nodes --round "$round" --target "$node1_url" --also "$node2_url" \
+            --host-pid "$node1_pid" --host-pid "$node2_pid" --host-pid "$redis_pid" \
+            fanout --subscribers "$subscribers" --rate "$rate" --seconds "$seconds"
+    done
+    if [ "$round" -lt "$REPEAT" ]; then
+        stop "$node1_pid"
+        stop "$node2_pid"
+    fi
 done
 
 echo "== 50,000 sockets over three nodes (one generator per node)" >&2

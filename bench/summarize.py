@@ -31,6 +31,16 @@ COMPARISONS = [
             "publish_answer_p99_ms",
         ),
     ),
+    # The whole two-node service (both nodes' and Redis' CPU) against one
+    # floor server of the same round.
+    (
+        "two nodes on Redis / floor",
+        "two-nodes",
+        "floor",
+        "fanout",
+        ("sockets", "rate"),
+        ("latency_p50_ms", "latency_p99_ms", "host_cpu_per_delivery_us"),
+    ),
     ("file / memory", "file", "memory", "connect", (), ("connects_per_sec", "host_cpu_per_connect_us")),
     (
         "file / memory",

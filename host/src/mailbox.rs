@@ -7,10 +7,11 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 
 use axum::extract::ws::Utf8Bytes;
+use futures_util::task::AtomicWaker;
 use madx_wire::close::CloseCode;
-use tokio::sync::Notify;
 
 /// Something the rest of the host asks a session to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +54,10 @@ impl Inbox {
 #[derive(Default)]
 struct Shared {
     inbox: Mutex<Inbox>,
-    wake: Notify,
+    /// The session task waiting for mail. A mailbox has one reader, so one
+    /// waker slot does (a lock-free swap, where `Notify` would take a lock
+    /// to keep a list of waiters on every wait and every wake-up).
+    waiting: AtomicWaker,
 }
 
 impl Shared {
@@ -115,7 +119,7 @@ impl Sender {
             }
             inbox.messages.push_back(delivery);
         }
-        self.shared.wake.notify_one();
+        self.shared.waiting.wake();
         Ok(())
     }
 
@@ -129,7 +133,7 @@ impl Sender {
             }
             inbox.command.get_or_insert(command);
         }
-        self.shared.wake.notify_one();
+        self.shared.waiting.wake();
         true
     }
 }
@@ -138,13 +142,16 @@ impl Mailbox {
     /// The next command or message, waiting for one. Cancel-safe: nothing
     /// is taken out unless it is returned.
     pub async fn next(&self) -> Mail {
-        loop {
-            if let Some(mail) = self.try_next() {
-                return mail;
+        std::future::poll_fn(|context| {
+            // Registered before looking: mail queued after the look wakes
+            // this task, mail queued before it is found.
+            self.shared.waiting.register(context.waker());
+            match self.try_next() {
+                Some(mail) => Poll::Ready(mail),
+                None => Poll::Pending,
             }
-            // A notification sent since the check is kept as a permit.
-            self.shared.wake.notified().await;
-        }
+        })
+        .await
     }
 
     /// The next command or message, if one is waiting.
@@ -231,5 +238,46 @@ mod tests {
         assert_eq!(waiting.await.unwrap(), Mail::Message(delivery(7)));
         assert_eq!(sender.send(delivery(8)), Err(Refused::Closed));
         assert!(!sender.command(SessionCommand::Close(CloseCode::GoingAway)));
+    }
+
+    /// Senders on other threads race the reader's look into the inbox and
+    /// its going to sleep: a lost wake-up would leave mail unread (the
+    /// reader would wait out the timeout).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mail_from_other_threads_always_wakes_the_waiting_reader() {
+        const THREADS: u64 = 4;
+        const EACH: u64 = 5_000;
+        let (sender, mailbox) = mailbox((THREADS * EACH) as usize);
+        let reader = tokio::spawn(async move {
+            let mut ids = Vec::new();
+            while ids.len() < (THREADS * EACH) as usize {
+                let wait = std::time::Duration::from_secs(10);
+                match tokio::time::timeout(wait, mailbox.next()).await {
+                    Ok(Mail::Message(delivery)) => ids.push(delivery.id),
+                    Ok(Mail::Command(command)) => panic!("no command was sent: {command:?}"),
+                    Err(_) => panic!("mail was queued but the reader was not woken"),
+                }
+            }
+            ids
+        });
+        let senders: Vec<_> = (0..THREADS)
+            .map(|thread| {
+                let sender = sender.clone();
+                std::thread::spawn(move || {
+                    for n in 0..EACH {
+                        sender.send(delivery(thread * EACH + n)).unwrap();
+                        if n % 64 == 0 {
+                            std::thread::yield_now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for sender in senders {
+            sender.join().unwrap();
+        }
+        let mut ids = reader.await.unwrap();
+        ids.sort_unstable();
+        assert_eq!(ids, (0..THREADS * EACH).collect::<Vec<_>>());
     }
 }
