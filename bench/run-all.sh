@@ -32,7 +32,14 @@ for round in $(seq "$REPEAT"); do
     floor=(--label floor --round "$round" --target "$floor_url" --host-pid "$floor_pid" --floor)
     run "${product[@]}" idle --sockets 19000
     run "${floor[@]}" idle --sockets 19000
-    run "${product[@]}" connect --sockets 10000
+    # Connects: tokens issued first, then the upgrades timed; and a
+    # client's whole way in (token, upgrade, subscribe) timed per socket.
+    for journey in "" "--with-token-and-subscribe"; do
+        # shellcheck disable=SC2086 # $journey is zero or one word
+        run "${product[@]}" connect --sockets 10000 $journey
+        # shellcheck disable=SC2086
+        run "${floor[@]}" connect --sockets 10000 $journey
+    done
     for shape in "1000 100 10" "10000 10 10"; do
         read -r subscribers rate seconds <<<"$shape"
         run "${product[@]}" fanout --subscribers "$subscribers" --rate "$rate" --seconds "$seconds"

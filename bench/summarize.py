@@ -21,6 +21,14 @@ COMPARISONS = [
         "product / floor",
         "product",
         "floor",
+        "connect",
+        ("journey",),
+        ("connects_per_sec", "host_cpu_per_connect_us", "handshake_p50_ms", "handshake_p99_ms"),
+    ),
+    (
+        "product / floor",
+        "product",
+        "floor",
         "fanout",
         ("sockets", "rate"),
         (

@@ -24,7 +24,8 @@ pub struct Target {
     pub nodes: Vec<String>,
     pub key: String,
     pub secret: String,
-    /// floor-server: no tokens, no channels.
+    /// floor-server: tokens, upgrades and subscribes answered unchecked,
+    /// one broadcast instead of channels.
     pub floor: bool,
     /// Publish through the Pusher HTTP API of this app id (signed
     /// `POST /apps/{id}/events`) instead of `POST /v1/publish`.
@@ -139,6 +140,7 @@ impl Client {
         let index = self.next_source.fetch_add(1, Ordering::Relaxed) % u32::from(self.sources);
         let source = Ipv4Addr::new(127, 0, 0, 2 + index as u8);
         let socket = TcpSocket::new_v4()?;
+        defer_port_choice(&socket)?;
         socket.bind(SocketAddr::from((source, 0)))?;
         let stream = socket.connect(self.nodes[node].address).await?;
         let config = WebSocketConfig::default()
@@ -232,6 +234,36 @@ impl Client {
             latencies.push(latency);
         }
         Ok((opened, latencies))
+    }
+
+    /// A client's whole way in, `count` times: a token for `channel`, the
+    /// upgrade with a fresh code, and the subscribe; each with its time.
+    /// The floor answers the same three requests without checking them.
+    pub async fn join_many(
+        &self,
+        count: usize,
+        concurrency: usize,
+        channel: &str,
+    ) -> anyhow::Result<(Vec<Opened>, Vec<u64>)> {
+        let results: Vec<anyhow::Result<(Opened, u64)>> = stream::iter(0..count)
+            .map(|n| async move {
+                let started = Instant::now();
+                let token = self.issue(n % self.nodes.len(), &[channel]).await?;
+                let (mut socket, _) = self.open(&token).await?;
+                subscribe(&mut socket, channel, None).await?;
+                let opened = Opened {
+                    socket,
+                    access_id: token.access_id,
+                };
+                Ok((opened, started.elapsed().as_micros() as u64))
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        results
+            .into_iter()
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map(|pairs| pairs.into_iter().unzip())
     }
 
     /// `count` sockets, subscribed to `channel` when given.
@@ -356,6 +388,33 @@ fn pusher_signed_query(key: &str, secret: &str, path: &str, body: &str) -> anyho
     mac.update(format!("POST\n{path}\n{query}").as_bytes());
     let signature = hex(&mac.finalize().into_bytes());
     Ok(format!("{query}&auth_signature={signature}"))
+}
+
+/// Bind the source address only and let `connect` pick the port
+/// (`IP_BIND_ADDRESS_NO_PORT`). Ports of closed sockets wait in TIME_WAIT
+/// for a minute, and `bind` counts them as taken: after a few
+/// 10,000-socket runs its search for a free port grows slow, and the
+/// generator, not the server, sets the connect rate. `connect` only needs
+/// the whole address pair to be free and may reuse a waiting one.
+fn defer_port_choice(socket: &TcpSocket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor, an option that takes an int, and
+    // the int's address and size.
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&raw const on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Subscribe (recovering after `since` when given) and wait for the

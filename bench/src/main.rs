@@ -46,7 +46,8 @@ struct Cli {
     /// Connections opened at once.
     #[arg(long, default_value_t = 64, global = true)]
     concurrency: usize,
-    /// Talk to floor-server (no tokens, no channels) instead of madx-pusher.
+    /// Talk to floor-server (nothing checked, no channels) instead of
+    /// madx-pusher.
     #[arg(long, global = true)]
     floor: bool,
     /// Publish through the Pusher HTTP API (signed `POST /apps/{id}/events`)
@@ -75,10 +76,15 @@ enum Scenario {
         #[arg(long, default_value_t = 2)]
         hold_secs: u64,
     },
-    /// Full one-time-TOTP handshakes per second, with latency.
+    /// Full one-time-TOTP handshakes per second, with latency; tokens are
+    /// issued before the clock starts.
     Connect {
         #[arg(long, default_value_t = 1000)]
         sockets: usize,
+        /// Time a client's whole way in instead, per socket: the token
+        /// request, the upgrade with a fresh code and one subscribe.
+        #[arg(long)]
+        with_token_and_subscribe: bool,
     },
     /// One channel, N subscribers, publishes at a fixed rate.
     Fanout {
@@ -208,7 +214,10 @@ async fn main() -> anyhow::Result<()> {
     let client = Arc::new(Client::new(target, cli.sources)?);
     let report = match cli.scenario {
         Scenario::Idle { sockets, hold_secs } => idle(&client, &cli, sockets, hold_secs).await?,
-        Scenario::Connect { sockets } => connect(&client, &cli, sockets).await?,
+        Scenario::Connect {
+            sockets,
+            with_token_and_subscribe,
+        } => connect(&client, &cli, sockets, with_token_and_subscribe).await?,
         Scenario::Fanout {
             subscribers,
             rate,
@@ -338,16 +347,24 @@ async fn connect(
     client: &Arc<Client>,
     cli: &Cli,
     sockets: usize,
+    with_token_and_subscribe: bool,
 ) -> anyhow::Result<serde_json::Value> {
-    if cli.floor {
-        bail!("the connect scenario measures the product's handshake; drop --floor");
-    }
     let rss_start = host::rss_bytes(&cli.host_pids);
-    let tokens = client.issue_many(sockets, cli.concurrency, None).await?;
+    let tokens = if with_token_and_subscribe {
+        Vec::new()
+    } else {
+        client.issue_many(sockets, cli.concurrency, None).await?
+    };
     let rss_tokens = host::rss_bytes(&cli.host_pids);
     let cpu_before = host::cpu_seconds(&cli.host_pids);
     let started = Instant::now();
-    let (opened, latencies) = client.connect_tokens(tokens, cli.concurrency).await?;
+    let (opened, latencies) = if with_token_and_subscribe {
+        client
+            .join_many(sockets, cli.concurrency, CONNECT_CHANNEL)
+            .await?
+    } else {
+        client.connect_tokens(tokens, cli.concurrency).await?
+    };
     let elapsed = started.elapsed();
     let cpu = host::cpu_seconds(&cli.host_pids)
         .zip(cpu_before)
@@ -359,15 +376,22 @@ async fn connect(
     };
     let rate = opened.len() as f64 / elapsed.as_secs_f64();
     let latency = Percentiles::of(latencies);
+    let journey = if with_token_and_subscribe {
+        "token+upgrade+subscribe"
+    } else {
+        "upgrade"
+    };
     let report = json!({
-        "scenario": "connect", "sockets": opened.len(), "connects_per_sec": rate,
+        "scenario": "connect", "floor": cli.floor, "journey": journey,
+        "sockets": opened.len(), "connects_per_sec": rate,
         "handshake_p50_ms": latency.p50_ms(), "handshake_p99_ms": latency.p99_ms(),
         "host_cpu_per_connect_us": cpu.map(|seconds| seconds * 1e6 / opened.len() as f64),
         "host_rss_per_token_bytes": per(rss_start, rss_tokens),
         "host_rss_per_socket_bytes": per(rss_tokens, rss_sockets),
     });
     eprintln!(
-        "connect: {} handshakes in {:.2} s = {rate:.0}/s; p50 {:.2} ms, p99 {:.2} ms",
+        "connect ({journey}){}: {} in {:.2} s = {rate:.0}/s; p50 {:.2} ms, p99 {:.2} ms",
+        if cli.floor { " (floor)" } else { "" },
         opened.len(),
         elapsed.as_secs_f64(),
         latency.p50_ms(),
@@ -375,6 +399,9 @@ async fn connect(
     );
     Ok(report)
 }
+
+/// The channel the connect scenario's sockets subscribe to.
+const CONNECT_CHANNEL: &str = "bench-connect";
 
 async fn fill(
     client: &Arc<Client>,

@@ -46,7 +46,16 @@ fn every_scenario_opens_every_socket_and_delivers_every_message() {
 
     let connect = bench(&pusher, &["connect", "--sockets", "200"]);
     assert_eq!(connect["sockets"], 200, "{connect}");
+    assert_eq!(connect["journey"], "upgrade", "{connect}");
     assert!(connect["connects_per_sec"].as_f64().unwrap() > 0.0);
+    // Every socket got a token, a welcome and a `subscribed`, or the run
+    // fails.
+    let joined = bench(
+        &pusher,
+        &["connect", "--sockets", "200", "--with-token-and-subscribe"],
+    );
+    assert_eq!(joined["sockets"], 200, "{joined}");
+    assert_eq!(joined["journey"], "token+upgrade+subscribe", "{joined}");
 
     for scenario in [
         vec![
@@ -151,6 +160,15 @@ fn every_scenario_opens_every_socket_and_delivers_every_message() {
         ],
     );
     assert_eq!(report["received"], report["expected"], "{report}");
+    // The floor answers the product's handshake, unchecked, so the connect
+    // scenario runs against both.
+    for journey in [None, Some("--with-token-and-subscribe")] {
+        let mut args = vec!["--floor", "connect", "--sockets", "200"];
+        args.extend(journey);
+        let connect = bench(&floor, &args);
+        assert_eq!(connect["sockets"], 200, "{connect}");
+        assert_eq!(connect["floor"], true, "{connect}");
+    }
 }
 
 #[test]
