@@ -339,14 +339,15 @@ impl Metrics {
             .inc();
     }
 
-    pub fn published(&self, app: &str, source: &str, delivered: usize) {
+    /// A message accepted (its deliveries are counted as they are handed
+    /// out, by [`Metrics::delivered`]).
+    pub fn published(&self, app: &str, source: &str) {
         self.publishes
             .get_or_create(&PublishLabels {
                 app: app.to_owned(),
                 source: source.to_owned(),
             })
             .inc();
-        self.delivered(app, delivered);
     }
 
     /// Messages queued for sockets on this node.

@@ -67,7 +67,7 @@ impl Server {
         let (store, hub, broker, shared) = match &config.store {
             StoreConfig::Memory => {
                 let hub = Hub::new();
-                let broker = MemoryBroker::start(hub.clone(), config.history);
+                let broker = MemoryBroker::start(hub.clone(), config.history, metrics.clone());
                 let store = MemoryStore::start(
                     config.limits.max_store_entries,
                     config.limits.store_reserved_entries,
@@ -82,8 +82,13 @@ impl Server {
             StoreConfig::File { path } => {
                 let dir = DataDir::open(path, config.file_store)?;
                 let hub = Hub::new();
-                let broker = MemoryBroker::start_durable(hub.clone(), config.history, dir.clone())
-                    .with_context(|| format!("cannot read the history in {}", path.display()))?;
+                let broker = MemoryBroker::start_durable(
+                    hub.clone(),
+                    config.history,
+                    metrics.clone(),
+                    dir.clone(),
+                )
+                .with_context(|| format!("cannot read the history in {}", path.display()))?;
                 let store = FileStore::start(
                     dir,
                     config.limits.max_store_entries,
@@ -215,8 +220,11 @@ impl Server {
         let app = api::router(self.state.clone(), websocket);
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let hub = self.state.hub.clone();
+        let broker = self.state.broker.clone();
         tokio::spawn(async move {
             shutdown.await;
+            // Sessions send what they were given before they close.
+            broker.hand_off_queued();
             let closing = hub.close_all(CloseCode::GoingAway);
             tracing::info!(closing, "shutting down");
             let _ = stop.send(true);

@@ -1,10 +1,14 @@
 //! The one-node broker: ids, bounded history and delivery in this process.
 //!
 //! Each message is serialized once; every recipient and every history
-//! stream share the same bytes. Ids are assigned, stored and delivered under
-//! one lock, so every session sees a stream's messages in id order, and a
-//! session that recovers history while registering (same lock) sees no gap
-//! and no duplicate between replay and live messages.
+//! stream share the same bytes. Ids are assigned and messages stored and
+//! queued for hand-off under one lock; the hand-off to this node's sessions
+//! happens after the publish is answered, one batch at a time in queue (id)
+//! order, so a large channel's fan-out is not on the publisher's path and
+//! every session still sees a stream's messages in id order. A session that
+//! recovers history while registering takes the same lock and hands off
+//! everything queued before it registers, so it sees no gap and no
+//! duplicate between replay and live messages.
 //!
 //! History is bounded per stream (count), by age, over all streams (count),
 //! and by bytes per app and over all apps. Whatever drops a message from a
@@ -16,16 +20,18 @@
 //! reads it back through the same bounds.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::Utf8Bytes;
+use tokio::sync::Notify;
 
 use super::journal::{self, Journal, Loaded};
 use super::{Attached, BrokerError, Outgoing, Recovery, message_frame};
 use crate::config::HistoryConfig;
 use crate::data_dir::{DataDir, DiskError};
 use crate::hub::{Hub, Target};
+use crate::metrics::Metrics;
 
 /// How often aged-out history is reclaimed in the background.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -195,6 +201,8 @@ struct State {
 pub struct MemoryBroker {
     state: Mutex<State>,
     hub: Arc<Hub>,
+    handoff: Handoff,
+    metrics: Arc<Metrics>,
     limits: HistoryConfig,
     /// Ids below this were handed out before this process started (or,
     /// with a journal, before the store directory was made).
@@ -203,6 +211,33 @@ pub struct MemoryBroker {
     /// it does not know may be lost).
     started: u64,
     journal: Option<Journal>,
+}
+
+/// Messages numbered and kept, not yet handed to this node's sessions.
+struct Handoff {
+    /// In id order: pushed under the state lock.
+    queue: Mutex<VecDeque<Queued>>,
+    /// Held while a batch is handed out, so batches never overlap (each
+    /// session gets messages in queue order) and a recovery can wait for
+    /// the one in flight.
+    handing: Mutex<()>,
+    /// Wakes the task that hands off (see [`hand_off_when_woken`]).
+    wake: Arc<Notify>,
+}
+
+struct Queued {
+    app_id: Arc<str>,
+    targets: Box<[Target]>,
+    /// A connection that does not get it (the Pusher `socket_id`).
+    except: Option<Box<str>>,
+    id: u64,
+    frame: Utf8Bytes,
+}
+
+/// Every critical section here leaves its data consistent, so a panic
+/// elsewhere while one was held leaves nothing half-done.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What keeping `frame` in `targets` counts against the byte budgets.
@@ -223,10 +258,9 @@ fn target_name(target: &Target) -> &str {
 impl MemoryBroker {
     /// A broker delivering through `hub`; aged-out history is reclaimed in
     /// the background while it exists. Call from within a tokio runtime.
-    pub fn start(hub: Arc<Hub>, limits: HistoryConfig) -> Arc<MemoryBroker> {
-        let broker = Arc::new(MemoryBroker::new(hub, limits, unix_micros(), None));
-        tokio::spawn(sweep_periodically(Arc::downgrade(&broker)));
-        broker
+    pub fn start(hub: Arc<Hub>, limits: HistoryConfig, metrics: Arc<Metrics>) -> Arc<MemoryBroker> {
+        let broker = MemoryBroker::new(hub, limits, metrics, unix_micros(), None);
+        MemoryBroker::run(broker)
     }
 
     /// A broker whose history and ids live on in `dir`: what it held
@@ -234,20 +268,29 @@ impl MemoryBroker {
     pub fn start_durable(
         hub: Arc<Hub>,
         limits: HistoryConfig,
+        metrics: Arc<Metrics>,
         dir: Arc<DataDir>,
     ) -> anyhow::Result<Arc<MemoryBroker>> {
         let journal = Journal::new(dir);
         let loaded = journal.load()?;
-        let broker = MemoryBroker::new(hub, limits, loaded.born, Some(journal));
+        let broker = MemoryBroker::new(hub, limits, metrics, loaded.born, Some(journal));
         broker.reload(loaded);
+        Ok(MemoryBroker::run(broker))
+    }
+
+    /// Start the background tasks: the sweep and the hand-off.
+    fn run(broker: MemoryBroker) -> Arc<MemoryBroker> {
+        let wake = broker.handoff.wake.clone();
         let broker = Arc::new(broker);
         tokio::spawn(sweep_periodically(Arc::downgrade(&broker)));
-        Ok(broker)
+        tokio::spawn(hand_off_when_woken(Arc::downgrade(&broker), wake));
+        broker
     }
 
     fn new(
         hub: Arc<Hub>,
         limits: HistoryConfig,
+        metrics: Arc<Metrics>,
         start_floor: u64,
         journal: Option<Journal>,
     ) -> MemoryBroker {
@@ -257,6 +300,12 @@ impl MemoryBroker {
                 totals: Totals::default(),
             }),
             hub,
+            handoff: Handoff {
+                queue: Mutex::new(VecDeque::new()),
+                handing: Mutex::new(()),
+                wake: Arc::new(Notify::new()),
+            },
+            metrics,
             limits,
             start_floor,
             // In memory, everything before the start is unknown anyway.
@@ -314,21 +363,29 @@ impl MemoryBroker {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // Every critical section leaves the state consistent.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.state)
     }
 
     /// Assign ids to `messages`, keep each in its targets' histories (with
     /// a journal, all of them on disk first, or none) and queue it for
-    /// every session on this node that its targets reach. Returns each id
-    /// and how many sessions it was queued for.
+    /// hand-off to the sessions on this node that its targets reach, which
+    /// happens after this returns. Returns each id.
     pub fn publish(
         &self,
         app_id: &str,
         messages: &[Outgoing<'_>],
-    ) -> Result<Vec<(u64, usize)>, BrokerError> {
+    ) -> Result<Vec<u64>, BrokerError> {
+        let published = self.number_keep_and_queue(app_id, messages)?;
+        self.handoff.wake.notify_one();
+        Ok(published)
+    }
+
+    /// [`MemoryBroker::publish`] under the state lock.
+    fn number_keep_and_queue(
+        &self,
+        app_id: &str,
+        messages: &[Outgoing<'_>],
+    ) -> Result<Vec<u64>, BrokerError> {
         let mut state = self.state();
         let floor = self.start_floor;
         let app = state
@@ -364,16 +421,40 @@ impl MemoryBroker {
                 })?;
         }
         let now = Instant::now();
+        let app_id_shared: Arc<str> = Arc::from(app_id);
         let mut published = Vec::with_capacity(messages.len());
+        let mut queue = lock(&self.handoff.queue);
         for (message, (id, frame, streams)) in messages.iter().zip(prepared) {
             self.keep(&mut state, app_id, id, frame.clone(), streams, now);
-            let delivered = self
-                .hub
-                .deliver(app_id, message.targets, message.except, id, &frame);
-            published.push((id, delivered));
+            queue.push_back(Queued {
+                app_id: app_id_shared.clone(),
+                targets: message.targets.into(),
+                except: message.except.map(Box::from),
+                id,
+                frame,
+            });
+            published.push(id);
         }
+        drop(queue);
         self.forget_dropped(&mut state);
         Ok(published)
+    }
+
+    /// Hand every queued message to the sessions it reaches on this node,
+    /// in id order, counting the deliveries.
+    pub fn hand_off_queued(&self) {
+        let _handing = lock(&self.handoff.handing);
+        let queued = std::mem::take(&mut *lock(&self.handoff.queue));
+        for message in queued {
+            let delivered = self.hub.deliver(
+                &message.app_id,
+                &message.targets,
+                message.except.as_deref(),
+                message.id,
+                &message.frame,
+            );
+            self.metrics.delivered(&message.app_id, delivered);
+        }
     }
 
     /// Keep message `id` of `app_id` in each of `streams`, then apply the
@@ -469,6 +550,10 @@ impl MemoryBroker {
         attach: impl FnOnce() -> R,
     ) -> Attached<R> {
         let mut state = self.state();
+        // What was published before this point is in the replay: it must
+        // reach the hub before the session does, or the session would also
+        // get it live. (No publish can queue more while the state is held.)
+        self.hand_off_queued();
         let attached = attach();
         let floor = self.start_floor;
         let ttl = Duration::from_secs(self.limits.ttl_secs);
@@ -553,6 +638,25 @@ impl MemoryBroker {
     }
 }
 
+impl Drop for MemoryBroker {
+    fn drop(&mut self) {
+        // The hand-off task ends once it finds the broker gone.
+        self.handoff.wake.notify_one();
+    }
+}
+
+/// Hand off what publishes queued, each time one wakes it.
+async fn hand_off_when_woken(broker: Weak<MemoryBroker>, wake: Arc<Notify>) {
+    loop {
+        // A wake-up sent while no one waits is kept for the next wait.
+        wake.notified().await;
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
+        broker.hand_off_queued();
+    }
+}
+
 async fn sweep_periodically(broker: Weak<MemoryBroker>) {
     let mut interval = tokio::time::interval(SWEEP_INTERVAL);
     loop {
@@ -585,7 +689,7 @@ mod tests {
             data: &data,
             except: None,
         };
-        broker.publish(app, &[message]).unwrap()[0].0
+        broker.publish(app, &[message]).unwrap()[0]
     }
 
     fn limits(per_stream: usize, total: usize) -> HistoryConfig {
@@ -637,7 +741,7 @@ mod tests {
 
     #[tokio::test]
     async fn ids_increase_and_replay_is_exact() {
-        let broker = MemoryBroker::start(Hub::new(), limits(10, 100));
+        let broker = MemoryBroker::start(Hub::new(), limits(10, 100), Arc::new(Metrics::new()));
         let news = [Target::Channel("news".into())];
         let first = publish(&broker, "app", &news);
         let second = publish(&broker, "app", &news);
@@ -650,9 +754,87 @@ mod tests {
         assert_eq!(ids(&recovery), vec![second, third]);
     }
 
+    /// A session of `app` subscribed to `news`, attached through the
+    /// broker as the gateway does; its mailbox, and the replay after
+    /// `since`.
+    fn subscriber(
+        broker: &MemoryBroker,
+        hub: &Arc<Hub>,
+        access_id: &str,
+        since: Option<u64>,
+    ) -> (crate::hub::Registration, crate::mailbox::Mailbox, Vec<u64>) {
+        let news = [Target::Channel("news".into())];
+        let attached = broker.recover("app", &news, since, || {
+            let spec = crate::hub::SessionSpec {
+                app_id: "app",
+                access_id,
+                user_id: None,
+                queue: 100,
+                max_per_token: 1,
+                max_per_app: 10,
+            };
+            let (registration, mailbox) = hub.register(spec).unwrap();
+            assert!(hub.subscribe(&registration, "news"));
+            (registration, mailbox)
+        });
+        let replayed = attached.recovery.as_ref().map(ids).unwrap_or_default();
+        let (registration, mailbox) = attached.attached;
+        (registration, mailbox, replayed)
+    }
+
+    fn queued_ids(mailbox: &crate::mailbox::Mailbox) -> Vec<u64> {
+        std::iter::from_fn(|| mailbox.try_next_message())
+            .map(|delivery| delivery.id)
+            .collect()
+    }
+
+    /// Publishing answers before a large channel's fan-out: the hand-off
+    /// runs after it, in id order; a session attaching in between gets
+    /// every message once, from the replay or live, never both.
+    #[tokio::test]
+    async fn the_hand_off_follows_the_answer_in_id_order_and_attaching_takes_what_was_queued() {
+        let hub = Hub::new();
+        let broker = MemoryBroker::start(hub.clone(), limits(100, 1_000), Arc::new(Metrics::new()));
+        let news = [Target::Channel("news".into())];
+        let (_early, early_mail, _) = subscriber(&broker, &hub, "t1", None);
+        let position = broker.recover("app", &news, None, || ()).position;
+
+        let first = [
+            publish(&broker, "app", &news),
+            publish(&broker, "app", &news),
+        ];
+        // This test's runtime has one thread: the hand-off task has not run.
+        assert_eq!(
+            queued_ids(&early_mail),
+            Vec::<u64>::new(),
+            "handed off inline"
+        );
+
+        // Attaching hands off what is queued first: the two are replayed
+        // to the late session, and reach only the early one live.
+        let (_late, late_mail, replayed) = subscriber(&broker, &hub, "t2", Some(position));
+        assert_eq!(replayed, first);
+        let second = publish(&broker, "app", &news);
+        tokio::task::yield_now().await;
+        assert_eq!(queued_ids(&early_mail), [first[0], first[1], second]);
+        assert_eq!(queued_ids(&late_mail), [second]);
+
+        // Shutdown's hand-off, without the task.
+        let third = publish(&broker, "app", &news);
+        broker.hand_off_queued();
+        assert_eq!(queued_ids(&early_mail), [third]);
+        assert_eq!(queued_ids(&late_mail), [third]);
+        tokio::task::yield_now().await;
+        assert_eq!(
+            queued_ids(&early_mail),
+            Vec::<u64>::new(),
+            "handed off twice"
+        );
+    }
+
     #[tokio::test]
     async fn recovery_says_false_when_history_no_longer_reaches_back() {
-        let broker = MemoryBroker::start(Hub::new(), limits(2, 100));
+        let broker = MemoryBroker::start(Hub::new(), limits(2, 100), Arc::new(Metrics::new()));
         let news = [Target::Channel("news".into())];
         let first = publish(&broker, "app", &news);
         let kept: Vec<u64> = (0..2).map(|_| publish(&broker, "app", &news)).collect();
@@ -670,7 +852,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_global_budget_bounds_all_streams() {
-        let broker = MemoryBroker::start(Hub::new(), limits(100, 5));
+        let broker = MemoryBroker::start(Hub::new(), limits(100, 5), Arc::new(Metrics::new()));
         for user in 0..20 {
             publish(&broker, "app", &[Target::User(format!("u{user}"))]);
         }
@@ -684,7 +866,7 @@ mod tests {
 
     #[tokio::test]
     async fn apps_have_their_own_streams() {
-        let broker = MemoryBroker::start(Hub::new(), limits(10, 100));
+        let broker = MemoryBroker::start(Hub::new(), limits(10, 100), Arc::new(Metrics::new()));
         let news = [Target::Channel("news".into())];
         let id = publish(&broker, "a", &news);
         let attached = broker.recover("b", &news, Some(id - 1), || ());
@@ -700,7 +882,11 @@ mod tests {
     async fn the_byte_budgets_drop_the_oldest_and_mark_it() {
         let one = cost("c");
         // Room for 10 messages per app, 15 over all apps.
-        let broker = MemoryBroker::start(Hub::new(), budgets(15 * one + 5, 10 * one + 5));
+        let broker = MemoryBroker::start(
+            Hub::new(),
+            budgets(15 * one + 5, 10 * one + 5),
+            Arc::new(Metrics::new()),
+        );
         let c = [Target::Channel("c".into())];
         let sent: Vec<u64> = (0..30).map(|_| publish(&broker, "a", &c)).collect();
         assert_eq!(broker.history_len(), 10);
@@ -731,7 +917,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_in_several_streams_is_charged_once() {
-        let broker = MemoryBroker::start(Hub::new(), limits(1, 1_000));
+        let broker = MemoryBroker::start(Hub::new(), limits(1, 1_000), Arc::new(Metrics::new()));
         let both = [Target::Channel("x".into()), Target::User("u".into())];
         publish(&broker, "a", &both);
         let after_one = broker.history_bytes();
@@ -759,6 +945,7 @@ mod tests {
                 ttl_secs: 0,
                 ..limits(10, 100)
             },
+            Arc::new(Metrics::new()),
         );
         let c = [Target::Channel("c".into())];
         let id = publish(&broker, "a", &c);

@@ -98,12 +98,12 @@ pub struct Attached<R> {
     pub position: u64,
 }
 
-/// A message accepted for delivery.
+/// A message accepted for delivery: stored, and handed to the sessions it
+/// reaches after the publish is answered (each node counts its own
+/// deliveries as it hands them out).
 #[derive(Debug, Clone, Copy)]
 pub struct Published {
     pub id: u64,
-    /// Sessions it was queued for, when known at once (one node).
-    pub delivered: usize,
 }
 
 /// How far ahead of this node's clock a resume position may be. Ids are
@@ -152,12 +152,21 @@ impl Broker {
             Broker::Memory(broker) => Ok(broker
                 .publish(app_id, messages)?
                 .into_iter()
-                .map(|(id, delivered)| Published { id, delivered })
+                .map(|id| Published { id })
                 .collect()),
             // Boxed: the Redis round trip's state is large, and the callers'
             // futures (a session's, kept for the socket's lifetime) should
             // not carry it inline.
             Broker::Redis(broker) => Box::pin(broker.publish(app_id, messages)).await,
+        }
+    }
+
+    /// Hand what this node accepted, and has not handed out yet, to its
+    /// sessions now (before they are closed at shutdown). With Redis,
+    /// messages reach the node's sessions from Redis: nothing waits here.
+    pub fn hand_off_queued(&self) {
+        if let Broker::Memory(broker) = self {
+            broker.hand_off_queued();
         }
     }
 

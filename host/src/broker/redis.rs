@@ -192,7 +192,7 @@ impl RedisBroker {
         ids.iter()
             .map(|id| {
                 id.parse()
-                    .map(|id| Published { id, delivered: 0 })
+                    .map(|id| Published { id })
                     .map_err(|_| BrokerError::Unavailable(format!("bad id {id:?} from Redis")))
             })
             .collect()

@@ -660,14 +660,25 @@ async fn metrics_count_connects_publishes_and_plugin_calls_for_the_operator_only
 
     let unauthorized = http().get(server.url("/metrics")).send().await.unwrap();
     assert_eq!(unauthorized.status(), 401);
-    let response = http()
-        .get(server.url("/metrics"))
-        .bearer_auth("operator-token-0123456789")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let text = response.text().await.unwrap();
+    // A delivery is counted just after the hand-off that let the socket
+    // read it: give the count a moment to land.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let response = http()
+            .get(server.url("/metrics"))
+            .bearer_auth("operator-token-0123456789")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.unwrap();
+        if text.contains(r#"madx_deliveries_total{app="alpha"} 1"#)
+            || tokio::time::Instant::now() > deadline
+        {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     for expected in [
         r#"madx_connects_total{app="alpha",outcome="accepted"} 1"#,
         r#"madx_sockets_open{app="alpha"} 1"#,

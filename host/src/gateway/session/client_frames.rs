@@ -225,11 +225,12 @@ impl Session {
             except: None,
         };
         match self.state.broker.publish(&self.app.id, &[message]).await {
-            Ok(published) => {
-                let delivered = published.iter().map(|published| published.delivered).sum();
-                self.state
-                    .metrics
-                    .published(&self.app.id, "socket", delivered);
+            Ok(_) => {
+                // Handed out now, not after an answer as for the HTTP API:
+                // the echo of an accepted publish must reach this socket
+                // before the reply to its next frame (a refusal, say).
+                self.state.broker.hand_off_queued();
+                self.state.metrics.published(&self.app.id, "socket");
                 self.report_client_event(&targets, &publication.event, data);
                 Ok(())
             }
