@@ -282,6 +282,21 @@ impl Hub {
         serial.parse().ok()
     }
 
+    /// Whether `targets` reach at most `limit` sessions of `app_id` here
+    /// (counting a session once per target it is reached by).
+    pub fn reaches_at_most(&self, app_id: &str, targets: &[Target], limit: usize) -> bool {
+        let apps = self.apps();
+        let Some(app) = apps.get(app_id) else {
+            return true;
+        };
+        let reached: usize = targets
+            .iter()
+            .filter_map(|target| app.index(target))
+            .map(HashSet::len)
+            .sum();
+        reached <= limit
+    }
+
     /// Queue message `id` for every session reached by any of `targets`
     /// (each session once), except the connection `except` (the sender a
     /// Pusher `socket_id` names). Never waits: a session with a full queue

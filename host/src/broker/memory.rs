@@ -1,14 +1,16 @@
 //! The one-node broker: ids, bounded history and delivery in this process.
 //!
 //! Each message is serialized once; every recipient and every history
-//! stream share the same bytes. Ids are assigned and messages stored and
-//! queued for hand-off under one lock; the hand-off to this node's sessions
-//! happens after the publish is answered, one batch at a time in queue (id)
-//! order, so a large channel's fan-out is not on the publisher's path and
-//! every session still sees a stream's messages in id order. A session that
-//! recovers history while registering takes the same lock and hands off
-//! everything queued before it registers, so it sees no gap and no
-//! duplicate between replay and live messages.
+//! stream share the same bytes. Ids are assigned and messages stored under
+//! one lock. A message for a few sessions is handed to them there and then;
+//! one for many ([`INLINE_HAND_OFF_MAX`]) is queued and handed off after
+//! the publish is answered, so a large channel's fan-out is not on the
+//! publisher's path. Hand-offs never overlap and follow id order (nothing
+//! is handed off inline while the queue holds anything), so every session
+//! sees a stream's messages in id order. A session that recovers history
+//! while registering takes the same lock and hands off everything queued
+//! before it registers, so it sees no gap and no duplicate between replay
+//! and live messages.
 //!
 //! History is bounded per stream (count), by age, over all streams (count),
 //! and by bytes per app and over all apps. Whatever drops a message from a
@@ -32,6 +34,12 @@ use crate::config::HistoryConfig;
 use crate::data_dir::{DataDir, DiskError};
 use crate::hub::{Hub, Target};
 use crate::metrics::Metrics;
+
+/// A message for at most this many sessions of this node is handed to
+/// them before the publish is answered (a few pushes, and the answer then
+/// means "queued for every socket"); one for more is handed off after the
+/// answer, as every message is with Redis.
+pub const INLINE_HAND_OFF_MAX: usize = 64;
 
 /// How often aged-out history is reclaimed in the background.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -202,6 +210,8 @@ pub struct MemoryBroker {
     state: Mutex<State>,
     hub: Arc<Hub>,
     handoff: Handoff,
+    /// [`INLINE_HAND_OFF_MAX`], lower in tests.
+    inline_max: usize,
     metrics: Arc<Metrics>,
     limits: HistoryConfig,
     /// Ids below this were handed out before this process started (or,
@@ -305,6 +315,7 @@ impl MemoryBroker {
                 handing: Mutex::new(()),
                 wake: Arc::new(Notify::new()),
             },
+            inline_max: INLINE_HAND_OFF_MAX,
             metrics,
             limits,
             start_floor,
@@ -367,25 +378,28 @@ impl MemoryBroker {
     }
 
     /// Assign ids to `messages`, keep each in its targets' histories (with
-    /// a journal, all of them on disk first, or none) and queue it for
-    /// hand-off to the sessions on this node that its targets reach, which
-    /// happens after this returns. Returns each id.
+    /// a journal, all of them on disk first, or none) and hand it to the
+    /// sessions on this node that its targets reach: now if they are few,
+    /// else after this returns. Returns each id.
     pub fn publish(
         &self,
         app_id: &str,
         messages: &[Outgoing<'_>],
     ) -> Result<Vec<u64>, BrokerError> {
-        let published = self.number_keep_and_queue(app_id, messages)?;
-        self.handoff.wake.notify_one();
+        let (published, queued) = self.number_keep_and_hand_off(app_id, messages)?;
+        if queued {
+            self.handoff.wake.notify_one();
+        }
         Ok(published)
     }
 
-    /// [`MemoryBroker::publish`] under the state lock.
-    fn number_keep_and_queue(
+    /// [`MemoryBroker::publish`] under the state lock; `true` when anything
+    /// was queued.
+    fn number_keep_and_hand_off(
         &self,
         app_id: &str,
         messages: &[Outgoing<'_>],
-    ) -> Result<Vec<u64>, BrokerError> {
+    ) -> Result<(Vec<u64>, bool), BrokerError> {
         let mut state = self.state();
         let floor = self.start_floor;
         let app = state
@@ -423,21 +437,37 @@ impl MemoryBroker {
         let now = Instant::now();
         let app_id_shared: Arc<str> = Arc::from(app_id);
         let mut published = Vec::with_capacity(messages.len());
+        // Handing off here would overtake a batch in flight: only when none is.
+        let handing = self.handoff.handing.try_lock().ok();
         let mut queue = lock(&self.handoff.queue);
         for (message, (id, frame, streams)) in messages.iter().zip(prepared) {
             self.keep(&mut state, app_id, id, frame.clone(), streams, now);
-            queue.push_back(Queued {
-                app_id: app_id_shared.clone(),
-                targets: message.targets.into(),
-                except: message.except.map(Box::from),
-                id,
-                frame,
-            });
             published.push(id);
+            let inline = handing.is_some()
+                && queue.is_empty()
+                && self
+                    .hub
+                    .reaches_at_most(app_id, message.targets, self.inline_max);
+            if inline {
+                let delivered =
+                    self.hub
+                        .deliver(app_id, message.targets, message.except, id, &frame);
+                self.metrics.delivered(app_id, delivered);
+            } else {
+                queue.push_back(Queued {
+                    app_id: app_id_shared.clone(),
+                    targets: message.targets.into(),
+                    except: message.except.map(Box::from),
+                    id,
+                    frame,
+                });
+            }
         }
+        let queued = !queue.is_empty();
         drop(queue);
+        drop(handing);
         self.forget_dropped(&mut state);
-        Ok(published)
+        Ok((published, queued))
     }
 
     /// Hand every queued message to the sessions it reaches on this node,
@@ -788,21 +818,36 @@ mod tests {
             .collect()
     }
 
-    /// Publishing answers before a large channel's fan-out: the hand-off
-    /// runs after it, in id order; a session attaching in between gets
-    /// every message once, from the replay or live, never both.
+    /// A broker that hands off inline only to at most `inline_max` sessions.
+    fn broker_handing_inline_at_most(hub: &Arc<Hub>, inline_max: usize) -> Arc<MemoryBroker> {
+        let metrics = Arc::new(Metrics::new());
+        let mut broker = MemoryBroker::new(hub.clone(), limits(100, 1_000), metrics, 1, None);
+        broker.inline_max = inline_max;
+        MemoryBroker::run(broker)
+    }
+
+    /// A message for few sessions reaches them before publish returns; one
+    /// for many is handed off after, in id order, and nothing overtakes it;
+    /// a session attaching in between gets each message once, from the
+    /// replay or live, never both.
     #[tokio::test]
-    async fn the_hand_off_follows_the_answer_in_id_order_and_attaching_takes_what_was_queued() {
+    async fn large_fan_outs_are_handed_off_after_the_answer_in_id_order() {
         let hub = Hub::new();
-        let broker = MemoryBroker::start(hub.clone(), limits(100, 1_000), Arc::new(Metrics::new()));
+        let broker = broker_handing_inline_at_most(&hub, 1);
         let news = [Target::Channel("news".into())];
         let (_early, early_mail, _) = subscriber(&broker, &hub, "t1", None);
-        let position = broker.recover("app", &news, None, || ()).position;
+        let inline = publish(&broker, "app", &news);
+        assert_eq!(
+            queued_ids(&early_mail),
+            [inline],
+            "one session: handed off inline"
+        );
 
-        let first = [
-            publish(&broker, "app", &news),
-            publish(&broker, "app", &news),
-        ];
+        let (_late, late_mail, _) = subscriber(&broker, &hub, "t2", None);
+        let position = broker.recover("app", &news, None, || ()).position;
+        let queued = publish(&broker, "app", &news);
+        // Few recipients, but a message is queued ahead: it waits its turn.
+        let behind = publish(&broker, "app", &[Target::Token("t1".into())]);
         // This test's runtime has one thread: the hand-off task has not run.
         assert_eq!(
             queued_ids(&early_mail),
@@ -810,20 +855,22 @@ mod tests {
             "handed off inline"
         );
 
-        // Attaching hands off what is queued first: the two are replayed
-        // to the late session, and reach only the early one live.
-        let (_late, late_mail, replayed) = subscriber(&broker, &hub, "t2", Some(position));
-        assert_eq!(replayed, first);
-        let second = publish(&broker, "app", &news);
+        // Attaching hands off what is queued first: replayed to the new
+        // session, live only to the others.
+        let (_third, third_mail, replayed) = subscriber(&broker, &hub, "t3", Some(position));
+        assert_eq!(replayed, [queued]);
+        let after = publish(&broker, "app", &news);
         tokio::task::yield_now().await;
-        assert_eq!(queued_ids(&early_mail), [first[0], first[1], second]);
-        assert_eq!(queued_ids(&late_mail), [second]);
+        assert_eq!(queued_ids(&early_mail), [queued, behind, after]);
+        assert_eq!(queued_ids(&late_mail), [queued, after]);
+        assert_eq!(queued_ids(&third_mail), [after]);
 
         // Shutdown's hand-off, without the task.
-        let third = publish(&broker, "app", &news);
+        let last = publish(&broker, "app", &news);
         broker.hand_off_queued();
-        assert_eq!(queued_ids(&early_mail), [third]);
-        assert_eq!(queued_ids(&late_mail), [third]);
+        for mail in [&early_mail, &late_mail, &third_mail] {
+            assert_eq!(queued_ids(mail), [last]);
+        }
         tokio::task::yield_now().await;
         assert_eq!(
             queued_ids(&early_mail),
