@@ -22,7 +22,7 @@
 //! reads it back through the same bounds.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::Utf8Bytes;
@@ -250,6 +250,16 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The lock if it is free; poisoning is ignored as in [`lock`], so a past
+/// panic never turns the inline hand-off off for good.
+fn try_lock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match mutex.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
 /// What keeping `frame` in `targets` counts against the byte budgets.
 fn charge(frame: &str, targets: &[Target]) -> usize {
     targets
@@ -438,7 +448,7 @@ impl MemoryBroker {
         let app_id_shared: Arc<str> = Arc::from(app_id);
         let mut published = Vec::with_capacity(messages.len());
         // Handing off here would overtake a batch in flight: only when none is.
-        let handing = self.handoff.handing.try_lock().ok();
+        let handing = try_lock(&self.handoff.handing);
         let mut queue = lock(&self.handoff.queue);
         for (message, (id, frame, streams)) in messages.iter().zip(prepared) {
             self.keep(&mut state, app_id, id, frame.clone(), streams, now);

@@ -37,6 +37,9 @@ impl Session {
                 if let Some(memberships) = &mut self.memberships {
                     memberships.leave(&channel).await;
                 }
+                // A message answered before this frame arrived may still be
+                // queued for hand-off: it reaches this socket first.
+                self.state.broker.hand_off_queued();
                 self.state.hub.unsubscribe(&self.registration, &channel);
                 self.reply(&ServerFrame::Unsubscribed { channel: &channel })
                     .await

@@ -223,7 +223,9 @@ impl Session {
         let revoked = matches!(&ending, Ending::Close(CloseCode::TokenRevoked, _));
         if let Ending::Close(code, message) = ending {
             if code == CloseCode::GoingAway {
-                // Hand over what was already accepted for this socket.
+                // Hand over what was already accepted for this socket,
+                // including what is still queued for hand-off.
+                self.state.broker.hand_off_queued();
                 while let Some(delivery) = mailbox.try_next_message() {
                     if self.send_live(delivery).await.is_err() {
                         break;
