@@ -220,11 +220,10 @@ impl Server {
         let app = api::router(self.state.clone(), websocket);
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let hub = self.state.hub.clone();
-        let broker = self.state.broker.clone();
         tokio::spawn(async move {
             shutdown.await;
-            // Sessions send what they were given before they close.
-            broker.hand_off_queued();
+            // Each session hands off what is queued, and sends what it was
+            // given, before it closes (Session::finish).
             let closing = hub.close_all(CloseCode::GoingAway);
             tracing::info!(closing, "shutting down");
             let _ = stop.send(true);
