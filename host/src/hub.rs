@@ -282,19 +282,19 @@ impl Hub {
         serial.parse().ok()
     }
 
-    /// Whether `targets` reach at most `limit` sessions of `app_id` here
-    /// (counting a session once per target it is reached by).
-    pub fn reaches_at_most(&self, app_id: &str, targets: &[Target], limit: usize) -> bool {
+    /// How many sessions of `app_id` here `targets` reach, counting a
+    /// session once per target it is reached by (an upper bound: cheap to
+    /// count, and what a hand-off of the message costs at most).
+    pub fn reach(&self, app_id: &str, targets: &[Target]) -> usize {
         let apps = self.apps();
         let Some(app) = apps.get(app_id) else {
-            return true;
+            return 0;
         };
-        let reached: usize = targets
+        targets
             .iter()
             .filter_map(|target| app.index(target))
             .map(HashSet::len)
-            .sum();
-        reached <= limit
+            .sum()
     }
 
     /// Queue message `id` for every session reached by any of `targets`

@@ -80,6 +80,7 @@ pub struct Metrics {
     pub history_bytes: Gauge,
     pub store_entries: Gauge,
     pub store_disk_bytes: Gauge,
+    pub hand_off_backlog: Gauge,
     pub publishes_refused: Family<RefusedPublishLabels, Counter>,
     pub plugin_calls: Family<PluginLabels, Counter>,
     pub plugin_call_seconds: Family<PluginCallLabels, Histogram>,
@@ -165,6 +166,7 @@ impl Metrics {
         let history_bytes = Gauge::default();
         let store_entries = Gauge::default();
         let store_disk_bytes = Gauge::default();
+        let hand_off_backlog = Gauge::default();
         let publishes_refused = Family::<RefusedPublishLabels, Counter>::default();
         let plugin_calls = Family::<PluginLabels, Counter>::default();
         let credential_refusals = Family::<OutcomeLabels, Counter>::default();
@@ -254,6 +256,11 @@ impl Metrics {
             store_disk_bytes.clone(),
         );
         registry.register(
+            "hand_off_backlog",
+            "Deliveries accepted on this node and not yet handed to its sockets (0 with Redis)",
+            hand_off_backlog.clone(),
+        );
+        registry.register(
             "publishes_refused",
             "Client publish frames refused, by error reason",
             publishes_refused.clone(),
@@ -281,6 +288,7 @@ impl Metrics {
             history_bytes,
             store_entries,
             store_disk_bytes,
+            hand_off_backlog,
             publishes_refused,
             plugin_calls,
             plugin_call_seconds,

@@ -165,6 +165,8 @@ async fn metrics(
     state.metrics.store_entries.set(store_entries);
     let disk_bytes = i64::try_from(state.store.disk_bytes()).unwrap_or(i64::MAX);
     state.metrics.store_disk_bytes.set(disk_bytes);
+    let backlog = i64::try_from(state.broker.hand_off_backlog()).unwrap_or(i64::MAX);
+    state.metrics.hand_off_backlog.set(backlog);
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     Ok((
         [(axum::http::header::CONTENT_TYPE, content_type)],

@@ -12,6 +12,16 @@
 //! before it registers, so it sees no gap and no duplicate between replay
 //! and live messages.
 //!
+//! The queue is bounded by the deliveries it holds
+//! ([`HAND_OFF_BACKLOG_MAX`]): past it, a publish waits for room before it
+//! is numbered, so a flood of large fan-outs slows its publishers down
+//! rather than growing memory and the time a connect waits for what is
+//! queued ahead of it. (A message queued while a batch is handed off counts
+//! as one delivery until the next batch weighs it, so the bound can be
+//! passed by what is published during one batch, and by one request's
+//! messages.) The task hands off in
+//! batches ([`HAND_OFF_BATCH`]) and lets other tasks run between them.
+//!
 //! History is bounded per stream (count), by age, over all streams (count),
 //! and by bytes per app and over all apps. Whatever drops a message from a
 //! stream raises that stream's `dropped_max`, so a recovery from an older id
@@ -40,6 +50,12 @@ use crate::metrics::Metrics;
 /// means "queued for every socket"); one for more is handed off after the
 /// answer, as every message is with Redis.
 pub const INLINE_HAND_OFF_MAX: usize = 64;
+/// Deliveries (a message times the sessions it reaches) the hand-off
+/// queue holds before publishers wait for room: tens of milliseconds of
+/// hand-off, the most a connect or subscribe waits for what is ahead of it.
+pub const HAND_OFF_BACKLOG_MAX: usize = 100_000;
+/// Deliveries the hand-off task makes before it lets other tasks run.
+const HAND_OFF_BATCH: usize = 16_384;
 
 /// How often aged-out history is reclaimed in the background.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -212,6 +228,8 @@ pub struct MemoryBroker {
     handoff: Handoff,
     /// [`INLINE_HAND_OFF_MAX`], lower in tests.
     inline_max: usize,
+    /// [`HAND_OFF_BACKLOG_MAX`], lower in tests.
+    backlog_max: usize,
     metrics: Arc<Metrics>,
     limits: HistoryConfig,
     /// Ids below this were handed out before this process started (or,
@@ -226,13 +244,55 @@ pub struct MemoryBroker {
 /// Messages numbered and kept, not yet handed to this node's sessions.
 struct Handoff {
     /// In id order: pushed under the state lock.
-    queue: Mutex<VecDeque<Queued>>,
+    queue: Mutex<Backlog>,
     /// Held while a batch is handed out, so batches never overlap (each
     /// session gets messages in queue order) and a recovery can wait for
     /// the one in flight.
     handing: Mutex<()>,
     /// Wakes the task that hands off (see [`hand_off_when_woken`]).
     wake: Arc<Notify>,
+    /// Wakes publishers waiting for room after a batch is handed off.
+    drained: Notify,
+}
+
+#[derive(Default)]
+struct Backlog {
+    messages: VecDeque<Queued>,
+    /// What the queued messages weigh (see [`Queued::weight`]).
+    deliveries: usize,
+    /// Queued messages not weighed yet.
+    unweighed: usize,
+}
+
+impl Backlog {
+    fn push(&mut self, message: Queued) {
+        self.deliveries += message.weight();
+        self.unweighed += usize::from(message.reach.is_none());
+        self.messages.push_back(message);
+    }
+
+    fn pop(&mut self) -> Option<Queued> {
+        let message = self.messages.pop_front()?;
+        self.deliveries -= message.weight();
+        self.unweighed -= usize::from(message.reach.is_none());
+        Some(message)
+    }
+
+    /// Count the sessions each message queued during a hand-off reaches
+    /// (the hub was busy then: counting would have made its publisher wait).
+    fn weigh(&mut self, hub: &Hub) {
+        if self.unweighed == 0 {
+            return;
+        }
+        for message in &mut self.messages {
+            if message.reach.is_none() {
+                let reach = hub.reach(&message.app_id, &message.targets);
+                self.deliveries = self.deliveries - message.weight() + reach.max(1);
+                message.reach = Some(reach);
+            }
+        }
+        self.unweighed = 0;
+    }
 }
 
 struct Queued {
@@ -242,6 +302,16 @@ struct Queued {
     except: Option<Box<str>>,
     id: u64,
     frame: Utf8Bytes,
+    /// The sessions it reaches (see [`Hub::reach`]); `None` until weighed,
+    /// when it was queued while a batch was being handed off.
+    reach: Option<usize>,
+}
+
+impl Queued {
+    /// What it counts against the backlog: its reach, at least one.
+    fn weight(&self) -> usize {
+        self.reach.unwrap_or(1).max(1)
+    }
 }
 
 /// Every critical section here leaves its data consistent, so a panic
@@ -321,11 +391,13 @@ impl MemoryBroker {
             }),
             hub,
             handoff: Handoff {
-                queue: Mutex::new(VecDeque::new()),
+                queue: Mutex::new(Backlog::default()),
                 handing: Mutex::new(()),
                 wake: Arc::new(Notify::new()),
+                drained: Notify::new(),
             },
             inline_max: INLINE_HAND_OFF_MAX,
+            backlog_max: HAND_OFF_BACKLOG_MAX,
             metrics,
             limits,
             start_floor,
@@ -453,39 +525,78 @@ impl MemoryBroker {
         for (message, (id, frame, streams)) in messages.iter().zip(prepared) {
             self.keep(&mut state, app_id, id, frame.clone(), streams, now);
             published.push(id);
-            let inline = handing.is_some()
-                && queue.is_empty()
-                && self
-                    .hub
-                    .reaches_at_most(app_id, message.targets, self.inline_max);
+            // While a batch is handed off the hub is busy: the message is
+            // queued anyway, and weighed before the next batch.
+            let reach = handing
+                .is_some()
+                .then(|| self.hub.reach(app_id, message.targets));
+            let inline =
+                queue.messages.is_empty() && reach.is_some_and(|reach| reach <= self.inline_max);
             if inline {
                 let delivered =
                     self.hub
                         .deliver(app_id, message.targets, message.except, id, &frame);
                 self.metrics.delivered(app_id, delivered);
             } else {
-                queue.push_back(Queued {
+                queue.push(Queued {
                     app_id: app_id_shared.clone(),
                     targets: message.targets.into(),
                     except: message.except.map(Box::from),
                     id,
                     frame,
+                    reach,
                 });
             }
         }
-        let queued = !queue.is_empty();
+        let queued = !queue.messages.is_empty();
         drop(queue);
         drop(handing);
         self.forget_dropped(&mut state);
         Ok((published, queued))
     }
 
+    /// Wait while the hand-off queue holds more than its bound, so that
+    /// a flood of large fan-outs holds its publishers back, not the node.
+    pub async fn wait_for_room(&self) {
+        loop {
+            let drained = self.handoff.drained.notified();
+            let mut drained = std::pin::pin!(drained);
+            // Registered before the check: a batch handed off in between
+            // still wakes it.
+            drained.as_mut().enable();
+            if lock(&self.handoff.queue).deliveries < self.backlog_max {
+                return;
+            }
+            self.handoff.wake.notify_one();
+            drained.await;
+        }
+    }
+
     /// Hand every queued message to the sessions it reaches on this node,
     /// in id order, counting the deliveries.
     pub fn hand_off_queued(&self) {
+        self.hand_off_some(usize::MAX);
+    }
+
+    /// Hand queued messages off, oldest first, until about `budget`
+    /// deliveries are made or none is left; `true` when some are left.
+    fn hand_off_some(&self, budget: usize) -> bool {
         let _handing = lock(&self.handoff.handing);
-        let queued = std::mem::take(&mut *lock(&self.handoff.queue));
-        for message in queued {
+        let (batch, more) = {
+            let mut queue = lock(&self.handoff.queue);
+            queue.weigh(&self.hub);
+            let mut batch = Vec::new();
+            let mut deliveries = 0usize;
+            while deliveries < budget {
+                let Some(message) = queue.pop() else {
+                    break;
+                };
+                deliveries = deliveries.saturating_add(message.weight());
+                batch.push(message);
+            }
+            (batch, !queue.messages.is_empty())
+        };
+        for message in batch {
             let delivered = self.hub.deliver(
                 &message.app_id,
                 &message.targets,
@@ -495,6 +606,13 @@ impl MemoryBroker {
             );
             self.metrics.delivered(&message.app_id, delivered);
         }
+        self.handoff.drained.notify_waiters();
+        more
+    }
+
+    /// Deliveries queued and not yet handed off (see [`Backlog`]).
+    pub fn hand_off_backlog(&self) -> usize {
+        lock(&self.handoff.queue).deliveries
     }
 
     /// Keep message `id` of `app_id` in each of `streams`, then apply the
@@ -685,15 +803,22 @@ impl Drop for MemoryBroker {
     }
 }
 
-/// Hand off what publishes queued, each time one wakes it.
+/// Hand off what publishes queued, each time one wakes it, a batch at a
+/// time: a large backlog does not hold a worker thread for all of it.
 async fn hand_off_when_woken(broker: Weak<MemoryBroker>, wake: Arc<Notify>) {
     loop {
         // A wake-up sent while no one waits is kept for the next wait.
         wake.notified().await;
-        let Some(broker) = broker.upgrade() else {
-            return;
-        };
-        broker.hand_off_queued();
+        loop {
+            let Some(broker) = broker.upgrade() else {
+                return;
+            };
+            if !broker.hand_off_some(HAND_OFF_BATCH) {
+                break;
+            }
+            drop(broker);
+            tokio::task::yield_now().await;
+        }
     }
 }
 
@@ -830,10 +955,86 @@ mod tests {
 
     /// A broker that hands off inline only to at most `inline_max` sessions.
     fn broker_handing_inline_at_most(hub: &Arc<Hub>, inline_max: usize) -> Arc<MemoryBroker> {
+        broker_with_backlog(hub, inline_max, HAND_OFF_BACKLOG_MAX)
+    }
+
+    /// ... whose publishers wait while `backlog_max` deliveries are queued.
+    fn broker_with_backlog(
+        hub: &Arc<Hub>,
+        inline_max: usize,
+        backlog_max: usize,
+    ) -> Arc<MemoryBroker> {
         let metrics = Arc::new(Metrics::new());
         let mut broker = MemoryBroker::new(hub.clone(), limits(100, 1_000), metrics, 1, None);
         broker.inline_max = inline_max;
+        broker.backlog_max = backlog_max;
         MemoryBroker::run(broker)
+    }
+
+    /// The queue is handed off a batch at a time, oldest first; a message
+    /// weighs the sessions it reaches (one that reaches none, one), and one
+    /// queued while a batch is handed off is weighed before the next batch.
+    #[tokio::test]
+    async fn queued_messages_are_handed_off_in_batches_in_id_order() {
+        let hub = Hub::new();
+        let broker = broker_handing_inline_at_most(&hub, 0);
+        let news = [Target::Channel("news".into())];
+        let (_a, a_mail, _) = subscriber(&broker, &hub, "t1", None);
+        let (_b, b_mail, _) = subscriber(&broker, &hub, "t2", None);
+        let ids: Vec<u64> = (0..3).map(|_| publish(&broker, "app", &news)).collect();
+        publish(&broker, "app", &[Target::Channel("quiet".into())]);
+        assert_eq!(broker.hand_off_backlog(), 3 * 2 + 1);
+
+        assert!(broker.hand_off_some(4), "two of four handed off");
+        for mail in [&a_mail, &b_mail] {
+            assert_eq!(queued_ids(mail), ids[..2]);
+        }
+        assert_eq!(broker.hand_off_backlog(), 2 + 1);
+
+        let batch_in_flight = lock(&broker.handoff.handing);
+        let during = publish(&broker, "app", &news);
+        drop(batch_in_flight);
+        assert_eq!(broker.hand_off_backlog(), 2 + 1 + 1, "not weighed yet");
+        assert!(broker.hand_off_some(1), "one message");
+        assert_eq!(queued_ids(&a_mail), ids[2..]);
+        assert_eq!(broker.hand_off_backlog(), 1 + 2, "weighed");
+
+        assert!(!broker.hand_off_some(usize::MAX), "the rest");
+        assert_eq!(queued_ids(&a_mail), [during]);
+        assert_eq!(broker.hand_off_backlog(), 0);
+    }
+
+    /// Past the backlog bound a publish waits until the hand-off made room,
+    /// and is numbered only then.
+    #[tokio::test]
+    async fn a_publish_past_the_backlog_bound_waits_for_the_hand_off() {
+        let hub = Hub::new();
+        let broker = broker_with_backlog(&hub, 0, 2);
+        let news = [Target::Channel("news".into())];
+        let (_a, a_mail, _) = subscriber(&broker, &hub, "t1", None);
+        let (_b, b_mail, _) = subscriber(&broker, &hub, "t2", None);
+        let node = crate::broker::Broker::Memory(broker.clone());
+        let data = RawValue::from_string("{\"n\":1}".into()).unwrap();
+        let message = Outgoing {
+            targets: &news,
+            event: "e",
+            data: &data,
+            except: None,
+        };
+
+        let first = node.publish("app", &[message]).await.unwrap()[0].id;
+        assert_eq!(broker.hand_off_backlog(), 2, "two sessions: the bound");
+        let second = node.publish("app", &[message]).await.unwrap()[0].id;
+        // This runtime has one thread: the hand-off task ran only while the
+        // second publish waited, and handed off the first alone.
+        for mail in [&a_mail, &b_mail] {
+            assert_eq!(queued_ids(mail), [first]);
+        }
+        assert_eq!(broker.hand_off_backlog(), 2);
+        tokio::task::yield_now().await;
+        for mail in [&a_mail, &b_mail] {
+            assert_eq!(queued_ids(mail), [second]);
+        }
     }
 
     /// A message for few sessions reaches them before publish returns; one

@@ -149,11 +149,14 @@ impl Broker {
         messages: &[Outgoing<'_>],
     ) -> Result<Vec<Published>, BrokerError> {
         match self {
-            Broker::Memory(broker) => Ok(broker
-                .publish(app_id, messages)?
-                .into_iter()
-                .map(|id| Published { id })
-                .collect()),
+            Broker::Memory(broker) => {
+                broker.wait_for_room().await;
+                Ok(broker
+                    .publish(app_id, messages)?
+                    .into_iter()
+                    .map(|id| Published { id })
+                    .collect())
+            }
             // Boxed: the Redis round trip's state is large, and the callers'
             // futures (a session's, kept for the socket's lifetime) should
             // not carry it inline.
@@ -245,6 +248,15 @@ impl Broker {
     pub fn history_len(&self) -> usize {
         match self {
             Broker::Memory(broker) => broker.history_len(),
+            Broker::Redis(_) => 0,
+        }
+    }
+
+    /// Deliveries this node accepted and has not handed to its sessions
+    /// yet (none with Redis, which hands each message to every node).
+    pub fn hand_off_backlog(&self) -> usize {
+        match self {
+            Broker::Memory(broker) => broker.hand_off_backlog(),
             Broker::Redis(_) => 0,
         }
     }

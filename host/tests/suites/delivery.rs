@@ -688,6 +688,8 @@ async fn metrics_count_connects_publishes_and_plugin_calls_for_the_operator_only
         r#"madx_plugin_calls_total{plugin="auth",call="verify",outcome="ok"} 2"#,
         r#"madx_plugin_calls_total{plugin="router",call="route-publish",outcome="ok"} 1"#,
         "madx_plugin_call_seconds_bucket",
+        // Delivered: nothing waits to be handed off.
+        "madx_hand_off_backlog 0",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
