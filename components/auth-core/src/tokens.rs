@@ -133,51 +133,76 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// Settings from the backend; an unparsable or out-of-range value keeps
-    /// its default (the host validates plugin settings only as strings).
+    /// Every setting from the backend. A call reads only the ones it needs
+    /// (the methods below): each is a call into the host.
     pub fn load(backend: &impl Backend) -> Settings {
-        let defaults = Settings::default();
-        let read = |name: &str, default: u64, valid: std::ops::RangeInclusive<u64>| {
-            backend
-                .setting(name)
-                .and_then(|value| value.trim().parse::<u64>().ok())
-                .filter(|value| valid.contains(value))
-                .unwrap_or(default)
-        };
-        let default_ttl = read(
+        Settings {
+            default_ttl_secs: Settings::default_ttl_secs(backend),
+            max_failures: Settings::max_failures(backend),
+            failure_window_secs: Settings::failure_window_secs(backend),
+            lockout_secs: Settings::lockout_secs(backend),
+            max_lockout_secs: Settings::max_lockout_secs(backend),
+        }
+    }
+
+    pub fn default_ttl_secs(backend: &impl Backend) -> u32 {
+        let default = Settings::default().default_ttl_secs;
+        let ttl = read_setting(
+            backend,
             "default_ttl_secs",
-            u64::from(defaults.default_ttl_secs),
+            u64::from(default),
             1..=u64::from(MAX_TTL_SECS),
         );
-        Settings {
-            default_ttl_secs: u32::try_from(default_ttl).unwrap_or(MAX_TTL_SECS),
-            max_failures: read("max_failures", defaults.max_failures, 1..=1000),
-            failure_window_secs: read(
-                "failure_window_secs",
-                defaults.failure_window_secs,
-                1..=86_400,
-            ),
-            lockout_secs: read("lockout_secs", defaults.lockout_secs, 1..=86_400),
-            max_lockout_secs: read("max_lockout_secs", defaults.max_lockout_secs, 1..=86_400),
-        }
+        u32::try_from(ttl).unwrap_or(MAX_TTL_SECS)
+    }
+
+    pub fn max_failures(backend: &impl Backend) -> u64 {
+        let default = Settings::default().max_failures;
+        read_setting(backend, "max_failures", default, 1..=1000)
+    }
+
+    pub fn failure_window_secs(backend: &impl Backend) -> u64 {
+        let default = Settings::default().failure_window_secs;
+        read_setting(backend, "failure_window_secs", default, 1..=86_400)
+    }
+
+    pub fn lockout_secs(backend: &impl Backend) -> u64 {
+        let default = Settings::default().lockout_secs;
+        read_setting(backend, "lockout_secs", default, 1..=86_400)
+    }
+
+    pub fn max_lockout_secs(backend: &impl Backend) -> u64 {
+        let default = Settings::default().max_lockout_secs;
+        read_setting(backend, "max_lockout_secs", default, 1..=86_400)
     }
 }
 
-/// The token rules for one call: a backend, the code profile the plugin
-/// announces, and the operator's settings.
+/// A setting from the backend; an unparsable or out-of-range value keeps
+/// its default (the host validates plugin settings only as strings).
+fn read_setting(
+    backend: &impl Backend,
+    name: &str,
+    default: u64,
+    valid: std::ops::RangeInclusive<u64>,
+) -> u64 {
+    backend
+        .setting(name)
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .filter(|value| valid.contains(value))
+        .unwrap_or(default)
+}
+
+/// The token rules for one call: a backend (which also holds the
+/// operator's settings, read when a rule needs one) and the code profile
+/// the plugin announces.
 pub struct Authority<'a, B> {
     backend: &'a B,
     profile: OtpProfile,
-    settings: Settings,
 }
 
 impl<'a, B: Backend> Authority<'a, B> {
     pub fn new(backend: &'a B, profile: OtpProfile) -> Self {
-        Authority {
-            backend,
-            profile,
-            settings: Settings::load(backend),
-        }
+        Authority { backend, profile }
     }
 
     pub fn profile(&self) -> OtpProfile {
@@ -188,7 +213,7 @@ impl<'a, B: Backend> Authority<'a, B> {
     /// glob syntax); returns the idle timeout the token gets.
     pub fn check_request(&self, request: &Request) -> Result<u32, AuthFailure> {
         let ttl_secs = match request.ttl_secs {
-            None => self.settings.default_ttl_secs,
+            None => Settings::default_ttl_secs(self.backend),
             Some(ttl @ 1..=MAX_TTL_SECS) => ttl,
             Some(ttl) => {
                 return Err(AuthFailure::BadRequest(format!(
@@ -265,10 +290,12 @@ impl<'a, B: Backend> Authority<'a, B> {
         // `max_failures` of them are ever compared within a window. A code
         // that matches gives its count back below.
         let fails_key = fails_key(access_id);
-        let counted = backend.increment(&fails_key, 1, self.settings.failure_window_secs * 1000)?;
-        if counted > self.settings.max_failures {
+        let failure_window_secs = Settings::failure_window_secs(backend);
+        let max_failures = Settings::max_failures(backend);
+        let counted = backend.increment(&fails_key, 1, failure_window_secs * 1000)?;
+        if counted > max_failures {
             let retry_after_secs = lock_remaining(backend, access_id, now)?
-                .unwrap_or_else(|| saturating_u32(self.settings.failure_window_secs));
+                .unwrap_or_else(|| saturating_u32(failure_window_secs));
             return Err(AuthFailure::RateLimited { retry_after_secs });
         }
 
@@ -286,7 +313,7 @@ impl<'a, B: Backend> Authority<'a, B> {
             }
         }
         let Some(step) = matched else {
-            if counted == self.settings.max_failures {
+            if counted == max_failures {
                 self.lock(access_id, now)?;
             }
             return Err(AuthFailure::OtpInvalid);
@@ -335,16 +362,16 @@ impl<'a, B: Backend> Authority<'a, B> {
     /// Only the call that creates the lock counts it, so a burst of wrong
     /// codes escalates by one lock, not by one per code.
     fn lock(&self, access_id: &str, now: u64) -> Result<(), AuthFailure> {
-        let (backend, settings) = (self.backend, &self.settings);
+        let backend = self.backend;
         let locks_key = format!("locks:{access_id}");
         let previous_locks = backend
             .get(&locks_key)?
             .and_then(|count| std::str::from_utf8(&count).ok()?.parse::<u64>().ok())
             .unwrap_or(0);
-        let lock_secs = settings
-            .lockout_secs
+        let lockout_secs = Settings::lockout_secs(backend);
+        let lock_secs = lockout_secs
             .saturating_mul(1u64 << previous_locks.min(20))
-            .min(settings.max_lockout_secs.max(settings.lockout_secs));
+            .min(Settings::max_lockout_secs(backend).max(lockout_secs));
         let until = now + lock_secs;
         let lock_key = format!("lock:{access_id}");
         if backend.set_if_absent(&lock_key, until.to_string().as_bytes(), lock_secs * 1000)? {

@@ -10,6 +10,9 @@ struct TestBackend {
     /// key -> (value, expires at, in ms of the fake clock)
     entries: RefCell<HashMap<String, (Vec<u8>, u64)>>,
     settings: HashMap<&'static str, &'static str>,
+    /// The settings asked for, in order: in the component each is a call
+    /// into the host.
+    settings_read: RefCell<Vec<String>>,
     now_ms: Cell<u64>,
     next_random: Cell<u8>,
 }
@@ -96,6 +99,7 @@ impl Backend for TestBackend {
         Ok(next)
     }
     fn setting(&self, name: &str) -> Option<String> {
+        self.settings_read.borrow_mut().push(name.to_owned());
         self.settings.get(name).map(|value| value.to_string())
     }
     fn now_unix_secs(&self) -> u64 {
@@ -160,6 +164,28 @@ fn verify_returns_claims_and_spends_the_code() {
     assert_eq!(
         auth(&backend).verify(&issued.access_id, &code),
         Err(AuthFailure::OtpReused)
+    );
+}
+
+#[test]
+fn a_call_reads_only_the_settings_its_rules_use() {
+    let backend = TestBackend::at(T);
+    let issued = auth(&backend).issue(Request::default()).unwrap();
+    assert_eq!(*backend.settings_read.borrow(), ["default_ttl_secs"]);
+
+    backend.settings_read.borrow_mut().clear();
+    let with_ttl = Request {
+        ttl_secs: Some(60),
+        ..Request::default()
+    };
+    auth(&backend).issue(with_ttl).unwrap();
+    assert!(backend.settings_read.borrow().is_empty());
+
+    let code = backend.code(&issued.secret_seed, 0);
+    auth(&backend).verify(&issued.access_id, &code).unwrap();
+    assert_eq!(
+        *backend.settings_read.borrow(),
+        ["failure_window_secs", "max_failures"]
     );
 }
 
