@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use totp_rs::{Algorithm, Secret, TOTP};
+use wasmtime::component::Component;
 
 pub use inputs::{InputFlags, Inputs};
 
@@ -115,9 +116,15 @@ pub async fn run(
             source: source.clone(),
             settings: Arc::new(inputs.auth_settings.clone()),
         };
-        let plugin = load(&mut report, &sandbox, PluginKind::Auth, &config, |config| {
-            AuthPlugin::load(&sandbox, store.clone(), config)
-        });
+        let plugin = load(
+            &mut report,
+            &sandbox,
+            PluginKind::Auth,
+            &config,
+            |config, component| {
+                AuthPlugin::from_compiled(&sandbox, store.clone(), config, component)
+            },
+        );
         if let Some(plugin) = plugin {
             for profile in &chosen {
                 match profile {
@@ -137,7 +144,9 @@ pub async fn run(
             &sandbox,
             PluginKind::Router,
             &config,
-            |config| RouterPlugin::load(&sandbox, store.clone(), config),
+            |config, component| {
+                RouterPlugin::from_compiled(&sandbox, store.clone(), config, component)
+            },
         );
         if let Some(plugin) = plugin {
             for profile in &chosen {
@@ -166,10 +175,19 @@ fn load<P>(
     sandbox: &Sandbox,
     kind: PluginKind,
     config: &PluginConfig,
-    load: impl FnOnce(&PluginConfig) -> anyhow::Result<P>,
+    load: impl FnOnce(&PluginConfig, &Component) -> anyhow::Result<P>,
 ) -> Option<P> {
     println!("# {}", config.source.describe(kind));
-    match sandbox.imports(kind, &config.source) {
+    // Compiled once for the import report and the load: a large component
+    // takes seconds to compile.
+    let component = match sandbox.compile(kind, &config.source) {
+        Ok(component) => component,
+        Err(error) => {
+            report.check("is a WebAssembly component", Err(format!("{error:#}")));
+            return None;
+        }
+    };
+    match sandbox.imports(kind, &component) {
         Ok(imports) => {
             let mut missing = Vec::new();
             for import in &imports {
@@ -194,7 +212,7 @@ fn load<P>(
             report.check("every import is provided by the host", outcome);
         }
         Err(error) => {
-            report.check("is a WebAssembly component", Err(format!("{error:#}")));
+            report.check("the host links its imports", Err(format!("{error:#}")));
             return None;
         }
     }
@@ -205,7 +223,7 @@ fn load<P>(
         ));
     }
     let name = format!("implements madx:pusher/{}@0.1.0", kind.world());
-    match load(config) {
+    match load(config, &component) {
         Ok(plugin) => {
             report.check(&name, Ok(()));
             Some(plugin)

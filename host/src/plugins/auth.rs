@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use wasmtime::Store;
+use wasmtime::component::Component;
 
 use super::bindings::auth::{AuthPlugin as AuthWorld, AuthPluginPre};
 use super::bindings::{AuthError, Claims, IssuedToken, TokenRequest};
@@ -25,7 +26,19 @@ impl AuthPlugin {
         store: StoreBackend,
         config: &PluginConfig,
     ) -> anyhow::Result<AuthPlugin> {
-        let (core, pre) = PluginCore::load(sandbox, PluginKind::Auth, store, config)?;
+        let component = sandbox.compile(PluginKind::Auth, &config.source)?;
+        Self::from_compiled(sandbox, store, config, &component)
+    }
+
+    /// Like [`AuthPlugin::load`], with the configured component already
+    /// compiled by [`Sandbox::compile`].
+    pub fn from_compiled(
+        sandbox: &Arc<Sandbox>,
+        store: StoreBackend,
+        config: &PluginConfig,
+        component: &Component,
+    ) -> anyhow::Result<AuthPlugin> {
+        let (core, pre) = PluginCore::load(sandbox, PluginKind::Auth, store, config, component)?;
         let pre = AuthPluginPre::new(pre).map_err(|error| core.missing_export(error))?;
         Ok(AuthPlugin { core, pre })
     }

@@ -128,8 +128,11 @@ impl Sandbox {
         }))
     }
 
-    /// Read and compile a component; errors name the file.
-    fn compile(&self, kind: PluginKind, source: &ComponentSource) -> anyhow::Result<Component> {
+    /// Read and compile a component; errors name the file. Compiling takes
+    /// seconds for a large component (an interpreter built in), so a caller
+    /// that needs one twice (`plugin check`: its imports, then its load)
+    /// compiles it once and passes it on.
+    pub fn compile(&self, kind: PluginKind, source: &ComponentSource) -> anyhow::Result<Component> {
         let name = source.describe(kind);
         let bytes = match source {
             ComponentSource::BuiltIn => kind.built_in().to_vec(),
@@ -143,17 +146,17 @@ impl Sandbox {
         Ok(component)
     }
 
-    /// Compile a component and check it against a world's linker.
-    fn load(
+    /// Check a compiled component against a world's linker.
+    fn pre_instantiate(
         &self,
         kind: PluginKind,
         source: &ComponentSource,
+        component: &Component,
         linker: &Linker<HostState>,
     ) -> anyhow::Result<wasmtime::component::InstancePre<HostState>> {
         let name = source.describe(kind);
-        let component = self.compile(kind, source)?;
         linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .map_err(anyhow::Error::from)
             .with_context(|| {
                 format!(
@@ -212,11 +215,10 @@ impl Sandbox {
     pub fn imports(
         &self,
         kind: PluginKind,
-        source: &ComponentSource,
+        component: &Component,
     ) -> anyhow::Result<Vec<imports::Import>> {
-        let component = self.compile(kind, source)?;
         let linker = self.linker(kind)?;
-        Ok(imports::probe(&self.engine, &linker, &component))
+        Ok(imports::probe(&self.engine, &linker, component))
     }
 }
 
@@ -319,16 +321,17 @@ pub(crate) struct PluginCore {
 }
 
 impl PluginCore {
-    /// Compile the configured component and check its imports against the
-    /// linker of its kind.
+    /// Check the configured component, compiled, against the linker of its
+    /// kind.
     fn load(
         sandbox: &Arc<Sandbox>,
         kind: PluginKind,
         store: StoreBackend,
         config: &PluginConfig,
+        component: &Component,
     ) -> anyhow::Result<(PluginCore, wasmtime::component::InstancePre<HostState>)> {
         let linker = sandbox.linker(kind)?;
-        let pre = sandbox.load(kind, &config.source, &linker)?;
+        let pre = sandbox.pre_instantiate(kind, &config.source, component, &linker)?;
         let core = PluginCore {
             sandbox: sandbox.clone(),
             kind,

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use wasmtime::Store;
+use wasmtime::component::Component;
 
 use super::bindings::router::{RouterPlugin as RouterWorld, RouterPluginPre};
 use super::bindings::{Claims, ClientPublication, RouteError, RouteTarget};
@@ -25,7 +26,19 @@ impl RouterPlugin {
         store: StoreBackend,
         config: &PluginConfig,
     ) -> anyhow::Result<RouterPlugin> {
-        let (core, pre) = PluginCore::load(sandbox, PluginKind::Router, store, config)?;
+        let component = sandbox.compile(PluginKind::Router, &config.source)?;
+        Self::from_compiled(sandbox, store, config, &component)
+    }
+
+    /// Like [`RouterPlugin::load`], with the configured component already
+    /// compiled by [`Sandbox::compile`].
+    pub fn from_compiled(
+        sandbox: &Arc<Sandbox>,
+        store: StoreBackend,
+        config: &PluginConfig,
+        component: &Component,
+    ) -> anyhow::Result<RouterPlugin> {
+        let (core, pre) = PluginCore::load(sandbox, PluginKind::Router, store, config, component)?;
         let pre = RouterPluginPre::new(pre).map_err(|error| core.missing_export(error))?;
         Ok(RouterPlugin { core, pre })
     }
