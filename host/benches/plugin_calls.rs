@@ -92,7 +92,7 @@ fn per_call(total: Duration, calls: usize) -> f64 {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let sandbox = Sandbox::new(SandboxLimits::default(), Arc::new(Metrics::new())).unwrap();
+    let sandbox = Sandbox::new(SandboxLimits::default(), None, Arc::new(Metrics::new())).unwrap();
     let memory = MemoryStore::start(10_000_000, 1_000_000);
     let store = StoreBackend::Memory(memory.clone());
     let built_in = PluginConfig {

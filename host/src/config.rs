@@ -453,6 +453,8 @@ struct PluginsFile {
     memory_mib: Option<usize>,
     /// Plugin calls running at once.
     max_concurrent_calls: Option<u32>,
+    /// Directory where compiled components are kept across restarts.
+    compile_cache: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -502,6 +504,7 @@ pub struct Overrides {
     pub public_url: Option<String>,
     pub auth_component: Option<PathBuf>,
     pub router_component: Option<PathBuf>,
+    pub compile_cache: Option<PathBuf>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     /// `ID:KEY:SECRET` triples.
@@ -539,6 +542,9 @@ pub struct Config {
     pub history: HistoryConfig,
     pub presence: PresenceConfig,
     pub sandbox: SandboxLimits,
+    /// Directory where compiled components are kept, so a restart or a
+    /// reload does not compile an unchanged component again.
+    pub compile_cache: Option<PathBuf>,
     pub auth: PluginConfig,
     pub router: PluginConfig,
     pub apps: Vec<AppConfig>,
@@ -705,6 +711,7 @@ impl Config {
             bail!("plugins.max_concurrent_calls must be between 1 and 10000");
         }
 
+        let compile_cache = overrides.compile_cache.or(file.plugins.compile_cache);
         let auth = plugin_config(overrides.auth_component, file.plugins.auth)?;
         let router = plugin_config(overrides.router_component, file.plugins.router)?;
 
@@ -758,6 +765,7 @@ impl Config {
             http,
             history,
             sandbox,
+            compile_cache,
             auth,
             router,
             apps,

@@ -52,6 +52,10 @@ struct CheckArgs {
     /// Which checks to run (repeatable) [default: contract].
     #[arg(long = "profile", value_name = "PROFILE", value_enum)]
     profiles: Vec<Profile>,
+    /// Keep compiled components in DIR (as `serve --compile-cache`), so
+    /// checking an unchanged component again does not compile it.
+    #[arg(long, env = "MADX_COMPILE_CACHE", value_name = "DIR")]
+    compile_cache: Option<PathBuf>,
     #[command(flatten)]
     inputs: InputFlags,
 }
@@ -73,6 +77,11 @@ struct ServeArgs {
     /// Router component (.wasm) replacing the built-in one.
     #[arg(long, env = "MADX_ROUTER_COMPONENT")]
     router_component: Option<PathBuf>,
+    /// Directory where compiled components are kept, so a restart or a
+    /// reload loads an unchanged component without compiling it (created
+    /// owner-only; refused if other users may write to it).
+    #[arg(long, env = "MADX_COMPILE_CACHE", value_name = "DIR")]
+    compile_cache: Option<PathBuf>,
     /// PEM certificate chain: serve https and wss.
     #[arg(long, env = "MADX_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -145,6 +154,7 @@ fn check_command(args: CheckArgs) -> ExitCode {
         router.as_ref(),
         &profiles,
         &inputs,
+        args.compile_cache.as_deref(),
     ));
     println!("{}", report.summary());
     if report.failed() == 0 {
@@ -163,6 +173,7 @@ fn serve_command(args: ServeArgs) -> ExitCode {
         public_url: args.public_url,
         auth_component: args.auth_component,
         router_component: args.router_component,
+        compile_cache: args.compile_cache,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         apps: args.apps,

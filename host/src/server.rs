@@ -124,7 +124,11 @@ impl Server {
                 .clone()
                 .map(|(connection, keys)| RedisMembership::new(connection, &keys, hub.node_tag())),
         );
-        let sandbox = Sandbox::new(config.sandbox, metrics.clone())?;
+        let sandbox = Sandbox::new(
+            config.sandbox,
+            config.compile_cache.as_deref(),
+            metrics.clone(),
+        )?;
         let plugins = Plugins::load(&sandbox, store.clone(), &config.auth, &config.router)
             .context(ComponentRejected)?;
 

@@ -15,6 +15,7 @@ mod inputs;
 mod router;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use totp_rs::{Algorithm, Secret, TOTP};
@@ -95,6 +96,7 @@ pub async fn run(
     router: Option<&ComponentSource>,
     profiles: &[Profile],
     inputs: &Inputs,
+    compile_cache: Option<&Path>,
 ) -> Report {
     let mut report = Report::default();
     let mut chosen: Vec<Profile> = Vec::new();
@@ -103,7 +105,11 @@ pub async fn run(
             chosen.push(*profile);
         }
     }
-    let sandbox = match Sandbox::new(SandboxLimits::default(), Arc::new(Metrics::new())) {
+    let sandbox = match Sandbox::new(
+        SandboxLimits::default(),
+        compile_cache,
+        Arc::new(Metrics::new()),
+    ) {
         Ok(sandbox) => sandbox,
         Err(error) => {
             report.check("start the WebAssembly engine", Err(format!("{error:#}")));

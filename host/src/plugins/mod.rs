@@ -9,6 +9,7 @@
 
 mod auth;
 pub mod bindings;
+mod compile_cache;
 mod embedded;
 mod epoch;
 mod host_state;
@@ -16,7 +17,7 @@ pub mod imports;
 mod output;
 mod router;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,7 @@ use anyhow::Context as _;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
-    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
+    Cache, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
 };
 
 pub use auth::AuthPlugin;
@@ -76,6 +77,8 @@ pub enum ComponentSource {
 /// The wasmtime engine and its limits, shared by every plugin.
 pub struct Sandbox {
     engine: Engine,
+    /// Compiled components kept on disk, when the operator chose a place.
+    compile_cache: Option<Cache>,
     metrics: Arc<Metrics>,
     limits: SandboxLimits,
     slots: Semaphore,
@@ -90,7 +93,13 @@ struct CallSlot<'a> {
 }
 
 impl Sandbox {
-    pub fn new(limits: SandboxLimits, metrics: Arc<Metrics>) -> anyhow::Result<Arc<Sandbox>> {
+    /// The engine with its limits; with `compile_cache`, compiled
+    /// components are kept in that directory (see `compile_cache.rs`).
+    pub fn new(
+        limits: SandboxLimits,
+        compile_cache: Option<&Path>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Arc<Sandbox>> {
         let instances = limits.max_concurrent_calls.max(1);
         let mut pool = PoolingAllocationConfig::default();
         // A Rust component holds a few core instances (its module plus
@@ -110,10 +119,12 @@ impl Sandbox {
             .table_keep_resident(TABLE_KEEP_RESIDENT)
             .decommit_batch_size(DECOMMIT_BATCH);
 
+        let compile_cache = compile_cache.map(compile_cache::open).transpose()?;
         let mut config = wasmtime::Config::new();
         config
             .epoch_interruption(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .cache(compile_cache.clone());
         let engine = Engine::new(&config)
             .map_err(anyhow::Error::from)
             .context("cannot start the WebAssembly engine")?;
@@ -121,6 +132,7 @@ impl Sandbox {
 
         Ok(Arc::new(Sandbox {
             engine,
+            compile_cache,
             metrics,
             limits,
             slots: Semaphore::new(instances as usize),
@@ -140,9 +152,21 @@ impl Sandbox {
                 std::fs::read(path).with_context(|| format!("cannot read the {name}"))?
             }
         };
+        let started = Instant::now();
+        let hits_before = self.compile_cache.as_ref().map(Cache::cache_hits);
         let component = Component::from_binary(&self.engine, &bytes)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("the {name} is not a valid WebAssembly component"))?;
+        let took_ms = started.elapsed().as_millis() as u64;
+        let from_cache = match (&self.compile_cache, hits_before) {
+            (Some(cache), Some(before)) => cache.cache_hits() > before,
+            _ => false,
+        };
+        if from_cache {
+            tracing::info!(component = %name, took_ms, "loaded from the compile cache");
+        } else {
+            tracing::info!(component = %name, took_ms, "compiled");
+        }
         Ok(component)
     }
 

@@ -8,6 +8,7 @@
 mod common;
 
 mod cluster;
+mod compile_cache;
 mod delivery;
 mod example_worker;
 mod file_store;

@@ -947,6 +947,12 @@ async fn a_router_written_in_javascript_routes_for_the_real_host() {
     let router = build_js_router();
     let path = router.to_str().unwrap();
 
+    // Compiling this 12 MB component (an interpreter built in) takes
+    // seconds: the check compiles it into the compile cache, the node
+    // loads it from there.
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = cache_dir.path().to_str().unwrap();
+
     // It keeps the contract, and the default policy's rules for channels
     // outside its teams...
     plugin_check(&[
@@ -956,12 +962,17 @@ async fn a_router_written_in_javascript_routes_for_the_real_host() {
         "contract",
         "--profile",
         "default-policy",
+        "--compile-cache",
+        cache,
     ])
     .assert_all_passed();
 
     // ...and adds team channels, their prefix read through `settings`.
     let config = format!("[plugins.router.settings]\nteam_prefix = \"crew-\"\n{TWO_APPS}");
-    let server = TestServer::start_with(&config, &["--router-component", path]);
+    let args = ["--router-component", path, "--compile-cache", cache];
+    let server = TestServer::start_logging(&config, &args, "info");
+    let loaded = format!("loaded from the compile cache component=router component {path}");
+    assert!(server.log().contains(&loaded), "{}", server.log());
     let (_, mut alice) = open_socket(
         &server,
         ALPHA,
