@@ -78,8 +78,8 @@ struct ServeArgs {
     #[arg(long, env = "MADX_ROUTER_COMPONENT")]
     router_component: Option<PathBuf>,
     /// Directory where compiled components are kept, so a restart or a
-    /// reload loads an unchanged component without compiling it (created
-    /// owner-only; refused if other users may write to it).
+    /// reload loads an unchanged component without compiling it (a new or
+    /// empty directory, created owner-only; docs/plugins.md).
     #[arg(long, env = "MADX_COMPILE_CACHE", value_name = "DIR")]
     compile_cache: Option<PathBuf>,
     /// PEM certificate chain: serve https and wss.

@@ -2,38 +2,103 @@
 //! reload loads a large plugin in milliseconds instead of compiling it
 //! again (seconds for a component with an interpreter built in).
 //!
-//! wasmtime's own cache does the work: entries are keyed by a SHA-256 of
-//! the component's bytes and the engine's compile settings, written
-//! atomically, zstd-compressed, and trimmed in the background. An entry
-//! that cannot be read or does not fit this engine is compiled again and
-//! replaced. What is loaded from the directory is machine code that runs
-//! in this process, so the directory must be as private as the binary:
-//! it is refused when another user owns it or may write to it.
+//! wasmtime's own cache does the work, in the `wasmtime` directory inside
+//! the operator's: entries are keyed by a SHA-256 of the component's bytes
+//! and the engine's compile settings, written atomically, zstd-compressed,
+//! and trimmed in the background (its trimming deletes whatever else it
+//! finds there, hence a directory of its own). An entry that cannot be
+//! read or does not fit this engine is compiled again and replaced.
+//!
+//! What is loaded from the directory is machine code that runs in this
+//! process, so it must be as private as the binary: the directory (after
+//! resolving links) and all it holds must belong to this user, others
+//! may not enter it, and no directory above it may let another user swap
+//! it.
 
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use wasmtime::{Cache, CacheConfig};
+
+/// Marks a directory as a compile cache, so a directory holding anything
+/// else is never handed to wasmtime's trimming.
+const MARKER: &str = "MADX-PUSHER-COMPILE-CACHE";
+const MARKER_TEXT: &str = "Compiled plugin components of madx-pusher (wasmtime's cache, in wasmtime/).\n\
+Only the service's user may write here: what is loaded from it runs in the host.\n";
 
 /// Open (creating it owner-only if missing) the cache at `dir`.
 pub(super) fn open(dir: &Path) -> anyhow::Result<Cache> {
     let dir = std::path::absolute(dir)
         .with_context(|| format!("cannot resolve the plugin compile cache {}", dir.display()))?;
     let shown = dir.display();
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .with_context(|| format!("cannot create the plugin compile cache {shown}"))?;
-    let metadata = fs::metadata(&dir)
-        .with_context(|| format!("cannot read the plugin compile cache {shown}"))?;
-    if !metadata.is_dir() {
-        bail!("the plugin compile cache {shown} is not a directory");
+    match fs::metadata(&dir) {
+        Ok(metadata) if !metadata.is_dir() => {
+            bail!("the plugin compile cache {shown} is not a directory")
+        }
+        Ok(_) => {}
+        Err(_) => fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("cannot create the plugin compile cache {shown}"))?,
     }
+    // Checked and used by its real path: a link swapped later changes
+    // nothing.
+    let dir = fs::canonicalize(&dir)
+        .with_context(|| format!("cannot resolve the plugin compile cache {shown}"))?;
+    let shown = dir.display();
     let me = rustix::process::geteuid().as_raw();
+    check_private(&dir, me)?;
+    check_ancestors(&dir, me)?;
+
+    if !dir.join(MARKER).exists() {
+        let empty = fs::read_dir(&dir)
+            .with_context(|| format!("cannot read the plugin compile cache {shown}"))?
+            .next()
+            .is_none();
+        if !empty {
+            bail!(
+                "the plugin compile cache {shown} is not empty and is not a madx-pusher \
+                 compile cache: give a new or empty directory"
+            );
+        }
+        write_new(&dir.join(MARKER), MARKER_TEXT.as_bytes())
+            .with_context(|| format!("cannot write to the plugin compile cache {shown}"))?;
+    }
+    let wasmtime_dir = dir.join("wasmtime");
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&wasmtime_dir)
+        .or_else(|error| match error.kind() {
+            std::io::ErrorKind::AlreadyExists => Ok(()),
+            _ => Err(error),
+        })
+        .with_context(|| format!("cannot create {}", wasmtime_dir.display()))?;
+    check_entries(&dir, me)?;
+    // wasmtime skips an entry it cannot write without telling the caller:
+    // find out now that the directory takes files.
+    let probe = wasmtime_dir.join(format!(".write-check-{}", std::process::id()));
+    let _ = fs::remove_file(&probe);
+    let written = write_new(&probe, b"ok");
+    let _ = fs::remove_file(&probe);
+    written.with_context(|| format!("cannot write to the plugin compile cache {shown}"))?;
+
+    let mut config = CacheConfig::new();
+    config.with_directory(&wasmtime_dir);
+    Cache::new(config)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("cannot open the plugin compile cache {shown}"))
+}
+
+/// The cache directory itself: this user's, and closed to everyone else
+/// (so the modes of what wasmtime writes inside do not matter).
+fn check_private(dir: &Path, me: u32) -> anyhow::Result<()> {
+    let shown = dir.display();
+    let metadata = fs::metadata(dir)
+        .with_context(|| format!("cannot read the plugin compile cache {shown}"))?;
     if metadata.uid() != me {
         bail!(
             "the plugin compile cache {shown} belongs to user {}, not to this process's user {me}: \
@@ -41,23 +106,91 @@ pub(super) fn open(dir: &Path) -> anyhow::Result<Cache> {
             metadata.uid()
         );
     }
-    if metadata.mode() & 0o022 != 0 {
+    let mode = metadata.mode() & 0o7777;
+    if mode & 0o022 != 0 {
         bail!(
-            "the plugin compile cache {shown} is writable by other users (mode {:o}): \
-             code loaded from it runs in this process; `chmod go-w` it",
-            metadata.mode() & 0o7777
+            "the plugin compile cache {shown} is writable by other users (mode {mode:o}): \
+             code loaded from it runs in this process, and others may have written to it; \
+             delete it and let the host create it"
         );
     }
-    // wasmtime skips an entry it cannot write without saying so to the
-    // caller: find out now that the directory takes files.
-    let probe = dir.join(format!(".write-check-{}", std::process::id()));
-    let written = fs::File::create(&probe).and_then(|mut file| file.write_all(b"ok"));
-    let _ = fs::remove_file(&probe);
-    written.with_context(|| format!("cannot write to the plugin compile cache {shown}"))?;
+    if mode & 0o077 != 0 {
+        bail!(
+            "the plugin compile cache {shown} is open to other users (mode {mode:o}): \
+             `chmod 700` it (code loaded from it runs in this process)"
+        );
+    }
+    Ok(())
+}
 
-    let mut config = CacheConfig::new();
-    config.with_directory(&dir);
-    Cache::new(config)
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("cannot open the plugin compile cache {shown}"))
+/// Everything under the cache: this user's, and no links. A cache that
+/// was once open to others may hold entries they planted.
+fn check_entries(dir: &Path, me: u32) -> anyhow::Result<()> {
+    let entries = fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .path();
+        let metadata = fs::symlink_metadata(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let kind = metadata.file_type();
+        let planted = kind.is_symlink() || metadata.uid() != me;
+        if planted {
+            bail!(
+                "the plugin compile cache holds {} (owner {}, mode {:o}{}), which this user \
+                 did not write: code loaded from it runs in this process; delete the cache \
+                 and let the host create it",
+                path.display(),
+                metadata.uid(),
+                metadata.mode() & 0o7777,
+                if kind.is_symlink() { ", a link" } else { "" }
+            );
+        }
+        if kind.is_dir() {
+            check_entries(&path, me)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every directory above the cache: owned by root or this user, and
+/// writable by others only with the sticky bit (as `/tmp`), so nobody
+/// else can rename the cache away and put their own in its place. Group
+/// write is taken as this user's own when the group is this process's
+/// (the usual one-user group of a umask 002 system).
+fn check_ancestors(dir: &Path, me: u32) -> anyhow::Result<()> {
+    let my_group = rustix::process::getegid().as_raw();
+    for ancestor in dir.ancestors().skip(1) {
+        let metadata = fs::metadata(ancestor)
+            .with_context(|| format!("cannot read {}", ancestor.display()))?;
+        let mode = metadata.mode();
+        let owner_ok = metadata.uid() == 0 || metadata.uid() == me;
+        let group_may_write = mode & 0o020 != 0 && metadata.gid() != my_group;
+        let others_may_write = mode & 0o002 != 0;
+        let others_may_rename = (group_may_write || others_may_write) && mode & 0o1000 == 0;
+        if !owner_ok || others_may_rename {
+            bail!(
+                "the plugin compile cache {} sits in {} (owner {}, group {}, mode {:o}), where \
+                 another user could replace it: put it in a directory only root or this user \
+                 can change",
+                dir.display(),
+                ancestor.display(),
+                metadata.uid(),
+                metadata.gid(),
+                mode & 0o7777
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Write a file that must not exist yet (a link planted in its place is
+/// not followed).
+fn write_new(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(contents)
 }

@@ -79,6 +79,9 @@ pub struct Sandbox {
     engine: Engine,
     /// Compiled components kept on disk, when the operator chose a place.
     compile_cache: Option<Cache>,
+    /// One compile at a time (start-up, reloads), so the cache's hit count
+    /// says which load a hit belongs to.
+    compiling: std::sync::Mutex<()>,
     metrics: Arc<Metrics>,
     limits: SandboxLimits,
     slots: Semaphore,
@@ -133,6 +136,7 @@ impl Sandbox {
         Ok(Arc::new(Sandbox {
             engine,
             compile_cache,
+            compiling: std::sync::Mutex::new(()),
             metrics,
             limits,
             slots: Semaphore::new(instances as usize),
@@ -152,6 +156,10 @@ impl Sandbox {
                 std::fs::read(path).with_context(|| format!("cannot read the {name}"))?
             }
         };
+        let _one_at_a_time = self
+            .compiling
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let started = Instant::now();
         let hits_before = self.compile_cache.as_ref().map(Cache::cache_hits);
         let component = Component::from_binary(&self.engine, &bytes)

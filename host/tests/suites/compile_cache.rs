@@ -25,8 +25,9 @@ fn compiled_and_cached(log: &str) -> (usize, usize) {
     (count(" compiled"), count("loaded from the compile cache"))
 }
 
-/// Every compiled entry the cache holds: wasmtime keeps them under
-/// `modules/`, named by their hash, beside its own `.stats` and lock files.
+/// Every compiled entry the cache holds: wasmtime keeps them in the
+/// cache's `wasmtime/modules/`, named by their hash, beside its own
+/// `.stats` and lock files.
 fn entries(cache: &Path) -> Vec<PathBuf> {
     fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
         for entry in std::fs::read_dir(dir).unwrap() {
@@ -39,7 +40,7 @@ fn entries(cache: &Path) -> Vec<PathBuf> {
         }
     }
     let mut found = Vec::new();
-    walk(cache, &mut found);
+    walk(&cache.join("wasmtime"), &mut found);
     found.sort();
     found
 }
@@ -103,16 +104,18 @@ async fn a_restarted_or_reloaded_node_loads_unchanged_components_from_the_cache(
 
 #[tokio::test]
 async fn a_damaged_cache_entry_is_compiled_again_and_replaced() {
-    let cache = tempfile::tempdir().unwrap();
-    drop(node(cache.path()));
-    let written = entries(cache.path());
+    let temp = tempfile::tempdir().unwrap();
+    let cache = temp.path().join("compiled");
+    drop(node(&cache));
+    let written = entries(&cache);
     assert_eq!(written.len(), 2, "{written:?}");
-    // One entry is garbage, the other the right size but zeroed.
+    // One entry is not even compressed data; the other decompresses to
+    // something that is not compiled code.
     std::fs::write(&written[0], b"\x00not a compiled component\xff").unwrap();
-    let length = std::fs::metadata(&written[1]).unwrap().len() as usize;
-    std::fs::write(&written[1], vec![0u8; length]).unwrap();
+    let bogus = zstd::encode_all(&b"\x7fELF but not wasmtime's code"[..], 3).unwrap();
+    std::fs::write(&written[1], &bogus).unwrap();
 
-    let server = node(cache.path());
+    let server = node(&cache);
     assert_eq!(
         compiled_and_cached(&server.log()),
         (2, 0),
@@ -123,14 +126,14 @@ async fn a_damaged_cache_entry_is_compiled_again_and_replaced() {
     for entry in &written {
         let bytes = std::fs::read(entry).unwrap();
         assert!(
-            !bytes.starts_with(b"\x00not") && bytes.iter().any(|&byte| byte != 0),
+            !bytes.starts_with(b"\x00not") && bytes != bogus,
             "{} was not replaced",
             entry.display()
         );
     }
     drop(server);
     // The replaced entries serve the next start.
-    let server = node(cache.path());
+    let server = node(&cache);
     assert_eq!(
         compiled_and_cached(&server.log()),
         (0, 2),
@@ -140,32 +143,86 @@ async fn a_damaged_cache_entry_is_compiled_again_and_replaced() {
     serves(&server).await;
 }
 
+/// Start `serve` with `cache` and return its exit status and stderr (it
+/// must stop by itself).
+fn refused_start(cache: &Path) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_madx-pusher"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--compile-cache"])
+        .arg(cache)
+        .env("MADX_LOG", "warn")
+        .output()
+        .expect("run madx-pusher");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The names in `dir`.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn mode(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
 #[test]
-fn a_cache_directory_others_may_write_to_or_that_is_a_file_is_refused() {
-    let shared = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let a_file = shared.path().join("cache-file");
+fn a_cache_directory_others_could_write_to_or_that_holds_other_files_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let make = |name: &str, dir_mode: u32| {
+        let dir = root.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        mode(&dir, dir_mode);
+        dir
+    };
+    // Writable by others, then readable by others.
+    let shared = make("shared", 0o777);
+    let readable = make("readable", 0o755);
+    // A directory holding something else: wasmtime's trimming would
+    // delete it.
+    let foreign = make("foreign", 0o700);
+    std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
+    // Private itself, in a directory where others may rename it away.
+    let inside_shared = shared.join("inner");
+    std::fs::create_dir(&inside_shared).unwrap();
+    mode(&inside_shared, 0o700);
+    mode(&shared, 0o777);
+    let a_file = root.path().join("a-file");
     std::fs::write(&a_file, "not a directory").unwrap();
+    // A cache holding a link where an entry would be.
+    let planted = make("planted", 0o700);
+    drop(node(&planted));
+    let entry = entries(&planted).remove(0);
+    std::fs::remove_file(&entry).unwrap();
+    std::os::unix::fs::symlink(&a_file, &entry).unwrap();
+
     let cases = [
-        (shared.path().to_path_buf(), "writable by other users"),
-        (a_file.clone(), "cache-file"),
+        (&shared, "is writable by other users (mode 777)"),
+        (&readable, "`chmod 700` it"),
+        (
+            &foreign,
+            "is not empty and is not a madx-pusher compile cache",
+        ),
+        (&inside_shared, "where another user could replace it"),
+        (&a_file, "is not a directory"),
+        (&planted, ", a link), which this user did not write"),
     ];
     for (dir, expected) in cases {
-        let output = Command::new(env!("CARGO_BIN_EXE_madx-pusher"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--compile-cache"])
-            .arg(&dir)
-            .env("MADX_LOG", "warn")
-            .output()
-            .expect("run madx-pusher");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        let (status, stderr) = refused_start(dir);
+        assert_eq!(status, Some(1), "{stderr}");
         assert!(stderr.contains("plugin compile cache"), "{stderr}");
-        assert!(stderr.contains(expected), "{stderr}");
+        assert!(stderr.contains(expected), "{}: {stderr}", dir.display());
     }
-    // Nothing was written into the shared directory.
-    let names: Vec<_> = std::fs::read_dir(shared.path())
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name())
-        .collect();
-    assert_eq!(names, vec![std::ffi::OsString::from("cache-file")]);
+    // Nothing was written anywhere.
+    assert_eq!(names(&shared), ["inner"]);
+    assert!(names(&inside_shared).is_empty());
+    assert!(names(&readable).is_empty());
+    assert_eq!(names(&foreign), ["notes.txt"]);
+    assert_eq!(std::fs::read_to_string(&a_file).unwrap(), "not a directory");
 }
