@@ -25,7 +25,7 @@ use anyhow::Context as _;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
-    Cache, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
+    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
 };
 
 pub use auth::AuthPlugin;
@@ -34,6 +34,7 @@ pub use router::RouterPlugin;
 
 use crate::metrics::Metrics;
 use crate::store::{Namespace, Room, StoreBackend};
+use compile_cache::CompileCache;
 use epoch::{EpochTicker, Running};
 use output::PluginLog;
 
@@ -78,7 +79,7 @@ pub enum ComponentSource {
 pub struct Sandbox {
     engine: Engine,
     /// Compiled components kept on disk, when the operator chose a place.
-    compile_cache: Option<Cache>,
+    compile_cache: Option<CompileCache>,
     /// One compile at a time (start-up, reloads), so the cache's hit count
     /// says which load a hit belongs to.
     compiling: std::sync::Mutex<()>,
@@ -122,12 +123,12 @@ impl Sandbox {
             .table_keep_resident(TABLE_KEEP_RESIDENT)
             .decommit_batch_size(DECOMMIT_BATCH);
 
-        let compile_cache = compile_cache.map(compile_cache::open).transpose()?;
+        let compile_cache = compile_cache.map(CompileCache::open).transpose()?;
         let mut config = wasmtime::Config::new();
         config
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .cache(compile_cache.clone());
+            .cache(compile_cache.as_ref().map(|cache| cache.cache().clone()));
         let engine = Engine::new(&config)
             .map_err(anyhow::Error::from)
             .context("cannot start the WebAssembly engine")?;
@@ -160,14 +161,17 @@ impl Sandbox {
             .compiling
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(cache) = &self.compile_cache {
+            cache.recheck()?;
+        }
         let started = Instant::now();
-        let hits_before = self.compile_cache.as_ref().map(Cache::cache_hits);
+        let hits_before = self.compile_cache.as_ref().map(CompileCache::hits);
         let component = Component::from_binary(&self.engine, &bytes)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("the {name} is not a valid WebAssembly component"))?;
         let took_ms = started.elapsed().as_millis() as u64;
         let from_cache = match (&self.compile_cache, hits_before) {
-            (Some(cache), Some(before)) => cache.cache_hits() > before,
+            (Some(cache), Some(before)) => cache.hits() > before,
             _ => false,
         };
         if from_cache {

@@ -181,9 +181,7 @@ fn a_cache_directory_others_could_write_to_or_that_holds_other_files_is_refused(
         mode(&dir, dir_mode);
         dir
     };
-    // Writable by others, then readable by others.
     let shared = make("shared", 0o777);
-    let readable = make("readable", 0o755);
     // A directory holding something else: wasmtime's trimming would
     // delete it.
     let foreign = make("foreign", 0o700);
@@ -201,10 +199,13 @@ fn a_cache_directory_others_could_write_to_or_that_holds_other_files_is_refused(
     let entry = entries(&planted).remove(0);
     std::fs::remove_file(&entry).unwrap();
     std::os::unix::fs::symlink(&a_file, &entry).unwrap();
+    // A cache holding an entry that is also linked from elsewhere.
+    let linked = make("linked", 0o700);
+    drop(node(&linked));
+    std::fs::hard_link(entries(&linked).remove(0), root.path().join("way-in")).unwrap();
 
     let cases = [
         (&shared, "is writable by other users (mode 777)"),
-        (&readable, "`chmod 700` it"),
         (
             &foreign,
             "is not empty and is not a madx-pusher compile cache",
@@ -212,6 +213,10 @@ fn a_cache_directory_others_could_write_to_or_that_holds_other_files_is_refused(
         (&inside_shared, "where another user could replace it"),
         (&a_file, "is not a directory"),
         (&planted, ", a link), which this user did not write"),
+        (
+            &linked,
+            ", linked from elsewhere), which this user did not write",
+        ),
     ];
     for (dir, expected) in cases {
         let (status, stderr) = refused_start(dir);
@@ -222,7 +227,42 @@ fn a_cache_directory_others_could_write_to_or_that_holds_other_files_is_refused(
     // Nothing was written anywhere.
     assert_eq!(names(&shared), ["inner"]);
     assert!(names(&inside_shared).is_empty());
-    assert!(names(&readable).is_empty());
     assert_eq!(names(&foreign), ["notes.txt"]);
     assert_eq!(std::fs::read_to_string(&a_file).unwrap(), "not a directory");
+}
+
+#[tokio::test]
+async fn a_cache_directory_others_may_only_read_is_closed_to_them_and_used() {
+    // As systemd's `CacheDirectory=` makes it.
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("cache");
+    std::fs::create_dir(&dir).unwrap();
+    mode(&dir, 0o755);
+    let server = node(&dir);
+    serves(&server).await;
+    let now = std::fs::metadata(&dir).unwrap().permissions().mode();
+    assert_eq!(now & 0o777, 0o700);
+    assert!(server.log().contains("made owner-only"), "{}", server.log());
+    assert_eq!(entries(&dir).len(), 2);
+}
+
+#[tokio::test]
+async fn a_reload_refuses_a_cache_opened_to_others_since_start_up() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("cache");
+    let server = node(&dir);
+    mode(&dir, 0o777);
+    let response = http()
+        .post(server.url("/admin/reload"))
+        .bearer_auth(OPERATOR)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "reload_refused");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("is writable by other users"), "{message}");
+    // The running components keep serving.
+    serves(&server).await;
 }
