@@ -134,6 +134,18 @@ impl TestServer {
         response.text().await.expect("metrics text")
     }
 
+    /// `POST /admin/reload` with the operator token; status and body.
+    pub async fn reload(&self, operator_token: &str) -> (u16, Value) {
+        let response = http()
+            .post(self.url("/admin/reload"))
+            .bearer_auth(operator_token)
+            .send()
+            .await
+            .expect("POST /admin/reload");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+
     /// `POST /v1/tokens` with Basic credentials; returns status and body.
     pub async fn post_token(&self, (key, secret): (&str, &str), body: Value) -> (u16, Value) {
         let response = http()

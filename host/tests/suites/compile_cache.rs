@@ -85,13 +85,8 @@ async fn a_restarted_or_reloaded_node_loads_unchanged_components_from_the_cache(
     serves(&second).await;
 
     // A reload of unchanged components is served by the cache too.
-    let response = http()
-        .post(second.url("/admin/reload"))
-        .bearer_auth(OPERATOR)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let (status, body) = second.reload(OPERATOR).await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(
         compiled_and_cached(&second.log()),
         (0, 4),
@@ -252,14 +247,8 @@ async fn a_reload_refuses_a_cache_opened_to_others_since_start_up() {
     let dir = root.path().join("cache");
     let server = node(&dir);
     mode(&dir, 0o777);
-    let response = http()
-        .post(server.url("/admin/reload"))
-        .bearer_auth(OPERATOR)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 422);
-    let body: serde_json::Value = response.json().await.unwrap();
+    let (status, body) = server.reload(OPERATOR).await;
+    assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["code"], "reload_refused");
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("is writable by other users"), "{message}");

@@ -394,14 +394,8 @@ async fn sighup_reloads_the_components_and_open_sockets_keep_receiving() {
 
     // A broken file is refused; the running component stays.
     std::fs::write(&live, b"not a component").unwrap();
-    let response = http()
-        .post(server.url("/admin/reload"))
-        .bearer_auth("operator-token-0123456789")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 422);
-    let body: serde_json::Value = response.json().await.unwrap();
+    let (status, body) = server.reload("operator-token-0123456789").await;
+    assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["code"], "reload_refused");
     assert!(
         body["error"]["message"]
@@ -421,13 +415,8 @@ async fn sighup_reloads_the_components_and_open_sockets_keep_receiving() {
         .await
         .unwrap();
     assert_eq!(anonymous.status(), 401);
-    let response = http()
-        .post(server.url("/admin/reload"))
-        .bearer_auth("operator-token-0123456789")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let (status, body) = server.reload("operator-token-0123456789").await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(server.token(ALPHA, empty()).await.otp["algorithm"], "SHA1");
 }
 
