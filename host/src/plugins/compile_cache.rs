@@ -59,11 +59,35 @@ impl CompileCache {
     /// Check the directory again before a load (a reload comes long after
     /// start-up): a cache that is no longer private is not read.
     pub(super) fn recheck(&self) -> anyhow::Result<()> {
-        let me = rustix::process::geteuid().as_raw();
-        check_private(&self.dir, me)?;
-        check_ancestors(&self.dir, me)?;
-        check_entries(&self.dir, me)
+        check(&self.dir).map(|_marked| ())
     }
+}
+
+/// Everything that makes the directory at real path `dir` safe to load
+/// code from, checked before anything is written into it; whether it is
+/// marked as a compile cache already (else it is empty).
+fn check(dir: &Path) -> anyhow::Result<bool> {
+    let shown = dir.display();
+    let me = rustix::process::geteuid().as_raw();
+    check_private(dir, me)?;
+    check_ancestors(dir, me)?;
+    // Before the walk below: a directory that is not ours (a home, say)
+    // is refused without reading through it.
+    let marked = dir.join(MARKER).exists();
+    if !marked {
+        let empty = fs::read_dir(dir)
+            .with_context(|| format!("cannot read the plugin compile cache {shown}"))?
+            .next()
+            .is_none();
+        if !empty {
+            bail!(
+                "the plugin compile cache {shown} is not empty and is not a madx-pusher \
+                 compile cache: give a new or empty directory"
+            );
+        }
+    }
+    check_entries(dir, me)?;
+    Ok(marked)
 }
 
 fn open(dir: &Path) -> anyhow::Result<(Cache, PathBuf)> {
@@ -86,21 +110,7 @@ fn open(dir: &Path) -> anyhow::Result<(Cache, PathBuf)> {
     let dir = fs::canonicalize(&dir)
         .with_context(|| format!("cannot resolve the plugin compile cache {shown}"))?;
     let shown = dir.display();
-    let me = rustix::process::geteuid().as_raw();
-    check_private(&dir, me)?;
-    check_ancestors(&dir, me)?;
-
-    if !dir.join(MARKER).exists() {
-        let empty = fs::read_dir(&dir)
-            .with_context(|| format!("cannot read the plugin compile cache {shown}"))?
-            .next()
-            .is_none();
-        if !empty {
-            bail!(
-                "the plugin compile cache {shown} is not empty and is not a madx-pusher \
-                 compile cache: give a new or empty directory"
-            );
-        }
+    if !check(&dir)? {
         write_new(&dir.join(MARKER), MARKER_TEXT.as_bytes())
             .with_context(|| format!("cannot write to the plugin compile cache {shown}"))?;
     }
@@ -113,7 +123,6 @@ fn open(dir: &Path) -> anyhow::Result<(Cache, PathBuf)> {
             _ => Err(error),
         })
         .with_context(|| format!("cannot create {}", wasmtime_dir.display()))?;
-    check_entries(&dir, me)?;
     // wasmtime skips an entry it cannot write without telling the caller:
     // find out now that the directory takes files.
     let nanos = std::time::SystemTime::now()
