@@ -4,7 +4,6 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::common::*;
 use serde_json::json;
@@ -18,11 +17,13 @@ fn node(cache: &Path) -> TestServer {
     TestServer::start_logging(&config, &["--compile-cache", cache], "info")
 }
 
-/// How many log lines say a component was compiled, and how many that it
-/// came from the cache.
-fn compiled_and_cached(log: &str) -> (usize, usize) {
+/// What `server` logged of its loads: how many components it compiled,
+/// and how many came from the cache.
+fn assert_loads(server: &TestServer, expected: (usize, usize)) {
+    let log = server.log();
     let count = |what: &str| log.lines().filter(|line| line.contains(what)).count();
-    (count(" compiled"), count("loaded from the compile cache"))
+    let loads = (count(" compiled"), count("loaded from the compile cache"));
+    assert_eq!(loads, expected, "{log}");
 }
 
 /// Every compiled entry the cache holds: wasmtime keeps them in the
@@ -68,7 +69,7 @@ async fn a_restarted_or_reloaded_node_loads_unchanged_components_from_the_cache(
     // created for this user alone.
     let first = node(&dir);
     serves(&first).await;
-    assert_eq!(compiled_and_cached(&first.log()), (2, 0), "{}", first.log());
+    assert_loads(&first, (2, 0));
     assert_eq!(entries(&dir).len(), 2, "{:?}", entries(&dir));
     let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
@@ -76,23 +77,13 @@ async fn a_restarted_or_reloaded_node_loads_unchanged_components_from_the_cache(
 
     // Second start: nothing compiled, and the loaded code serves.
     let second = node(&dir);
-    assert_eq!(
-        compiled_and_cached(&second.log()),
-        (0, 2),
-        "{}",
-        second.log()
-    );
+    assert_loads(&second, (0, 2));
     serves(&second).await;
 
     // A reload of unchanged components is served by the cache too.
     let (status, body) = second.reload(OPERATOR).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        compiled_and_cached(&second.log()),
-        (0, 4),
-        "{}",
-        second.log()
-    );
+    assert_loads(&second, (0, 4));
     serves(&second).await;
     assert_eq!(entries(&dir).len(), 2, "{:?}", entries(&dir));
 }
@@ -111,12 +102,7 @@ async fn a_damaged_cache_entry_is_compiled_again_and_replaced() {
     std::fs::write(&written[1], &bogus).unwrap();
 
     let server = node(&cache);
-    assert_eq!(
-        compiled_and_cached(&server.log()),
-        (2, 0),
-        "{}",
-        server.log()
-    );
+    assert_loads(&server, (2, 0));
     serves(&server).await;
     for entry in &written {
         let bytes = std::fs::read(entry).unwrap();
@@ -129,28 +115,8 @@ async fn a_damaged_cache_entry_is_compiled_again_and_replaced() {
     drop(server);
     // The replaced entries serve the next start.
     let server = node(&cache);
-    assert_eq!(
-        compiled_and_cached(&server.log()),
-        (0, 2),
-        "{}",
-        server.log()
-    );
+    assert_loads(&server, (0, 2));
     serves(&server).await;
-}
-
-/// Start `serve` with `cache` and return its exit status and stderr (it
-/// must stop by itself).
-fn refused_start(cache: &Path) -> (Option<i32>, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_madx-pusher"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--compile-cache"])
-        .arg(cache)
-        .env("MADX_LOG", "warn")
-        .output()
-        .expect("run madx-pusher");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 /// The names in `dir`.
@@ -214,7 +180,8 @@ fn a_cache_directory_others_could_write_to_or_that_holds_other_files_is_refused(
         ),
     ];
     for (dir, expected) in cases {
-        let (status, stderr) = refused_start(dir);
+        let args = [std::ffi::OsStr::new("--compile-cache"), dir.as_os_str()];
+        let (status, stderr) = refused_start(&args);
         assert_eq!(status, Some(1), "{stderr}");
         assert!(stderr.contains("plugin compile cache"), "{stderr}");
         assert!(stderr.contains(expected), "{}: {stderr}", dir.display());

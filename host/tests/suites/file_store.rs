@@ -308,19 +308,9 @@ async fn a_token_that_expired_while_the_node_was_down_is_gone_and_a_lockout_stay
     assert_eq!(code, 4100, "{error}");
 }
 
-/// Run `serve` on `store` and return its exit status and stderr (it must
-/// stop by itself).
-fn refused_start(store: &Path) -> (Option<i32>, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_madx-pusher"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
-        .arg(format!("file:{}", store.display()))
-        .env("MADX_LOG", "warn")
-        .output()
-        .expect("run madx-pusher");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+/// Start `serve` on the file store in `dir`; it must refuse.
+fn refused_store(dir: &Path) -> (Option<i32>, String) {
+    refused_start(&["--store".to_owned(), format!("file:{}", dir.display())])
 }
 
 #[tokio::test]
@@ -328,7 +318,7 @@ async fn a_foreign_a_damaged_or_a_busy_directory_is_refused_at_start_up() {
     // Foreign: something else lives there; nothing is written into it.
     let foreign = tempfile::tempdir().unwrap();
     std::fs::write(foreign.path().join("notes.txt"), "mine").unwrap();
-    let (status, stderr) = refused_start(foreign.path());
+    let (status, stderr) = refused_store(foreign.path());
     assert_eq!(status, Some(1), "{stderr}");
     assert!(
         stderr.contains("is not empty and is not a madx-pusher store"),
@@ -345,21 +335,21 @@ async fn a_foreign_a_damaged_or_a_busy_directory_is_refused_at_start_up() {
         json!({"channel": "news", "event": "e", "data": 1}),
     )
     .await;
-    let (status, stderr) = refused_start(dir.path());
+    let (status, stderr) = refused_store(dir.path());
     assert_eq!(status, Some(1), "{stderr}");
     assert!(stderr.contains("in use by another process"), "{stderr}");
 
     // Damaged: the database's own version file is garbage.
     running.kill();
     std::fs::write(dir.path().join("db/version"), b"\x00garbage\xff\xff").unwrap();
-    let (status, stderr) = refused_start(dir.path());
+    let (status, stderr) = refused_store(dir.path());
     assert_eq!(status, Some(1), "{stderr}");
     assert!(stderr.contains("cannot be opened"), "{stderr}");
 
     // A marker of another format.
     let other = tempfile::tempdir().unwrap();
     std::fs::write(other.path().join("MADX-PUSHER-STORE"), "format 99\n").unwrap();
-    let (status, stderr) = refused_start(other.path());
+    let (status, stderr) = refused_store(other.path());
     assert_eq!(status, Some(1), "{stderr}");
     assert!(
         stderr.contains("not a store of this madx-pusher version"),

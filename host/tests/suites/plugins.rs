@@ -137,14 +137,9 @@ fn a_component_that_does_not_fit_its_world_stops_start_up() {
         ),
     ];
     for (args, expected) in cases {
-        let output = Command::new(env!("CARGO_BIN_EXE_madx-pusher"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(&args)
-            .output()
-            .expect("run madx-pusher");
+        let (status, stderr) = refused_start(&args);
         // An operator's mistake, like a bad configuration value.
-        assert_eq!(output.status.code(), Some(2), "{args:?}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(status, Some(2), "{args:?}");
         for text in expected {
             assert!(stderr.contains(text), "{args:?}: {stderr}");
         }
@@ -160,12 +155,8 @@ fn a_bad_config_file_stops_start_up_with_a_clear_message() {
         "listen = \"127.0.0.1:0\"\n[[apps]]\nid = \"x\"\nkey = \"k\"\nsecret = \"short\"\n",
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_madx-pusher"))
-        .args(["serve", "--config", path.to_str().unwrap()])
-        .output()
-        .expect("run madx-pusher");
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (status, stderr) = refused_start(&["--config", path.to_str().unwrap()]);
+    assert_eq!(status, Some(2));
     assert!(stderr.contains("at least 8"), "{stderr}");
 }
 

@@ -78,6 +78,21 @@ pub async fn publish(server: &TestServer, credentials: (&str, &str), body: Value
     response["id"].as_str().expect("id").to_owned()
 }
 
+/// Run `serve` on a free port with `args`, which must make it refuse to
+/// start: its exit status and stderr.
+pub fn refused_start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_madx-pusher"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("MADX_LOG", "warn")
+        .output()
+        .expect("run madx-pusher");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// A socket of a new token with these claims, welcomed.
 pub async fn open_socket(
     server: &TestServer,
