@@ -212,7 +212,7 @@ fn serve_command(args: ServeArgs) -> ExitCode {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let server = Server::bind(config).await?;
     print_banner(&server);
-    server.serve(shutdown_signal()).await
+    server.serve(Box::pin(shutdown_signal())).await
 }
 
 /// The first line is what scripts and tests wait for.

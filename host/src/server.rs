@@ -1,7 +1,6 @@
 //! Start-up and shutdown: load the plugins, bind the listener (plain or
 //! TLS), serve until a shutdown signal, then close sockets with 4200.
 
-use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::Arc;
@@ -28,7 +27,7 @@ use crate::redis_link::RedisLink;
 use crate::state::{AppState, Parts};
 use crate::store::{FileStore, MemoryStore, RedisStore, StoreBackend};
 use crate::webhooks::{Event, Relay, Webhooks};
-use crate::{api, gateway};
+use crate::{Boxed, api, gateway};
 
 /// Start-up stopped because a configured component cannot be used (missing
 /// file, not a component, does not fit its world): an operator's mistake,
@@ -62,7 +61,11 @@ impl Server {
     /// Load everything the configuration names; any problem (a component
     /// that does not fit its world, a port in use, unreadable TLS files) is
     /// an error here, before anything is served.
-    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+    pub fn bind(config: Config) -> Boxed<'static, anyhow::Result<Server>> {
+        Box::pin(Server::load(config))
+    }
+
+    async fn load(config: Config) -> anyhow::Result<Server> {
         let metrics = Arc::new(Metrics::new());
         let (store, hub, broker, shared) = match &config.store {
             StoreConfig::Memory => {
@@ -216,10 +219,11 @@ impl Server {
 
     /// Serve until `shutdown` resolves, then ask every socket to reconnect
     /// elsewhere (4200) and drain connections for a grace period.
-    pub async fn serve(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub fn serve(self, shutdown: Boxed<'static, ()>) -> Boxed<'static, anyhow::Result<()>> {
+        Box::pin(self.serve_until(shutdown))
+    }
+
+    async fn serve_until(self, shutdown: Boxed<'static, ()>) -> anyhow::Result<()> {
         let websocket = Router::new().route("/v1/ws", get(gateway::upgrade));
         let app = api::router(self.state.clone(), websocket);
         let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -117,7 +118,21 @@ pub struct Edge {
 impl Edge {
     /// Serve `component` of `manifest` (compiled in `app`) on `listen`, with
     /// the application variables `variables`.
-    pub async fn start(
+    ///
+    /// Boxed here: Rust compiles the body of an `async fn` into every crate
+    /// that awaits it, and this one holds the HTTP trigger and wasmtime's
+    /// WASI bindings; the binary and the tests now link this crate's copy.
+    pub fn start<'a>(
+        app: &'a EdgeApp,
+        manifest: &'a Manifest,
+        component: &'a str,
+        variables: &'a HashMap<String, String>,
+        listen: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<Edge>> + Send + 'a>> {
+        Box::pin(Edge::bind(app, manifest, component, variables, listen))
+    }
+
+    async fn bind(
         app: &EdgeApp,
         manifest: &Manifest,
         component: &str,

@@ -23,6 +23,7 @@ use wasmtime::component::Component;
 
 pub use inputs::{InputFlags, Inputs};
 
+use crate::Boxed;
 use crate::metrics::Metrics;
 use crate::plugins::bindings::{AuthError, IssuedToken, RouteError};
 use crate::plugins::imports::Linked;
@@ -91,7 +92,17 @@ impl Report {
 }
 
 /// Check the given components with `profiles` (in order, each once).
-pub async fn run(
+pub fn run<'a>(
+    auth: Option<&'a ComponentSource>,
+    router: Option<&'a ComponentSource>,
+    profiles: &'a [Profile],
+    inputs: &'a Inputs,
+    compile_cache: Option<&'a Path>,
+) -> Boxed<'a, Report> {
+    Box::pin(check_all(auth, router, profiles, inputs, compile_cache))
+}
+
+async fn check_all(
     auth: Option<&ComponentSource>,
     router: Option<&ComponentSource>,
     profiles: &[Profile],
