@@ -219,6 +219,8 @@ impl Server {
 
     /// Serve until `shutdown` resolves, then ask every socket to reconnect
     /// elsewhere (4200) and drain connections for a grace period.
+    /// (`shutdown` is boxed too: a generic parameter would make the caller
+    /// compile `serve` again, see [`Boxed`].)
     pub fn serve(self, shutdown: Boxed<'static, ()>) -> Boxed<'static, anyhow::Result<()>> {
         Box::pin(self.serve_until(shutdown))
     }
