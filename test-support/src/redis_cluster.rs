@@ -2,6 +2,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::redis_server::answered_by;
+
 /// A real Redis Cluster on loopback: `redis-server` processes in cluster
 /// mode joined by `redis-cli --cluster create`, stopped when dropped. Nodes
 /// time out after one second, so a killed primary's replica takes over
@@ -247,7 +249,9 @@ fn start_node(dir: &Path) -> (u16, Child) {
         let mut child = spawn_node(port, &node_dir);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if redis_cli(port, &["PING"]).is_some_and(|out| out == "PONG") {
+            if redis_cli(port, &["PING"]).is_some_and(|out| out == "PONG")
+                && answered_by(port, &child)
+            {
                 return (port, child);
             }
             if let Ok(Some(_)) = child.try_wait() {

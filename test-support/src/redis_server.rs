@@ -95,7 +95,7 @@ fn spawn_redis(port: u16, dir: &Path) -> Option<Child> {
         .expect("redis-server is missing: scripts/test installs it (apt-get install redis-server)");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::time::Instant::now() < deadline {
-        if redis_answers(port) {
+        if redis_answers(port) && answered_by(port, &child) {
             return Some(child);
         }
         if let Ok(Some(_)) = child.try_wait() {
@@ -108,7 +108,32 @@ fn spawn_redis(port: u16, dir: &Path) -> Option<Child> {
     None
 }
 
-/// Does a Redis on `port` answer PING?
+/// Is the Redis answering on `port` the process `child`? A port found free
+/// can be taken by another test's server before ours binds it; ours then
+/// exits, and the other one's PONG must not pass for it.
+pub(crate) fn answered_by(port: u16, child: &Child) -> bool {
+    redis_process_id(port) == Some(child.id())
+}
+
+/// The `process_id` that `INFO server` reports on `port`.
+fn redis_process_id(port: u16) -> Option<u32> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    stream.write_all(b"INFO server\r\n").ok()?;
+    // A bulk string: `$<length>\r\n<text>\r\n`.
+    let mut reply = BufReader::new(stream);
+    let mut header = String::new();
+    reply.read_line(&mut header).ok()?;
+    let length: usize = header.strip_prefix('$')?.trim_end().parse().ok()?;
+    let mut text = vec![0; length];
+    reply.read_exact(&mut text).ok()?;
+    String::from_utf8_lossy(&text)
+        .lines()
+        .find_map(|line| line.strip_prefix("process_id:")?.trim().parse().ok())
+}
+
+/// Does a Redis on `port` answer PING (it does not while it loads its file)?
 fn redis_answers(port: u16) -> bool {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
@@ -124,5 +149,21 @@ fn redis_answers(port: u16) -> bool {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Another server took the port we found free: ours fails to bind it and
+    /// exits, and the other one's PONG does not pass for ours.
+    #[test]
+    fn a_server_on_the_port_already_is_not_taken_for_ours() {
+        let theirs = RedisServer::start();
+        let dir = tempfile::tempdir().expect("temp dir");
+        assert!(spawn_redis(theirs.port, dir.path()).is_none());
+        let their_child = theirs.child.as_ref().expect("running");
+        assert!(answered_by(theirs.port, their_child));
     }
 }
