@@ -117,12 +117,9 @@ pub(crate) fn answered_by(port: u16, child: &Child) -> bool {
 
 /// The `process_id` that `INFO server` reports on `port`.
 fn redis_process_id(port: u16) -> Option<u32> {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    stream.write_all(b"INFO server\r\n").ok()?;
+    use std::io::{BufRead, BufReader, Read};
     // A bulk string: `$<length>\r\n<text>\r\n`.
-    let mut reply = BufReader::new(stream);
+    let mut reply = BufReader::new(send_command(port, b"INFO server\r\n")?);
     let mut header = String::new();
     reply.read_line(&mut header).ok()?;
     let length: usize = header.strip_prefix('$')?.trim_end().parse().ok()?;
@@ -135,15 +132,20 @@ fn redis_process_id(port: u16) -> Option<u32> {
 
 /// Does a Redis on `port` answer PING (it does not while it loads its file)?
 fn redis_answers(port: u16) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    use std::io::Read;
     let mut reply = [0u8; 7];
-    stream.write_all(b"PING\r\n").is_ok()
-        && stream.read_exact(&mut reply).is_ok()
-        && &reply == b"+PONG\r\n"
+    send_command(port, b"PING\r\n")
+        .is_some_and(|mut stream| stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n")
+}
+
+/// A connection to the Redis on `port` that sent `command` (inline form)
+/// and waits at most a second for each read of the answer.
+fn send_command(port: u16, command: &[u8]) -> Option<std::net::TcpStream> {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    stream.write_all(command).ok()?;
+    Some(stream)
 }
 
 impl Drop for RedisServer {
