@@ -57,6 +57,9 @@ pub struct WebhookSettings {
     pub timeout_ms: u64,
     /// Events waiting per webhook; one more is dropped (and counted).
     pub queue: usize,
+    /// MiB of events waiting per webhook (client events carry their data);
+    /// past it, new events are dropped as past `queue`.
+    pub queue_mib: u64,
     /// The first retry's delay; each failure doubles it, with jitter...
     pub retry_min_ms: u64,
     /// ... up to this.
@@ -69,9 +72,17 @@ impl Default for WebhookSettings {
             batch_max: 50,
             timeout_ms: 5000,
             queue: 10_000,
+            queue_mib: 64,
             retry_min_ms: 500,
             retry_max_ms: 30_000,
         }
+    }
+}
+
+impl WebhookSettings {
+    /// `queue_mib` in bytes.
+    pub fn queue_bytes(&self) -> usize {
+        usize::try_from(self.queue_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
     }
 }
 
@@ -105,6 +116,7 @@ fn validate_webhooks(apps: &mut [AppConfig], settings: &WebhookSettings) -> anyh
         ("webhooks.batch_max", settings.batch_max as u64),
         ("webhooks.timeout_ms", settings.timeout_ms),
         ("webhooks.queue", settings.queue as u64),
+        ("webhooks.queue_mib", settings.queue_mib),
         ("webhooks.retry_min_ms", settings.retry_min_ms),
     ];
     for (name, value) in at_least_one {
@@ -1110,6 +1122,10 @@ mod tests {
                 "events must name at least one of: channel_occupied, channel_vacated",
             ),
             ("[webhooks]\nqueue = 0", "webhooks.queue must be at least 1"),
+            (
+                "[webhooks]\nqueue_mib = 0",
+                "webhooks.queue_mib must be at least 1",
+            ),
             (
                 "[webhooks]\nretry_min_ms = 10\nretry_max_ms = 5",
                 "webhooks.retry_max_ms (5) must be at least",

@@ -52,6 +52,9 @@ use tower::ServiceExt as _;
 use crate::config::HttpConfig;
 use crate::metrics::Metrics;
 
+/// The largest HTTP/1 request head (request line and headers) read;
+/// a larger one is answered 431.
+const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
 /// At most one summary line of shed connections per interval.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 /// How long the accept loop waits for a shed connection to give back its
@@ -226,7 +229,12 @@ impl Connections {
         let make_service = router.into_make_service_with_connect_info::<SocketAddr>();
         // The deadlines here cover header reads; hyper's own timer is not
         // installed (its protocol detection would not be covered anyway).
-        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // A request head (line and headers) of at most 64 KiB, as HTTP/2's
+        // header lists are capped at 16 KiB: hyper's HTTP/1 default lets
+        // every pending connection buffer about 400 KiB of headers.
+        builder.http1().max_buf_size(MAX_REQUEST_HEAD_BYTES);
+        let builder = Arc::new(builder);
         let logger = tokio::spawn(self.clone().log_sheds());
         let mut spare = open_spare();
         let mut accept_warned: Option<Instant> = None;

@@ -21,6 +21,7 @@
 //! to the last whole batch) once the disk has space.
 
 use std::io::ErrorKind;
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -354,7 +355,12 @@ fn prepare(path: &Path) -> anyhow::Result<()> {
         Err(error) if error.kind() == ErrorKind::NotFound => {}
         Err(error) => bail!("cannot read {}: {error}", marker.display()),
     }
-    std::fs::create_dir_all(path)
+    // Private to the node's user: the store holds every token's seed. A
+    // directory that already exists keeps the mode its operator gave it.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
         .with_context(|| format!("cannot create the store directory {}", path.display()))?;
     let mut entries = std::fs::read_dir(path)
         .with_context(|| format!("cannot read the store directory {}", path.display()))?

@@ -27,7 +27,7 @@ pub use build::{build_component, build_component_set, workspace};
 pub use process::{Listening, pusher_binary, sibling_binary};
 pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
-pub use server::{TestServer, http};
+pub use server::{TestServer, http, http_from};
 pub use token::{Algorithm, Token, away_from_step_edge, totp_code, unix_now};
 pub use webhook_receiver::{Delivered, WebhookReceiver};
 pub use ws::{

@@ -11,13 +11,23 @@ use crate::{PATIENCE, Token};
 
 /// An HTTP client with the tests' patience.
 pub fn http() -> reqwest::Client {
+    client_builder().build().expect("http client")
+}
+
+/// [`http`], its connections from the loopback address `source` (tests of
+/// limits per source address).
+pub fn http_from(source: std::net::IpAddr) -> reqwest::Client {
+    client_builder()
+        .local_address(source)
+        .build()
+        .expect("http client")
+}
+
+fn client_builder() -> reqwest::ClientBuilder {
     // reqwest is built without a default TLS provider; ring is the one the
     // host uses too.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(PATIENCE)
-        .build()
-        .expect("http client")
+    reqwest::Client::builder().timeout(PATIENCE)
 }
 
 /// A running server; killed when dropped.

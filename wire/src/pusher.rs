@@ -107,12 +107,15 @@ impl<'q> Signature<'q> {
         body: &[u8],
         secret: &str,
     ) -> Result<(), Refusal> {
-        if !body.is_empty() {
-            let digest = hex(&Md5::digest(body));
-            if self.body_md5 != Some(digest.as_str()) {
-                return Err("body_md5 does not match the body");
-            }
-        }
+        self.verify_signed(method, path, secret)?;
+        self.verify_body(body)
+    }
+
+    /// The signature alone, with the secret of the app of
+    /// [`Signature::key`]: it covers the method, the path and every
+    /// parameter, `body_md5` included, so a server checks it before it
+    /// reads the body and then the body with [`Signature::verify_body`].
+    pub fn verify_signed(&self, method: &str, path: &str, secret: &str) -> Result<(), Refusal> {
         let query: Vec<String> = self
             .signed
             .iter()
@@ -129,6 +132,18 @@ impl<'q> Signature<'q> {
         // Constant time: the answer's timing tells nothing about the secret.
         mac.verify_slice(&presented)
             .map_err(|_| "invalid signature")
+    }
+
+    /// The body against the signed `body_md5` (required when there is a
+    /// body).
+    pub fn verify_body(&self, body: &[u8]) -> Result<(), Refusal> {
+        if !body.is_empty() {
+            let digest = hex(&Md5::digest(body));
+            if self.body_md5 != Some(digest.as_str()) {
+                return Err("body_md5 does not match the body");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -253,8 +268,11 @@ impl PusherEvent {
 }
 
 /// The channels whose subscriptions a trigger's answer reports (events
-/// with `info`), each once.
-pub fn counted_channels(events: &[PusherEvent]) -> Vec<String> {
+/// with `info`), each once. The request's reach is checked first (as
+/// [`messages`] does), so no more channels are ever counted than one
+/// request may publish to.
+pub fn counted_channels(events: &[PusherEvent], max_batch: usize) -> Result<Vec<String>, String> {
+    check_reach(events, max_batch)?;
     let mut channels: Vec<String> = events
         .iter()
         .flat_map(PusherEvent::info_channels)
@@ -262,7 +280,7 @@ pub fn counted_channels(events: &[PusherEvent]) -> Vec<String> {
         .collect();
     channels.sort_unstable();
     channels.dedup();
-    channels
+    Ok(channels)
 }
 
 /// The answer to `events` (`batch: false`) or `batch_events`, given the
@@ -343,20 +361,28 @@ pub struct Message {
 }
 
 impl PusherEvent {
+    /// How many channels the event names: exactly one of `channel` and
+    /// `channels`, the latter 1 to [`MAX_CHANNELS_PER_EVENT`] long.
+    fn channel_count(&self) -> Result<usize, String> {
+        match (&self.channel, &self.channels) {
+            (Some(_), None) => Ok(1),
+            (None, Some(channels)) if (1..=MAX_CHANNELS_PER_EVENT).contains(&channels.len()) => {
+                Ok(channels.len())
+            }
+            (None, Some(_)) => Err(format!(
+                "channels must list 1 to {MAX_CHANNELS_PER_EVENT} channels"
+            )),
+            _ => Err("give exactly one of channel and channels".to_owned()),
+        }
+    }
+
     /// One madx message per channel, as Pusher delivers one event per
     /// channel; the data as [`delivered_data`] gives it.
     pub fn into_messages(self) -> Result<Vec<Message>, String> {
+        self.channel_count()?;
         let channels = match (self.channel, self.channels) {
-            (Some(channel), None) => vec![channel],
-            (None, Some(channels)) if (1..=MAX_CHANNELS_PER_EVENT).contains(&channels.len()) => {
-                channels
-            }
-            (None, Some(_)) => {
-                return Err(format!(
-                    "channels must list 1 to {MAX_CHANNELS_PER_EVENT} channels"
-                ));
-            }
-            _ => return Err("give exactly one of channel and channels".to_owned()),
+            (Some(channel), _) => vec![channel],
+            (None, channels) => channels.unwrap_or_default(),
         };
         let data = delivered_data(self.data);
         Ok(channels
@@ -381,15 +407,26 @@ impl PusherEvent {
 /// most `max_batch` channels, or [`MAX_CHANNELS_PER_EVENT`] if that is more
 /// (so one trigger may always name Pusher's maximum).
 pub fn messages(events: Vec<PusherEvent>, max_batch: usize) -> Result<Vec<Message>, String> {
+    check_reach(&events, max_batch)?;
     let mut messages = Vec::new();
     for event in events {
         messages.extend(event.into_messages()?);
     }
+    Ok(messages)
+}
+
+/// Every event names its channels well, and all of them together at most
+/// `max_batch` or [`MAX_CHANNELS_PER_EVENT`] channels.
+fn check_reach(events: &[PusherEvent], max_batch: usize) -> Result<(), String> {
+    let mut reach = 0;
+    for event in events {
+        reach += event.channel_count()?;
+    }
     let max = max_batch.max(MAX_CHANNELS_PER_EVENT);
-    if messages.len() > max {
+    if reach > max {
         return Err(format!("one request reaches at most {max} channels"));
     }
-    Ok(messages)
+    Ok(())
 }
 
 /// The data a socket gets. Pusher's libraries send `data` as a string,
@@ -410,7 +447,7 @@ mod tests {
     fn a_trigger_with_info_answers_its_channels_attributes() {
         let counts = [("a".to_owned(), 2), ("b".to_owned(), 1)];
         let plain = [event(r#"{"name": "e", "data": "{}", "channel": "a"}"#)];
-        assert!(counted_channels(&plain).is_empty());
+        assert!(counted_channels(&plain, 10).unwrap().is_empty());
         assert_eq!(
             trigger_answer(&plain, false, &counts),
             serde_json::json!({})
@@ -420,7 +457,7 @@ mod tests {
             r##"{"name": "e", "data": "{}", "channels": ["b", "a", "c", "#server-to-user-u"],
                  "info": "subscription_count"}"##,
         )];
-        assert_eq!(counted_channels(&one), ["a", "b", "c"]);
+        assert_eq!(counted_channels(&one, 10).unwrap(), ["a", "b", "c"]);
         assert_eq!(
             trigger_answer(&one, false, &counts),
             serde_json::json!({"channels": {
@@ -435,7 +472,7 @@ mod tests {
             event(r#"{"name": "e", "data": "{}", "channel": "b"}"#),
             event(r#"{"name": "e", "data": "{}", "channel": "b", "info": "user_count"}"#),
         ];
-        assert_eq!(counted_channels(&batch), ["a", "b"]);
+        assert_eq!(counted_channels(&batch, 10).unwrap(), ["a", "b"]);
         assert_eq!(
             trigger_answer(&batch, true, &counts),
             serde_json::json!({"batch": [{"subscription_count": 2}, {}, {}]})
@@ -548,6 +585,23 @@ mod tests {
         for (method, path, body, secret, why) in wrong {
             assert_eq!(signature.verify(method, path, body, secret), Err(why));
         }
+
+        // In two steps, as a server checks before it reads the body: the
+        // signature (which covers `body_md5`) holds on its own, and the
+        // body is held to the digest it signed.
+        assert_eq!(
+            signature.verify_signed("POST", "/apps/1/events", "s"),
+            Ok(())
+        );
+        assert_eq!(
+            signature.verify_signed("POST", "/apps/1/events", "t"),
+            Err("invalid signature")
+        );
+        assert_eq!(signature.verify_body(body), Ok(()));
+        assert_eq!(
+            signature.verify_body(b"{}"),
+            Err("body_md5 does not match the body")
+        );
     }
 
     #[test]
@@ -685,6 +739,22 @@ mod tests {
         assert_eq!(
             messages(events(101), 200).unwrap_err(),
             "one request reaches at most 200 channels"
+        );
+        // A trigger's `info` is answered only for a request within reach:
+        // nothing is counted for one that will be refused.
+        let asking = |count: usize| -> Vec<PusherEvent> {
+            (0..count)
+                .map(|index| {
+                    event(&format!(
+                        r#"{{"name":"e","data":"1","info":"subscription_count","channels":["a{index}","b{index}"]}}"#
+                    ))
+                })
+                .collect()
+        };
+        assert_eq!(counted_channels(&asking(50), 10).unwrap().len(), 100);
+        assert_eq!(
+            counted_channels(&asking(51), 10).unwrap_err(),
+            "one request reaches at most 100 channels"
         );
     }
 

@@ -471,7 +471,8 @@ export class MadxClient {
     if (generation !== this._generation) return;
     this._socket = null;
     this._stopWatchdog();
-    const action = closeAction(code);
+    let action = closeAction(code);
+    if (action === 'locked') action = this._options.refreshToken ? 'token' : 'backoff';
     if (action === 'stop') {
       this._fail(code, reason);
       return;

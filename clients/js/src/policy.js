@@ -16,13 +16,17 @@ import { stepAt } from './totp.js';
  *   forget it and reconnect at once; `welcome` announces where to go on.
  * - `clock`: the code matched no accepted step (4002): the clocks disagree;
  *   try a fresh code at the next step, backing off.
- * - `backoff`: the server is throttling or failing (4100-4199, 1011, others):
+ * - `locked`: the access id is locked after wrong codes (4100): anyone who
+ *   has seen its connection string can keep it locked, so get a new token
+ *   from the app if it can give one (a new access id is not locked);
+ *   otherwise back off.
+ * - `backoff`: the server is throttling or failing (4101-4199, 1011, others):
  *   wait longer each time.
  * - `now`: the server asked for a reconnect (4200-4299): at once.
  * - `short`: the connection was lost without a code (1006, the node died, or
  *   the connect failed): a short back-off.
  * @param {number} code WebSocket close code
- * @returns {'stop' | 'token' | 'position' | 'code' | 'clock' | 'backoff' | 'now' | 'short'}
+ * @returns {'stop' | 'token' | 'position' | 'code' | 'clock' | 'locked' | 'backoff' | 'now' | 'short'}
  */
 export function closeAction(code) {
   if (code === 4009) return 'stop';
@@ -30,6 +34,7 @@ export function closeAction(code) {
   if (code === 4002) return 'clock';
   if (code === 4005) return 'position';
   if (code >= 4000 && code <= 4099) return 'token';
+  if (code === 4100) return 'locked';
   if (code >= 4100 && code <= 4199) return 'backoff';
   if (code >= 4200 && code <= 4299) return 'now';
   // 1000/1001: a clean close we did not ask for; 1005/1006: no code at all.
@@ -94,7 +99,7 @@ export function reconnectDelay(action, attempt, options, random) {
     case 'token':
       // The first new token at once; a refresh that keeps failing backs off.
       return attempt === 0 ? 0 : jittered(attempt - 1, options.baseMs, options.maxMs, random);
-    default: // 'backoff', 'clock'
+    default: // 'backoff', 'clock', 'locked' (without a new token)
       return jittered(attempt, options.baseMs, options.maxMs, random);
   }
 }

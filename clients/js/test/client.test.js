@@ -172,6 +172,40 @@ test('a revoked token (4010) is replaced through refreshToken, resuming with las
   assert.equal(refreshes, 1);
 });
 
+/** Open a raw socket with `otp` for `token`; the code it is closed with. */
+function closeCodeWith(token, otp) {
+  return new Promise((resolve) => {
+    const socket = new WebSocket(`${token.ws_url}&access_id=${token.access_id}&otp=${otp}`);
+    socket.addEventListener('close', (event) => resolve(event.code));
+  });
+}
+
+test('a locked access id (4100) is left for a new token through refreshToken', async (t) => {
+  const host = await startHost();
+  t.after(() => host.stop());
+  const locked = await host.token({ user_id: 'lou' });
+  // Someone who saw its connection string spends the allowance of wrong
+  // codes: the access id is locked for minutes.
+  const codes = [];
+  for (let i = 0; i < 5; i++) codes.push(await closeCodeWith(locked, '000000'));
+  assert.deepEqual(codes, [4002, 4002, 4002, 4002, 4002]);
+  assert.equal(await closeCodeWith(locked, referenceCode(locked, Date.now())), 4100);
+
+  let refreshes = 0;
+  const refreshToken = async () => {
+    refreshes++;
+    return host.token({ user_id: 'lou' });
+  };
+  const { client, log } = recorded(locked, { refreshToken });
+  t.after(() => client.close());
+  await client.connect();
+  assert.equal(client.state, 'connected');
+  assert.equal(refreshes, 1);
+  assert.ok(log.states.some((s) => s.code === 4100 && s.reason === 'rate_limited'));
+  await host.publish({ user_id: 'lou', event: 'after', data: 1 });
+  await until(() => log.messages.length === 1, 'a message on the new token');
+});
+
 test('without refreshToken, an invalid token fails the client and rejects connect()', async (t) => {
   const host = await startHost();
   t.after(() => host.stop());

@@ -16,7 +16,7 @@ test('close codes map to what the protocol asks of a client', () => {
   const expected = {
     4001: 'token', 4004: 'token', 4010: 'token', 4099: 'token', 4009: 'stop',
     4002: 'clock', 4003: 'code', 4005: 'position',
-    4100: 'backoff', 4101: 'backoff', 4102: 'backoff', 4199: 'backoff',
+    4100: 'locked', 4101: 'backoff', 4102: 'backoff', 4199: 'backoff',
     4200: 'now', 4201: 'now', 4202: 'now', 4299: 'now',
     1006: 'short', 1005: 'short', 1000: 'short', 1001: 'short',
     1011: 'backoff', 1009: 'backoff', 4300: 'backoff',
@@ -45,8 +45,9 @@ test('reconnect delays by action', () => {
   // 1006: short back-off, capped low.
   assert.equal(reconnectDelay('short', 0, b, () => 0), b.shortMs / 2);
   assert.ok(reconnectDelay('short', 20, b, mid) <= b.shortMaxMs);
-  // 4100-4199: a longer back-off.
+  // 4100-4199: a longer back-off (4100 too, when there is no new token).
   assert.equal(reconnectDelay('backoff', 0, b, () => 0), b.baseMs / 2);
+  assert.equal(reconnectDelay('locked', 0, b, () => 0), b.baseMs / 2);
   assert.ok(reconnectDelay('backoff', 20, b, mid) <= b.maxMs);
   assert.ok(reconnectDelay('backoff', 20, b, mid) > b.shortMaxMs);
   // A new token at once, then backing off if refreshes keep failing.

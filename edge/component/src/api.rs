@@ -58,6 +58,20 @@ pub enum Body {
     Failed(String),
 }
 
+impl Body {
+    /// The bytes, or the refusal: 413 for a body over the limit,
+    /// `unreadable` (with the reason) for one that could not be read.
+    pub fn bytes(self, unreadable: fn(String) -> ApiError) -> Result<Vec<u8>, ApiError> {
+        match self {
+            Body::Read(body) => Ok(body),
+            Body::TooLarge => Err(ApiError::payload_too_large(
+                "the request body is over the size limit",
+            )),
+            Body::Failed(message) => Err(unreadable(message)),
+        }
+    }
+}
+
 enum Route<'a> {
     Tokens,
     Token(&'a str),
@@ -212,16 +226,7 @@ fn calling_app(config: &EdgeConfig, authorization: Option<&str>) -> Option<App> 
 /// A JSON body. An empty (or all-whitespace) body reads as `{}`, as on the
 /// host.
 fn parse<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
-    let body = match body {
-        Body::Read(body) => body,
-        Body::TooLarge => {
-            return Err(ApiError::payload_too_large(
-                "the request body is over the size limit",
-            ));
-        }
-        Body::Failed(message) => return Err(ApiError::invalid_json(message)),
-    };
-    parse_json(&body)
+    parse_json(&body.bytes(ApiError::invalid_json)?)
 }
 
 /// A JSON body once read, as [`parse`] takes it.

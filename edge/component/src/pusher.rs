@@ -137,21 +137,14 @@ impl Call {
 }
 
 /// Check the signature, then publish, terminate or answer a channel query.
+/// The request line's signature is checked before the body is looked at,
+/// in the order a host checks them (a host reads no body before it).
 pub fn finish(
     platform: &impl Platform,
     config: &EdgeConfig,
     call: Call,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = match body {
-        Body::Read(body) => body,
-        Body::TooLarge => {
-            return Err(ApiError::payload_too_large(
-                "the request body is over the size limit",
-            ));
-        }
-        Body::Failed(message) => return Err(ApiError::invalid_request(message)),
-    };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs());
@@ -162,7 +155,11 @@ pub fn finish(
         .filter(|app| app.id == call.app_id)
         .ok_or_else(|| ApiError::pusher_unauthorized(wire::UNKNOWN_KEY))?;
     signature
-        .verify(call.endpoint.method(), &call.path, &body, &app.secret)
+        .verify_signed(call.endpoint.method(), &call.path, &app.secret)
+        .map_err(ApiError::pusher_unauthorized)?;
+    let body = body.bytes(ApiError::invalid_request)?;
+    signature
+        .verify_body(&body)
         .map_err(ApiError::pusher_unauthorized)?;
     let query = || ChannelQuery::parse(call.query.as_deref());
     match call.endpoint {
@@ -232,7 +229,8 @@ fn trigger_answer(
     batch: bool,
 ) -> Result<Value, ApiError> {
     let broker = api::broker(platform, config);
-    let counts = wire::counted_channels(events)
+    let counts = wire::counted_channels(events, config.limits.max_batch)
+        .map_err(ApiError::invalid_request)?
         .into_iter()
         .map(|channel| {
             let count = broker

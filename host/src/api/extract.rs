@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
-use crate::limits::Counted;
+use crate::limits::{Counted, KeyName, echoed};
 use crate::state::{App, AppState};
 
 /// The app whose key and secret came with the request (HTTP Basic).
@@ -32,13 +32,17 @@ where
         let state = Arc::<AppState>::from_ref(state);
         let (key, secret) = basic_credentials(parts).ok_or_else(ApiError::unauthorized)?;
         let source = source_address(parts);
+        let app = state.apps.by_key(&key);
+        let key_name = match &app {
+            Some(app) => KeyName::App(app.key.clone()),
+            None => KeyName::Unknown,
+        };
         // A source that has been guessing this key is refused before the
         // secret is compared; other sources are not affected.
-        if let Some(retry_after_secs) = state.credential_throttle.retry_after(&key, source) {
+        if let Some(retry_after_secs) = state.credential_throttle.retry_after(&key_name, source) {
             state.metrics.credential_refusal("throttled");
             return Err(ApiError::rate_limited(retry_after_secs));
         }
-        let app = state.apps.by_key(&key);
         // Constant-time, so response timing does not reveal the secret.
         let matches = app
             .as_ref()
@@ -47,7 +51,9 @@ where
             Some(app) if matches => Ok(CallingApp(app)),
             _ => {
                 state.metrics.credential_refusal("wrong");
-                match state.credential_throttle.record_failure(&key, source) {
+                // The key as logged: the client's text, so cut short.
+                let key = echoed(&key);
+                match state.credential_throttle.record_failure(key_name, source) {
                     Counted::Below => {
                         tracing::info!(key, %source, "wrong app credentials");
                     }

@@ -21,16 +21,16 @@ use crate::channels::Channels;
 use crate::hub::Target;
 use crate::state::{App, AppState};
 
-/// Check a request's Pusher signature (`madx_wire::pusher::Signature`);
-/// the app it is signed for.
-fn verify(
+/// Check a request's Pusher signature (`madx_wire::pusher::Signature`)
+/// from its request line alone; the app it is signed for. The body is read
+/// only after this, so an unsigned request never makes the server hold a
+/// body of up to the batch limit; its MD5 is checked once it is read.
+fn verify_signed<'q>(
     state: &AppState,
     app_id: &str,
     method: &Method,
-    uri: &Uri,
-    body: &[u8],
-) -> Result<Arc<App>, ApiError> {
-    let refuse = |why: &str| ApiError::pusher_unauthorized(why.to_owned());
+    uri: &'q Uri,
+) -> Result<(Arc<App>, Signature<'q>), ApiError> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs());
@@ -41,9 +41,13 @@ fn verify(
         .filter(|app| app.id == app_id)
         .ok_or_else(|| refuse(wire::UNKNOWN_KEY))?;
     signature
-        .verify(method.as_str(), uri.path(), body, &app.secret)
+        .verify_signed(method.as_str(), uri.path(), &app.secret)
         .map_err(refuse)?;
-    Ok(app)
+    Ok((app, signature))
+}
+
+fn refuse(why: &str) -> ApiError {
+    ApiError::pusher_unauthorized(why.to_owned())
 }
 
 /// A request whose Pusher signature holds: the app it is signed for, its
@@ -81,6 +85,7 @@ impl FromRequest<Arc<AppState>> for Signed {
             .map(|(_, value)| value.clone())
             .unwrap_or_default();
         let (method, uri) = (parts.method.clone(), parts.uri.clone());
+        let (app, signature) = verify_signed(state, &app_id, &method, &uri)?;
         let body = Bytes::from_request(Request::from_parts(parts, body), state)
             .await
             .map_err(|rejection| {
@@ -90,7 +95,7 @@ impl FromRequest<Arc<AppState>> for Signed {
                     ApiError::invalid_request(rejection.body_text())
                 }
             })?;
-        let app = verify(state, &app_id, &method, &uri, &body)?;
+        signature.verify_body(&body).map_err(refuse)?;
         let query = form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
             .map(|(key, value)| (key.into_owned(), value.into_owned()))
             .collect();
@@ -173,8 +178,10 @@ async fn trigger_answer(
     events: &[PusherEvent],
     batch: bool,
 ) -> Result<Value, ApiError> {
+    let channels = wire::counted_channels(events, state.config.limits.max_batch)
+        .map_err(ApiError::invalid_request)?;
     let mut counts = Vec::new();
-    for channel in wire::counted_channels(events) {
+    for channel in channels {
         let info = Channels::new(state)
             .info(&app.id, &channel)
             .await

@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 pub use madx_wire::close::CloseCode;
 
+use crate::limits::echoed;
 use crate::plugins::bindings::{AuthError, Claims};
 use crate::state::{App, AppState};
 
@@ -152,10 +153,12 @@ async fn open(
 /// Check the connection string with the auth component.
 async fn admit(state: &AppState, params: ConnectParams) -> Result<Admitted, Refusal> {
     let app = match params.app.as_deref() {
-        Some(id) => state
-            .apps
-            .by_id(id)
-            .ok_or_else(|| Refusal::new(CloseCode::BadRequest, format!("unknown app {id:?}")))?,
+        Some(id) => state.apps.by_id(id).ok_or_else(|| {
+            Refusal::new(
+                CloseCode::BadRequest,
+                format!("unknown app {:?}", echoed(id)),
+            )
+        })?,
         None => state.apps.only().ok_or_else(|| {
             Refusal::new(
                 CloseCode::BadRequest,

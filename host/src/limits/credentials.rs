@@ -6,22 +6,44 @@
 //! that pair is refused with 429 for the rest of the window, before the
 //! secret is compared. Throttling the pair, not the key, means a guesser
 //! cannot lock the real back-end out: the right secret keeps working from
-//! every source that has not been guessing.
+//! every source that has not been guessing. Keys that name no app share
+//! one count per source, so the table's size does not depend on what
+//! clients send.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Sources tracked at most; past it, expired entries are dropped first,
-/// then new pairs go untracked (logged) rather than grow memory.
+/// Pairs tracked at most; past it, new pairs go untracked (logged) rather
+/// than grow memory.
 const MAX_TRACKED: usize = 100_000;
+
+/// Whose failures a pair counts. Only keys of configured apps are kept:
+/// a key that names no app is the client's text, any length and endlessly
+/// varied, so every unknown key from one source shares one count (and key
+/// guessing from that source is throttled as one).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum KeyName {
+    /// A configured app's key.
+    App(String),
+    /// A key no app has.
+    Unknown,
+}
 
 /// Wrong-credential counts per (key, source).
 pub struct CredentialThrottle {
     max_failures: u32,
     window: Duration,
-    pairs: Mutex<HashMap<(String, IpAddr), Failures>>,
+    table: Mutex<Table>,
+}
+
+struct Table {
+    pairs: HashMap<(KeyName, IpAddr), Failures>,
+    /// When expired pairs are next dropped: once a window, so the table
+    /// holds at most two windows' worth of sources, and no failure pays
+    /// for a scan of the whole table.
+    next_sweep: Instant,
 }
 
 struct Failures {
@@ -46,16 +68,19 @@ impl CredentialThrottle {
         CredentialThrottle {
             max_failures,
             window,
-            pairs: Mutex::new(HashMap::new()),
+            table: Mutex::new(Table {
+                pairs: HashMap::new(),
+                next_sweep: Instant::now() + window,
+            }),
         }
     }
 
     /// Seconds until `key` may be tried again from `source`, if it is
     /// throttled now.
-    pub fn retry_after(&self, key: &str, source: IpAddr) -> Option<u32> {
+    pub fn retry_after(&self, key: &KeyName, source: IpAddr) -> Option<u32> {
         let now = Instant::now();
-        let pairs = self.lock();
-        let failures = pairs.get(&(key.to_owned(), source))?;
+        let table = self.lock();
+        let failures = table.pairs.get(&(key.clone(), source))?;
         if failures.count < self.max_failures || failures.window_ends <= now {
             return None;
         }
@@ -64,17 +89,18 @@ impl CredentialThrottle {
     }
 
     /// Count a wrong secret for `key` from `source`.
-    pub fn record_failure(&self, key: &str, source: IpAddr) -> Counted {
+    pub fn record_failure(&self, key: KeyName, source: IpAddr) -> Counted {
         let now = Instant::now();
-        let mut pairs = self.lock();
-        if pairs.len() >= MAX_TRACKED {
-            pairs.retain(|_, failures| failures.window_ends > now);
+        let mut table = self.lock();
+        if now >= table.next_sweep {
+            table.pairs.retain(|_, failures| failures.window_ends > now);
+            table.next_sweep = now + self.window;
         }
-        let pair = (key.to_owned(), source);
-        if !pairs.contains_key(&pair) && pairs.len() >= MAX_TRACKED {
+        let pair = (key, source);
+        if !table.pairs.contains_key(&pair) && table.pairs.len() >= MAX_TRACKED {
             return Counted::Untracked;
         }
-        let failures = pairs.entry(pair).or_insert(Failures {
+        let failures = table.pairs.entry(pair).or_insert(Failures {
             count: 0,
             window_ends: now + self.window,
         });
@@ -92,9 +118,15 @@ impl CredentialThrottle {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, IpAddr), Failures>> {
-        // Every critical section leaves the map consistent.
-        self.pairs
+    /// Pairs held now (expired ones included until the next sweep).
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.lock().pairs.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        // Every critical section leaves the table consistent.
+        self.table
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -107,26 +139,45 @@ mod tests {
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
 
+    fn app(key: &str) -> KeyName {
+        KeyName::App(key.to_owned())
+    }
+
     #[test]
     fn a_pair_is_throttled_at_the_limit_and_others_are_not() {
         let throttle = CredentialThrottle::new(3, Duration::from_secs(60));
-        assert_eq!(throttle.record_failure("k", A), Counted::Below);
-        assert_eq!(throttle.record_failure("k", A), Counted::Below);
-        assert_eq!(throttle.retry_after("k", A), None);
-        assert_eq!(throttle.record_failure("k", A), Counted::Throttled);
-        assert!(matches!(throttle.retry_after("k", A), Some(1..=60)));
+        assert_eq!(throttle.record_failure(app("k"), A), Counted::Below);
+        assert_eq!(throttle.record_failure(app("k"), A), Counted::Below);
+        assert_eq!(throttle.retry_after(&app("k"), A), None);
+        assert_eq!(throttle.record_failure(app("k"), A), Counted::Throttled);
+        assert!(matches!(throttle.retry_after(&app("k"), A), Some(1..=60)));
         // Same key from elsewhere, or another key from here: untouched.
-        assert_eq!(throttle.retry_after("k", B), None);
-        assert_eq!(throttle.retry_after("other", A), None);
+        assert_eq!(throttle.retry_after(&app("k"), B), None);
+        assert_eq!(throttle.retry_after(&app("other"), A), None);
+        assert_eq!(throttle.retry_after(&KeyName::Unknown, A), None);
     }
 
     #[test]
     fn the_window_ends() {
         let throttle = CredentialThrottle::new(1, Duration::from_millis(20));
-        assert_eq!(throttle.record_failure("k", A), Counted::Throttled);
-        assert!(throttle.retry_after("k", A).is_some());
+        assert_eq!(throttle.record_failure(app("k"), A), Counted::Throttled);
+        assert!(throttle.retry_after(&app("k"), A).is_some());
         std::thread::sleep(Duration::from_millis(30));
-        assert_eq!(throttle.retry_after("k", A), None);
-        assert_eq!(throttle.record_failure("k", A), Counted::Throttled);
+        assert_eq!(throttle.retry_after(&app("k"), A), None);
+        assert_eq!(throttle.record_failure(app("k"), A), Counted::Throttled);
+    }
+
+    #[test]
+    fn expired_pairs_are_dropped_once_a_window_has_passed() {
+        let throttle = CredentialThrottle::new(10, Duration::from_millis(20));
+        for source in 0..50u8 {
+            let source = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, source));
+            throttle.record_failure(KeyName::Unknown, source);
+        }
+        assert_eq!(throttle.tracked(), 50);
+        std::thread::sleep(Duration::from_millis(30));
+        // The next failure sweeps: only its own pair is left.
+        throttle.record_failure(app("k"), A);
+        assert_eq!(throttle.tracked(), 1);
     }
 }

@@ -83,7 +83,7 @@ impl Webhooks {
                     app_secret: app.secret.clone(),
                     url: webhook.url.clone(),
                     wants: webhook.events.clone(),
-                    queue: Queue::new(settings.queue),
+                    queue: Queue::new(settings.queue, settings.queue_bytes()),
                 });
                 if let Some(client) = &client {
                     tokio::spawn(sender::run(

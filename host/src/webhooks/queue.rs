@@ -20,10 +20,16 @@ pub(super) struct Queue {
     ready: Notify,
     /// Events that may wait, not counting the batch in flight.
     bound: usize,
+    /// Bytes of event fields that may wait: client events carry up to a
+    /// frame of data each, so a count alone would let a dead receiver's
+    /// queue hold gigabytes.
+    bound_bytes: usize,
 }
 
 struct State {
-    waiting: VecDeque<Event>,
+    /// Each event with its [`weight`].
+    waiting: VecDeque<(Event, usize)>,
+    waiting_bytes: usize,
     /// Events of the batch being sent (and retried).
     in_flight: usize,
     /// Drops not yet logged, and when they last were.
@@ -43,16 +49,18 @@ pub(super) enum Pushed {
 }
 
 impl Queue {
-    pub(super) fn new(bound: usize) -> Queue {
+    pub(super) fn new(bound: usize, bound_bytes: usize) -> Queue {
         Queue {
             state: Mutex::new(State {
                 waiting: VecDeque::new(),
+                waiting_bytes: 0,
                 in_flight: 0,
                 unlogged_drops: 0,
                 last_drop_log: None,
             }),
             ready: Notify::new(),
             bound,
+            bound_bytes,
         }
     }
 
@@ -63,11 +71,15 @@ impl Queue {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Append the event, or drop it when `bound` events already wait: the
-    /// new one goes, so what was queued keeps its order. Never blocks.
+    /// Append the event, or drop it when `bound` events or `bound_bytes`
+    /// already wait (an event alone always fits): the new one goes, so what
+    /// was queued keeps its order. Never blocks.
     pub(super) fn push(&self, event: Event) -> Pushed {
+        let weight = weight(&event);
         let mut state = self.state();
-        if state.waiting.len() >= self.bound {
+        let over_bytes =
+            !state.waiting.is_empty() && state.waiting_bytes + weight > self.bound_bytes;
+        if state.waiting.len() >= self.bound || over_bytes {
             state.unlogged_drops += 1;
             let now = Instant::now();
             let due = state
@@ -80,7 +92,8 @@ impl Queue {
             let log = std::mem::take(&mut state.unlogged_drops);
             return Pushed::Dropped { log: Some(log) };
         }
-        state.waiting.push_back(event);
+        state.waiting.push_back((event, weight));
+        state.waiting_bytes += weight;
         drop(state);
         self.ready.notify_one();
         Pushed::Queued
@@ -94,7 +107,9 @@ impl Queue {
                 let mut state = self.state();
                 if !state.waiting.is_empty() {
                     let take = state.waiting.len().min(max);
-                    let batch: Vec<Event> = state.waiting.drain(..take).collect();
+                    let (batch, weights): (Vec<Event>, Vec<usize>) =
+                        state.waiting.drain(..take).unzip();
+                    state.waiting_bytes -= weights.iter().sum::<usize>();
                     state.in_flight = batch.len();
                     return batch;
                 }
@@ -115,6 +130,16 @@ impl Queue {
     }
 }
 
+/// What an event weighs against `bound_bytes`: the bytes of its fields,
+/// which is what it holds beyond its fixed size.
+fn weight(event: &Event) -> usize {
+    event
+        .fields()
+        .iter()
+        .map(|(name, value)| name.len() + value.len())
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,7 +152,7 @@ mod tests {
 
     #[tokio::test]
     async fn batches_keep_order_and_count_as_undelivered_until_accepted() {
-        let queue = Queue::new(10);
+        let queue = Queue::new(10, usize::MAX);
         for n in 0..5 {
             assert_eq!(queue.push(occupied(n)), Pushed::Queued);
         }
@@ -145,7 +170,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_drops_the_new_event_and_logs_drops_now_and_then() {
-        let queue = Queue::new(2);
+        let queue = Queue::new(2, usize::MAX);
         assert_eq!(queue.push(occupied(0)), Pushed::Queued);
         assert_eq!(queue.push(occupied(1)), Pushed::Queued);
         assert_eq!(queue.push(occupied(2)), Pushed::Dropped { log: Some(1) });
@@ -157,9 +182,38 @@ mod tests {
         assert_eq!(queue.next_batch(10).await, [occupied(1), occupied(5)]);
     }
 
+    fn client_event(data_bytes: usize) -> Event {
+        Event::ClientEvent {
+            channel: "c".into(),
+            event: "e".into(),
+            data: "x".repeat(data_bytes),
+            socket_id: "1.1".into(),
+            user_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_bytes_waiting_are_bounded_too() {
+        let big = client_event(60_000);
+        let queue = Queue::new(100, 2 * weight(&big));
+        assert_eq!(queue.push(big.clone()), Pushed::Queued);
+        assert_eq!(queue.push(big.clone()), Pushed::Queued);
+        assert!(matches!(queue.push(big.clone()), Pushed::Dropped { .. }));
+        // While the bytes are used up, a small event is dropped as well,
+        // though the count has room.
+        assert!(matches!(queue.push(occupied(0)), Pushed::Dropped { .. }));
+        // Taking a batch frees its bytes.
+        assert_eq!(queue.next_batch(1).await, std::slice::from_ref(&big));
+        assert_eq!(queue.push(occupied(1)), Pushed::Queued);
+        // One event heavier than the whole bound still passes an empty queue.
+        let tiny = Queue::new(100, 10);
+        assert_eq!(tiny.push(client_event(1000)), Pushed::Queued);
+        assert!(matches!(tiny.push(occupied(2)), Pushed::Dropped { .. }));
+    }
+
     #[tokio::test]
     async fn the_sender_wakes_for_an_event_pushed_while_it_waits() {
-        let queue = std::sync::Arc::new(Queue::new(2));
+        let queue = std::sync::Arc::new(Queue::new(2, usize::MAX));
         let waiting = tokio::spawn({
             let queue = queue.clone();
             async move { queue.next_batch(5).await }

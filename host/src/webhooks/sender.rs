@@ -189,7 +189,7 @@ mod tests {
             app_secret: "secret-a".into(),
             url: format!("https://127.0.0.1:{port}/hook"),
             wants: vec![webhooks::EventKind::ClientEvent],
-            queue: super::super::Queue::new(1),
+            queue: super::super::Queue::new(1, usize::MAX),
         };
         let client = http_client(Duration::from_secs(10)).unwrap();
         let error = post(&client, &target, b"{}", "00").await.unwrap_err();

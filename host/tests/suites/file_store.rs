@@ -90,6 +90,16 @@ async fn replay_news(base: &str, since: &str) -> (Value, Vec<u64>) {
 }
 
 #[tokio::test]
+async fn a_new_store_is_readable_by_the_nodes_user_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("store");
+    let _node = node(&dir, ONE_APP).await;
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the store holds token seeds: {mode:o}");
+}
+
+#[tokio::test]
 async fn a_killed_node_comes_back_with_its_tokens_spent_codes_ids_and_history() {
     let dir = tempfile::tempdir().unwrap();
     let mut first = node(dir.path(), ONE_APP).await;

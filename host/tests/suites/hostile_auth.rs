@@ -237,12 +237,7 @@ async fn token_request_from(
     source: Ipv4Addr,
     (key, secret): (&str, &str),
 ) -> reqwest::Response {
-    let client = reqwest::Client::builder()
-        .local_address(IpAddr::V4(source))
-        .timeout(PATIENCE)
-        .build()
-        .unwrap();
-    client
+    http_from(IpAddr::V4(source))
         .post(server.url("/v1/tokens"))
         .basic_auth(key, Some(secret))
         .send()
@@ -289,6 +284,37 @@ async fn guessed_app_secrets_are_throttled_per_key_and_source() {
         metrics.contains("madx_credential_refusals_total{outcome=\"throttled\"} 2"),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn keys_that_name_no_app_are_counted_as_one_per_source_and_logged_short() {
+    let config = format!("{}\n[limits]\nmax_credential_failures = 5\n", config());
+    let server = TestServer::start_logging(&config, &[], "info");
+    let guesser = Ipv4Addr::new(127, 0, 0, 1);
+    // Long keys, each different: the server neither keeps nor logs them
+    // whole, and their failures add up as one key's.
+    let key = |n: usize| format!("{n}{}", "k".repeat(20_000));
+    for n in 0..5 {
+        let status = token_request_from(&server, guesser, (&key(n), "guess"))
+            .await
+            .status();
+        assert_eq!(status.as_u16(), 401);
+    }
+    let response = token_request_from(&server, guesser, (&key(5), "guess")).await;
+    assert_eq!(response.status().as_u16(), 429);
+    // A configured key is counted on its own: the right secret still works
+    // from the same source, and so does every unknown key from elsewhere.
+    let status = token_request_from(&server, guesser, ALPHA).await.status();
+    assert_eq!(status.as_u16(), 201);
+    let elsewhere = Ipv4Addr::new(127, 0, 0, 2);
+    let status = token_request_from(&server, elsewhere, (&key(6), "guess"))
+        .await
+        .status();
+    assert_eq!(status.as_u16(), 401);
+
+    let log = server.log();
+    assert!(log.contains("wrong app credentials"), "{log}");
+    assert!(!log.contains(&"k".repeat(100)), "a whole key was logged");
 }
 
 /// Send one command to Redis on `port`; the reply's first line, without

@@ -272,6 +272,53 @@ async fn read_response(stream: &mut TcpStream) -> String {
     head.lines().next().unwrap_or_default().to_owned()
 }
 
+/// A Pusher publish is read only once its signature holds: a request
+/// without one is refused on its headers, before the server waits for (or
+/// holds) a body of up to the batch limit.
+#[tokio::test]
+async fn an_unsigned_pusher_publish_is_refused_before_its_body_is_read() {
+    let server = Hostile::start(TWO_APPS, None);
+    for query in [
+        "",
+        "?auth_key=alpha-key&auth_timestamp=1&auth_version=1.0&auth_signature=00",
+    ] {
+        let mut stream = TcpStream::connect(server.addr()).await.expect("connect");
+        let head = format!(
+            "POST /apps/alpha/batch_events{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+             Content-Type: application/json\r\nContent-Length: 8000000\r\n\r\n{{"
+        );
+        stream.write_all(head.as_bytes()).await.expect("send head");
+        // No more of the body comes: the answer must not wait for it.
+        let status = timeout(Duration::from_secs(5), read_response(&mut stream))
+            .await
+            .expect("answered without the body");
+        assert!(status.contains(" 401 "), "{query:?}: {status}");
+    }
+}
+
+/// A request head over 64 KiB (an endless header) is answered 431, not
+/// buffered: hyper's own default would hold about 400 KiB per connection.
+#[tokio::test]
+async fn an_oversized_request_head_is_431() {
+    let server = Hostile::start(TWO_APPS, None);
+    let mut stream = TcpStream::connect(server.addr()).await.expect("connect");
+    let head = format!(
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    // The server may answer (and stop reading) before it has all of it.
+    let _ = stream.write_all(head.as_bytes()).await;
+    let mut answer = Vec::new();
+    let ended = timeout(PATIENCE, stream.read_to_end(&mut answer)).await;
+    assert!(ended.is_ok(), "the connection was kept open");
+    let answer = String::from_utf8_lossy(&answer);
+    // 431, unless the reset for the unread rest of the head overtook it.
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{answer}"
+    );
+}
+
 const GET_HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
 
 fn median(mut values: Vec<Duration>) -> Duration {

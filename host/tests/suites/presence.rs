@@ -234,6 +234,34 @@ async fn presence_needs_a_user_and_holds_at_most_max_members() {
     assert_eq!(channel["subscription_count"], 3, "{channel}");
 }
 
+/// A connect restarts the token's idle clock, and its `user_info`'s with
+/// it: a member who connects just before the token would have expired
+/// still shows its `user_info` after that moment.
+#[tokio::test]
+async fn a_connect_keeps_the_user_info_as_long_as_the_token() {
+    const TTL: u64 = 6;
+    let server = TestServer::start(TWO_APPS);
+    let claims = json!({"user_id": "ann", "channels": ["presence-*"], "user_info": {"name": "Ann"}, "ttl": TTL});
+    let token = server.token(ALPHA, claims).await;
+    let issued = Instant::now();
+    // Connect a second before the token (and its user_info) would expire,
+    // then subscribe after that moment, before the first keep-alive (at a
+    // third of the ttl from the connect).
+    tokio::time::sleep(Duration::from_secs(TTL - 1)).await;
+    let (mut socket, _) = connect(&token.url_with(&token.code(0))).await.welcomed();
+    tokio::time::sleep(
+        (issued + Duration::from_millis(TTL * 1000 + 500))
+            .saturating_duration_since(Instant::now()),
+    )
+    .await;
+    let subscribed = subscribe(&mut socket, ROOM).await;
+    assert_eq!(
+        subscribed["members"],
+        json!([{"user_id": "ann", "user_info": {"name": "Ann"}}]),
+        "{subscribed}"
+    );
+}
+
 #[tokio::test]
 async fn user_info_is_a_small_object_of_a_token_with_a_user() {
     let server = TestServer::start(TWO_APPS);

@@ -46,8 +46,9 @@ pub(super) async fn touch_token(
 }
 
 /// The token's `user_info` (kept by the host beside the token) lives as
-/// long as the token: its clock restarts with the token's.
-async fn touch_user_info(state: &AppState, app_id: &str, claims: &Claims) {
+/// long as the token: its clock restarts with the token's, here and when a
+/// connect spends a code (which restarts the token's).
+pub(super) async fn touch_user_info(state: &AppState, app_id: &str, claims: &Claims) {
     let key = crate::presence::user_info_store_key(app_id, &claims.access_id);
     let ttl = Duration::from_secs(u64::from(claims.idle_timeout_secs));
     if let Err(error) = state.store.touch(&key, ttl).await {

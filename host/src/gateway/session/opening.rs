@@ -100,6 +100,13 @@ pub(super) async fn open(
             return None;
         }
     }
+    // The connect restarted the token's idle clock; its user_info keeps
+    // pace (after the welcome: a store round trip the client need not wait
+    // for).
+    if session.claims.user_id.is_some() {
+        let (state, app, claims) = (&session.state, &session.app, &session.claims);
+        super::keepalive::touch_user_info(state, &app.id, claims).await;
+    }
     tracing::debug!(app = %session.app.id, connection_id = session.registration.connection_id(), "session opened");
     Some((session, mailbox))
 }
