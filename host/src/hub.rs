@@ -7,6 +7,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use madx_wire::close::CloseCode;
@@ -35,12 +36,20 @@ pub use madx_wire::broker::Target;
 
 /// Why a session was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Full {
+pub enum NotAdmitted {
     /// The token already has `max_sockets_per_token` sockets here.
-    Token,
+    TokenFull,
     /// The app already has `max_sockets_per_app` sockets here.
-    App,
+    AppFull,
+    /// The token was revoked after its code was checked: the revocation
+    /// closed the token's sockets before this one was registered.
+    Revoked,
 }
+
+/// How long this node remembers a revoked access id, to refuse a socket
+/// whose code was checked before the revocation and that registers after
+/// it (longer than any connect takes between the two).
+const REVOKED_REMEMBERED: Duration = Duration::from_secs(60);
 
 struct SessionEntry {
     access_id: String,
@@ -55,7 +64,7 @@ struct SessionEntry {
 /// up as sockets open, so a fan-out walks the sessions (their mailboxes,
 /// tasks and sockets) in the order they were allocated; a hash set's
 /// random order costs a cache miss at nearly every step of a large
-/// channel's fan-out (docs/benchmarks.md: 10 % of the CPU per delivery at
+/// channel's fan-out (docs/benchmarks.md: 13 % of the CPU per delivery at
 /// 10,000 sockets).
 type Serials = BTreeSet<u64>;
 
@@ -66,6 +75,8 @@ struct AppSessions {
     by_token: HashMap<String, Serials>,
     by_user: HashMap<String, Serials>,
     by_channel: HashMap<String, Serials>,
+    /// Access ids revoked within [`REVOKED_REMEMBERED`], and when.
+    revoked: HashMap<String, Instant>,
 }
 
 impl AppSessions {
@@ -195,15 +206,22 @@ impl Hub {
     pub fn register(
         self: &Arc<Self>,
         spec: SessionSpec<'_>,
-    ) -> Result<(Registration, Mailbox), Full> {
+    ) -> Result<(Registration, Mailbox), NotAdmitted> {
         let mut apps = self.apps();
         let app = apps.entry(spec.app_id.to_owned()).or_default();
+        if app
+            .revoked
+            .get(spec.access_id)
+            .is_some_and(|revoked| revoked.elapsed() < REVOKED_REMEMBERED)
+        {
+            return Err(NotAdmitted::Revoked);
+        }
         if app.sessions.len() >= spec.max_per_app {
-            return Err(Full::App);
+            return Err(NotAdmitted::AppFull);
         }
         let token_sessions = app.by_token.get(spec.access_id).map_or(0, Serials::len);
         if token_sessions >= spec.max_per_token {
-            return Err(Full::Token);
+            return Err(NotAdmitted::TokenFull);
         }
 
         let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
@@ -363,12 +381,16 @@ impl Hub {
         delivered
     }
 
-    /// Ask every session of a token to close; returns how many were asked.
+    /// Ask every session of a revoked token to close, and refuse the
+    /// token's sockets that register from now on (a connect whose code was
+    /// checked before the revocation); returns how many were asked.
     pub fn close_token(&self, app_id: &str, access_id: &str, code: CloseCode) -> usize {
-        let apps = self.apps();
-        let Some(app) = apps.get(app_id) else {
-            return 0;
-        };
+        let mut apps = self.apps();
+        let app = apps.entry(app_id.to_owned()).or_default();
+        let now = Instant::now();
+        app.revoked
+            .retain(|_, revoked| now.duration_since(*revoked) < REVOKED_REMEMBERED);
+        app.revoked.insert(access_id.to_owned(), now);
         let Some(serials) = app.by_token.get(access_id) else {
             return 0;
         };
@@ -645,7 +667,7 @@ mod tests {
         let (_second, _b) = hub.register(spec("app", "t1", None)).unwrap();
         assert!(matches!(
             hub.register(spec("app", "t1", None)),
-            Err(Full::Token)
+            Err(NotAdmitted::TokenFull)
         ));
         drop(first);
         let (_third, _c) = hub.register(spec("app", "t1", None)).unwrap();
@@ -653,7 +675,21 @@ mod tests {
 
         let mut tight = spec("small", "t", None);
         tight.max_per_app = 0;
-        assert!(matches!(hub.register(tight), Err(Full::App)));
+        assert!(matches!(hub.register(tight), Err(NotAdmitted::AppFull)));
+    }
+
+    #[test]
+    fn a_revoked_tokens_socket_that_registers_late_is_refused() {
+        let hub = Hub::new();
+        // Its code was checked before the revocation; it registers after.
+        assert_eq!(hub.close_token("app", "t1", CloseCode::TokenRevoked), 0);
+        assert!(matches!(
+            hub.register(spec("app", "t1", None)),
+            Err(NotAdmitted::Revoked)
+        ));
+        // Other tokens, and the same id in another app, are not affected.
+        assert!(hub.register(spec("app", "t2", None)).is_ok());
+        assert!(hub.register(spec("other", "t1", None)).is_ok());
     }
 
     #[test]

@@ -32,9 +32,11 @@ pub const UNKNOWN_KEY: Refusal = "unknown auth_key for this app";
 ///
 /// `auth_signature` is the hex HMAC-SHA256, with the app's secret, of
 /// `METHOD\nPATH\nQUERY`, where QUERY is every other parameter as sent,
-/// keys lowercased and sorted, joined with `&`. Checking takes two steps
-/// so the server can find the app by [`Signature::key`] in between:
-/// [`Signature::read`], then [`Signature::verify`].
+/// keys lowercased and sorted, joined with `&`. Checking takes steps, so
+/// the server can find the app by [`Signature::key`] after
+/// [`Signature::read`], and check [`Signature::verify_signed`] before it
+/// reads the body and [`Signature::verify_body`] after
+/// ([`Signature::verify`] does both).
 #[derive(Debug)]
 pub struct Signature<'q> {
     key: &'q str,

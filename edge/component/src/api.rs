@@ -175,10 +175,11 @@ fn prepare(
             limits.batch_body(),
             Endpoint::PublishBatch(authenticated()?),
         ),
-        // Signed rather than logged in: the signature covers the body, so
-        // it is checked in `finish`.
+        // Signed rather than logged in: the request line's signature is
+        // checked before the body is read, the body's MD5 in `finish`.
         Route::Pusher(route) => {
             let call = pusher::Call::new(route, path_with_query)?;
+            pusher::check_signed(&config, &call)?;
             (call.body_limit(&limits), Endpoint::Pusher(call))
         }
     };

@@ -136,15 +136,13 @@ impl Call {
     }
 }
 
-/// Check the signature, then publish, terminate or answer a channel query.
-/// The request line's signature is checked before the body is looked at,
-/// in the order a host checks them (a host reads no body before it).
-pub fn finish(
-    platform: &impl Platform,
-    config: &EdgeConfig,
-    call: Call,
-    body: Body,
-) -> Result<Response, ApiError> {
+/// The request line's signature (key, timestamp, HMAC, which covers
+/// `body_md5`): checked before the body is read, as a host does, and again
+/// with the body in [`finish`].
+pub fn check_signed<'c, 'q>(
+    config: &'c EdgeConfig,
+    call: &'q Call,
+) -> Result<(&'c App, Signature<'q>), ApiError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs());
@@ -157,6 +155,18 @@ pub fn finish(
     signature
         .verify_signed(call.endpoint.method(), &call.path, &app.secret)
         .map_err(ApiError::pusher_unauthorized)?;
+    Ok((app, signature))
+}
+
+/// Check the signature and the body's MD5, then publish, terminate or
+/// answer a channel query.
+pub fn finish(
+    platform: &impl Platform,
+    config: &EdgeConfig,
+    call: Call,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (app, signature) = check_signed(config, &call)?;
     let body = body.bytes(ApiError::invalid_request)?;
     signature
         .verify_body(&body)

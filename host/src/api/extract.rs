@@ -61,7 +61,8 @@ where
                         key,
                         %source,
                         "too many wrong app credentials: this source is refused \
-                         for this key until the failure window ends"
+                         for this key (every unknown key counts as one) until the \
+                         failure window ends"
                     ),
                     Counted::Untracked => tracing::warn!(
                         key,

@@ -8,16 +8,18 @@
 //! cannot lock the real back-end out: the right secret keeps working from
 //! every source that has not been guessing. Keys that name no app share
 //! one count per source, so the table's size does not depend on what
-//! clients send.
+//! clients send; an IPv6 source is its /64.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Pairs tracked at most; past it, new pairs go untracked (logged) rather
 /// than grow memory.
 const MAX_TRACKED: usize = 100_000;
+/// A full table drops its expired pairs at most this often.
+const FULL_SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Whose failures a pair counts. Only keys of configured apps are kept:
 /// a key that names no app is the client's text, any length and endlessly
@@ -44,6 +46,8 @@ struct Table {
     /// holds at most two windows' worth of sources, and no failure pays
     /// for a scan of the whole table.
     next_sweep: Instant,
+    /// When a full table may be swept again.
+    next_full_sweep: Instant,
 }
 
 struct Failures {
@@ -71,6 +75,7 @@ impl CredentialThrottle {
             table: Mutex::new(Table {
                 pairs: HashMap::new(),
                 next_sweep: Instant::now() + window,
+                next_full_sweep: Instant::now(),
             }),
         }
     }
@@ -80,7 +85,7 @@ impl CredentialThrottle {
     pub fn retry_after(&self, key: &KeyName, source: IpAddr) -> Option<u32> {
         let now = Instant::now();
         let table = self.lock();
-        let failures = table.pairs.get(&(key.clone(), source))?;
+        let failures = table.pairs.get(&(key.clone(), counted_source(source)))?;
         if failures.count < self.max_failures || failures.window_ends <= now {
             return None;
         }
@@ -92,11 +97,13 @@ impl CredentialThrottle {
     pub fn record_failure(&self, key: KeyName, source: IpAddr) -> Counted {
         let now = Instant::now();
         let mut table = self.lock();
-        if now >= table.next_sweep {
+        let full = table.pairs.len() >= MAX_TRACKED;
+        if now >= table.next_sweep || (full && now >= table.next_full_sweep) {
             table.pairs.retain(|_, failures| failures.window_ends > now);
             table.next_sweep = now + self.window;
+            table.next_full_sweep = now + FULL_SWEEP_EVERY;
         }
-        let pair = (key, source);
+        let pair = (key, counted_source(source));
         if !table.pairs.contains_key(&pair) && table.pairs.len() >= MAX_TRACKED {
             return Counted::Untracked;
         }
@@ -129,6 +136,19 @@ impl CredentialThrottle {
         self.table
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// What a failure counts against: an IPv4 address, or an IPv6 /64 (one
+/// network, whose hosts may use any address in it).
+fn counted_source(source: IpAddr) -> IpAddr {
+    match source {
+        IpAddr::V6(address) => {
+            let mut segments = address.segments();
+            segments[4..].fill(0);
+            IpAddr::V6(Ipv6Addr::from(segments))
+        }
+        IpAddr::V4(_) => source,
     }
 }
 
@@ -165,6 +185,20 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(throttle.retry_after(&app("k"), A), None);
         assert_eq!(throttle.record_failure(app("k"), A), Counted::Throttled);
+    }
+
+    #[test]
+    fn an_ipv6_network_counts_as_one_source() {
+        let throttle = CredentialThrottle::new(2, Duration::from_secs(60));
+        let host = |last: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, last));
+        assert_eq!(throttle.record_failure(app("k"), host(1)), Counted::Below);
+        assert_eq!(
+            throttle.record_failure(app("k"), host(2)),
+            Counted::Throttled
+        );
+        assert!(throttle.retry_after(&app("k"), host(3)).is_some());
+        let elsewhere = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1));
+        assert_eq!(throttle.retry_after(&app("k"), elsewhere), None);
     }
 
     #[test]

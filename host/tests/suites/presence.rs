@@ -239,19 +239,18 @@ async fn presence_needs_a_user_and_holds_at_most_max_members() {
 /// still shows its `user_info` after that moment.
 #[tokio::test]
 async fn a_connect_keeps_the_user_info_as_long_as_the_token() {
-    const TTL: u64 = 6;
+    const TTL: u64 = 30;
     let server = TestServer::start(TWO_APPS);
     let claims = json!({"user_id": "ann", "channels": ["presence-*"], "user_info": {"name": "Ann"}, "ttl": TTL});
     let token = server.token(ALPHA, claims).await;
     let issued = Instant::now();
-    // Connect a second before the token (and its user_info) would expire,
-    // then subscribe after that moment, before the first keep-alive (at a
-    // third of the ttl from the connect).
-    tokio::time::sleep(Duration::from_secs(TTL - 1)).await;
+    // Connect 5 s before the token (and its user_info) would expire, then
+    // subscribe a second after that moment, before the first keep-alive
+    // (a third of the ttl after the connect).
+    tokio::time::sleep(Duration::from_secs(TTL - 5)).await;
     let (mut socket, _) = connect(&token.url_with(&token.code(0))).await.welcomed();
     tokio::time::sleep(
-        (issued + Duration::from_millis(TTL * 1000 + 500))
-            .saturating_duration_since(Instant::now()),
+        (issued + Duration::from_secs(TTL + 1)).saturating_duration_since(Instant::now()),
     )
     .await;
     let subscribed = subscribe(&mut socket, ROOM).await;

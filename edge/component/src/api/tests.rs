@@ -131,7 +131,7 @@ fn credentials_are_checked_before_the_body() {
 }
 
 /// Pusher's libraries sign rather than log in: a refusal has no Basic
-/// challenge, and the body is read first (the signature covers it).
+/// challenge, and an unsigned request is refused before its body is read.
 #[test]
 fn pusher_requests_are_refused_by_their_signature_before_the_body() {
     let platform = platform();

@@ -2,6 +2,7 @@
 //! well within the idle timeout (not on every frame: no store write per
 //! frame), so the token outlives the socket by a full timeout.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::super::CloseCode;
@@ -31,7 +32,7 @@ pub(super) async fn touch_token(
     match state.plugins().auth.touch(app_id, access_id).await {
         Ok(Ok(())) => {
             if claims.user_id.is_some() {
-                touch_user_info(state, app_id, claims).await;
+                touch_user_info(state, app_id, access_id, claims.idle_timeout_secs).await;
             }
             None
         }
@@ -45,12 +46,25 @@ pub(super) async fn touch_token(
     }
 }
 
+/// After a connect spent a code (which restarted the token's idle clock),
+/// restart its `user_info`'s too, whatever becomes of the socket; in the
+/// background, as the welcome need not wait for a store round trip.
+pub(super) fn touch_user_info_after_connect(state: &Arc<AppState>, app_id: &str, claims: &Claims) {
+    if claims.user_id.is_none() {
+        return;
+    }
+    let (state, app_id) = (Arc::clone(state), app_id.to_owned());
+    let (access_id, idle_timeout_secs) = (claims.access_id.clone(), claims.idle_timeout_secs);
+    tokio::spawn(async move {
+        touch_user_info(&state, &app_id, &access_id, idle_timeout_secs).await;
+    });
+}
+
 /// The token's `user_info` (kept by the host beside the token) lives as
-/// long as the token: its clock restarts with the token's, here and when a
-/// connect spends a code (which restarts the token's).
-pub(super) async fn touch_user_info(state: &AppState, app_id: &str, claims: &Claims) {
-    let key = crate::presence::user_info_store_key(app_id, &claims.access_id);
-    let ttl = Duration::from_secs(u64::from(claims.idle_timeout_secs));
+/// long as the token: its clock restarts with the token's.
+async fn touch_user_info(state: &AppState, app_id: &str, access_id: &str, idle_timeout_secs: u32) {
+    let key = crate::presence::user_info_store_key(app_id, access_id);
+    let ttl = Duration::from_secs(u64::from(idle_timeout_secs));
     if let Err(error) = state.store.touch(&key, ttl).await {
         tracing::debug!(app_id, "could not keep a token's user_info alive: {error}");
     }

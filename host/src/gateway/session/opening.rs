@@ -9,7 +9,7 @@ use axum::extract::ws::WebSocket;
 use super::super::frames::ServerFrame;
 use super::super::{Admitted, CloseCode, Refusal};
 use super::{ErrorWindow, LiveFilter, Session, refuse};
-use crate::hub::{Full, SessionSpec, Target};
+use crate::hub::{NotAdmitted, SessionSpec, Target};
 use crate::mailbox::Mailbox;
 use crate::state::AppState;
 
@@ -25,6 +25,7 @@ pub(super) async fn open(
         claims,
         last_id,
     } = admitted;
+    super::keepalive::touch_user_info_after_connect(&state, &app.id, &claims);
     let limits = state.config.limits;
     let spec = SessionSpec {
         app_id: &app.id,
@@ -56,12 +57,10 @@ pub(super) async fn open(
     };
     let (registration, mailbox) = match registered {
         Ok(registered) => registered,
-        Err(full) => {
-            let message = over_capacity(full);
-            state
-                .metrics
-                .connect(&app.id, CloseCode::OverCapacity.reason());
-            refuse(socket, Refusal::new(CloseCode::OverCapacity, message)).await;
+        Err(not_admitted) => {
+            let (code, message) = refusal_for(not_admitted);
+            state.metrics.connect(&app.id, code.reason());
+            refuse(socket, Refusal::new(code, message)).await;
             return None;
         }
     };
@@ -100,22 +99,23 @@ pub(super) async fn open(
             return None;
         }
     }
-    // The connect restarted the token's idle clock; its user_info keeps
-    // pace (after the welcome: a store round trip the client need not wait
-    // for).
-    if session.claims.user_id.is_some() {
-        let (state, app, claims) = (&session.state, &session.app, &session.claims);
-        super::keepalive::touch_user_info(state, &app.id, claims).await;
-    }
     tracing::debug!(app = %session.app.id, connection_id = session.registration.connection_id(), "session opened");
     Some((session, mailbox))
 }
 
-/// Why a socket over one of the caps is refused (4101).
-fn over_capacity(full: Full) -> &'static str {
-    match full {
-        Full::Token => "this token has too many open sockets",
-        Full::App => "this app has too many open sockets on this node",
+/// The close code and message for a socket the hub did not admit: over
+/// one of the caps (4101), or its token revoked while it connected (4010).
+fn refusal_for(not_admitted: NotAdmitted) -> (CloseCode, &'static str) {
+    match not_admitted {
+        NotAdmitted::TokenFull => (
+            CloseCode::OverCapacity,
+            "this token has too many open sockets",
+        ),
+        NotAdmitted::AppFull => (
+            CloseCode::OverCapacity,
+            "this app has too many open sockets on this node",
+        ),
+        NotAdmitted::Revoked => (CloseCode::TokenRevoked, "this token was revoked"),
     }
 }
 
@@ -124,8 +124,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_refusal_over_capacity_names_the_cap() {
-        assert!(over_capacity(Full::Token).contains("token"));
-        assert!(over_capacity(Full::App).contains("app"));
+    fn a_refusal_names_why() {
+        assert_eq!(
+            refusal_for(NotAdmitted::TokenFull).0,
+            CloseCode::OverCapacity
+        );
+        assert!(refusal_for(NotAdmitted::TokenFull).1.contains("token"));
+        assert!(refusal_for(NotAdmitted::AppFull).1.contains("app"));
+        assert_eq!(refusal_for(NotAdmitted::Revoked).0, CloseCode::TokenRevoked);
     }
 }
