@@ -246,6 +246,12 @@ pub struct Limits {
     pub token_publish_per_sec: u32,
     /// As `client_publish_burst`, for all sockets of one token on this node.
     pub token_publish_burst: u32,
+    /// `subscribe` frames one socket may send per second, sustained (4308
+    /// above it): each may cost a router call and a webhook.
+    pub client_subscribe_per_sec: u32,
+    /// Subscribes one socket may send at once after a quiet spell; by
+    /// default a whole subscription set (`max_subscriptions_per_socket`).
+    pub client_subscribe_burst: u32,
 }
 
 impl Limits {
@@ -279,6 +285,8 @@ impl Default for Limits {
             client_publish_burst: 40,
             token_publish_per_sec: 40,
             token_publish_burst: 80,
+            client_subscribe_per_sec: 10,
+            client_subscribe_burst: 100,
         }
     }
 }
@@ -658,6 +666,14 @@ impl Config {
             (
                 "limits.token_publish_burst",
                 limits.token_publish_burst as usize,
+            ),
+            (
+                "limits.client_subscribe_per_sec",
+                limits.client_subscribe_per_sec as usize,
+            ),
+            (
+                "limits.client_subscribe_burst",
+                limits.client_subscribe_burst as usize,
             ),
             ("history.per_stream", file.history.per_stream),
             ("history.total", file.history.total),

@@ -4,11 +4,11 @@
 //! it opens. Over either rate a publish is refused with 4308.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
+use super::quota;
 use crate::config::Limits;
 
 type Bucket = DefaultDirectRateLimiter;
@@ -28,13 +28,6 @@ pub struct SocketRate {
     token: Option<Arc<Bucket>>,
     key: TokenKey,
     rates: Arc<PublishRates>,
-}
-
-fn quota(per_sec: u32, burst: u32) -> Quota {
-    // The configuration guarantees at least 1; 1 is the safe fallback.
-    let per_sec = NonZeroU32::new(per_sec).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-    Quota::per_second(per_sec).allow_burst(burst)
 }
 
 impl PublishRates {

@@ -612,3 +612,47 @@ async fn toggling_a_presence_subscription_is_rate_limited_like_publishing() {
     assert_eq!(refusal["frame"], "subscribe");
     assert!(joined >= 3, "the burst is allowed: {joined}");
 }
+
+#[tokio::test]
+async fn toggling_any_subscription_is_rate_limited_so_occupancy_webhooks_stay_few() {
+    let receiver = WebhookReceiver::start("alpha-key", "alpha-secret").await;
+    let config = format!(
+        "{}[limits]\nclient_subscribe_per_sec = 1\nclient_subscribe_burst = 4\n",
+        with_webhook(&receiver.url)
+    );
+    let server = TestServer::start(&config);
+    let claims = json!({"user_id": "tog", "channels": ["toggled", "news"]});
+    let (_, mut socket) = open_socket(&server, ALPHA, claims.clone()).await;
+    let mut toggles = 0;
+    let mut refusals = 0;
+    for _ in 0..12 {
+        let answer = subscribe(&mut socket, "toggled").await;
+        if answer["type"] == "error" {
+            assert_eq!(answer["code"], 4308, "{answer}");
+            assert_eq!(answer["frame"], "subscribe");
+            assert_eq!(answer["channel"], "toggled");
+            refusals += 1;
+            continue;
+        }
+        assert_eq!(answer["type"], "subscribed", "{answer}");
+        toggles += 1;
+        unsubscribe(&mut socket, "toggled").await;
+    }
+    // The burst, and at most what refilled while the loop ran.
+    assert!((4..=6).contains(&toggles), "{toggles} toggles passed");
+    assert_eq!(toggles + refusals, 12);
+
+    // A last, different event: everything before it has arrived.
+    let (_, mut other) = open_socket(&server, ALPHA, claims).await;
+    assert_eq!(subscribe(&mut other, "news").await["type"], "subscribed");
+    let expected: Vec<String> = (0..toggles)
+        .flat_map(|_| ["channel_occupied toggled", "channel_vacated toggled"])
+        .chain(["channel_occupied news"])
+        .map(str::to_owned)
+        .collect();
+    let events = receiver.wait_for_events(expected.len()).await;
+    assert_eq!(described(&events), expected);
+    // A few refusals do not close the socket.
+    send_json(&mut socket, json!({"type": "ping"})).await;
+    assert_eq!(next_json(&mut socket).await.unwrap()["type"], "pong");
+}

@@ -71,6 +71,18 @@ impl Session {
                 )
                 .await;
         }
+        // Before the router is asked, so toggling a subscription costs no
+        // plugin call, no store round trip and no webhook past the budget.
+        if !self.subscribe_rate.allow() {
+            let limits = &self.state.config.limits;
+            let message = format!(
+                "at most {} subscribes per second per socket (bursts of {}); slow down",
+                limits.client_subscribe_per_sec, limits.client_subscribe_burst
+            );
+            return self
+                .refuse_frame(FrameError::RateLimited, &message, frame, Some(channel))
+                .await;
+        }
         let verdict = self
             .state
             .plugins()

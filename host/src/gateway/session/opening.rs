@@ -10,6 +10,7 @@ use super::super::frames::ServerFrame;
 use super::super::{Admitted, CloseCode, Refusal};
 use super::{ErrorWindow, LiveFilter, Session, refuse};
 use crate::hub::{NotAdmitted, SessionSpec, Target};
+use crate::limits::SubscribeRate;
 use crate::mailbox::Mailbox;
 use crate::state::AppState;
 
@@ -67,6 +68,7 @@ pub(super) async fn open(
     state.metrics.connect(&app.id, "accepted");
 
     let publish_rate = state.publish_rates.socket(&app.id, &claims.access_id);
+    let subscribe_rate = SubscribeRate::new(&state.config.limits);
     let mut session = Session {
         socket,
         state,
@@ -76,6 +78,7 @@ pub(super) async fn open(
         errors: ErrorWindow::new(),
         live: LiveFilter::default(),
         publish_rate,
+        subscribe_rate,
         memberships: None,
     };
     if let Some(recovery) = &recovery {
