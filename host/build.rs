@@ -16,6 +16,8 @@ use std::process::Command;
 const PLUGINS: [(&str, &str); 2] = [("madx-auth", "madx_auth"), ("madx-router", "madx_router")];
 /// Built as core modules, then made components by [`componentize`].
 const TARGET: &str = "wasm32-unknown-unknown";
+/// Shadow stack of the default components (see [`build`]).
+const GUEST_STACK_BYTES: usize = 128 << 10;
 /// A directory holding `madx_auth.wasm` and `madx_router.wasm` to embed
 /// instead of building them.
 const PREBUILT_VARIABLE: &str = "MADX_PREBUILT_PLUGINS";
@@ -90,6 +92,15 @@ fn build(workspace: &Path, plugin_target: &Path) {
     ] {
         command.env_remove(variable);
     }
+    // A 128 KiB shadow stack instead of the linker's 1 MiB: the host
+    // resets every page of an instance's memory between calls (a walk of
+    // the page table over all of it, docs/benchmarks.md), and these
+    // components' deepest call needs a few KiB. An overflow traps (the
+    // stack sits below the data), it corrupts nothing.
+    command.env(
+        "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS",
+        format!("-Clink-arg=-zstack-size={GUEST_STACK_BYTES}"),
+    );
 
     let status = command.status().unwrap_or_else(|error| {
         panic!("could not run cargo to build the default plugins: {error}")

@@ -4,7 +4,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use wasmtime::component::Linker;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::clocks::{WasiClocks, WasiClocksCtx, WasiClocksCtxView};
+use wasmtime_wasi::p2::bindings::{clocks, random};
+use wasmtime_wasi::random::{WasiRandom, WasiRandomCtx};
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::auth::madx::pusher::{settings, store, types};
@@ -23,6 +27,11 @@ pub struct HostState {
     /// and allocates a dozen boxes, and most calls (every call of the
     /// built-in router) make none.
     wasi: Option<WasiCtx>,
+    /// The clocks and randomness on their own, also built on first use:
+    /// the built-in auth component reads the clock on every `verify`, and
+    /// a whole WASI context for that doubled what the clock costs.
+    clocks: Option<WasiClocksCtx>,
+    random: Option<WasiRandomCtx>,
     /// What the guest writes to stdout and stderr, logged after the call.
     pub(super) output: CallOutput,
     table: ResourceTable,
@@ -36,6 +45,8 @@ impl HostState {
         let output = CallOutput::default();
         HostState {
             wasi: None,
+            clocks: None,
+            random: None,
             output,
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
@@ -63,6 +74,35 @@ impl WasiView for HostState {
             table: &mut self.table,
         }
     }
+}
+
+impl HostState {
+    fn clocks(&mut self) -> WasiClocksCtxView<'_> {
+        WasiClocksCtxView {
+            ctx: self.clocks.get_or_insert_with(WasiClocksCtx::default),
+            table: &mut self.table,
+        }
+    }
+
+    fn random(&mut self) -> &mut WasiRandomCtx {
+        self.random.get_or_insert_with(WasiRandomCtx::default)
+    }
+}
+
+/// Add WASI 0.2 to a linker, every interface with nothing granted, the
+/// clocks and randomness served from [`HostState`]'s own small contexts
+/// rather than a whole WASI context (which stays for the rest: stdout
+/// and stderr, and the refusals of everything else).
+pub(super) fn add_wasi_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    linker.allow_shadowing(true);
+    clocks::wall_clock::add_to_linker::<_, WasiClocks>(linker, HostState::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<_, WasiClocks>(linker, HostState::clocks)?;
+    random::random::add_to_linker::<_, WasiRandom>(linker, HostState::random)?;
+    random::insecure::add_to_linker::<_, WasiRandom>(linker, HostState::random)?;
+    random::insecure_seed::add_to_linker::<_, WasiRandom>(linker, HostState::random)?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 impl types::Host for HostState {}

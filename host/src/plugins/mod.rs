@@ -207,7 +207,7 @@ impl Sandbox {
     /// (with nothing granted) and the world's `madx:pusher` imports.
     fn linker(&self, kind: PluginKind) -> anyhow::Result<Linker<HostState>> {
         let mut linker = Linker::new(&self.engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        host_state::add_wasi_to_linker(&mut linker).map_err(anyhow::Error::from)?;
         kind.add_world(&mut linker).map_err(anyhow::Error::from)?;
         Ok(linker)
     }
