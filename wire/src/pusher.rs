@@ -285,12 +285,24 @@ pub fn counted_channels(events: &[PusherEvent], max_batch: usize) -> Result<Vec<
     Ok(channels)
 }
 
+/// What a trigger's answer reports of one of [`counted_channels`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChannelCounts {
+    pub subscriptions: u64,
+    /// Distinct users, for a presence channel; `None` for other channels.
+    pub users: Option<u64>,
+}
+
 /// The answer to `events` (`batch: false`) or `batch_events`, given the
-/// subscriptions of [`counted_channels`]: `{}` when no event has `info`;
+/// counts of [`counted_channels`]: `{}` when no event has `info`;
 /// otherwise `{"channels": {name: attributes}}` for one event, and for a
 /// batch `{"batch": [attributes of each event's channel, or {}]}`, as
-/// Pusher answers.
-pub fn trigger_answer(events: &[PusherEvent], batch: bool, counts: &[(String, u64)]) -> Value {
+/// Pusher answers (`user_count` for presence channels only).
+pub fn trigger_answer(
+    events: &[PusherEvent],
+    batch: bool,
+    counts: &[(String, ChannelCounts)],
+) -> Value {
     if events.iter().all(|event| event.info.is_none()) {
         return Value::Object(Map::new());
     }
@@ -299,11 +311,13 @@ pub fn trigger_answer(events: &[PusherEvent], batch: bool, counts: &[(String, u6
         event
             .info_channels()
             .map(|name| {
-                let count = counts
+                let counted = counts
                     .iter()
                     .find(|(counted, _)| counted == name)
-                    .map_or(0, |(_, count)| *count);
-                (name.clone(), Value::Object(query.describe(count, None)))
+                    .map(|(_, counted)| *counted)
+                    .unwrap_or_default();
+                let attributes = query.describe(counted.subscriptions, counted.users);
+                (name.clone(), Value::Object(attributes))
             })
             .collect()
     };
@@ -447,7 +461,15 @@ mod tests {
 
     #[test]
     fn a_trigger_with_info_answers_its_channels_attributes() {
-        let counts = [("a".to_owned(), 2), ("b".to_owned(), 1)];
+        let counted = |subscriptions, users| ChannelCounts {
+            subscriptions,
+            users,
+        };
+        let counts = [
+            ("a".to_owned(), counted(2, None)),
+            ("b".to_owned(), counted(1, None)),
+            ("presence-p".to_owned(), counted(3, Some(2))),
+        ];
         let plain = [event(r#"{"name": "e", "data": "{}", "channel": "a"}"#)];
         assert!(counted_channels(&plain, 10).unwrap().is_empty());
         assert_eq!(
@@ -478,6 +500,20 @@ mod tests {
         assert_eq!(
             trigger_answer(&batch, true, &counts),
             serde_json::json!({"batch": [{"subscription_count": 2}, {}, {}]})
+        );
+
+        // `user_count` is a presence channel's count of distinct users.
+        let presence = [event(
+            r#"{"name": "e", "data": "{}", "channels": ["presence-p", "a", "presence-q"],
+                "info": "user_count,subscription_count"}"#,
+        )];
+        assert_eq!(
+            trigger_answer(&presence, false, &counts),
+            serde_json::json!({"channels": {
+                "a": {"subscription_count": 2},
+                "presence-p": {"subscription_count": 3, "user_count": 2},
+                "presence-q": {"subscription_count": 0},
+            }})
         );
     }
 

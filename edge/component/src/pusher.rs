@@ -238,15 +238,19 @@ fn trigger_answer(
     events: &[PusherEvent],
     batch: bool,
 ) -> Result<Value, ApiError> {
-    let broker = api::broker(platform, config);
+    let directory = Channels::new(platform, config);
     let counts = wire::counted_channels(events, config.limits.max_batch)
         .map_err(ApiError::invalid_request)?
         .into_iter()
         .map(|channel| {
-            let count = broker
-                .subscriptions(&app.id, &channel)
+            let info = directory
+                .info(&app.id, &channel)
                 .map_err(ApiError::store_unavailable)?;
-            Ok((channel, count))
+            let counted = wire::ChannelCounts {
+                subscriptions: info.subscription_count,
+                users: info.user_count,
+            };
+            Ok((channel, counted))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
     Ok(wire::trigger_answer(events, batch, &counts))

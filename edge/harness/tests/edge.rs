@@ -572,6 +572,20 @@ async fn the_edge_answers_presence_queries_as_a_host_does() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "invalid_request", "{body}");
     assert_eq!((status, body), pusher_get(&host.base, &query).await);
+
+    // A trigger's `info` answers a presence channel's user count too.
+    let trigger = json!([["presence-room", "news.sport"], "counted", {}, both]);
+    let on_edge = pusher_call(&edge.base(), PUSHER.1, 0, "trigger", trigger.clone()).await;
+    assert_eq!(on_edge["status"], 200, "{on_edge}");
+    assert_eq!(
+        on_edge["body"],
+        json!({"channels": {
+            "news.sport": {"subscription_count": 2},
+            "presence-room": {"subscription_count": 2, "user_count": 2},
+        }})
+    );
+    let on_host = pusher_call(&host.base, PUSHER.1, 0, "trigger", trigger).await;
+    assert_eq!(on_edge["body"], on_host["body"]);
 }
 
 /// One line of the hosts' configuration file swaps a plugin on the hosts

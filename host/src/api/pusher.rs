@@ -186,7 +186,11 @@ async fn trigger_answer(
             .info(&app.id, &channel)
             .await
             .map_err(ApiError::store_unavailable)?;
-        counts.push((channel, info.subscription_count));
+        let counted = wire::ChannelCounts {
+            subscriptions: info.subscription_count,
+            users: info.user_count,
+        };
+        counts.push((channel, counted));
     }
     Ok(wire::trigger_answer(events, batch, &counts))
 }

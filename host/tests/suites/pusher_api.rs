@@ -295,6 +295,44 @@ async fn channel_queries_answer_from_the_sockets_of_one_node() {
     );
 }
 
+#[tokio::test]
+async fn a_trigger_answers_the_user_count_of_presence_channels() {
+    let server = TestServer::start(PUSHER_APP);
+    let _alice = subscribed(&server, "alice", &["*"], &["presence-room"]).await;
+    let _alice_again = subscribed(&server, "alice", &["*"], &["presence-room"]).await;
+    let _bob = subscribed(&server, "bob", &["*"], &["presence-room", "news.sport"]).await;
+
+    let info = json!({"info": "user_count,subscription_count"});
+    let answer = call(
+        &server,
+        "trigger",
+        json!([["presence-room", "news.sport"], "counted", {}, info]),
+    );
+    assert_eq!(answer["status"], 200, "{answer}");
+    // Three subscriptions, two distinct users; no user count for a
+    // channel that is not a presence channel, as with Pusher.
+    assert_eq!(
+        answer["body"],
+        json!({"channels": {
+            "news.sport": {"subscription_count": 1},
+            "presence-room": {"subscription_count": 3, "user_count": 2},
+        }})
+    );
+    let answer = call(
+        &server,
+        "triggerBatch",
+        json!([[
+            {"channel": "presence-room", "name": "counted", "data": "{}", "info": "user_count"},
+            {"channel": "presence-empty", "name": "counted", "data": "{}", "info": "user_count"},
+        ]]),
+    );
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(
+        answer["body"],
+        json!({"batch": [{"user_count": 2}, {"user_count": 0}]})
+    );
+}
+
 /// The channel counts `node` reports, once they equal `want` (other
 /// nodes' reports reach Redis within about a second).
 async fn channels_become(node: &TestServer, want: Value) {
