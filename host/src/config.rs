@@ -249,12 +249,20 @@ pub struct Limits {
     /// `subscribe` frames one socket may send per second, sustained (4308
     /// above it): each may cost a router call and a webhook.
     pub client_subscribe_per_sec: u32,
-    /// Subscribes one socket may send at once after a quiet spell; by
-    /// default a whole subscription set (`max_subscriptions_per_socket`).
-    pub client_subscribe_burst: u32,
+    /// Subscribes one socket may send at once after a quiet spell; unset,
+    /// a whole subscription set ([`Limits::subscribe_burst`]).
+    pub client_subscribe_burst: Option<u32>,
 }
 
 impl Limits {
+    /// Subscribes one socket may send at once: `client_subscribe_burst`,
+    /// or by default `max_subscriptions_per_socket`, so a page that
+    /// subscribes to all it may at once is never slowed down.
+    pub fn subscribe_burst(&self) -> u32 {
+        self.client_subscribe_burst
+            .unwrap_or_else(|| u32::try_from(self.max_subscriptions_per_socket).unwrap_or(u32::MAX))
+    }
+
     /// What a published message is checked against.
     pub fn message(&self) -> madx_wire::v1::MessageLimits {
         madx_wire::v1::MessageLimits {
@@ -286,7 +294,7 @@ impl Default for Limits {
             token_publish_per_sec: 40,
             token_publish_burst: 80,
             client_subscribe_per_sec: 10,
-            client_subscribe_burst: 100,
+            client_subscribe_burst: None,
         }
     }
 }
@@ -673,7 +681,9 @@ impl Config {
             ),
             (
                 "limits.client_subscribe_burst",
-                limits.client_subscribe_burst as usize,
+                limits
+                    .client_subscribe_burst
+                    .map_or(1, |burst| burst as usize),
             ),
             ("history.per_stream", file.history.per_stream),
             ("history.total", file.history.total),
@@ -1117,6 +1127,14 @@ mod tests {
                 "client_publish_per_sec",
             ),
             ("[limits]\ntoken_publish_burst = 0", "token_publish_burst"),
+            (
+                "[limits]\nclient_subscribe_burst = 0",
+                "client_subscribe_burst",
+            ),
+            (
+                "[limits]\nclient_subscribe_per_sec = 0",
+                "client_subscribe_per_sec",
+            ),
             (
                 "[plugins]\nmemory_mib = 17592186044417",
                 "memory_mib is too large",

@@ -1,10 +1,9 @@
 //! Per-client limits that the front ends share through the state: how
 //! often a client may present wrong app credentials, how fast a socket
 //! may publish and subscribe, and how much of a client's text is repeated
-//! back. Below
-//! `state` (which holds them) and above nothing but the configuration, so
-//! the HTTP API and the gateway both use them without importing each
-//! other.
+//! back. Below `state` (which holds them) and above nothing but the
+//! configuration, so the HTTP API and the gateway both use them without
+//! importing each other.
 
 mod credentials;
 mod publish_rate;

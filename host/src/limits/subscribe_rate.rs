@@ -17,7 +17,7 @@ impl SubscribeRate {
     pub fn new(limits: &Limits) -> SubscribeRate {
         SubscribeRate(RateLimiter::direct(quota(
             limits.client_subscribe_per_sec,
-            limits.client_subscribe_burst,
+            limits.subscribe_burst(),
         )))
     }
 
@@ -35,7 +35,7 @@ mod tests {
     fn a_socket_gets_its_burst_then_is_refused() {
         let rate = SubscribeRate::new(&Limits {
             client_subscribe_per_sec: 1,
-            client_subscribe_burst: 7,
+            client_subscribe_burst: Some(7),
             ..Limits::default()
         });
         let allowed = (0..50).filter(|_| rate.allow()).count();
@@ -44,11 +44,15 @@ mod tests {
 
     #[test]
     fn the_default_burst_covers_a_full_subscription_set() {
-        let limits = Limits::default();
-        let rate = SubscribeRate::new(&limits);
-        let allowed = (0..limits.max_subscriptions_per_socket * 2)
-            .filter(|_| rate.allow())
-            .count();
-        assert_eq!(allowed, limits.max_subscriptions_per_socket);
+        for max_subscriptions_per_socket in [100, 700] {
+            let rate = SubscribeRate::new(&Limits {
+                max_subscriptions_per_socket,
+                ..Limits::default()
+            });
+            let allowed = (0..max_subscriptions_per_socket * 2)
+                .filter(|_| rate.allow())
+                .count();
+            assert_eq!(allowed, max_subscriptions_per_socket);
+        }
     }
 }

@@ -77,7 +77,8 @@ impl Session {
             let limits = &self.state.config.limits;
             let message = format!(
                 "at most {} subscribes per second per socket (bursts of {}); slow down",
-                limits.client_subscribe_per_sec, limits.client_subscribe_burst
+                limits.client_subscribe_per_sec,
+                limits.subscribe_burst()
             );
             return self
                 .refuse_frame(FrameError::RateLimited, &message, frame, Some(channel))
