@@ -33,16 +33,25 @@ impl<'a> Channels<'a> {
 
     /// One channel of an app; an unoccupied channel has zero counts.
     pub async fn info(&self, app_id: &str, channel: &str) -> Result<ChannelInfo, BrokerError> {
+        Ok(ChannelInfo {
+            subscription_count: self.subscription_count(app_id, channel).await?,
+            user_count: self.user_count(app_id, channel).await?,
+        })
+    }
+
+    /// A channel's subscriptions over the deployment.
+    pub async fn subscription_count(
+        &self,
+        app_id: &str,
+        channel: &str,
+    ) -> Result<u64, BrokerError> {
         let here = self.state.hub.channel_subscribers(app_id, channel) as u64;
         let elsewhere = self
             .state
             .broker
             .remote_subscriptions(app_id, channel)
             .await?;
-        Ok(ChannelInfo {
-            subscription_count: here + elsewhere,
-            user_count: self.user_count(app_id, channel).await?,
-        })
+        Ok(here + elsewhere)
     }
 
     /// The members of a presence channel (`None` for other channels).
@@ -60,7 +69,12 @@ impl<'a> Channels<'a> {
             .map_err(|error| BrokerError::Unavailable(error.to_string()))
     }
 
-    async fn user_count(&self, app_id: &str, channel: &str) -> Result<Option<u64>, BrokerError> {
+    /// A presence channel's distinct members (`None` for other channels).
+    pub async fn user_count(
+        &self,
+        app_id: &str,
+        channel: &str,
+    ) -> Result<Option<u64>, BrokerError> {
         let members = self.members(app_id, channel).await?;
         Ok(members.map(|roster| roster.count() as u64))
     }

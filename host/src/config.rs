@@ -252,6 +252,12 @@ pub struct Limits {
     /// Subscribes one socket may send at once after a quiet spell; unset,
     /// a whole subscription set ([`Limits::subscribe_burst`]).
     pub client_subscribe_burst: Option<u32>,
+    /// As `client_subscribe_per_sec`, for all sockets of one token on this
+    /// node together.
+    pub token_subscribe_per_sec: u32,
+    /// As `client_subscribe_burst`, for all sockets of one token; unset,
+    /// every socket's whole set ([`Limits::token_subscribe_burst`]).
+    pub token_subscribe_burst: Option<u32>,
 }
 
 impl Limits {
@@ -261,6 +267,19 @@ impl Limits {
     pub fn subscribe_burst(&self) -> u32 {
         self.client_subscribe_burst
             .unwrap_or_else(|| u32::try_from(self.max_subscriptions_per_socket).unwrap_or(u32::MAX))
+    }
+
+    /// Subscribes all sockets of one token may send at once:
+    /// `token_subscribe_burst`, or by default every socket the token may
+    /// open subscribing to all it may (a node's sockets coming back after
+    /// a restart).
+    pub fn token_subscribe_burst(&self) -> u32 {
+        self.token_subscribe_burst.unwrap_or_else(|| {
+            let all = self
+                .max_subscriptions_per_socket
+                .saturating_mul(self.max_sockets_per_token);
+            u32::try_from(all).unwrap_or(u32::MAX)
+        })
     }
 
     /// What a published message is checked against.
@@ -295,6 +314,8 @@ impl Default for Limits {
             token_publish_burst: 80,
             client_subscribe_per_sec: 10,
             client_subscribe_burst: None,
+            token_subscribe_per_sec: 20,
+            token_subscribe_burst: None,
         }
     }
 }
@@ -683,6 +704,16 @@ impl Config {
                 "limits.client_subscribe_burst",
                 limits
                     .client_subscribe_burst
+                    .map_or(1, |burst| burst as usize),
+            ),
+            (
+                "limits.token_subscribe_per_sec",
+                limits.token_subscribe_per_sec as usize,
+            ),
+            (
+                "limits.token_subscribe_burst",
+                limits
+                    .token_subscribe_burst
                     .map_or(1, |burst| burst as usize),
             ),
             ("history.per_stream", file.history.per_stream),
@@ -1134,6 +1165,10 @@ mod tests {
             (
                 "[limits]\nclient_subscribe_per_sec = 0",
                 "client_subscribe_per_sec",
+            ),
+            (
+                "[limits]\ntoken_subscribe_burst = 0",
+                "token_subscribe_burst",
             ),
             (
                 "[plugins]\nmemory_mib = 17592186044417",

@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 use crate::broker::{Broker, BrokerError};
 use crate::config::{AppConfig, Config};
 use crate::hub::Hub;
-use crate::limits::{CredentialThrottle, PublishRates};
+use crate::limits::{CredentialThrottle, FrameRates};
 use crate::metrics::Metrics;
 use crate::plugins::{Plugins, Sandbox};
 use crate::presence::Presence;
@@ -83,7 +83,7 @@ pub struct AppState {
     /// Wrong app secrets per (key, source).
     pub credential_throttle: CredentialThrottle,
     /// Client publish rate limits (per socket, per token on this node).
-    pub publish_rates: Arc<PublishRates>,
+    pub frame_rates: Arc<FrameRates>,
     /// The apps' webhooks: `emit` queues an event for those that want it.
     /// Built at start-up with the apps, which a reload does not change.
     pub webhooks: Arc<Webhooks>,
@@ -103,7 +103,7 @@ impl AppState {
                 std::time::Duration::from_secs(config.limits.credential_failure_window_secs),
             ),
             apps: Apps::new(&config.apps),
-            publish_rates: PublishRates::new(&config.limits),
+            frame_rates: FrameRates::new(&config.limits),
             config,
             plugins: ArcSwap::from_pointee(plugins),
             sandbox,

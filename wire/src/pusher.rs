@@ -206,6 +206,12 @@ impl ChannelQuery {
         query
     }
 
+    /// Whether `user_count` is asked for: only then are presence members
+    /// read.
+    pub fn wants_user_count(&self) -> bool {
+        self.user_count
+    }
+
     /// Only channels whose names start with this (`""`: every channel).
     pub fn prefix(&self) -> &str {
         self.prefix.as_deref().unwrap_or_default()
@@ -283,6 +289,17 @@ pub fn counted_channels(events: &[PusherEvent], max_batch: usize) -> Result<Vec<
     channels.sort_unstable();
     channels.dedup();
     Ok(channels)
+}
+
+/// Whether any event's `info` asks for `user_count` (the members of the
+/// presence channels among [`counted_channels`] are read only then).
+pub fn asks_user_count(events: &[PusherEvent]) -> bool {
+    events.iter().any(|event| {
+        event
+            .info
+            .as_deref()
+            .is_some_and(|info| ChannelQuery::from_pairs([("info", info)]).wants_user_count())
+    })
 }
 
 /// What a trigger's answer reports of one of [`counted_channels`].
@@ -497,6 +514,8 @@ mod tests {
             event(r#"{"name": "e", "data": "{}", "channel": "b", "info": "user_count"}"#),
         ];
         assert_eq!(counted_channels(&batch, 10).unwrap(), ["a", "b"]);
+        assert!(asks_user_count(&batch));
+        assert!(!asks_user_count(&one));
         assert_eq!(
             trigger_answer(&batch, true, &counts),
             serde_json::json!({"batch": [{"subscription_count": 2}, {}, {}]})

@@ -37,7 +37,7 @@ impl<'a, P: Platform> Channels<'a, P> {
     /// One channel of an app; an unoccupied channel has zero counts.
     pub fn info(&self, app_id: &str, channel: &str) -> Result<ChannelInfo, String> {
         Ok(ChannelInfo {
-            subscription_count: self.broker.subscriptions(app_id, channel)?,
+            subscription_count: self.subscription_count(app_id, channel)?,
             user_count: self.user_count(app_id, channel)?,
         })
     }
@@ -50,7 +50,13 @@ impl<'a, P: Platform> Channels<'a, P> {
         self.broker.members(app_id, channel).map(Some)
     }
 
-    fn user_count(&self, app_id: &str, channel: &str) -> Result<Option<u64>, String> {
+    /// A channel's subscriptions on every host.
+    pub fn subscription_count(&self, app_id: &str, channel: &str) -> Result<u64, String> {
+        self.broker.subscriptions(app_id, channel)
+    }
+
+    /// A presence channel's distinct members (`None` for other channels).
+    pub fn user_count(&self, app_id: &str, channel: &str) -> Result<Option<u64>, String> {
         let members = self.members(app_id, channel)?;
         Ok(members.map(|members| members.len() as u64))
     }

@@ -239,16 +239,24 @@ fn trigger_answer(
     batch: bool,
 ) -> Result<Value, ApiError> {
     let directory = Channels::new(platform, config);
+    let asks_users = wire::asks_user_count(events);
     let counts = wire::counted_channels(events, config.limits.max_batch)
         .map_err(ApiError::invalid_request)?
         .into_iter()
         .map(|channel| {
-            let info = directory
-                .info(&app.id, &channel)
+            let subscriptions = directory
+                .subscription_count(&app.id, &channel)
                 .map_err(ApiError::store_unavailable)?;
+            let users = if asks_users {
+                directory
+                    .user_count(&app.id, &channel)
+                    .map_err(ApiError::store_unavailable)?
+            } else {
+                None
+            };
             let counted = wire::ChannelCounts {
-                subscriptions: info.subscription_count,
-                users: info.user_count,
+                subscriptions,
+                users,
             };
             Ok((channel, counted))
         })

@@ -573,15 +573,28 @@ async fn the_edge_answers_presence_queries_as_a_host_does() {
     assert_eq!(body["error"]["code"], "invalid_request", "{body}");
     assert_eq!((status, body), pusher_get(&host.base, &query).await);
 
-    // A trigger's `info` answers a presence channel's user count too.
+    // A trigger's `info` answers a presence channel's user count too: with
+    // a second socket of ann's, three subscriptions of two users.
+    let _ann_again = presence_member(&host, "ann", None).await;
+    let three = json!({"occupied": true, "subscription_count": 3, "user_count": 2});
+    for _ in 0..50 {
+        if get_v1(&edge.base(), "/v1/channels/presence-room")
+            .await
+            .body
+            == three
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let trigger = json!([["presence-room", "news.sport"], "counted", {}, both]);
     let on_edge = pusher_call(&edge.base(), PUSHER.1, 0, "trigger", trigger.clone()).await;
     assert_eq!(on_edge["status"], 200, "{on_edge}");
     assert_eq!(
         on_edge["body"],
         json!({"channels": {
-            "news.sport": {"subscription_count": 2},
-            "presence-room": {"subscription_count": 2, "user_count": 2},
+            "news.sport": {"subscription_count": 3},
+            "presence-room": {"subscription_count": 3, "user_count": 2},
         }})
     );
     let on_host = pusher_call(&host.base, PUSHER.1, 0, "trigger", trigger).await;

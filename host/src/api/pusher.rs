@@ -180,15 +180,25 @@ async fn trigger_answer(
 ) -> Result<Value, ApiError> {
     let channels = wire::counted_channels(events, state.config.limits.max_batch)
         .map_err(ApiError::invalid_request)?;
+    let directory = Channels::new(state);
+    let asks_users = wire::asks_user_count(events);
     let mut counts = Vec::new();
     for channel in channels {
-        let info = Channels::new(state)
-            .info(&app.id, &channel)
+        let subscriptions = directory
+            .subscription_count(&app.id, &channel)
             .await
             .map_err(ApiError::store_unavailable)?;
+        let users = if asks_users {
+            directory
+                .user_count(&app.id, &channel)
+                .await
+                .map_err(ApiError::store_unavailable)?
+        } else {
+            None
+        };
         let counted = wire::ChannelCounts {
-            subscriptions: info.subscription_count,
-            users: info.user_count,
+            subscriptions,
+            users,
         };
         counts.push((channel, counted));
     }

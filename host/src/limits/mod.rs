@@ -6,16 +6,14 @@
 //! importing each other.
 
 mod credentials;
-mod publish_rate;
-mod subscribe_rate;
+mod frame_rates;
 
 use std::num::NonZeroU32;
 
 use governor::Quota;
 
 pub use credentials::{Counted, CredentialThrottle, KeyName};
-pub use publish_rate::{PublishRates, SocketRate};
-pub use subscribe_rate::SubscribeRate;
+pub use frame_rates::{Frame, FrameRates, SocketRate};
 
 /// A token bucket's quota: `per_sec` sustained, `burst` at once.
 fn quota(per_sec: u32, burst: u32) -> Quota {

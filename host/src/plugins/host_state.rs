@@ -22,10 +22,11 @@ pub type PluginSettings = Arc<BTreeMap<String, String>>;
 /// dropped with it, so nothing leaks between calls, apps or plugins.
 pub struct HostState {
     /// WASI with no capabilities granted: no files, sockets, environment or
-    /// arguments. Guests get clocks and randomness only. Built on the
-    /// guest's first WASI call: building one seeds two random generators
-    /// and allocates a dozen boxes, and most calls (every call of the
-    /// built-in router) make none.
+    /// arguments. Guests get clocks and randomness only (served from the
+    /// two contexts below). Built on the guest's first other WASI call
+    /// (stdout, stderr, a refused file or socket): building one seeds two
+    /// random generators and allocates a dozen boxes, and most calls make
+    /// none.
     wasi: Option<WasiCtx>,
     /// The clocks and randomness on their own, also built on first use:
     /// the built-in auth component reads the clock on every `verify`, and

@@ -613,33 +613,49 @@ async fn toggling_a_presence_subscription_is_rate_limited_like_publishing() {
     assert!(joined >= 3, "the burst is allowed: {joined}");
 }
 
+const OPERATOR: &str = "operator-token-0123456789";
+
+/// Subscribe to `channel` and unsubscribe again, `times` times; how many
+/// subscribes passed and how many were refused with 4308.
+async fn toggle(socket: &mut Socket, channel: &str, times: usize) -> (u64, u64) {
+    let (mut passed, mut refused) = (0, 0);
+    for _ in 0..times {
+        let answer = subscribe(socket, channel).await;
+        if answer["type"] == "error" {
+            assert_eq!(answer["code"], 4308, "{answer}");
+            assert_eq!(answer["frame"], "subscribe");
+            assert_eq!(answer["channel"], channel);
+            refused += 1;
+            continue;
+        }
+        assert_eq!(answer["type"], "subscribed", "{answer}");
+        passed += 1;
+        unsubscribe(socket, channel).await;
+    }
+    (passed, refused)
+}
+
+/// At most `burst`, plus one a second for the time since `started`.
+fn within_budget(passed: u64, burst: u64, started: std::time::Instant) -> bool {
+    (burst..=burst + started.elapsed().as_secs() + 1).contains(&passed)
+}
+
 #[tokio::test]
-async fn toggling_any_subscription_is_rate_limited_so_occupancy_webhooks_stay_few() {
+async fn toggling_any_subscription_is_rate_limited_before_the_router_is_asked() {
     let receiver = WebhookReceiver::start("alpha-key", "alpha-secret").await;
     let config = format!(
-        "{}[limits]\nclient_subscribe_per_sec = 1\nclient_subscribe_burst = 4\n",
+        "operator_token = \"{OPERATOR}\"\n{}[limits]\nclient_subscribe_per_sec = 1\nclient_subscribe_burst = 4\n",
         with_webhook(&receiver.url)
     );
     let server = TestServer::start(&config);
     let claims = json!({"user_id": "tog", "channels": ["toggled", "news"]});
     let (_, mut socket) = open_socket(&server, ALPHA, claims.clone()).await;
-    let mut toggles = 0;
-    let mut refusals = 0;
-    for _ in 0..12 {
-        let answer = subscribe(&mut socket, "toggled").await;
-        if answer["type"] == "error" {
-            assert_eq!(answer["code"], 4308, "{answer}");
-            assert_eq!(answer["frame"], "subscribe");
-            assert_eq!(answer["channel"], "toggled");
-            refusals += 1;
-            continue;
-        }
-        assert_eq!(answer["type"], "subscribed", "{answer}");
-        toggles += 1;
-        unsubscribe(&mut socket, "toggled").await;
-    }
-    // The burst, and at most what refilled while the loop ran.
-    assert!((4..=6).contains(&toggles), "{toggles} toggles passed");
+    let started = std::time::Instant::now();
+    let (toggles, refusals) = toggle(&mut socket, "toggled", 12).await;
+    assert!(
+        within_budget(toggles, 4, started),
+        "{toggles} toggles passed"
+    );
     assert_eq!(toggles + refusals, 12);
 
     // A last, different event: everything before it has arrived.
@@ -652,7 +668,40 @@ async fn toggling_any_subscription_is_rate_limited_so_occupancy_webhooks_stay_fe
         .collect();
     let events = receiver.wait_for_events(expected.len()).await;
     assert_eq!(described(&events), expected);
+    // A refused subscribe never reached the router.
+    let metrics = server.metrics(OPERATOR).await;
+    let routed = format!(
+        r#"madx_plugin_calls_total{{plugin="router",call="authorize-subscribe",outcome="ok"}} {}"#,
+        toggles + 1
+    );
+    assert!(
+        metrics.lines().any(|line| line == routed),
+        "{routed} in\n{metrics}"
+    );
     // A few refusals do not close the socket.
     send_json(&mut socket, json!({"type": "ping"})).await;
     assert_eq!(next_json(&mut socket).await.unwrap()["type"], "pong");
+}
+
+#[tokio::test]
+async fn the_sockets_of_one_token_share_its_subscribe_budget() {
+    let config =
+        format!("{TWO_APPS}[limits]\ntoken_subscribe_per_sec = 1\ntoken_subscribe_burst = 5\n");
+    let server = TestServer::start(&config);
+    let claims = json!({"user_id": "tog", "channels": ["toggled"]});
+    let token = server.token(ALPHA, claims.clone()).await;
+    away_from_step_edge(30, 3).await;
+    let (mut first, _) = connect(&token.url_with(&token.code(0))).await.welcomed();
+    let (mut second, _) = connect(&token.url_with(&token.code(1))).await.welcomed();
+    let started = std::time::Instant::now();
+    let (on_first, _) = toggle(&mut first, "toggled", 8).await;
+    let (on_second, _) = toggle(&mut second, "toggled", 8).await;
+    let together = on_first + on_second;
+    assert!(
+        within_budget(together, 5, started),
+        "{on_first} + {on_second} passed"
+    );
+    // Another token has a budget of its own.
+    let (_, mut other) = open_socket(&server, ALPHA, claims).await;
+    assert_eq!(toggle(&mut other, "toggled", 3).await, (3, 0));
 }

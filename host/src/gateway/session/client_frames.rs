@@ -7,6 +7,7 @@ use super::super::frames::{self, ClientFrame, FrameError, ServerFrame};
 use super::{Ending, Session};
 use crate::broker::Outgoing;
 use crate::hub::Target;
+use crate::limits::Frame;
 use crate::plugins::bindings::RouteError;
 use crate::presence::{JoinError, Joining, Member, Memberships, Roster};
 use crate::webhooks::{Event, EventKind};
@@ -71,14 +72,28 @@ impl Session {
                 )
                 .await;
         }
-        // Before the router is asked, so toggling a subscription costs no
-        // plugin call, no store round trip and no webhook past the budget.
-        if !self.subscribe_rate.allow() {
+        // The budgets come before the router is asked, so toggling a
+        // subscription costs no plugin call, no store round trip and no
+        // webhook past them.
+        if !self.frame_rate.allow(Frame::Subscribe) {
             let limits = &self.state.config.limits;
             let message = format!(
-                "at most {} subscribes per second per socket (bursts of {}); slow down",
-                limits.client_subscribe_per_sec,
-                limits.subscribe_burst()
+                "at most {} subscribes per second per socket and {} per token; slow down",
+                limits.client_subscribe_per_sec, limits.token_subscribe_per_sec
+            );
+            return self
+                .refuse_frame(FrameError::RateLimited, &message, frame, Some(channel))
+                .await;
+        }
+        let presence = self.state.presence.is_presence(channel);
+        // A presence subscribe makes the server publish (member_added to
+        // the room, a webhook): it counts as a publish, so toggling a
+        // subscription cannot flood a room.
+        if presence && !self.frame_rate.allow(Frame::Publish) {
+            let limits = &self.state.config.limits;
+            let message = format!(
+                "presence subscribes count as publishes: at most {} per second per socket and {} per token; slow down",
+                limits.client_publish_per_sec, limits.token_publish_per_sec
             );
             return self
                 .refuse_frame(FrameError::RateLimited, &message, frame, Some(channel))
@@ -95,23 +110,9 @@ impl Session {
                 .refuse_frame(error, &message, frame, Some(channel))
                 .await;
         }
-        let presence = self.state.presence.is_presence(channel);
         if presence && self.claims.user_id.is_none() {
             return self
                 .refuse_frame(FrameError::Forbidden, NEEDS_USER, frame, Some(channel))
-                .await;
-        }
-        // A presence subscribe makes the server publish (member_added to
-        // the room, a webhook): it counts as a publish, so toggling a
-        // subscription cannot flood a room.
-        if presence && !self.publish_rate.allow() {
-            let limits = &self.state.config.limits;
-            let message = format!(
-                "presence subscribes count as publishes: at most {} per second per socket and {} per token; slow down",
-                limits.client_publish_per_sec, limits.token_publish_per_sec
-            );
-            return self
-                .refuse_frame(FrameError::RateLimited, &message, frame, Some(channel))
                 .await;
         }
 
@@ -202,7 +203,7 @@ impl Session {
 
     async fn publish(&mut self, channel: &str, event: &str, data: &RawValue) -> Result<(), Ending> {
         // First, so a flood costs no plugin call and no store write.
-        if !self.publish_rate.allow() {
+        if !self.frame_rate.allow(Frame::Publish) {
             let limits = &self.state.config.limits;
             let message = format!(
                 "at most {} publishes per second per socket and {} per token; slow down",

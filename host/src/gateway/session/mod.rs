@@ -25,7 +25,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use super::frames::{FrameError, ServerFrame};
 use super::{Admitted, CloseCode};
 use crate::hub::Registration;
-use crate::limits::{SocketRate, SubscribeRate};
+use crate::limits::SocketRate;
 use crate::mailbox::{Delivery, Mail, Mailbox, SessionCommand};
 use crate::plugins::bindings::Claims;
 use crate::presence::Memberships;
@@ -105,8 +105,8 @@ struct Session {
     registration: Registration,
     errors: ErrorWindow,
     live: LiveFilter,
-    publish_rate: SocketRate,
-    subscribe_rate: SubscribeRate,
+    /// The socket's and its token's budgets for publishes and subscribes.
+    frame_rate: SocketRate,
     /// The presence channels this socket made its user a member of (made
     /// at its first presence subscribe; left when the session ends).
     memberships: Option<Memberships>,

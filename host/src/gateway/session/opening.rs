@@ -10,7 +10,6 @@ use super::super::frames::ServerFrame;
 use super::super::{Admitted, CloseCode, Refusal};
 use super::{ErrorWindow, LiveFilter, Session, refuse};
 use crate::hub::{NotAdmitted, SessionSpec, Target};
-use crate::limits::SubscribeRate;
 use crate::mailbox::Mailbox;
 use crate::state::AppState;
 
@@ -67,8 +66,7 @@ pub(super) async fn open(
     };
     state.metrics.connect(&app.id, "accepted");
 
-    let publish_rate = state.publish_rates.socket(&app.id, &claims.access_id);
-    let subscribe_rate = SubscribeRate::new(&state.config.limits);
+    let frame_rate = state.frame_rates.socket(&app.id, &claims.access_id);
     let mut session = Session {
         socket,
         state,
@@ -77,8 +75,7 @@ pub(super) async fn open(
         registration,
         errors: ErrorWindow::new(),
         live: LiveFilter::default(),
-        publish_rate,
-        subscribe_rate,
+        frame_rate,
         memberships: None,
     };
     if let Some(recovery) = &recovery {
