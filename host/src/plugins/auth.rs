@@ -2,12 +2,11 @@
 
 use std::sync::Arc;
 
-use wasmtime::Store;
-use wasmtime::component::Component;
+use wasmtime::component::{Component, InstancePre};
 
-use super::bindings::auth::{AuthPlugin as AuthWorld, AuthPluginPre};
+use super::bindings::auth::AuthPluginPre;
 use super::bindings::{AuthError, Claims, IssuedToken, TokenRequest};
-use super::{HostState, PluginConfig, PluginCore, PluginFailure, PluginKind, Sandbox};
+use super::{Export, HostState, PluginConfig, PluginCore, PluginFailure, PluginKind, Sandbox};
 use crate::store::StoreBackend;
 
 /// What an auth call gives back: the plugin's answer, or a failure of the
@@ -17,7 +16,11 @@ pub type AuthResult<T> = Result<Result<T, AuthError>, PluginFailure>;
 /// The loaded auth component.
 pub struct AuthPlugin {
     core: PluginCore,
-    pre: AuthPluginPre<HostState>,
+    pre: InstancePre<HostState>,
+    issue: Export,
+    verify: Export,
+    touch: Export,
+    revoke: Export,
 }
 
 impl AuthPlugin {
@@ -39,8 +42,16 @@ impl AuthPlugin {
         component: &Component,
     ) -> anyhow::Result<AuthPlugin> {
         let (core, pre) = PluginCore::load(sandbox, PluginKind::Auth, store, config, component)?;
-        let pre = AuthPluginPre::new(pre).map_err(|error| core.missing_export(error))?;
-        Ok(AuthPlugin { core, pre })
+        // The generated bindings check that the world's exports are there.
+        AuthPluginPre::new(pre.clone()).map_err(|error| core.missing_export(error))?;
+        Ok(AuthPlugin {
+            issue: core.export(component, "issue")?,
+            verify: core.export(component, "verify")?,
+            touch: core.export(component, "touch")?,
+            revoke: core.export(component, "revoke")?,
+            core,
+            pre,
+        })
     }
 
     /// How logs name this component.
@@ -49,44 +60,34 @@ impl AuthPlugin {
     }
 
     pub async fn issue(&self, app_id: &str, request: TokenRequest) -> AuthResult<IssuedToken> {
-        self.call(app_id, "issue", async |auth, store| {
-            auth.madx_pusher_auth().call_issue(store, &request).await
-        })
-        .await
+        let (result,) = self
+            .core
+            .call_export(app_id, &self.pre, &self.issue, (&request,))
+            .await?;
+        Ok(result)
     }
 
     pub async fn verify(&self, app_id: &str, access_id: &str, otp: &str) -> AuthResult<Claims> {
-        self.call(app_id, "verify", async |auth, store| {
-            auth.madx_pusher_auth()
-                .call_verify(store, access_id, otp)
-                .await
-        })
-        .await
+        let (result,) = self
+            .core
+            .call_export(app_id, &self.pre, &self.verify, (access_id, otp))
+            .await?;
+        Ok(result)
     }
 
     pub async fn touch(&self, app_id: &str, access_id: &str) -> AuthResult<()> {
-        self.call(app_id, "touch", async |auth, store| {
-            auth.madx_pusher_auth().call_touch(store, access_id).await
-        })
-        .await
+        let (result,) = self
+            .core
+            .call_export(app_id, &self.pre, &self.touch, (access_id,))
+            .await?;
+        Ok(result)
     }
 
     pub async fn revoke(&self, app_id: &str, access_id: &str) -> AuthResult<bool> {
-        self.call(app_id, "revoke", async |auth, store| {
-            auth.madx_pusher_auth().call_revoke(store, access_id).await
-        })
-        .await
-    }
-
-    /// One call of the auth world on a fresh instance.
-    async fn call<T>(
-        &self,
-        app_id: &str,
-        call: &'static str,
-        invoke: impl AsyncFnOnce(&AuthWorld, &mut Store<HostState>) -> wasmtime::Result<T>,
-    ) -> Result<T, PluginFailure> {
-        let instantiate =
-            async |store: &mut Store<HostState>| self.pre.instantiate_async(store).await;
-        self.core.call(app_id, call, instantiate, invoke).await
+        let (result,) = self
+            .core
+            .call_export(app_id, &self.pre, &self.revoke, (access_id,))
+            .await?;
+        Ok(result)
     }
 }

@@ -2,12 +2,11 @@
 
 use std::sync::Arc;
 
-use wasmtime::Store;
-use wasmtime::component::Component;
+use wasmtime::component::{Component, InstancePre};
 
-use super::bindings::router::{RouterPlugin as RouterWorld, RouterPluginPre};
+use super::bindings::router::RouterPluginPre;
 use super::bindings::{Claims, ClientPublication, RouteError, RouteTarget};
-use super::{HostState, PluginConfig, PluginCore, PluginFailure, PluginKind, Sandbox};
+use super::{Export, HostState, PluginConfig, PluginCore, PluginFailure, PluginKind, Sandbox};
 use crate::store::StoreBackend;
 
 /// What a router call gives back: the plugin's decision, or a failure of
@@ -17,7 +16,10 @@ pub type RouteResult<T> = Result<Result<T, RouteError>, PluginFailure>;
 /// The loaded router component.
 pub struct RouterPlugin {
     core: PluginCore,
-    pre: RouterPluginPre<HostState>,
+    pre: InstancePre<HostState>,
+    authorize_subscribe: Export,
+    authorize_publish: Export,
+    route_publish: Export,
 }
 
 impl RouterPlugin {
@@ -39,8 +41,15 @@ impl RouterPlugin {
         component: &Component,
     ) -> anyhow::Result<RouterPlugin> {
         let (core, pre) = PluginCore::load(sandbox, PluginKind::Router, store, config, component)?;
-        let pre = RouterPluginPre::new(pre).map_err(|error| core.missing_export(error))?;
-        Ok(RouterPlugin { core, pre })
+        // The generated bindings check that the world's exports are there.
+        RouterPluginPre::new(pre.clone()).map_err(|error| core.missing_export(error))?;
+        Ok(RouterPlugin {
+            authorize_subscribe: core.export(component, "authorize-subscribe")?,
+            authorize_publish: core.export(component, "authorize-publish")?,
+            route_publish: core.export(component, "route-publish")?,
+            core,
+            pre,
+        })
     }
 
     /// How logs name this component.
@@ -55,13 +64,16 @@ impl RouterPlugin {
         claims: &Claims,
         channel: &str,
     ) -> RouteResult<()> {
-        self.call(app_id, "authorize-subscribe", async |router, store| {
-            router
-                .madx_pusher_router()
-                .call_authorize_subscribe(store, claims, channel)
-                .await
-        })
-        .await
+        let (result,) = self
+            .core
+            .call_export(
+                app_id,
+                &self.pre,
+                &self.authorize_subscribe,
+                (claims, channel),
+            )
+            .await?;
+        Ok(result)
     }
 
     /// May a connection holding `claims` publish `event` to `channel`, and
@@ -73,13 +85,16 @@ impl RouterPlugin {
         channel: &str,
         event: &str,
     ) -> RouteResult<ClientPublication> {
-        self.call(app_id, "authorize-publish", async |router, store| {
-            router
-                .madx_pusher_router()
-                .call_authorize_publish(store, claims, channel, event)
-                .await
-        })
-        .await
+        let (result,) = self
+            .core
+            .call_export(
+                app_id,
+                &self.pre,
+                &self.authorize_publish,
+                (claims, channel, event),
+            )
+            .await?;
+        Ok(result)
     }
 
     /// The targets an app's publish to `target` reaches.
@@ -89,24 +104,10 @@ impl RouterPlugin {
         target: &RouteTarget,
         event: &str,
     ) -> RouteResult<Vec<RouteTarget>> {
-        self.call(app_id, "route-publish", async |router, store| {
-            router
-                .madx_pusher_router()
-                .call_route_publish(store, target, event)
-                .await
-        })
-        .await
-    }
-
-    /// One call of the router world on a fresh instance.
-    async fn call<T>(
-        &self,
-        app_id: &str,
-        call: &'static str,
-        invoke: impl AsyncFnOnce(&RouterWorld, &mut Store<HostState>) -> wasmtime::Result<T>,
-    ) -> Result<T, PluginFailure> {
-        let instantiate =
-            async |store: &mut Store<HostState>| self.pre.instantiate_async(store).await;
-        self.core.call(app_id, call, instantiate, invoke).await
+        let (result,) = self
+            .core
+            .call_export(app_id, &self.pre, &self.route_publish, (target, event))
+            .await?;
+        Ok(result)
     }
 }
