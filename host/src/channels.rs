@@ -24,11 +24,26 @@ pub struct ChannelInfo {
 /// The channel directory of one deployment.
 pub struct Channels<'a> {
     state: &'a AppState,
+    /// Whether presence channels' members are read (for `user_count`).
+    counting_users: bool,
 }
 
 impl<'a> Channels<'a> {
     pub fn new(state: &'a AppState) -> Channels<'a> {
-        Channels { state }
+        Channels {
+            state,
+            counting_users: true,
+        }
+    }
+
+    /// Read presence members only when `counting` (a Pusher query that
+    /// does not ask for `user_count` costs no roster read): otherwise every
+    /// `user_count` is `None`.
+    pub fn counting_users(self, counting: bool) -> Channels<'a> {
+        Channels {
+            counting_users: counting,
+            ..self
+        }
     }
 
     /// One channel of an app; an unoccupied channel has zero counts.
@@ -40,11 +55,7 @@ impl<'a> Channels<'a> {
     }
 
     /// A channel's subscriptions over the deployment.
-    pub async fn subscription_count(
-        &self,
-        app_id: &str,
-        channel: &str,
-    ) -> Result<u64, BrokerError> {
+    async fn subscription_count(&self, app_id: &str, channel: &str) -> Result<u64, BrokerError> {
         let here = self.state.hub.channel_subscribers(app_id, channel) as u64;
         let elsewhere = self
             .state
@@ -69,12 +80,12 @@ impl<'a> Channels<'a> {
             .map_err(|error| BrokerError::Unavailable(error.to_string()))
     }
 
-    /// A presence channel's distinct members (`None` for other channels).
-    pub async fn user_count(
-        &self,
-        app_id: &str,
-        channel: &str,
-    ) -> Result<Option<u64>, BrokerError> {
+    /// A presence channel's distinct members (`None` for other channels,
+    /// and when not counting users).
+    async fn user_count(&self, app_id: &str, channel: &str) -> Result<Option<u64>, BrokerError> {
+        if !self.counting_users {
+            return Ok(None);
+        }
         let members = self.members(app_id, channel).await?;
         Ok(members.map(|roster| roster.count() as u64))
     }

@@ -24,6 +24,8 @@ pub struct ChannelInfo {
 pub struct Channels<'a, P> {
     broker: Broker<'a, P>,
     presence_prefix: &'a str,
+    /// Whether presence channels' members are read (for `user_count`).
+    counting_users: bool,
 }
 
 impl<'a, P: Platform> Channels<'a, P> {
@@ -31,13 +33,24 @@ impl<'a, P: Platform> Channels<'a, P> {
         Channels {
             broker: api::broker(platform, config),
             presence_prefix: &config.presence_prefix,
+            counting_users: true,
+        }
+    }
+
+    /// Read presence members only when `counting` (a Pusher query that
+    /// does not ask for `user_count` costs no roster read): otherwise every
+    /// `user_count` is `None`.
+    pub fn counting_users(self, counting: bool) -> Channels<'a, P> {
+        Channels {
+            counting_users: counting,
+            ..self
         }
     }
 
     /// One channel of an app; an unoccupied channel has zero counts.
     pub fn info(&self, app_id: &str, channel: &str) -> Result<ChannelInfo, String> {
         Ok(ChannelInfo {
-            subscription_count: self.subscription_count(app_id, channel)?,
+            subscription_count: self.broker.subscriptions(app_id, channel)?,
             user_count: self.user_count(app_id, channel)?,
         })
     }
@@ -50,13 +63,12 @@ impl<'a, P: Platform> Channels<'a, P> {
         self.broker.members(app_id, channel).map(Some)
     }
 
-    /// A channel's subscriptions on every host.
-    pub fn subscription_count(&self, app_id: &str, channel: &str) -> Result<u64, String> {
-        self.broker.subscriptions(app_id, channel)
-    }
-
-    /// A presence channel's distinct members (`None` for other channels).
-    pub fn user_count(&self, app_id: &str, channel: &str) -> Result<Option<u64>, String> {
+    /// A presence channel's distinct members (`None` for other channels,
+    /// and when not counting users).
+    fn user_count(&self, app_id: &str, channel: &str) -> Result<Option<u64>, String> {
+        if !self.counting_users {
+            return Ok(None);
+        }
         let members = self.members(app_id, channel)?;
         Ok(members.map(|members| members.len() as u64))
     }

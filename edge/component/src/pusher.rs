@@ -197,6 +197,7 @@ pub fn finish(
         Endpoint::Channels => {
             let query = query();
             let occupied = Channels::new(platform, config)
+                .counting_users(query.wants_user_count())
                 .occupied(&app.id, query.prefix())
                 .map_err(ApiError::store_unavailable)?;
             let channels: Map<String, Value> = occupied
@@ -209,10 +210,12 @@ pub fn finish(
             return Ok(Response::json(200, &json!({ "channels": channels })));
         }
         Endpoint::Channel { channel } => {
+            let query = query();
             let info = Channels::new(platform, config)
+                .counting_users(query.wants_user_count())
                 .info(&app.id, &channel)
                 .map_err(ApiError::store_unavailable)?;
-            let answer = query().describe_channel(info.subscription_count, info.user_count);
+            let answer = query.describe_channel(info.subscription_count, info.user_count);
             return Ok(Response::json(200, &Value::Object(answer)));
         }
         // A presence channel's users; another channel is a 400, as with
@@ -238,25 +241,17 @@ fn trigger_answer(
     events: &[PusherEvent],
     batch: bool,
 ) -> Result<Value, ApiError> {
-    let directory = Channels::new(platform, config);
-    let asks_users = wire::asks_user_count(events);
+    let directory = Channels::new(platform, config).counting_users(wire::asks_user_count(events));
     let counts = wire::counted_channels(events, config.limits.max_batch)
         .map_err(ApiError::invalid_request)?
         .into_iter()
         .map(|channel| {
-            let subscriptions = directory
-                .subscription_count(&app.id, &channel)
+            let info = directory
+                .info(&app.id, &channel)
                 .map_err(ApiError::store_unavailable)?;
-            let users = if asks_users {
-                directory
-                    .user_count(&app.id, &channel)
-                    .map_err(ApiError::store_unavailable)?
-            } else {
-                None
-            };
             let counted = wire::ChannelCounts {
-                subscriptions,
-                users,
+                subscriptions: info.subscription_count,
+                users: info.user_count,
             };
             Ok((channel, counted))
         })

@@ -180,25 +180,16 @@ async fn trigger_answer(
 ) -> Result<Value, ApiError> {
     let channels = wire::counted_channels(events, state.config.limits.max_batch)
         .map_err(ApiError::invalid_request)?;
-    let directory = Channels::new(state);
-    let asks_users = wire::asks_user_count(events);
+    let directory = Channels::new(state).counting_users(wire::asks_user_count(events));
     let mut counts = Vec::new();
     for channel in channels {
-        let subscriptions = directory
-            .subscription_count(&app.id, &channel)
+        let info = directory
+            .info(&app.id, &channel)
             .await
             .map_err(ApiError::store_unavailable)?;
-        let users = if asks_users {
-            directory
-                .user_count(&app.id, &channel)
-                .await
-                .map_err(ApiError::store_unavailable)?
-        } else {
-            None
-        };
         let counted = wire::ChannelCounts {
-            subscriptions,
-            users,
+            subscriptions: info.subscription_count,
+            users: info.user_count,
         };
         counts.push((channel, counted));
     }
@@ -212,6 +203,7 @@ pub async fn channels(
 ) -> Result<Json<Value>, ApiError> {
     let query = ChannelQuery::from_pairs(signed.query.iter().map(|(k, v)| (k, v)));
     let occupied = Channels::new(&state)
+        .counting_users(query.wants_user_count())
         .occupied(&signed.app.id, query.prefix())
         .await
         .map_err(ApiError::store_unavailable)?;
@@ -230,11 +222,12 @@ pub async fn channel(
     State(state): State<Arc<AppState>>,
     signed: Signed,
 ) -> Result<Json<Value>, ApiError> {
+    let query = ChannelQuery::from_pairs(signed.query.iter().map(|(k, v)| (k, v)));
     let info = Channels::new(&state)
+        .counting_users(query.wants_user_count())
         .info(&signed.app.id, signed.path_param("channel"))
         .await
         .map_err(ApiError::store_unavailable)?;
-    let query = ChannelQuery::from_pairs(signed.query.iter().map(|(k, v)| (k, v)));
     let answer = query.describe_channel(info.subscription_count, info.user_count);
     Ok(Json(Value::Object(answer)))
 }
