@@ -480,3 +480,67 @@ fn an_empty_presence_prefix_turns_members_off() {
     );
     assert_eq!(platform.commands().len(), 1);
 }
+
+/// A `GET` signed as Pusher's libraries sign it (HMAC-SHA256 of
+/// `GET\npath\nquery`, the parameters sorted), with `params` after the
+/// `auth_*` ones.
+fn pusher_get(platform: &FakePlatform, path: &str, params: &str) -> (u16, Value) {
+    use hmac::{Hmac, KeyInit, Mac};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let query = format!("auth_key=alpha-key&auth_timestamp={now}&auth_version=1.0&{params}");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"alpha-secret").unwrap();
+    mac.update(format!("GET\n{path}\n{query}").as_bytes());
+    let signature: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let signed = format!("{path}?{query}&auth_signature={signature}");
+    let response = request(platform, "GET", &signed, None, b"");
+    (response.status, json_of(&response))
+}
+
+#[test]
+fn pusher_channel_queries_read_members_only_when_user_count_is_asked() {
+    let platform = platform();
+    let directory = || {
+        vec![
+            bytes("presence-room"),
+            Reply::Int(3),
+            bytes("news"),
+            Reply::Int(1),
+        ]
+    };
+    platform.reply(directory());
+    let (status, body) = pusher_get(&platform, "/apps/alpha/channels", "info=subscription_count");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"channels": {
+            "news": {"subscription_count": 1},
+            "presence-room": {"subscription_count": 3},
+        }})
+    );
+    assert_eq!(platform.commands().len(), 1, "no roster read");
+
+    platform.reply(directory());
+    platform.reply(roster_reply());
+    let (status, body) = pusher_get(
+        &platform,
+        "/apps/alpha/channels",
+        "info=subscription_count,user_count",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"channels": {
+            "news": {"subscription_count": 1},
+            "presence-room": {"subscription_count": 3, "user_count": 2},
+        }})
+    );
+    assert_eq!(platform.commands().len(), 3, "one roster read");
+}
