@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use wasmtime::component::{Component, InstancePre};
+use wasmtime::component::Component;
 
 use super::bindings::auth::AuthPluginPre;
 use super::bindings::{AuthError, Claims, IssuedToken, TokenRequest};
-use super::{Export, HostState, PluginConfig, PluginCore, PluginFailure, PluginKind, Sandbox};
+use super::{Export, PluginConfig, PluginCore, PluginFailure, PluginKind, Sandbox};
 use crate::store::StoreBackend;
 
 /// What an auth call gives back: the plugin's answer, or a failure of the
@@ -16,7 +16,6 @@ pub type AuthResult<T> = Result<Result<T, AuthError>, PluginFailure>;
 /// The loaded auth component.
 pub struct AuthPlugin {
     core: PluginCore,
-    pre: InstancePre<HostState>,
     issue: Export,
     verify: Export,
     touch: Export,
@@ -41,16 +40,15 @@ impl AuthPlugin {
         config: &PluginConfig,
         component: &Component,
     ) -> anyhow::Result<AuthPlugin> {
-        let (core, pre) = PluginCore::load(sandbox, PluginKind::Auth, store, config, component)?;
+        let core = PluginCore::load(sandbox, PluginKind::Auth, store, config, component)?;
         // The generated bindings check that the world's exports are there.
-        AuthPluginPre::new(pre.clone()).map_err(|error| core.missing_export(error))?;
+        AuthPluginPre::new(core.pre.clone()).map_err(|error| core.missing_export(error))?;
         Ok(AuthPlugin {
             issue: core.export(component, "issue")?,
             verify: core.export(component, "verify")?,
             touch: core.export(component, "touch")?,
             revoke: core.export(component, "revoke")?,
             core,
-            pre,
         })
     }
 
@@ -60,34 +58,18 @@ impl AuthPlugin {
     }
 
     pub async fn issue(&self, app_id: &str, request: TokenRequest) -> AuthResult<IssuedToken> {
-        let (result,) = self
-            .core
-            .call_export(app_id, &self.pre, &self.issue, (&request,))
-            .await?;
-        Ok(result)
+        self.core.call(app_id, &self.issue, (&request,)).await
     }
 
     pub async fn verify(&self, app_id: &str, access_id: &str, otp: &str) -> AuthResult<Claims> {
-        let (result,) = self
-            .core
-            .call_export(app_id, &self.pre, &self.verify, (access_id, otp))
-            .await?;
-        Ok(result)
+        self.core.call(app_id, &self.verify, (access_id, otp)).await
     }
 
     pub async fn touch(&self, app_id: &str, access_id: &str) -> AuthResult<()> {
-        let (result,) = self
-            .core
-            .call_export(app_id, &self.pre, &self.touch, (access_id,))
-            .await?;
-        Ok(result)
+        self.core.call(app_id, &self.touch, (access_id,)).await
     }
 
     pub async fn revoke(&self, app_id: &str, access_id: &str) -> AuthResult<bool> {
-        let (result,) = self
-            .core
-            .call_export(app_id, &self.pre, &self.revoke, (access_id,))
-            .await?;
-        Ok(result)
+        self.core.call(app_id, &self.revoke, (access_id,)).await
     }
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use wasmtime::component::{
-    Component, ComponentExportIndex, ComponentNamedList, HasSelf, Instance, InstancePre, Lift,
+    Component, ComponentExportIndex, ComponentNamedList, ComponentType, HasSelf, InstancePre, Lift,
     Linker, Lower,
 };
 use wasmtime::{
@@ -347,10 +347,12 @@ impl PluginFailure {
     }
 }
 
-/// What every loaded plugin holds besides its world's pre-instantiated
-/// component: where its calls run, what they may reach, and its name.
+/// What every loaded plugin holds besides its world's functions: the
+/// pre-instantiated component, where its calls run, what they may reach,
+/// and its name.
 pub(crate) struct PluginCore {
     sandbox: Arc<Sandbox>,
+    pre: InstancePre<HostState>,
     kind: PluginKind,
     store: StoreBackend,
     settings: PluginSettings,
@@ -368,18 +370,18 @@ impl PluginCore {
         store: StoreBackend,
         config: &PluginConfig,
         component: &Component,
-    ) -> anyhow::Result<(PluginCore, wasmtime::component::InstancePre<HostState>)> {
+    ) -> anyhow::Result<PluginCore> {
         let linker = sandbox.linker(kind)?;
         let pre = sandbox.pre_instantiate(kind, &config.source, component, &linker)?;
-        let core = PluginCore {
+        Ok(PluginCore {
             sandbox: sandbox.clone(),
+            pre,
             kind,
             store,
             settings: config.settings.clone(),
             name: config.source.describe(kind),
             log: PluginLog::default(),
-        };
-        Ok((core, pre))
+        })
     }
 
     /// The function `name` of the component's `madx:pusher/<kind>`
@@ -391,29 +393,6 @@ impl PluginCore {
             .and_then(|interface| component.get_export_index(Some(&interface), name))
             .ok_or_else(|| self.missing_export(format_args!("no function {name}")))?;
         Ok(Export { name, index })
-    }
-
-    /// One call of `export` with `params` on a fresh instance from `pre`.
-    /// Only that function's type is checked against the component, where
-    /// the generated bindings check every function of the world on every
-    /// instance (0.2-0.7 µs a call, docs/benchmarks.md).
-    async fn call_export<P, R>(
-        &self,
-        app_id: &str,
-        pre: &InstancePre<HostState>,
-        export: &Export,
-        params: P,
-    ) -> Result<R, PluginFailure>
-    where
-        P: ComponentNamedList + Lower + Send + Sync,
-        R: ComponentNamedList + Lift + Send + Sync + 'static,
-    {
-        let instantiate = async |store: &mut Store<HostState>| pre.instantiate_async(store).await;
-        let invoke = async |instance: &Instance, store: &mut Store<HostState>| {
-            let function = instance.get_typed_func::<P, R>(&mut *store, &export.index)?;
-            function.call_async(&mut *store, params).await
-        };
-        self.call(app_id, export.name, instantiate, invoke).await
     }
 
     /// The error for a component that lacks its world's export.
@@ -450,22 +429,27 @@ impl PluginCore {
         self.sandbox.store(namespace, self.settings.clone()).await
     }
 
-    /// One call on a fresh instance for `app_id`: `instantiate`, then
-    /// `invoke` on the instance, counted and timed. A trap or a spent
-    /// budget in either step is the plugin's failure.
-    async fn call<W, T>(
-        &self,
-        app_id: &str,
-        call: &'static str,
-        instantiate: impl AsyncFnOnce(&mut Store<HostState>) -> wasmtime::Result<W>,
-        invoke: impl AsyncFnOnce(&W, &mut Store<HostState>) -> wasmtime::Result<T>,
-    ) -> Result<T, PluginFailure> {
+    /// One call of `export` with `params` on a fresh instance for
+    /// `app_id`, counted and timed; the function's one result. Only that
+    /// function's type is checked against the component, where the
+    /// generated bindings check every function of the world on every
+    /// instance (0.4-0.65 µs a call, docs/benchmarks.md). A trap or a spent
+    /// budget is the plugin's failure.
+    async fn call<P, R>(&self, app_id: &str, export: &Export, params: P) -> Result<R, PluginFailure>
+    where
+        P: ComponentNamedList + Lower + Send + Sync,
+        R: ComponentType + Lift + Send + Sync + 'static,
+    {
         let started = Instant::now();
+        let call = export.name;
         let (mut store, _slot) = self.store_for(app_id, call).await;
-        let result = match instantiate(&mut store).await {
-            Ok(instance) => invoke(&instance, &mut store).await,
-            Err(error) => Err(error),
-        };
+        let result = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            let function = instance.get_typed_func::<P, (R,)>(&mut store, &export.index)?;
+            let (answer,) = function.call_async(&mut store, params).await?;
+            Ok(answer)
+        }
+        .await;
         // Logged before the failure, which the output (a panic message)
         // often explains.
         let dropped = self

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use wasmtime::component::{Component, InstancePre};
+use wasmtime::component::Component;
 
 use super::bindings::router::RouterPluginPre;
 use super::bindings::{Claims, ClientPublication, RouteError, RouteTarget};
-use super::{Export, HostState, PluginConfig, PluginCore, PluginFailure, PluginKind, Sandbox};
+use super::{Export, PluginConfig, PluginCore, PluginFailure, PluginKind, Sandbox};
 use crate::store::StoreBackend;
 
 /// What a router call gives back: the plugin's decision, or a failure of
@@ -16,7 +16,6 @@ pub type RouteResult<T> = Result<Result<T, RouteError>, PluginFailure>;
 /// The loaded router component.
 pub struct RouterPlugin {
     core: PluginCore,
-    pre: InstancePre<HostState>,
     authorize_subscribe: Export,
     authorize_publish: Export,
     route_publish: Export,
@@ -40,15 +39,14 @@ impl RouterPlugin {
         config: &PluginConfig,
         component: &Component,
     ) -> anyhow::Result<RouterPlugin> {
-        let (core, pre) = PluginCore::load(sandbox, PluginKind::Router, store, config, component)?;
+        let core = PluginCore::load(sandbox, PluginKind::Router, store, config, component)?;
         // The generated bindings check that the world's exports are there.
-        RouterPluginPre::new(pre.clone()).map_err(|error| core.missing_export(error))?;
+        RouterPluginPre::new(core.pre.clone()).map_err(|error| core.missing_export(error))?;
         Ok(RouterPlugin {
             authorize_subscribe: core.export(component, "authorize-subscribe")?,
             authorize_publish: core.export(component, "authorize-publish")?,
             route_publish: core.export(component, "route-publish")?,
             core,
-            pre,
         })
     }
 
@@ -64,16 +62,9 @@ impl RouterPlugin {
         claims: &Claims,
         channel: &str,
     ) -> RouteResult<()> {
-        let (result,) = self
-            .core
-            .call_export(
-                app_id,
-                &self.pre,
-                &self.authorize_subscribe,
-                (claims, channel),
-            )
-            .await?;
-        Ok(result)
+        self.core
+            .call(app_id, &self.authorize_subscribe, (claims, channel))
+            .await
     }
 
     /// May a connection holding `claims` publish `event` to `channel`, and
@@ -85,16 +76,9 @@ impl RouterPlugin {
         channel: &str,
         event: &str,
     ) -> RouteResult<ClientPublication> {
-        let (result,) = self
-            .core
-            .call_export(
-                app_id,
-                &self.pre,
-                &self.authorize_publish,
-                (claims, channel, event),
-            )
-            .await?;
-        Ok(result)
+        self.core
+            .call(app_id, &self.authorize_publish, (claims, channel, event))
+            .await
     }
 
     /// The targets an app's publish to `target` reaches.
@@ -104,10 +88,8 @@ impl RouterPlugin {
         target: &RouteTarget,
         event: &str,
     ) -> RouteResult<Vec<RouteTarget>> {
-        let (result,) = self
-            .core
-            .call_export(app_id, &self.pre, &self.route_publish, (target, event))
-            .await?;
-        Ok(result)
+        self.core
+            .call(app_id, &self.route_publish, (target, event))
+            .await
     }
 }
