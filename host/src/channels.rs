@@ -8,18 +8,11 @@
 //! `broker/occupancy.rs`), at most about a second old. Members of presence
 //! channels come from the deployment's presence (`presence/`), current.
 
+pub use madx_wire::presence::ChannelInfo;
+
 use crate::broker::BrokerError;
 use crate::presence::Roster;
 use crate::state::AppState;
-
-/// One channel as the APIs report it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ChannelInfo {
-    /// Open subscriptions (a socket subscribed to the channel counts once).
-    pub subscription_count: u64,
-    /// Distinct members, for a presence channel; `None` for other channels.
-    pub user_count: Option<u64>,
-}
 
 /// The channel directory of one deployment.
 pub struct Channels<'a> {

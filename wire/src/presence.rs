@@ -146,6 +146,17 @@ pub fn not_a_presence_channel(channel: &str, prefix: &str) -> String {
     format!("{channel:?} is not a presence channel (presence.channel_prefix is {prefix:?})")
 }
 
+/// One channel as the APIs report it, on a host and at the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChannelInfo {
+    /// Open subscriptions over the deployment (a socket subscribed to the
+    /// channel counts once).
+    pub subscription_count: u64,
+    /// Distinct members, for a presence channel; `None` for other channels
+    /// (and when they were not asked for).
+    pub user_count: Option<u64>,
+}
+
 /// A channel's figures as `GET /v1/channels` and `/v1/channels/{channel}`
 /// answer them: `occupied`, `subscription_count`, and `user_count` for a
 /// presence channel.

@@ -13,6 +13,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
+use crate::presence::ChannelInfo;
+
 /// Signed requests are accepted this long either side of the server's
 /// clock, as Pusher does: the window bounds how long a captured request
 /// can be replayed.
@@ -302,14 +304,6 @@ pub fn asks_user_count(events: &[PusherEvent]) -> bool {
     })
 }
 
-/// What a trigger's answer reports of one of [`counted_channels`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ChannelCounts {
-    pub subscriptions: u64,
-    /// Distinct users, for a presence channel; `None` for other channels.
-    pub users: Option<u64>,
-}
-
 /// The answer to `events` (`batch: false`) or `batch_events`, given the
 /// counts of [`counted_channels`]: `{}` when no event has `info`;
 /// otherwise `{"channels": {name: attributes}}` for one event, and for a
@@ -318,7 +312,7 @@ pub struct ChannelCounts {
 pub fn trigger_answer(
     events: &[PusherEvent],
     batch: bool,
-    counts: &[(String, ChannelCounts)],
+    counts: &[(String, ChannelInfo)],
 ) -> Value {
     if events.iter().all(|event| event.info.is_none()) {
         return Value::Object(Map::new());
@@ -328,12 +322,12 @@ pub fn trigger_answer(
         event
             .info_channels()
             .map(|name| {
-                let counted = counts
+                let info = counts
                     .iter()
                     .find(|(counted, _)| counted == name)
-                    .map(|(_, counted)| *counted)
+                    .map(|(_, info)| *info)
                     .unwrap_or_default();
-                let attributes = query.describe(counted.subscriptions, counted.users);
+                let attributes = query.describe(info.subscription_count, info.user_count);
                 (name.clone(), Value::Object(attributes))
             })
             .collect()
@@ -478,9 +472,9 @@ mod tests {
 
     #[test]
     fn a_trigger_with_info_answers_its_channels_attributes() {
-        let counted = |subscriptions, users| ChannelCounts {
-            subscriptions,
-            users,
+        let counted = |subscription_count, user_count| ChannelInfo {
+            subscription_count,
+            user_count,
         };
         let counts = [
             ("a".to_owned(), counted(2, None)),

@@ -7,18 +7,11 @@
 use madx_wire::presence::{self, Member};
 
 use crate::api;
+use madx_wire::presence::ChannelInfo;
+
 use crate::broker::Broker;
 use crate::config::EdgeConfig;
 use crate::platform::Platform;
-
-/// One channel as the APIs report it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ChannelInfo {
-    /// Open subscriptions on every host.
-    pub subscription_count: u64,
-    /// Distinct members, for a presence channel; `None` for other channels.
-    pub user_count: Option<u64>,
-}
 
 /// The deployment's channels, seen from the edge.
 pub struct Channels<'a, P> {

@@ -249,11 +249,7 @@ fn trigger_answer(
             let info = directory
                 .info(&app.id, &channel)
                 .map_err(ApiError::store_unavailable)?;
-            let counted = wire::ChannelCounts {
-                subscriptions: info.subscription_count,
-                users: info.user_count,
-            };
-            Ok((channel, counted))
+            Ok((channel, info))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
     Ok(wire::trigger_answer(events, batch, &counts))

@@ -187,11 +187,7 @@ async fn trigger_answer(
             .info(&app.id, &channel)
             .await
             .map_err(ApiError::store_unavailable)?;
-        let counted = wire::ChannelCounts {
-            subscriptions: info.subscription_count,
-            users: info.user_count,
-        };
-        counts.push((channel, counted));
+        counts.push((channel, info));
     }
     Ok(wire::trigger_answer(events, batch, &counts))
 }
