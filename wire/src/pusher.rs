@@ -96,6 +96,28 @@ impl<'q> Signature<'q> {
         })
     }
 
+    /// What a server checks before it reads a request's body, the same on
+    /// a host and at the edge: the request line's signature
+    /// ([`Signature::read`] at the clock's time), the app `app_of_key`
+    /// finds for its key ([`UNKNOWN_KEY`] when none), and the HMAC with
+    /// that app's `secret` ([`Signature::verify_signed`]). The app, and the
+    /// signature for [`Signature::verify_body`] once the body is read.
+    pub fn check_request_line<A>(
+        query: Option<&'q str>,
+        method: &str,
+        path: &str,
+        app_of_key: impl FnOnce(&str) -> Option<A>,
+        secret: impl FnOnce(&A) -> &str,
+    ) -> Result<(A, Signature<'q>), Refusal> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs());
+        let signature = Signature::read(query, now)?;
+        let app = app_of_key(signature.key).ok_or(UNKNOWN_KEY)?;
+        signature.verify_signed(method, path, secret(&app))?;
+        Ok((app, signature))
+    }
+
     /// The app key the request is signed for (`auth_key`).
     pub fn key(&self) -> &'q str {
         self.key
@@ -595,6 +617,33 @@ mod tests {
     }
 
     const NOW: u64 = 1_700_000_000;
+
+    #[test]
+    fn a_request_line_is_checked_with_the_secret_of_the_app_of_its_key() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let params = format!("auth_key=k&auth_timestamp={now}&auth_version=1.0");
+        let query = signed_query("s", "GET", "/apps/1/channels", &params);
+        let apps = [("1", "k", "s"), ("2", "other", "t")];
+        let check = |app_id: &str, path: &str| {
+            Signature::check_request_line(
+                Some(&query),
+                "GET",
+                path,
+                |key| apps.iter().find(|app| app.1 == key && app.0 == app_id),
+                |app| app.2,
+            )
+            .map(|(app, signature)| (app.0, signature.key()))
+        };
+        assert_eq!(check("1", "/apps/1/channels"), Ok(("1", "k")));
+        // The key is not this app's: refused before any HMAC is computed.
+        assert_eq!(check("2", "/apps/2/channels"), Err(UNKNOWN_KEY));
+        assert_eq!(check("1", "/apps/1/events"), Err("invalid signature"));
+        let unsigned = Signature::check_request_line(None, "GET", "/", |_| Some(()), |()| "s");
+        assert!(unsigned.is_err());
+    }
 
     #[test]
     fn a_signed_request_verifies_and_any_change_breaks_it() {

@@ -6,8 +6,6 @@
 //! Redis ([`crate::channels`]): the edge holds no sockets, so every count
 //! is a host's, and presence members are the deployment's.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use madx_wire::pusher::{self as wire, ChannelQuery, PusherBatch, PusherEvent, Signature};
 use serde_json::{Map, Value, json};
 
@@ -143,19 +141,14 @@ pub fn check_signed<'c, 'q>(
     config: &'c EdgeConfig,
     call: &'q Call,
 ) -> Result<(&'c App, Signature<'q>), ApiError> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs());
-    let signature =
-        Signature::read(call.query.as_deref(), now).map_err(ApiError::pusher_unauthorized)?;
-    let app = config
-        .app_by_key(signature.key())
-        .filter(|app| app.id == call.app_id)
-        .ok_or_else(|| ApiError::pusher_unauthorized(wire::UNKNOWN_KEY))?;
-    signature
-        .verify_signed(call.endpoint.method(), &call.path, &app.secret)
-        .map_err(ApiError::pusher_unauthorized)?;
-    Ok((app, signature))
+    Signature::check_request_line(
+        call.query.as_deref(),
+        call.endpoint.method(),
+        &call.path,
+        |key| config.app_by_key(key).filter(|app| app.id == call.app_id),
+        |app| &app.secret,
+    )
+    .map_err(ApiError::pusher_unauthorized)
 }
 
 /// Check the signature and the body's MD5, then publish, terminate or

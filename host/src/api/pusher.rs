@@ -31,19 +31,14 @@ fn verify_signed<'q>(
     method: &Method,
     uri: &'q Uri,
 ) -> Result<(Arc<App>, Signature<'q>), ApiError> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs());
-    let signature = Signature::read(uri.query(), now).map_err(refuse)?;
-    let app = state
-        .apps
-        .by_key(signature.key())
-        .filter(|app| app.id == app_id)
-        .ok_or_else(|| refuse(wire::UNKNOWN_KEY))?;
-    signature
-        .verify_signed(method.as_str(), uri.path(), &app.secret)
-        .map_err(refuse)?;
-    Ok((app, signature))
+    Signature::check_request_line(
+        uri.query(),
+        method.as_str(),
+        uri.path(),
+        |key| state.apps.by_key(key).filter(|app| app.id == app_id),
+        |app| &app.secret,
+    )
+    .map_err(refuse)
 }
 
 fn refuse(why: &str) -> ApiError {
