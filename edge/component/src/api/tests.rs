@@ -493,12 +493,7 @@ fn pusher_get(platform: &FakePlatform, path: &str, params: &str) -> (u16, Value)
     let query = format!("auth_key=alpha-key&auth_timestamp={now}&auth_version=1.0&{params}");
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"alpha-secret").unwrap();
     mac.update(format!("GET\n{path}\n{query}").as_bytes());
-    let signature: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
+    let signature = madx_wire::pusher::hex(&mac.finalize().into_bytes());
     let signed = format!("{path}?{query}&auth_signature={signature}");
     let response = request(platform, "GET", &signed, None, b"");
     (response.status, json_of(&response))
