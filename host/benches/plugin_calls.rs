@@ -1,7 +1,7 @@
-//! What a plugin call costs: the built-in auth `verify` and router
-//! `authorize-subscribe` through WebAssembly (fresh instance per call, as
-//! the host serves them) against the same Rust logic called natively on the
-//! same store.
+//! What a plugin call costs: the built-in auth `verify` (and `revoke`, about
+//! the bare cost of an auth call) and router `authorize-subscribe` through
+//! WebAssembly (fresh instance per call, as the host serves them) against
+//! the same Rust logic called natively on the same store.
 //!
 //! `cargo bench -p madx-pusher --bench plugin_calls`
 //!
@@ -140,6 +140,14 @@ async fn main() {
     }
     let native_verify = per_call(started.elapsed(), CALLS);
 
+    // About the bare cost of an auth call: one `delete` of a missing key.
+    let started = Instant::now();
+    for _ in 0..CALLS {
+        let deleted = auth.revoke("bench", "nobody").await.unwrap().unwrap();
+        assert!(!deleted);
+    }
+    let wasm_revoke = per_call(started.elapsed(), CALLS);
+
     let claims = Claims {
         access_id: "bench".into(),
         user_id: None,
@@ -179,6 +187,7 @@ async fn main() {
         "| auth verify (TOTP, one-time guard, touch) | {wasm_verify:.1} µs | {native_verify:.2} µs | {:.0}x |",
         wasm_verify / native_verify
     );
+    println!("| auth revoke of an unknown id (one delete) | {wasm_revoke:.1} µs | | |");
     println!(
         "| router authorize-subscribe | {wasm_router:.1} µs | {native_router:.3} µs | {:.0}x |",
         wasm_router / native_router
