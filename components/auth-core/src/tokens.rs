@@ -385,11 +385,11 @@ impl<'a, B: Backend> Authority<'a, B> {
 }
 
 fn token_key(access_id: &str) -> String {
-    format!("token:{access_id}")
+    ["token:", access_id].concat()
 }
 
 fn fails_key(access_id: &str) -> String {
-    format!("fails:{access_id}")
+    ["fails:", access_id].concat()
 }
 
 fn saturating_u32(value: u64) -> u32 {

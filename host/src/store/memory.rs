@@ -1,10 +1,11 @@
 //! The embedded in-memory backend: one process, TTLs, atomic operations.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
+
+use hashbrown::hash_table::{Entry as Slot, HashTable};
 
 use super::{Room, StoreError, counter_value};
 
@@ -15,6 +16,7 @@ const SHARDS: usize = 16;
 const REAP_INTERVAL: Duration = Duration::from_secs(1);
 
 struct Entry {
+    key: Box<str>,
     value: Vec<u8>,
     expires_at: Instant,
 }
@@ -25,18 +27,26 @@ impl Entry {
     }
 }
 
-type Shard = HashMap<String, Entry>;
+type Shard = HashTable<Entry>;
+
+/// A key's shard, locked, and the key's hash, which also finds its slot in
+/// the shard: every operation hashes its key once.
+struct Located<'a> {
+    shard: MutexGuard<'a, Shard>,
+    hash: u64,
+}
 
 /// Key-value entries with expiry, sharded by key hash.
 ///
-/// A std `Mutex` is right here: every critical section is a few hash-map
+/// A std `Mutex` is right here: every critical section is a few hash-table
 /// operations that never await, so a lock is held for microseconds. Each
 /// operation holds its key's shard lock from check to write, which is what
-/// makes `set_if_absent` and `increment` atomic.
+/// makes `set_if_absent` and `increment` atomic. Keys are hashed with std's
+/// randomly keyed SipHash: they hold client input (access ids).
 pub struct MemoryStore {
     shards: Vec<Mutex<Shard>>,
     hasher: RandomState,
-    /// Entries in the maps, expired-but-not-reaped ones included.
+    /// Entries in the tables, expired-but-not-reaped ones included.
     entries: AtomicUsize,
     /// Refuse new keys beyond this many, so a flood of token requests cannot
     /// exhaust the node's memory.
@@ -64,9 +74,20 @@ impl MemoryStore {
         store
     }
 
-    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
-        let index = (self.hasher.hash_one(key) % SHARDS as u64) as usize;
-        lock(&self.shards[index])
+    fn hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn locate(&self, key: &str) -> Located<'_> {
+        let hash = self.hash(key);
+        // The table picks a slot with the hash's low bits and tags it with
+        // the top seven; the shard takes bits from neither, so keys spread
+        // evenly over shards and over each shard's slots.
+        let index = (hash >> 32) as usize % SHARDS;
+        Located {
+            shard: lock(&self.shards[index]),
+            hash,
+        }
     }
 
     /// Entries held, expired ones not yet reaped included.
@@ -84,19 +105,8 @@ impl MemoryStore {
         self.len() >= self.max_entries
     }
 
-    /// Write `key`, counting it when it is new to the map; refused when the
-    /// key is new and `room` has no space left.
-    fn put(
-        &self,
-        shard: &mut Shard,
-        key: &str,
-        entry: Entry,
-        room: Room,
-    ) -> Result<(), StoreError> {
-        if let Some(slot) = shard.get_mut(key) {
-            *slot = entry;
-            return Ok(());
-        }
+    /// Take a place for a new key, refused when `room` has no space left.
+    fn claim_room(&self, room: Room) -> Result<(), StoreError> {
         let limit = match room {
             Room::General => self.max_entries,
             Room::Reserved => self.max_entries.saturating_add(self.reserved_entries),
@@ -107,15 +117,52 @@ impl MemoryStore {
             )));
         }
         self.entries.fetch_add(1, Ordering::Relaxed);
-        shard.insert(key.to_owned(), entry);
         Ok(())
+    }
+
+    /// Write `key` (with `value`, expiring at `expires_at`) into the slot
+    /// found for it; a new key counts against `room`.
+    fn put(
+        &self,
+        slot: Slot<'_, Entry>,
+        key: &str,
+        value: Vec<u8>,
+        expires_at: Instant,
+        room: Room,
+    ) -> Result<(), StoreError> {
+        match slot {
+            Slot::Occupied(mut occupied) => {
+                let entry = occupied.get_mut();
+                entry.value = value;
+                entry.expires_at = expires_at;
+            }
+            Slot::Vacant(vacant) => {
+                self.claim_room(room)?;
+                vacant.insert(Entry {
+                    key: key.into(),
+                    value,
+                    expires_at,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The slot of `key` in its shard, occupied or vacant.
+    fn slot<'a>(&self, located: &'a mut Located<'_>, key: &str) -> Slot<'a, Entry> {
+        located.shard.entry(
+            located.hash,
+            |entry| &*entry.key == key,
+            |entry| self.hash(&entry.key),
+        )
     }
 
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
         let now = Instant::now();
-        let shard = self.shard(key);
-        shard
-            .get(key)
+        let located = self.locate(key);
+        located
+            .shard
+            .find(located.hash, |entry| &*entry.key == key)
             .filter(|entry| entry.is_live(now))
             .map(|entry| entry.value.clone())
     }
@@ -127,11 +174,10 @@ impl MemoryStore {
         ttl: Duration,
         room: Room,
     ) -> Result<(), StoreError> {
-        let entry = Entry {
-            value: value.to_vec(),
-            expires_at: Instant::now() + ttl,
-        };
-        self.put(&mut self.shard(key), key, entry, room)
+        let expires_at = Instant::now() + ttl;
+        let mut located = self.locate(key);
+        let slot = self.slot(&mut located, key);
+        self.put(slot, key, value.to_vec(), expires_at, room)
     }
 
     pub fn set_if_absent(
@@ -142,21 +188,24 @@ impl MemoryStore {
         room: Room,
     ) -> Result<bool, StoreError> {
         let now = Instant::now();
-        let mut shard = self.shard(key);
-        if shard.get(key).is_some_and(|entry| entry.is_live(now)) {
+        let mut located = self.locate(key);
+        let slot = self.slot(&mut located, key);
+        if let Slot::Occupied(occupied) = &slot
+            && occupied.get().is_live(now)
+        {
             return Ok(false);
         }
-        let entry = Entry {
-            value: value.to_vec(),
-            expires_at: now + ttl,
-        };
-        self.put(&mut shard, key, entry, room)?;
+        self.put(slot, key, value.to_vec(), now + ttl, room)?;
         Ok(true)
     }
 
     pub fn touch(&self, key: &str, ttl: Duration) -> bool {
         let now = Instant::now();
-        match self.shard(key).get_mut(key) {
+        let mut located = self.locate(key);
+        match located
+            .shard
+            .find_mut(located.hash, |entry| &*entry.key == key)
+        {
             Some(entry) if entry.is_live(now) => {
                 entry.expires_at = now + ttl;
                 true
@@ -167,11 +216,16 @@ impl MemoryStore {
 
     pub fn delete(&self, key: &str) -> bool {
         let now = Instant::now();
-        let removed = self.shard(key).remove(key);
-        if removed.is_some() {
-            self.entries.fetch_sub(1, Ordering::Relaxed);
-        }
-        removed.is_some_and(|entry| entry.is_live(now))
+        let mut located = self.locate(key);
+        let Ok(found) = located
+            .shard
+            .find_entry(located.hash, |entry| &*entry.key == key)
+        else {
+            return false;
+        };
+        let (removed, _) = found.remove();
+        self.entries.fetch_sub(1, Ordering::Relaxed);
+        removed.is_live(now)
     }
 
     pub fn increment(
@@ -182,37 +236,42 @@ impl MemoryStore {
         room: Room,
     ) -> Result<u64, StoreError> {
         let now = Instant::now();
-        let mut shard = self.shard(key);
-        let (current, expires_at) = match shard.get(key) {
-            Some(entry) if entry.is_live(now) => (counter(key, entry)?, entry.expires_at),
+        let mut located = self.locate(key);
+        let slot = self.slot(&mut located, key);
+        let (current, expires_at) = match &slot {
+            Slot::Occupied(occupied) if occupied.get().is_live(now) => {
+                let entry = occupied.get();
+                (counter(key, entry)?, entry.expires_at)
+            }
             _ => (0, now + ttl),
         };
         let next = current.checked_add(delta).ok_or_else(|| {
             StoreError::InvalidArgument(format!("counter {key:?} would overflow"))
         })?;
-        let entry = Entry {
-            value: next.to_string().into_bytes(),
-            expires_at,
-        };
-        self.put(&mut shard, key, entry, room)?;
+        self.put(slot, key, next.to_string().into_bytes(), expires_at, room)?;
         Ok(next)
     }
 
     /// Subtract from a live counter; one that reaches 0 is removed.
     pub fn decrement(&self, key: &str, delta: u64) -> Result<u64, StoreError> {
         let now = Instant::now();
-        let mut shard = self.shard(key);
-        let next = match shard.get_mut(key) {
-            Some(entry) if entry.is_live(now) => {
-                let next = counter(key, entry)?.saturating_sub(delta);
-                entry.value = next.to_string().into_bytes();
-                next
-            }
-            _ => return Ok(0),
+        let mut located = self.locate(key);
+        let Ok(mut found) = located
+            .shard
+            .find_entry(located.hash, |entry| &*entry.key == key)
+        else {
+            return Ok(0);
         };
+        let entry = found.get_mut();
+        if !entry.is_live(now) {
+            return Ok(0);
+        }
+        let next = counter(key, entry)?.saturating_sub(delta);
         if next == 0 {
-            shard.remove(key);
+            found.remove();
             self.entries.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            entry.value = next.to_string().into_bytes();
         }
         Ok(next)
     }
@@ -222,10 +281,10 @@ impl MemoryStore {
         let now = Instant::now();
         let mut reaped = 0;
         for shard in &self.shards {
-            let mut map = lock(shard);
-            let before = map.len();
-            map.retain(|_, entry| entry.is_live(now));
-            reaped += before - map.len();
+            let mut table = lock(shard);
+            let before = table.len();
+            table.retain(|entry| entry.is_live(now));
+            reaped += before - table.len();
         }
         self.entries.fetch_sub(reaped, Ordering::Relaxed);
         reaped

@@ -209,11 +209,17 @@ impl Namespace {
         }
     }
 
-    /// Run one backend operation within the call's store deadline.
+    /// Run one backend operation within the call's store deadline. Only
+    /// Redis can keep a call waiting: the memory and file stores answer
+    /// before their future is first polled, so they get no timer (a timer
+    /// per store operation is a measurable part of a plugin call).
     async fn timed<T>(
         &self,
         operation: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
+        if !matches!(self.backend, StoreBackend::Redis(_)) {
+            return operation.await;
+        }
         tokio::time::timeout_at(self.deadline, operation)
             .await
             .unwrap_or_else(|_| {
@@ -225,7 +231,7 @@ impl Namespace {
 
     fn key(&self, key: &str) -> Result<String, StoreError> {
         madx_wire::store::check_key(key).map_err(StoreError::InvalidArgument)?;
-        Ok(format!("{}{key}", self.prefix))
+        Ok([self.prefix.as_str(), key].concat())
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
