@@ -64,6 +64,9 @@ async fn keeps_the_contract(mut backend: impl Fresh) {
     counters_count_and_keep_their_expiry(backend.fresh(100, 0)).await;
     counters_go_down_to_zero_and_missing_ones_stay_missing(backend.fresh(100, 0)).await;
     a_full_store_refuses_new_keys_but_serves_existing_ones(backend.fresh(2, 1)).await;
+    a_full_store_reuses_the_place_of_an_expired_key(backend.fresh(2, 0)).await;
+    counters_refuse_what_is_not_a_counter_and_overflow(backend.fresh(100, 0)).await;
+    thousands_of_keys_are_all_found(backend.fresh(10_000, 0)).await;
 }
 
 async fn set_if_absent_is_once_only(store: StoreBackend) {
@@ -143,4 +146,74 @@ async fn a_full_store_refuses_new_keys_but_serves_existing_ones(store: StoreBack
     ));
     assert_eq!(store.delete("a").await, Ok(true));
     assert_eq!(store.entries(), 2);
+}
+
+async fn a_full_store_reuses_the_place_of_an_expired_key(store: StoreBackend) {
+    let short = Duration::from_millis(30);
+    store.set("guard", b"1", short, G).await.unwrap();
+    store.increment("count", 1, short, G).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Whether or not the sweep has run meanwhile, the expired keys' places
+    // are taken again, and counted once.
+    assert_eq!(store.set_if_absent("guard", b"2", TTL, G).await, Ok(true));
+    assert_eq!(store.increment("count", 5, TTL, G).await, Ok(5));
+    assert_eq!(store.entries(), 2);
+    assert!(matches!(
+        store.set("third", b"1", TTL, G).await,
+        Err(StoreError::Full(_))
+    ));
+}
+
+async fn counters_refuse_what_is_not_a_counter_and_overflow(store: StoreBackend) {
+    store.set("text", b"abc", TTL, G).await.unwrap();
+    assert!(matches!(
+        store.decrement("text", 1).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert_eq!(store.get("text").await, Ok(Some(b"abc".to_vec())));
+
+    assert_eq!(store.increment("big", u64::MAX, TTL, G).await, Ok(u64::MAX));
+    assert!(matches!(
+        store.increment("big", 1, TTL, G).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert_eq!(
+        store.get("big").await,
+        Ok(Some(u64::MAX.to_string().into_bytes()))
+    );
+
+    // An expired value, counter or not, is no obstacle: a counter starts
+    // afresh there, and an expired counter decrements to nothing.
+    let short = Duration::from_millis(30);
+    store.set("old text", b"abc", short, G).await.unwrap();
+    store.increment("old count", 7, short, G).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(store.increment("old text", 3, TTL, G).await, Ok(3));
+    assert_eq!(store.decrement("old count", 1).await, Ok(0));
+    assert_eq!(store.get("old count").await, Ok(None));
+}
+
+/// Enough keys that every shard's table grows several times, so entries
+/// are moved to new slots while the store holds them.
+async fn thousands_of_keys_are_all_found(store: StoreBackend) {
+    const KEYS: usize = 3_000;
+    for key in 0..KEYS {
+        let value = key.to_string();
+        assert_eq!(
+            store
+                .set_if_absent(&format!("token:{key}"), value.as_bytes(), TTL, G)
+                .await,
+            Ok(true)
+        );
+    }
+    assert_eq!(store.entries(), KEYS);
+    for key in 0..KEYS {
+        assert_eq!(
+            store.get(&format!("token:{key}")).await,
+            Ok(Some(key.to_string().into_bytes())),
+            "token:{key}"
+        );
+    }
+    assert_eq!(store.delete("token:7").await, Ok(true));
+    assert_eq!(store.entries(), KEYS - 1);
 }

@@ -106,18 +106,19 @@ impl MemoryStore {
     }
 
     /// Take a place for a new key, refused when `room` has no space left.
+    /// One atomic step, so writers on different shards cannot all pass the
+    /// check together and overshoot the limit.
     fn claim_room(&self, room: Room) -> Result<(), StoreError> {
         let limit = match room {
             Room::General => self.max_entries,
             Room::Reserved => self.max_entries.saturating_add(self.reserved_entries),
         };
-        if self.entries.load(Ordering::Relaxed) >= limit {
-            return Err(StoreError::Full(format!(
-                "the memory store is full ({limit} entries)"
-            )));
-        }
-        self.entries.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        self.entries
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                (held < limit).then_some(held + 1)
+            })
+            .map(drop)
+            .map_err(|_| StoreError::Full(format!("the memory store is full ({limit} entries)")))
     }
 
     /// Write `key` (with `value`, expiring at `expires_at`) into the slot
@@ -284,9 +285,12 @@ impl MemoryStore {
             let mut table = lock(shard);
             let before = table.len();
             table.retain(|entry| entry.is_live(now));
-            reaped += before - table.len();
+            // Given back shard by shard, so writes are not refused for room
+            // that is already free while the other shards are swept.
+            let freed = before - table.len();
+            self.entries.fetch_sub(freed, Ordering::Relaxed);
+            reaped += freed;
         }
-        self.entries.fetch_sub(reaped, Ordering::Relaxed);
         reaped
     }
 }
@@ -325,6 +329,41 @@ mod tests {
 
     // What every backend promises is in `contract_tests`; here, what only
     // this one does.
+    /// The one-time guard's promise under real contention: threads racing
+    /// for one key, exactly one wins; and the room limit holds across shards.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_writers_get_one_winner_and_never_overshoot_the_room() {
+        let store = MemoryStore::start(64, 0);
+        let winners = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| store.set_if_absent("used:a:1", b"1", TTL, G)))
+                .collect();
+            racers
+                .into_iter()
+                .filter_map(|racer| racer.join().ok())
+                .filter(|won| *won == Ok(true))
+                .count()
+        });
+        assert_eq!(winners, 1);
+
+        std::thread::scope(|scope| {
+            for thread in 0..8 {
+                let store = &store;
+                scope.spawn(move || {
+                    for key in 0..32 {
+                        let _ = store.set(&format!("{thread}/{key}"), b"x", TTL, G);
+                    }
+                });
+            }
+        });
+        assert_eq!(store.len(), 64);
+        let stored = (0..8)
+            .flat_map(|thread| (0..32).map(move |key| format!("{thread}/{key}")))
+            .filter(|key| store.get(key).is_some())
+            .count();
+        assert_eq!(stored, 63, "the guard above holds the 64th place");
+    }
+
     #[tokio::test]
     async fn expired_entries_are_reclaimed() {
         let store = MemoryStore::start(100, 0);

@@ -210,9 +210,10 @@ impl Namespace {
     }
 
     /// Run one backend operation within the call's store deadline. Only
-    /// Redis can keep a call waiting: the memory and file stores answer
-    /// before their future is first polled, so they get no timer (a timer
-    /// per store operation is a measurable part of a plugin call).
+    /// Redis can keep a call waiting: the memory and file stores do their
+    /// work synchronously on the first poll, where no timer could stop
+    /// them, so they get none (a timer per store operation is a
+    /// measurable part of a plugin call).
     async fn timed<T>(
         &self,
         operation: impl Future<Output = Result<T, StoreError>>,
