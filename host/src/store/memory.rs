@@ -29,6 +29,11 @@ impl Entry {
 
 type Shard = HashTable<Entry>;
 
+/// Matches the entry stored under `key`.
+fn holds(key: &str) -> impl Fn(&Entry) -> bool + '_ {
+    move |entry| &*entry.key == key
+}
+
 /// A key's shard, locked, and the key's hash, which also finds its slot in
 /// the shard: every operation hashes its key once.
 struct Located<'a> {
@@ -151,11 +156,9 @@ impl MemoryStore {
 
     /// The slot of `key` in its shard, occupied or vacant.
     fn slot<'a>(&self, located: &'a mut Located<'_>, key: &str) -> Slot<'a, Entry> {
-        located.shard.entry(
-            located.hash,
-            |entry| &*entry.key == key,
-            |entry| self.hash(&entry.key),
-        )
+        located
+            .shard
+            .entry(located.hash, holds(key), |entry| self.hash(&entry.key))
     }
 
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
@@ -163,7 +166,7 @@ impl MemoryStore {
         let located = self.locate(key);
         located
             .shard
-            .find(located.hash, |entry| &*entry.key == key)
+            .find(located.hash, holds(key))
             .filter(|entry| entry.is_live(now))
             .map(|entry| entry.value.clone())
     }
@@ -203,10 +206,7 @@ impl MemoryStore {
     pub fn touch(&self, key: &str, ttl: Duration) -> bool {
         let now = Instant::now();
         let mut located = self.locate(key);
-        match located
-            .shard
-            .find_mut(located.hash, |entry| &*entry.key == key)
-        {
+        match located.shard.find_mut(located.hash, holds(key)) {
             Some(entry) if entry.is_live(now) => {
                 entry.expires_at = now + ttl;
                 true
@@ -218,10 +218,7 @@ impl MemoryStore {
     pub fn delete(&self, key: &str) -> bool {
         let now = Instant::now();
         let mut located = self.locate(key);
-        let Ok(found) = located
-            .shard
-            .find_entry(located.hash, |entry| &*entry.key == key)
-        else {
+        let Ok(found) = located.shard.find_entry(located.hash, holds(key)) else {
             return false;
         };
         let (removed, _) = found.remove();
@@ -257,10 +254,7 @@ impl MemoryStore {
     pub fn decrement(&self, key: &str, delta: u64) -> Result<u64, StoreError> {
         let now = Instant::now();
         let mut located = self.locate(key);
-        let Ok(mut found) = located
-            .shard
-            .find_entry(located.hash, |entry| &*entry.key == key)
-        else {
+        let Ok(mut found) = located.shard.find_entry(located.hash, holds(key)) else {
             return Ok(0);
         };
         let entry = found.get_mut();
