@@ -60,9 +60,11 @@ impl EpochTicker {
                         idle_ticks += 1;
                     } else {
                         // Woken by the next call (or the sandbox's end); a
-                        // wake-up sent before this point is not lost.
+                        // wake-up sent before this point is not lost. One
+                        // sent while the clock still ticked wakes it at
+                        // once, and it parks again: the count restarts
+                        // only when a call is seen running.
                         std::thread::park();
-                        idle_ticks = 0;
                         continue;
                     }
                     std::thread::sleep(EPOCH_TICK);
