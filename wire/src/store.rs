@@ -15,6 +15,9 @@ pub const MAX_KEY_BYTES: usize = 512;
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 /// Longest time to live a plugin may ask for, in milliseconds (30 days).
 pub const MAX_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
+/// Largest value a counter holds, and largest `delta`: 2^63 - 1, what every
+/// backend can keep (Redis's counters are signed 64-bit).
+pub const MAX_COUNTER: u64 = i64::MAX as u64;
 
 /// `app/<app>/<plugin>/`: the prefix of one plugin kind's keys for one app.
 /// A Redis store puts the deployment's `<prefix>:` in front
@@ -54,6 +57,14 @@ pub fn check_ttl_ms(ttl_ms: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// A counter's `delta` is at most [`MAX_COUNTER`].
+pub fn check_delta(delta: u64) -> Result<(), String> {
+    if delta > MAX_COUNTER {
+        return Err(format!("delta must be at most {MAX_COUNTER}"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +80,8 @@ mod tests {
         assert!(check_ttl_ms(1).is_ok());
         assert!(check_ttl_ms(MAX_TTL_MS).is_ok());
         assert!(check_ttl_ms(MAX_TTL_MS + 1).is_err());
+        assert!(check_delta(MAX_COUNTER).is_ok());
+        assert!(check_delta(MAX_COUNTER + 1).is_err());
     }
 
     #[test]

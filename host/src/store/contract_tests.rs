@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{FileStore, MemoryStore, Room, StoreBackend, StoreError};
+use super::{FileStore, MAX_COUNTER, MemoryStore, Room, StoreBackend, StoreError};
 use crate::config::FileStoreConfig;
 use crate::data_dir::DataDir;
 
@@ -172,15 +172,32 @@ async fn counters_refuse_what_is_not_a_counter_and_overflow(store: StoreBackend)
     ));
     assert_eq!(store.get("text").await, Ok(Some(b"abc".to_vec())));
 
-    assert_eq!(store.increment("big", u64::MAX, TTL, G).await, Ok(u64::MAX));
+    // Counters stop at 2^63 - 1, where Redis's stop, on every backend.
+    assert!(matches!(
+        store.increment("huge", MAX_COUNTER + 1, TTL, G).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert_eq!(store.get("huge").await, Ok(None));
+    assert_eq!(
+        store.increment("big", MAX_COUNTER, TTL, G).await,
+        Ok(MAX_COUNTER)
+    );
     assert!(matches!(
         store.increment("big", 1, TTL, G).await,
         Err(StoreError::InvalidArgument(_))
     ));
     assert_eq!(
         store.get("big").await,
-        Ok(Some(u64::MAX.to_string().into_bytes()))
+        Ok(Some(MAX_COUNTER.to_string().into_bytes()))
     );
+    store
+        .set("beyond", (MAX_COUNTER + 1).to_string().as_bytes(), TTL, G)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.increment("beyond", 0, TTL, G).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
 
     // An expired value, counter or not, is no obstacle: a counter starts
     // afresh there, and an expired counter decrements to nothing.

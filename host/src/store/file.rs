@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{Room, StoreError, counter_value};
+use super::{Room, StoreError, counter_sum, counter_value};
 use crate::data_dir::{DataDir, DiskError};
 
 /// Independent locks, so concurrent calls for different keys rarely wait.
@@ -192,32 +192,56 @@ impl FileStore {
                 Room::General => self.max_entries,
                 Room::Reserved => self.max_entries.saturating_add(self.reserved_entries),
             };
-            let bytes = self.bytes.load(Ordering::Relaxed);
             let byte_limit = match room {
                 Room::General => self.max_bytes,
                 // The reserved room's small guards may go a tenth over.
                 Room::Reserved => self.max_bytes.saturating_add(self.max_bytes / 10),
             };
-            if self.entries() >= limit || bytes.saturating_add(new_charge) > byte_limit {
-                return Err(StoreError::Full(format!(
-                    "the file store is full ({limit} entries, {} MiB)",
-                    byte_limit >> 20
-                )));
-            }
+            self.claim_room(limit, byte_limit, new_charge)?;
         }
         let encoded = Entry::encode(value, expires_ms);
-        self.dir
-            .commit(|engine, batch| batch.insert(&engine.store, key, encoded))
-            .map_err(disk_error)?;
-        match old_charge {
-            Some(old_charge) => {
-                self.bytes.fetch_add(new_charge, Ordering::Relaxed);
-                decrease(&self.bytes, old_charge);
+        let committed = self
+            .dir
+            .commit(|engine, batch| batch.insert(&engine.store, key, encoded));
+        if let Err(error) = committed {
+            if old.is_none() {
+                // The new key's place was taken for nothing: give it back.
+                decrease(&self.entries, 1);
+                decrease(&self.bytes, new_charge);
             }
-            None => {
-                self.entries.fetch_add(1, Ordering::Relaxed);
-                self.bytes.fetch_add(new_charge, Ordering::Relaxed);
-            }
+            return Err(disk_error(error));
+        }
+        if let Some(old_charge) = old_charge {
+            self.bytes.fetch_add(new_charge, Ordering::Relaxed);
+            decrease(&self.bytes, old_charge);
+        }
+        Ok(())
+    }
+
+    /// Take a place and `charge` bytes for a new key, each in one atomic
+    /// step, so writers under different stripe locks cannot all pass the
+    /// check together and overshoot the limits.
+    fn claim_room(&self, limit: usize, byte_limit: usize, charge: usize) -> Result<(), StoreError> {
+        let full = || {
+            StoreError::Full(format!(
+                "the file store is full ({limit} entries, {} MiB)",
+                byte_limit >> 20
+            ))
+        };
+        self.entries
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                (held < limit).then_some(held + 1)
+            })
+            .map_err(|_| full())?;
+        let bytes = self
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                held.checked_add(charge)
+                    .filter(|&total| total <= byte_limit)
+            });
+        if bytes.is_err() {
+            decrease(&self.entries, 1);
+            return Err(full());
         }
         Ok(())
     }
@@ -305,9 +329,7 @@ impl FileStore {
             }
             _ => (0, expiry(ttl)),
         };
-        let next = current.checked_add(delta).ok_or_else(|| {
-            StoreError::InvalidArgument(format!("counter {key:?} would overflow"))
-        })?;
+        let next = counter_sum(key, current, delta)?;
         self.put(
             key,
             old.as_ref(),
@@ -471,5 +493,36 @@ mod tests {
         assert_eq!(store.sweep(), 1);
         assert_eq!(store.entries(), 1);
         assert_eq!(store.get("long"), Ok(Some(b"y".to_vec())));
+    }
+
+    /// Writers under different stripe locks racing for the last places:
+    /// the limit holds exactly.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_writers_never_overshoot_the_room() {
+        const RACERS: usize = 8;
+        // A few rounds, each on a fresh store: one race may by chance not
+        // overlap at the boundary, several together do.
+        for _ in 0..4 {
+            let path = tempfile::tempdir().unwrap();
+            let store = open(path.path(), 24, 0);
+            let start = std::sync::Barrier::new(RACERS);
+            std::thread::scope(|scope| {
+                for thread in 0..RACERS {
+                    let (store, start) = (&store, &start);
+                    scope.spawn(move || {
+                        start.wait();
+                        for key in 0..8 {
+                            let _ = store.set(&format!("{thread}/{key}"), b"x", TTL, G);
+                        }
+                    });
+                }
+            });
+            assert_eq!(store.entries(), 24);
+            let stored = (0..RACERS)
+                .flat_map(|thread| (0..8).map(move |key| format!("{thread}/{key}")))
+                .filter(|key| store.get(key).is_ok_and(|value| value.is_some()))
+                .count();
+            assert_eq!(stored, 24);
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use hashbrown::hash_table::{Entry as Slot, HashTable};
 
-use super::{Room, StoreError, counter_value};
+use super::{Room, StoreError, counter_sum, counter_value};
 
 /// Independent locks, so concurrent calls for different keys rarely wait on
 /// each other.
@@ -243,9 +243,7 @@ impl MemoryStore {
             }
             _ => (0, now + ttl),
         };
-        let next = current.checked_add(delta).ok_or_else(|| {
-            StoreError::InvalidArgument(format!("counter {key:?} would overflow"))
-        })?;
+        let next = counter_sum(key, current, delta)?;
         self.put(slot, key, next.to_string().into_bytes(), expires_at, room)?;
         Ok(next)
     }
@@ -327,10 +325,19 @@ mod tests {
     /// for one key, exactly one wins; and the room limit holds across shards.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn racing_writers_get_one_winner_and_never_overshoot_the_room() {
+        const RACERS: usize = 8;
         let store = MemoryStore::start(64, 0);
+        // Every racer waits at the barrier, so they start together rather
+        // than one after another as their threads come up.
+        let start = std::sync::Barrier::new(RACERS);
         let winners = std::thread::scope(|scope| {
-            let racers: Vec<_> = (0..8)
-                .map(|_| scope.spawn(|| store.set_if_absent("used:a:1", b"1", TTL, G)))
+            let racers: Vec<_> = (0..RACERS)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        store.set_if_absent("used:a:1", b"1", TTL, G)
+                    })
+                })
                 .collect();
             racers
                 .into_iter()
@@ -341,9 +348,10 @@ mod tests {
         assert_eq!(winners, 1);
 
         std::thread::scope(|scope| {
-            for thread in 0..8 {
-                let store = &store;
+            for thread in 0..RACERS {
+                let (store, start) = (&store, &start);
                 scope.spawn(move || {
+                    start.wait();
                     for key in 0..32 {
                         let _ = store.set(&format!("{thread}/{key}"), b"x", TTL, G);
                     }
@@ -351,7 +359,7 @@ mod tests {
             }
         });
         assert_eq!(store.len(), 64);
-        let stored = (0..8)
+        let stored = (0..RACERS)
             .flat_map(|thread| (0..32).map(move |key| format!("{thread}/{key}")))
             .filter(|key| store.get(key).is_some())
             .count();
@@ -371,5 +379,31 @@ mod tests {
         assert_eq!(store.reap(), 1);
         assert_eq!(store.len(), 1);
         assert!(!store.is_empty());
+    }
+
+    /// The sweep's side of reusing a place (`contract_tests` covers the
+    /// expired key found before the sweep): the room it gives back takes
+    /// a new key, and only one.
+    #[tokio::test]
+    async fn a_swept_place_takes_one_new_key() {
+        let store = MemoryStore::start(2, 0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        store.set("kept", b"1", TTL, G).unwrap();
+        store
+            .increment("spent", 1, Duration::from_millis(1), G)
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(matches!(
+            store.set("new", b"1", TTL, G),
+            Err(StoreError::Full(_))
+        ));
+        assert_eq!(store.reap(), 1);
+        assert_eq!(store.set_if_absent("new", b"1", TTL, G), Ok(true));
+        assert!(matches!(
+            store.set("newer", b"1", TTL, G),
+            Err(StoreError::Full(_))
+        ));
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.get("spent"), None);
     }
 }

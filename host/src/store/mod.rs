@@ -16,6 +16,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use madx_wire::store::MAX_COUNTER;
 use tokio::time::Instant;
 
 pub use file::FileStore;
@@ -271,12 +272,14 @@ impl Namespace {
 
     pub async fn increment(&self, key: &str, delta: u64, ttl_ms: u64) -> Result<u64, StoreError> {
         let (key, ttl) = (self.key(key)?, checked_ttl(ttl_ms)?);
+        checked_delta(delta)?;
         self.timed(self.backend.increment(&key, delta, ttl, self.room))
             .await
     }
 
     pub async fn decrement(&self, key: &str, delta: u64) -> Result<u64, StoreError> {
         let key = self.key(key)?;
+        checked_delta(delta)?;
         self.timed(self.backend.decrement(&key, delta)).await
     }
 }
@@ -286,12 +289,26 @@ fn checked_ttl(ttl_ms: u64) -> Result<Duration, StoreError> {
     Ok(Duration::from_millis(ttl_ms))
 }
 
-/// The number a counter entry holds.
+fn checked_delta(delta: u64) -> Result<(), StoreError> {
+    madx_wire::store::check_delta(delta).map_err(StoreError::InvalidArgument)
+}
+
+/// The number a counter entry holds: 0 to `MAX_COUNTER`, as Redis would
+/// read it, so a plugin sees the same counters on every backend.
 fn counter_value(key: &str, value: &[u8]) -> Result<u64, StoreError> {
     std::str::from_utf8(value)
         .ok()
         .and_then(|text| text.parse::<u64>().ok())
+        .filter(|&count| count <= MAX_COUNTER)
         .ok_or_else(|| StoreError::InvalidArgument(format!("{key:?} does not hold a counter")))
+}
+
+/// `current + delta`, refused past `MAX_COUNTER` (as Redis refuses it).
+fn counter_sum(key: &str, current: u64, delta: u64) -> Result<u64, StoreError> {
+    current
+        .checked_add(delta)
+        .filter(|&sum| sum <= MAX_COUNTER)
+        .ok_or_else(|| StoreError::InvalidArgument(format!("counter {key:?} would overflow")))
 }
 
 fn check_value(value: &[u8]) -> Result<(), StoreError> {
