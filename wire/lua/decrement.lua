@@ -1,6 +1,8 @@
 -- DECRBY that removes a counter reaching 0, leaves a missing counter missing
 -- and keeps the expiry of an existing one (the in-memory store's semantics).
 -- KEYS[1] the counter, ARGV[1] the delta.
+-- What is left is read back as text (see increment.lua); the test against
+-- 0 is exact as a double.
 local current = redis.call('GET', KEYS[1])
 if not current then
     return 0
@@ -10,4 +12,4 @@ if value <= 0 then
     redis.call('DEL', KEYS[1])
     return 0
 end
-return value
+return redis.call('GET', KEYS[1])

@@ -1,8 +1,10 @@
 -- INCRBY that gives a new counter its time to live and leaves the expiry of
 -- an existing one alone (the in-memory store's semantics).
 -- KEYS[1] the counter, ARGV[1] the delta, ARGV[2] the time to live in ms.
-local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+-- The new value is read back as text: a number passed through Lua is a
+-- double, exact only up to 2^53, and counters go to 2^63 - 1.
+redis.call('INCRBY', KEYS[1], ARGV[1])
 if redis.call('PTTL', KEYS[1]) == -1 then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
-return value
+return redis.call('GET', KEYS[1])

@@ -155,7 +155,17 @@ impl<'a, R: Redis> Store<'a, R> {
     }
 
     fn counter(&self, key: &str, args: &[&[u8]]) -> Result<u64, StoreError> {
-        let value = integer("EVAL", &self.run("EVAL", args)?)?;
+        let reply = self.run("EVAL", args)?;
+        let value = match reply.as_slice() {
+            [Reply::Int(value)] => Some(*value),
+            // The scripts read a counter back as text (Lua's numbers are
+            // doubles, short of a counter's 63 bits).
+            [Reply::Bytes(text)] => std::str::from_utf8(text)
+                .ok()
+                .and_then(|text| text.parse::<i64>().ok()),
+            _ => None,
+        }
+        .ok_or_else(|| unexpected("EVAL", &reply))?;
         u64::try_from(value)
             .map_err(|_| StoreError::InvalidArgument(format!("counter {key:?} is negative")))
     }
@@ -209,7 +219,7 @@ mod tests {
         );
         redis.reply(vec![Reply::Int(1)]);
         assert_eq!(store.delete("token:abc"), Ok(true));
-        redis.reply(vec![Reply::Int(3)]);
+        redis.reply(vec![Reply::Bytes(b"3".to_vec())]);
         assert_eq!(store.increment("fails:abc", 1, 300_000), Ok(3));
         let commands = redis.commands.borrow();
         assert_eq!(

@@ -1,14 +1,18 @@
-//! What every backend promises its plugins, run against each backend this
-//! process holds (Redis is held to the same by the integration suites,
-//! against a real server). Backend-specific behaviour (a reopen, the sweep)
-//! is tested beside each backend.
+//! What every backend promises its plugins, run against each backend: the
+//! memory and file stores, and Redis on a real `redis-server`. Redis keeps
+//! no entry count or room limit of its own (its `maxmemory` does that
+//! job), so the room checks run on the other two. Backend-specific
+//! behaviour (a reopen, the sweep) is tested beside each backend.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{FileStore, MAX_COUNTER, MemoryStore, Room, StoreBackend, StoreError};
+use madx_test_support::RedisServer;
+
+use super::{FileStore, MAX_COUNTER, MemoryStore, RedisStore, Room, StoreBackend, StoreError};
 use crate::config::FileStoreConfig;
 use crate::data_dir::DataDir;
+use crate::redis_link::RedisLink;
 
 const TTL: Duration = Duration::from_secs(60);
 const G: Room = Room::General;
@@ -46,26 +50,55 @@ impl Fresh for Files {
     }
 }
 
+/// Stores on one real `redis-server`, each under a key prefix of its own.
+struct Redis {
+    server: RedisServer,
+    opened: usize,
+}
+
+impl Fresh for Redis {
+    fn fresh(&mut self, _max_entries: usize, _reserved: usize) -> StoreBackend {
+        self.opened += 1;
+        let link = RedisLink::single(&self.server.url()).unwrap();
+        let prefix = format!("contract-{}", self.opened);
+        StoreBackend::Redis(Arc::new(RedisStore::new(link, &prefix)))
+    }
+}
+
 #[tokio::test]
 async fn the_memory_store_keeps_the_contract() {
-    keeps_the_contract(Memory).await;
+    let mut memory = Memory;
+    keeps_the_contract(&mut memory).await;
+    keeps_its_room(&mut memory).await;
 }
 
 #[tokio::test]
 async fn the_file_store_keeps_the_contract() {
     let root = tempfile::tempdir().unwrap();
-    keeps_the_contract(Files { root, opened: 0 }).await;
+    let mut files = Files { root, opened: 0 };
+    keeps_the_contract(&mut files).await;
+    keeps_its_room(&mut files).await;
 }
 
-async fn keeps_the_contract(mut backend: impl Fresh) {
+#[tokio::test]
+async fn the_redis_store_keeps_the_contract() {
+    let server = RedisServer::start();
+    keeps_the_contract(&mut Redis { server, opened: 0 }).await;
+}
+
+async fn keeps_the_contract(backend: &mut impl Fresh) {
     set_if_absent_is_once_only(backend.fresh(100, 0)).await;
     expired_entries_vanish(backend.fresh(100, 0)).await;
     touch_extends_life(backend.fresh(100, 0)).await;
     counters_count_and_keep_their_expiry(backend.fresh(100, 0)).await;
     counters_go_down_to_zero_and_missing_ones_stay_missing(backend.fresh(100, 0)).await;
+    counters_refuse_what_is_not_a_counter_and_overflow(backend.fresh(100, 0)).await;
+}
+
+/// The entry count and the room limit (the stores that keep them).
+async fn keeps_its_room(backend: &mut impl Fresh) {
     a_full_store_refuses_new_keys_but_serves_existing_ones(backend.fresh(2, 1)).await;
     a_full_store_reuses_the_place_of_an_expired_key(backend.fresh(2, 0)).await;
-    counters_refuse_what_is_not_a_counter_and_overflow(backend.fresh(100, 0)).await;
     thousands_of_keys_are_all_found(backend.fresh(10_000, 0)).await;
 }
 
