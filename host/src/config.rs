@@ -877,11 +877,11 @@ fn store_config(store: Option<String>, prefix: Option<String>) -> anyhow::Result
 }
 
 /// `redis-cluster://[user:password@]host:port,host:port,...`
-const CLUSTER_SCHEME: &str = "redis-cluster://";
+pub(crate) const CLUSTER_SCHEME: &str = "redis-cluster://";
 
 /// The seed nodes of a `redis-cluster://` store, as `redis://` URLs (the
 /// credentials, if any, go to every node).
-fn cluster_seeds(rest: &str) -> anyhow::Result<Vec<String>> {
+pub(crate) fn cluster_seeds(rest: &str) -> anyhow::Result<Vec<String>> {
     let (credentials, hosts) = match rest.rsplit_once('@') {
         Some((credentials, hosts)) => (format!("{credentials}@"), hosts),
         None => (String::new(), rest),

@@ -1,5 +1,6 @@
 //! What every backend promises its plugins, run against each backend: the
-//! memory and file stores, and Redis on a real `redis-server`. Redis keeps
+//! memory and file stores, one real `redis-server` and a real Redis
+//! Cluster. Redis keeps
 //! no entry count or room limit of its own (its `maxmemory` does that
 //! job), so the room checks run on the other two. Backend-specific
 //! behaviour (a reopen, the sweep) is tested beside each backend.
@@ -7,10 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use madx_test_support::RedisServer;
+use madx_test_support::{RedisCluster, RedisServer};
 
 use super::{FileStore, MAX_COUNTER, MemoryStore, RedisStore, Room, StoreBackend, StoreError};
-use crate::config::FileStoreConfig;
+use crate::config::{CLUSTER_SCHEME, FileStoreConfig, cluster_seeds};
 use crate::data_dir::DataDir;
 use crate::redis_link::RedisLink;
 
@@ -50,18 +51,18 @@ impl Fresh for Files {
     }
 }
 
-/// Stores on one real `redis-server`, each under a key prefix of its own.
+/// Stores on one Redis deployment (a server or a cluster), each under a
+/// key prefix of its own.
 struct Redis {
-    server: RedisServer,
+    link: RedisLink,
     opened: usize,
 }
 
 impl Fresh for Redis {
     fn fresh(&mut self, _max_entries: usize, _reserved: usize) -> StoreBackend {
         self.opened += 1;
-        let link = RedisLink::single(&self.server.url()).unwrap();
         let prefix = format!("contract-{}", self.opened);
-        StoreBackend::Redis(Arc::new(RedisStore::new(link, &prefix)))
+        StoreBackend::Redis(Arc::new(RedisStore::new(self.link.clone(), &prefix)))
     }
 }
 
@@ -81,9 +82,19 @@ async fn the_file_store_keeps_the_contract() {
 }
 
 #[tokio::test]
-async fn the_redis_store_keeps_the_contract() {
+async fn one_redis_keeps_the_contract() {
     let server = RedisServer::start();
-    keeps_the_contract(&mut Redis { server, opened: 0 }).await;
+    let link = RedisLink::single(&server.url()).unwrap();
+    keeps_the_contract(&mut Redis { link, opened: 0 }).await;
+}
+
+#[tokio::test]
+async fn a_redis_cluster_keeps_the_contract() {
+    let cluster = RedisCluster::start(3, 0);
+    let url = cluster.url();
+    let seeds = cluster_seeds(url.trim_start_matches(CLUSTER_SCHEME)).unwrap();
+    let link = RedisLink::cluster(seeds).unwrap();
+    keeps_the_contract(&mut Redis { link, opened: 0 }).await;
 }
 
 async fn keeps_the_contract(backend: &mut impl Fresh) {
