@@ -49,11 +49,10 @@ fn integer(command: &str, reply: &[Reply]) -> Result<i64, StoreError> {
     }
 }
 
-/// A count for a counter script: Redis counters are signed 64-bit.
+/// A count for a counter script, within the counters' range.
 fn signed(delta: u64) -> Result<String, StoreError> {
-    i64::try_from(delta)
-        .map(|delta| delta.to_string())
-        .map_err(|_| StoreError::InvalidArgument(format!("{delta} is too large for a counter")))
+    store::check_delta(delta).map_err(StoreError::InvalidArgument)?;
+    Ok(delta.to_string())
 }
 
 fn ttl(ttl_ms: u64) -> Result<String, StoreError> {

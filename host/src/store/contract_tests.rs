@@ -1,8 +1,7 @@
 //! What every backend promises its plugins, run against each backend: the
 //! memory and file stores, one real `redis-server` and a real Redis
-//! Cluster. Redis keeps
-//! no entry count or room limit of its own (its `maxmemory` does that
-//! job), so the room checks run on the other two. Backend-specific
+//! Cluster. Redis keeps no entry count or room limit of its own (its
+//! `maxmemory` does that job), so the room checks run on the other two. Backend-specific
 //! behaviour (a reopen, the sweep) is tested beside each backend.
 
 use std::sync::Arc;
@@ -95,6 +94,27 @@ async fn a_redis_cluster_keeps_the_contract() {
     let seeds = cluster_seeds(url.trim_start_matches(CLUSTER_SCHEME)).unwrap();
     let link = RedisLink::cluster(seeds).unwrap();
     keeps_the_contract(&mut Redis { link, opened: 0 }).await;
+}
+
+/// `racers` threads, started together at a barrier, each writing its own
+/// `keys_each` keys with `write`; the keys, for counting what was kept.
+pub(super) fn race_to_write(
+    racers: usize,
+    keys_each: usize,
+    write: impl Fn(&str) + Sync,
+) -> Vec<String> {
+    let start = std::sync::Barrier::new(racers);
+    let keys_of = |thread: usize| (0..keys_each).map(move |key| format!("{thread}/{key}"));
+    std::thread::scope(|scope| {
+        for thread in 0..racers {
+            let (start, write) = (&start, &write);
+            scope.spawn(move || {
+                start.wait();
+                keys_of(thread).for_each(|key| write(&key));
+            });
+        }
+    });
+    (0..racers).flat_map(keys_of).collect()
 }
 
 async fn keeps_the_contract(backend: &mut impl Fresh) {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{Room, StoreError, counter_sum, counter_value};
+use super::{Room, StoreError, claim, counter_sum, counter_value};
 use crate::data_dir::{DataDir, DiskError};
 
 /// Independent locks, so concurrent calls for different keys rarely wait.
@@ -218,32 +218,24 @@ impl FileStore {
         Ok(())
     }
 
-    /// Take a place and `charge` bytes for a new key, each in one atomic
-    /// step, so writers under different stripe locks cannot all pass the
-    /// check together and overshoot the limits.
+    /// Take a place and `charge` bytes for a new key, each atomically
+    /// (across stripe locks), or neither.
     fn claim_room(&self, limit: usize, byte_limit: usize, charge: usize) -> Result<(), StoreError> {
-        let full = || {
-            StoreError::Full(format!(
-                "the file store is full ({limit} entries, {} MiB)",
-                byte_limit >> 20
-            ))
-        };
-        self.entries
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
-                (held < limit).then_some(held + 1)
-            })
-            .map_err(|_| full())?;
-        let bytes = self
-            .bytes
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
-                held.checked_add(charge)
-                    .filter(|&total| total <= byte_limit)
-            });
-        if bytes.is_err() {
+        if !claim(&self.entries, 1, limit) {
+            return Err(Self::full_error(limit, byte_limit));
+        }
+        if !claim(&self.bytes, charge, byte_limit) {
             decrease(&self.entries, 1);
-            return Err(full());
+            return Err(Self::full_error(limit, byte_limit));
         }
         Ok(())
+    }
+
+    fn full_error(limit: usize, byte_limit: usize) -> StoreError {
+        StoreError::Full(format!(
+            "the file store is full ({limit} entries, {} MiB)",
+            byte_limit >> 20
+        ))
     }
 
     /// Remove `key` (under its stripe lock), which holds `old`.
@@ -450,6 +442,7 @@ mod tests {
     // this one does.
     use super::*;
     use crate::config::FileStoreConfig;
+    use crate::store::contract_tests::race_to_write;
 
     const TTL: Duration = Duration::from_secs(60);
     const G: Room = Room::General;
@@ -505,21 +498,12 @@ mod tests {
         for _ in 0..4 {
             let path = tempfile::tempdir().unwrap();
             let store = open(path.path(), 24, 0);
-            let start = std::sync::Barrier::new(RACERS);
-            std::thread::scope(|scope| {
-                for thread in 0..RACERS {
-                    let (store, start) = (&store, &start);
-                    scope.spawn(move || {
-                        start.wait();
-                        for key in 0..8 {
-                            let _ = store.set(&format!("{thread}/{key}"), b"x", TTL, G);
-                        }
-                    });
-                }
+            let keys = race_to_write(RACERS, 8, |key| {
+                let _ = store.set(key, b"x", TTL, G);
             });
             assert_eq!(store.entries(), 24);
-            let stored = (0..RACERS)
-                .flat_map(|thread| (0..8).map(move |key| format!("{thread}/{key}")))
+            let stored = keys
+                .iter()
                 .filter(|key| store.get(key).is_ok_and(|value| value.is_some()))
                 .count();
             assert_eq!(stored, 24);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use hashbrown::hash_table::{Entry as Slot, HashTable};
 
-use super::{Room, StoreError, counter_sum, counter_value};
+use super::{Room, StoreError, claim, counter_sum, counter_value};
 
 /// Independent locks, so concurrent calls for different keys rarely wait on
 /// each other.
@@ -110,20 +110,19 @@ impl MemoryStore {
         self.len() >= self.max_entries
     }
 
-    /// Take a place for a new key, refused when `room` has no space left.
-    /// One atomic step, so writers on different shards cannot all pass the
-    /// check together and overshoot the limit.
+    /// Take a place for a new key (atomically, across shards), refused
+    /// when `room` has no space left.
     fn claim_room(&self, room: Room) -> Result<(), StoreError> {
         let limit = match room {
             Room::General => self.max_entries,
             Room::Reserved => self.max_entries.saturating_add(self.reserved_entries),
         };
-        self.entries
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
-                (held < limit).then_some(held + 1)
-            })
-            .map(drop)
-            .map_err(|_| StoreError::Full(format!("the memory store is full ({limit} entries)")))
+        if !claim(&self.entries, 1, limit) {
+            return Err(StoreError::Full(format!(
+                "the memory store is full ({limit} entries)"
+            )));
+        }
+        Ok(())
     }
 
     /// Write `key` (with `value`, expiring at `expires_at`) into the slot
@@ -315,6 +314,7 @@ async fn reap_expired(store: Weak<MemoryStore>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::contract_tests::race_to_write;
 
     const TTL: Duration = Duration::from_secs(60);
     const G: Room = Room::General;
@@ -347,22 +347,11 @@ mod tests {
         });
         assert_eq!(winners, 1);
 
-        std::thread::scope(|scope| {
-            for thread in 0..RACERS {
-                let (store, start) = (&store, &start);
-                scope.spawn(move || {
-                    start.wait();
-                    for key in 0..32 {
-                        let _ = store.set(&format!("{thread}/{key}"), b"x", TTL, G);
-                    }
-                });
-            }
+        let keys = race_to_write(RACERS, 32, |key| {
+            let _ = store.set(key, b"x", TTL, G);
         });
         assert_eq!(store.len(), 64);
-        let stored = (0..RACERS)
-            .flat_map(|thread| (0..32).map(move |key| format!("{thread}/{key}")))
-            .filter(|key| store.get(key).is_some())
-            .count();
+        let stored = keys.iter().filter(|key| store.get(key).is_some()).count();
         assert_eq!(stored, 63, "the guard above holds the 64th place");
     }
 

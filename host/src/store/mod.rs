@@ -14,6 +14,7 @@ mod redis;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use madx_wire::store::MAX_COUNTER;
@@ -287,6 +288,17 @@ impl Namespace {
 fn checked_ttl(ttl_ms: u64) -> Result<Duration, StoreError> {
     madx_wire::store::check_ttl_ms(ttl_ms).map_err(StoreError::InvalidArgument)?;
     Ok(Duration::from_millis(ttl_ms))
+}
+
+/// Add `amount` to `counter` unless that takes it past `limit`, in one
+/// atomic step, so writers under different locks cannot all pass the check
+/// together and overshoot; whether it was added.
+fn claim(counter: &AtomicUsize, amount: usize, limit: usize) -> bool {
+    counter
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+            held.checked_add(amount).filter(|&total| total <= limit)
+        })
+        .is_ok()
 }
 
 fn checked_delta(delta: u64) -> Result<(), StoreError> {
