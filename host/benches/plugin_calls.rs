@@ -4,6 +4,7 @@
 //! the same Rust logic called natively on the same store.
 //!
 //! `cargo bench -p madx-pusher --bench plugin_calls`
+//! (`PLUGIN_CALLS=N` for another number of calls of each kind)
 //!
 //! `ROUTER_COMPONENT=path/to/router.wasm` adds a row for that router
 //! component (for example one written in another language), measured in the
@@ -23,7 +24,9 @@ use madx_pusher::plugins::{
 use madx_pusher::store::{MemoryStore, Room, StoreBackend};
 use totp_rs::{Algorithm, Secret, TOTP};
 
-const CALLS: usize = 5_000;
+/// Calls of each kind; `PLUGIN_CALLS=30000` makes a run long enough to
+/// profile the calls rather than the start-up compile.
+const DEFAULT_CALLS: usize = 5_000;
 
 /// The host's memory store seen through the auth rules' `Backend`, so the
 /// native run does the same store work as the component.
@@ -92,6 +95,10 @@ fn per_call(total: Duration, calls: usize) -> f64 {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    let calls = std::env::var("PLUGIN_CALLS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(DEFAULT_CALLS);
     let sandbox = Sandbox::new(SandboxLimits::default(), None, Arc::new(Metrics::new())).unwrap();
     let memory = MemoryStore::start(10_000_000, 1_000_000);
     let store = StoreBackend::Memory(memory.clone());
@@ -103,8 +110,8 @@ async fn main() {
     let router = RouterPlugin::load(&sandbox, store, &built_in).unwrap();
 
     // Tokens issued beforehand: each verify spends one fresh code.
-    let mut wasm_tokens = Vec::with_capacity(CALLS);
-    for _ in 0..CALLS {
+    let mut wasm_tokens = Vec::with_capacity(calls);
+    for _ in 0..calls {
         let request = TokenRequest {
             user_id: Some("bench".into()),
             channels: vec!["news.*".into()],
@@ -117,7 +124,7 @@ async fn main() {
     }
     let native = NativeBackend(memory.clone());
     let authority = Authority::new(&native, OtpProfile::RFC6238_DEFAULT);
-    let native_tokens: Vec<(String, String)> = (0..CALLS)
+    let native_tokens: Vec<(String, String)> = (0..calls)
         .map(|_| {
             let issued = authority.issue(tokens::Request::default()).unwrap();
             let code = code(&issued.secret_seed);
@@ -132,21 +139,21 @@ async fn main() {
             .unwrap()
             .unwrap();
     }
-    let wasm_verify = per_call(started.elapsed(), CALLS);
+    let wasm_verify = per_call(started.elapsed(), calls);
 
     let started = Instant::now();
     for (access_id, code) in &native_tokens {
         authority.verify(access_id, code).unwrap();
     }
-    let native_verify = per_call(started.elapsed(), CALLS);
+    let native_verify = per_call(started.elapsed(), calls);
 
     // About the bare cost of an auth call: one `delete` of a missing key.
     let started = Instant::now();
-    for _ in 0..CALLS {
+    for _ in 0..calls {
         let deleted = auth.revoke("bench", "nobody").await.unwrap().unwrap();
         assert!(!deleted);
     }
-    let wasm_revoke = per_call(started.elapsed(), CALLS);
+    let wasm_revoke = per_call(started.elapsed(), calls);
 
     let claims = Claims {
         access_id: "bench".into(),
@@ -156,31 +163,31 @@ async fn main() {
         idle_timeout_secs: 7200,
     };
     let started = Instant::now();
-    for _ in 0..CALLS {
+    for _ in 0..calls {
         router
             .authorize_subscribe("bench", &claims, "news.sport")
             .await
             .unwrap()
             .unwrap();
     }
-    let wasm_router = per_call(started.elapsed(), CALLS);
+    let wasm_router = per_call(started.elapsed(), calls);
 
     let started = Instant::now();
-    for _ in 0..CALLS {
+    for _ in 0..calls {
         madx_router::rules::validate_channel(std::hint::black_box("news.sport")).unwrap();
         assert!(madx_router::rules::any_glob_matches(
             &claims.channels,
             std::hint::black_box("news.sport")
         ));
     }
-    let native_router = per_call(started.elapsed(), CALLS);
+    let native_router = per_call(started.elapsed(), calls);
 
     let other_router = match std::env::var_os("ROUTER_COMPONENT") {
-        Some(path) => Some(measure_router(&sandbox, &memory, path.into(), &claims).await),
+        Some(path) => Some(measure_router(&sandbox, &memory, path.into(), &claims, calls).await),
         None => None,
     };
 
-    println!("{CALLS} calls each, one thread, in-memory store:");
+    println!("{calls} calls each, one thread, in-memory store:");
     println!("| call | through Wasm (fresh instance) | native | ratio |");
     println!("|---|---|---|---|");
     println!(
@@ -209,6 +216,7 @@ async fn measure_router(
     memory: &Arc<MemoryStore>,
     path: std::path::PathBuf,
     claims: &Claims,
+    calls: usize,
 ) -> (std::path::PathBuf, Duration, f64) {
     let config = PluginConfig {
         source: ComponentSource::File(path.clone()),
@@ -219,12 +227,12 @@ async fn measure_router(
         .expect("load the router component");
     let compile = started.elapsed();
     let started = Instant::now();
-    for _ in 0..CALLS {
+    for _ in 0..calls {
         router
             .authorize_subscribe("bench", claims, "news.sport")
             .await
             .unwrap()
             .unwrap();
     }
-    (path, compile, per_call(started.elapsed(), CALLS))
+    (path, compile, per_call(started.elapsed(), calls))
 }

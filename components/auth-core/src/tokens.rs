@@ -304,14 +304,13 @@ impl<'a, B: Backend> Authority<'a, B> {
             .map_err(|_| AuthFailure::Unavailable("stored token is corrupt".into()))?;
         let current = profile.time_step(now);
         let codes = profile.codes_for(&seed);
-        // Check every accepted step, even after a match, so the time taken does
-        // not tell which step matched.
-        let mut matched = None;
-        for step in [current.saturating_sub(1), current, current + 1] {
-            if totp::codes_equal(otp, &codes.code_at_step(step)) && matched.is_none() {
-                matched = Some(step);
-            }
-        }
+        // The current step first: a client with a good clock matches it, and
+        // one HMAC is all its code costs. Stopping at a match tells the
+        // caller only which step its right code was for, which it knows; a
+        // wrong code is compared with every accepted step.
+        let matched = [current, current.saturating_sub(1), current + 1]
+            .into_iter()
+            .find(|&step| totp::codes_equal(otp, &codes.code_at_step(step)));
         let Some(step) = matched else {
             if counted == max_failures {
                 self.lock(access_id, now)?;
