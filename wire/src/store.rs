@@ -65,6 +65,34 @@ pub fn check_delta(delta: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// The number a counter entry holds, read as Redis reads one: decimal
+/// digits with no sign, no leading zero and no spaces, 0 to
+/// [`MAX_COUNTER`]. Anything else is not a counter on any backend, and
+/// `increment` and `decrement` refuse it without writing (the Redis
+/// scripts check the same form first).
+pub fn parse_counter(text: &[u8]) -> Option<u64> {
+    let canonical = match text {
+        [b'0'] => true,
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    if !canonical {
+        return None;
+    }
+    std::str::from_utf8(text)
+        .ok()?
+        .parse::<u64>()
+        .ok()
+        .filter(|&count| count <= MAX_COUNTER)
+}
+
+/// Does a Redis error reply refuse the value (not a counter, a key of
+/// another type, an overflow), which a plugin is told as
+/// `invalid-argument`, rather than say that the backend failed?
+pub fn redis_refused_value(reply: &str) -> bool {
+    reply.contains("WRONGTYPE") || reply.contains("not an integer") || reply.contains("overflow")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +110,31 @@ mod tests {
         assert!(check_ttl_ms(MAX_TTL_MS + 1).is_err());
         assert!(check_delta(MAX_COUNTER).is_ok());
         assert!(check_delta(MAX_COUNTER + 1).is_err());
+    }
+
+    #[test]
+    fn counters_are_read_as_redis_reads_them() {
+        assert_eq!(parse_counter(b"0"), Some(0));
+        assert_eq!(parse_counter(b"42"), Some(42));
+        let max = MAX_COUNTER.to_string();
+        assert_eq!(parse_counter(max.as_bytes()), Some(MAX_COUNTER));
+        let beyond = (MAX_COUNTER + 1).to_string();
+        for refused in [
+            b"".as_slice(),
+            b"-1",
+            b"+1",
+            b"-0",
+            b"007",
+            b"00",
+            b" 1",
+            b"1 ",
+            b"1.0",
+            b"abc",
+            "\u{663}".as_bytes(),
+            beyond.as_bytes(),
+        ] {
+            assert_eq!(parse_counter(refused), None, "{refused:?}");
+        }
     }
 
     #[test]

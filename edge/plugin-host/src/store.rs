@@ -83,9 +83,15 @@ impl<'a, R: Redis> Store<'a, R> {
     }
 
     fn run(&self, command: &str, args: &[&[u8]]) -> Result<Vec<Reply>, StoreError> {
-        self.redis
-            .execute(command, args)
-            .map_err(|error| StoreError::Unavailable(format!("redis: {error}")))
+        self.redis.execute(command, args).map_err(|error| {
+            // Redis refusing the value (not a counter) is the plugin's
+            // mistake, as on the hosts; anything else is the backend's.
+            if store::redis_refused_value(&error) {
+                StoreError::InvalidArgument(format!("redis: {error}"))
+            } else {
+                StoreError::Unavailable(format!("redis: {error}"))
+            }
+        })
     }
 
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -177,16 +183,20 @@ mod tests {
 
     use super::*;
 
-    /// Replies queued in advance; every command recorded.
+    /// Replies (or errors) queued in advance; every command recorded.
     #[derive(Default)]
     struct Recorder {
-        replies: RefCell<VecDeque<Vec<Reply>>>,
+        replies: RefCell<VecDeque<Result<Vec<Reply>, String>>>,
         commands: RefCell<Vec<String>>,
     }
 
     impl Recorder {
         fn reply(&self, reply: Vec<Reply>) {
-            self.replies.borrow_mut().push_back(reply);
+            self.replies.borrow_mut().push_back(Ok(reply));
+        }
+
+        fn fail(&self, error: &str) {
+            self.replies.borrow_mut().push_back(Err(error.to_owned()));
         }
     }
 
@@ -201,7 +211,7 @@ mod tests {
             self.replies
                 .borrow_mut()
                 .pop_front()
-                .ok_or_else(|| "connection refused".to_owned())
+                .unwrap_or_else(|| Err("connection refused".to_owned()))
         }
     }
 
@@ -252,5 +262,22 @@ mod tests {
         assert!(matches!(store.get("k"), Err(StoreError::Unavailable(_))));
         redis.reply(vec![Reply::Status("OK".into())]);
         assert!(matches!(store.get("k"), Err(StoreError::Unavailable(_))));
+    }
+
+    /// Redis refusing a value is the plugin's mistake, as on the hosts.
+    #[test]
+    fn a_value_redis_cannot_count_is_an_invalid_argument() {
+        let redis = Recorder::default();
+        let store = Store::new(&redis, "madx", "alpha", "auth");
+        redis.fail("ResponseError: value is not an integer or out of range");
+        assert!(matches!(
+            store.increment("k", 1, 1_000),
+            Err(StoreError::InvalidArgument(_))
+        ));
+        redis.fail("WRONGTYPE: Operation against a key holding the wrong kind of value");
+        assert!(matches!(
+            store.decrement("k", 1),
+            Err(StoreError::InvalidArgument(_))
+        ));
     }
 }

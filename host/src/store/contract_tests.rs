@@ -236,6 +236,27 @@ async fn counters_refuse_what_is_not_a_counter_and_overflow(store: StoreBackend)
     ));
     assert_eq!(store.get("text").await, Ok(Some(b"abc".to_vec())));
 
+    // A number that Redis would not count (a sign, a leading zero, a
+    // space) is no counter on any backend either, and is left as it was.
+    for odd in ["-5", "+5", "05", " 5"] {
+        store.set("odd", odd.as_bytes(), TTL, G).await.unwrap();
+        assert!(
+            matches!(
+                store.increment("odd", 1, TTL, G).await,
+                Err(StoreError::InvalidArgument(_))
+            ),
+            "increment of {odd:?}"
+        );
+        assert!(
+            matches!(
+                store.decrement("odd", 1).await,
+                Err(StoreError::InvalidArgument(_))
+            ),
+            "decrement of {odd:?}"
+        );
+        assert_eq!(store.get("odd").await, Ok(Some(odd.as_bytes().to_vec())));
+    }
+
     // Counters stop at 2^63 - 1, where Redis's stop, on every backend.
     assert!(matches!(
         store.increment("huge", MAX_COUNTER + 1, TTL, G).await,

@@ -305,13 +305,10 @@ fn checked_delta(delta: u64) -> Result<(), StoreError> {
     madx_wire::store::check_delta(delta).map_err(StoreError::InvalidArgument)
 }
 
-/// The number a counter entry holds: 0 to `MAX_COUNTER`, as Redis would
-/// read it, so a plugin sees the same counters on every backend.
+/// The number a counter entry holds, as Redis reads it, so a plugin sees
+/// the same counters on every backend.
 fn counter_value(key: &str, value: &[u8]) -> Result<u64, StoreError> {
-    std::str::from_utf8(value)
-        .ok()
-        .and_then(|text| text.parse::<u64>().ok())
-        .filter(|&count| count <= MAX_COUNTER)
+    madx_wire::store::parse_counter(value)
         .ok_or_else(|| StoreError::InvalidArgument(format!("{key:?} does not hold a counter")))
 }
 

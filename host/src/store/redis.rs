@@ -148,7 +148,7 @@ fn classify(error: redis::RedisError) -> StoreError {
         || (matches!(
             error.kind(),
             ErrorKind::Server(ServerErrorKind::ResponseError)
-        ) && (detail.contains("not an integer") || detail.contains("overflow")));
+        ) && madx_wire::store::redis_refused_value(detail));
     if bad_value {
         StoreError::InvalidArgument(error.to_string())
     } else {
