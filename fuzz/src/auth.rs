@@ -278,10 +278,11 @@ impl<'a> World<'a> {
         self.profile.time_step(self.backend.now_unix_secs())
     }
 
-    /// The steps a code is accepted in, as verify walks them.
+    /// The steps a code is accepted in, as verify walks them: the current
+    /// one first.
     fn window(&self) -> [u64; 3] {
         let current = self.current_step();
-        [current.saturating_sub(1), current, current + 1]
+        [current, current.saturating_sub(1), current + 1]
     }
 
     fn live(&self, token: usize) -> bool {
@@ -573,9 +574,7 @@ impl Backend for MemoryBackend {
         let mut entries = self.entries.borrow_mut();
         let (value, expires) = match entries.get(key) {
             Some((value, expires)) if *expires > now => {
-                let current: u64 = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|text| text.parse().ok())
+                let current = madx_wire::store::parse_counter(value)
                     .ok_or_else(|| failure("not a counter"))?;
                 (current.saturating_add(delta), *expires)
             }
@@ -590,10 +589,8 @@ impl Backend for MemoryBackend {
         let Some((value, expires)) = entries.get(key).filter(|(_, expires)| *expires > now) else {
             return Ok(0);
         };
-        let current: u64 = std::str::from_utf8(value)
-            .ok()
-            .and_then(|text| text.parse().ok())
-            .ok_or_else(|| failure("not a counter"))?;
+        let current =
+            madx_wire::store::parse_counter(value).ok_or_else(|| failure("not a counter"))?;
         let (next, expires) = (current.saturating_sub(delta), *expires);
         if next == 0 {
             entries.remove(key);

@@ -15,6 +15,7 @@ use tracing_subscriber::EnvFilter;
 /// frames, futures): mimalloc's thread-local pages serve them with less CPU
 /// and less memory per socket than the C library's arenas
 /// (docs/benchmarks.md, "mimalloc").
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -88,9 +88,15 @@ pub fn parse_counter(text: &[u8]) -> Option<u64> {
 
 /// Does a Redis error reply refuse the value (not a counter, a key of
 /// another type, an overflow), which a plugin is told as
-/// `invalid-argument`, rather than say that the backend failed?
+/// `invalid-argument`, rather than say that the backend failed? Redis's
+/// own words, whole, so an outage's message is never taken for one.
 pub fn redis_refused_value(reply: &str) -> bool {
-    reply.contains("WRONGTYPE") || reply.contains("not an integer") || reply.contains("overflow")
+    const REFUSALS: [&str; 3] = [
+        "value is not an integer or out of range",
+        "increment or decrement would overflow",
+        "WRONGTYPE",
+    ];
+    REFUSALS.iter().any(|refusal| reply.contains(refusal))
 }
 
 #[cfg(test)]
@@ -134,6 +140,24 @@ mod tests {
             beyond.as_bytes(),
         ] {
             assert_eq!(parse_counter(refused), None, "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn only_redis_refusing_the_value_is_the_plugins_mistake() {
+        for refusal in [
+            "ERR value is not an integer or out of range",
+            "ERR increment or decrement would overflow",
+            "WRONGTYPE Operation against a key holding the wrong kind of value",
+        ] {
+            assert!(redis_refused_value(refusal), "{refusal}");
+        }
+        for outage in [
+            "connection refused",
+            "buffer overflow while reading the reply",
+            "Connection reset by peer (os error 104)",
+        ] {
+            assert!(!redis_refused_value(outage), "{outage}");
         }
     }
 

@@ -210,6 +210,34 @@ fn one_step_of_skew_is_accepted_two_are_not() {
     }
 }
 
+/// The one-time guard marks the step the code was for: `verify` tries the
+/// current step first, then the previous and the next. At the first step
+/// of the clock (T < 30 s) there is no previous step to wrap around to.
+#[test]
+fn the_step_a_code_was_for_is_the_one_spent() {
+    for (now, offsets) in [(T, [-1, 0, 1].as_slice()), (10, [0, 1].as_slice())] {
+        for &offset in offsets {
+            let backend = TestBackend::at(now);
+            let issued = issue_default(&backend);
+            let code = backend.code(&issued.secret_seed, offset);
+            auth(&backend).verify(&issued.access_id, &code).unwrap();
+            let step = (now / 30) as i64 + offset;
+            let spent: Vec<String> = backend
+                .entries
+                .borrow()
+                .keys()
+                .filter(|key| key.starts_with("used:"))
+                .cloned()
+                .collect();
+            assert_eq!(
+                spent,
+                [format!("used:{}:{step}", issued.access_id)],
+                "now {now}, offset {offset}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_spent_code_stays_spent_while_it_could_still_match() {
     let backend = TestBackend::at(T);
