@@ -303,7 +303,7 @@ impl Connections {
         tls: Option<TlsAcceptor>,
         service: S,
         builder: Arc<auto::Builder<TokioExecutor>>,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) where
         S: tower::Service<Request<Incoming>, Response = Response, Error = Infallible>
             + Clone
@@ -322,20 +322,42 @@ impl Connections {
                 self.drive(&conn, &builder, TokioIo::new(stream), service, shutdown)
                     .await
             }
+            // Boxed: a TLS session's state is several KiB, and inline it
+            // would size every plain connection's task to fit it too (a
+            // task is copied whole when it is spawned).
             Some(acceptor) => {
-                let handshake = tokio::select! {
-                    result = acceptor.accept(stream) => result,
-                    () = self.ended(&conn) => return,
-                    _ = shutdown.wait_for(|stop| *stop) => return,
-                };
-                match handshake {
-                    Ok(stream) => {
-                        self.drive(&conn, &builder, TokioIo::new(stream), service, shutdown)
-                            .await
-                    }
-                    Err(error) => tracing::debug!(%error, "TLS handshake failed"),
-                }
+                Box::pin(self.run_tls(&conn, &builder, acceptor, stream, service, shutdown)).await
             }
+        }
+    }
+
+    /// The TLS handshake, then HTTP over it.
+    async fn run_tls<S>(
+        &self,
+        conn: &Conn,
+        builder: &auto::Builder<TokioExecutor>,
+        acceptor: TlsAcceptor,
+        stream: Counted,
+        service: Tracked<S>,
+        mut shutdown: watch::Receiver<bool>,
+    ) where
+        S: tower::Service<Request<Incoming>, Response = Response, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let handshake = tokio::select! {
+            result = acceptor.accept(stream) => result,
+            () = self.ended(conn) => return,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        match handshake {
+            Ok(stream) => {
+                self.drive(conn, builder, TokioIo::new(stream), service, shutdown)
+                    .await
+            }
+            Err(error) => tracing::debug!(%error, "TLS handshake failed"),
         }
     }
 
