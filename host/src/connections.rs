@@ -296,7 +296,7 @@ impl Connections {
 
     /// One connection: TLS handshake (if any), then HTTP until it ends,
     /// is shed, or passes a deadline.
-    async fn run<S>(
+    async fn run<S: AppService>(
         self: Arc<Self>,
         conn: Arc<Conn>,
         stream: Counted,
@@ -304,13 +304,7 @@ impl Connections {
         service: S,
         builder: Arc<auto::Builder<TokioExecutor>>,
         shutdown: watch::Receiver<bool>,
-    ) where
-        S: tower::Service<Request<Incoming>, Response = Response, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-    {
+    ) {
         let _forget = Forget(self.clone(), conn.clone());
         let service = Tracked {
             inner: service,
@@ -332,7 +326,7 @@ impl Connections {
     }
 
     /// The TLS handshake, then HTTP over it.
-    async fn run_tls<S>(
+    async fn run_tls<S: AppService>(
         &self,
         conn: &Conn,
         builder: &auto::Builder<TokioExecutor>,
@@ -340,13 +334,7 @@ impl Connections {
         stream: Counted,
         service: Tracked<S>,
         mut shutdown: watch::Receiver<bool>,
-    ) where
-        S: tower::Service<Request<Incoming>, Response = Response, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-    {
+    ) {
         let handshake = tokio::select! {
             result = acceptor.accept(stream) => result,
             () = self.ended(conn) => return,
@@ -370,11 +358,7 @@ impl Connections {
         mut shutdown: watch::Receiver<bool>,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: tower::Service<Request<Incoming>, Response = Response, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
+        S: AppService,
     {
         let connection = builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(connection);
@@ -824,14 +808,33 @@ impl std::fmt::Display for RequestTimedOut {
 
 impl std::error::Error for RequestTimedOut {}
 
-impl<S> hyper::service::Service<Request<Incoming>> for Tracked<S>
-where
-    S: tower::Service<Request<Incoming>, Response = Response, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+/// The app's request handling as one connection serves it: the router,
+/// made for that connection (its peer address).
+trait AppService:
+    tower::Service<
+        Request<Incoming>,
+        Response = Response,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
 {
+}
+
+impl<S> AppService for S where
+    S: tower::Service<
+            Request<Incoming>,
+            Response = Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+impl<S: AppService> hyper::service::Service<Request<Incoming>> for Tracked<S> {
     type Response = Response;
     type Error = RequestTimedOut;
     type Future = Pin<Box<dyn Future<Output = Result<Response, RequestTimedOut>> + Send>>;
