@@ -14,10 +14,12 @@ use madx_auth_core::totp::{self, Algorithm, OtpProfile};
 
 /// Operations on one backend, chosen by the fuzzer.
 /// Invariants: a right code of the window is accepted exactly once (unless
-/// the access id is locked or the token is gone), a wrong or malformed
-/// one never; `max_failures` wrong codes in a row lock the access id so
-/// that even the right code is refused; tokens expire and are revoked as
-/// documented; issue refuses exactly the requests outside the contract.
+/// the access id is locked or the token is gone), and spends every step of
+/// the window it matches, so it cannot come back as another step's code; a
+/// wrong or malformed one never; `max_failures` wrong codes in a row lock
+/// the access id so that even the right code is refused; tokens expire and
+/// are revoked as documented; issue refuses exactly the requests outside
+/// the contract.
 pub fn auth(data: &[u8]) {
     let mut input = Unstructured::new(data);
     // Running out of input just ends the run.
@@ -255,8 +257,9 @@ struct World<'a> {
     profile: OtpProfile,
     settings: Settings,
     tokens: Vec<Token>,
-    /// (access id, time step) pairs whose code was accepted.
-    accepted: HashSet<(String, u64)>,
+    /// (access id, time step) pairs spent: every step an accepted code
+    /// matched, and those a refused reuse matched.
+    spent: HashSet<(String, u64)>,
 }
 
 impl<'a> World<'a> {
@@ -266,7 +269,7 @@ impl<'a> World<'a> {
             profile,
             settings: Settings::load(backend),
             tokens: Vec::new(),
-            accepted: HashSet::new(),
+            spent: HashSet::new(),
         }
     }
 
@@ -278,11 +281,10 @@ impl<'a> World<'a> {
         self.profile.time_step(self.backend.now_unix_secs())
     }
 
-    /// The steps a code is accepted in, as verify walks them: the current
-    /// one first.
-    fn window(&self) -> [u64; 3] {
+    /// The steps a code is accepted in.
+    fn window(&self) -> Vec<u64> {
         let current = self.current_step();
-        [current, current.saturating_sub(1), current + 1]
+        (current.saturating_sub(1)..=current + 1).collect()
     }
 
     fn live(&self, token: usize) -> bool {
@@ -297,9 +299,11 @@ impl<'a> World<'a> {
 
     /// A well-formed code that matches no step of the window.
     fn wrong_code(&self, token: usize, seed: u32) -> String {
-        let right = self
+        let right: Vec<String> = self
             .window()
-            .map(|step| self.profile.code_at_step(&self.tokens[token].seed, step));
+            .into_iter()
+            .map(|step| self.profile.code_at_step(&self.tokens[token].seed, step))
+            .collect();
         let modulus = 10u64.pow(u32::from(self.profile.digits));
         (0..4u64)
             .map(|extra| {
@@ -351,22 +355,27 @@ impl<'a> World<'a> {
     /// Present a code computed from the token's seed.
     fn verify_right(&mut self, token: usize, code: &str) -> Result<Grant, AuthFailure> {
         let (live, locked) = (self.live(token), self.locked(token));
-        // The step verify matches: the first of the window with this code.
-        let matched = self
+        // Every step of the window with this code: usually one, and two
+        // share a code about once in 10^digits.
+        let matched: Vec<u64> = self
             .window()
             .into_iter()
-            .find(|&step| self.profile.code_at_step(&self.tokens[token].seed, step) == code);
+            .filter(|&step| self.profile.code_at_step(&self.tokens[token].seed, step) == code)
+            .collect();
         let access_id = self.tokens[token].access_id.clone();
+        let was_spent = matched
+            .iter()
+            .any(|&step| self.spent.contains(&(access_id.clone(), step)));
         let result = self.authority().verify(&access_id, code);
         if self.tokens[token].corrupt {
             return result;
         }
-        match (&result, matched) {
-            (Ok(grant), Some(step)) => {
+        match (&result, matched.is_empty()) {
+            (Ok(grant), false) => {
                 assert!(live && !locked);
                 assert!(
-                    self.accepted.insert((access_id.clone(), step)),
-                    "a code of step {step} was accepted twice"
+                    !was_spent,
+                    "code {code:?} of steps {matched:?} accepted twice"
                 );
                 let token = &mut self.tokens[token];
                 assert_eq!(grant.access_id, access_id);
@@ -381,20 +390,23 @@ impl<'a> World<'a> {
                 assert!(live);
                 assert!(*retry_after_secs >= 1);
             }
-            (Err(AuthFailure::OtpReused), Some(step)) => {
+            (Err(AuthFailure::OtpReused), false) => {
                 assert!(live && !locked);
-                assert!(self.accepted.contains(&(access_id, step)));
+                assert!(
+                    was_spent,
+                    "code {code:?} of steps {matched:?} refused as reused"
+                );
             }
-            (Err(AuthFailure::OtpInvalid), None) => assert!(live && !locked),
-            (other, _) => panic!("code {code:?} of step {matched:?} gave {other:?}"),
+            (Err(AuthFailure::OtpInvalid), true) => assert!(live && !locked),
+            (other, _) => panic!("code {code:?} of steps {matched:?} gave {other:?}"),
         }
-        if let (Some(step), true, false) = (matched, live, locked)
-            && !self
-                .accepted
-                .contains(&(self.tokens[token].access_id.clone(), step))
-        {
-            // Should have been accepted now, so it is in the set.
-            panic!("the right code of step {step} was refused: {result:?}");
+        if matches!(result, Ok(_) | Err(AuthFailure::OtpReused)) {
+            for &step in &matched {
+                self.spent.insert((access_id.clone(), step));
+            }
+        }
+        if !matched.is_empty() && live && !locked && !was_spent && result.is_err() {
+            panic!("the right code of steps {matched:?} was refused: {result:?}");
         }
         result
     }

@@ -8,7 +8,7 @@
 //! | key | value | expires |
 //! |---|---|---|
 //! | `token:{id}` | [`TokenRecord`] as JSON | the token's idle timeout, restarted on activity |
-//! | `used:{id}:{step}` | `1` | once the step can no longer be accepted |
+//! | `used:{id}:{step}` | `1`, for each step a spent code matched | once the step can no longer be accepted |
 //! | `fails:{id}` | codes counted against the limit: wrong ones, and those being compared | `failure_window_secs` after the first, or with the lock |
 //! | `lock:{id}` | unix second the lock ends | at that second |
 //! | `locks:{id}` | counter of locks | 24 h after the first |
@@ -304,27 +304,29 @@ impl<'a, B: Backend> Authority<'a, B> {
             .map_err(|_| AuthFailure::Unavailable("stored token is corrupt".into()))?;
         let current = profile.time_step(now);
         let codes = profile.codes_for(&seed);
-        // The current step first: a client with a good clock matches it, and
-        // one HMAC is all its code costs. Stopping at a match tells the
-        // caller only which step its right code was for, which it knows; a
-        // wrong code is compared with every accepted step.
-        let matched = [current, current.saturating_sub(1), current + 1]
-            .into_iter()
-            .find(|&step| totp::codes_equal(otp, &codes.code_at_step(step)));
-        let Some(step) = matched else {
+        // Every step of the window is compared, and every step the code
+        // matches is spent: a code can match two steps (one pair in
+        // 10^digits), and spending one would let the same string in again
+        // as the other's.
+        let matched: Vec<u64> = (current.saturating_sub(1)..=current + 1)
+            .filter(|&step| totp::codes_equal(otp, &codes.code_at_step(step)))
+            .collect();
+        if matched.is_empty() {
             if counted == max_failures {
                 self.lock(access_id, now)?;
             }
             return Err(AuthFailure::OtpInvalid);
-        };
+        }
         backend.decrement(&fails_key, 1)?;
 
         // A step is accepted until the clock is two steps past it; the marker
         // lives a little longer than that, so nodes with slightly different
         // clocks agree.
         let used_ttl_ms = (3 * u64::from(profile.period_secs) + 5) * 1000;
-        if !backend.set_if_absent(&format!("used:{access_id}:{step}"), b"1", used_ttl_ms)? {
-            return Err(AuthFailure::OtpReused);
+        for step in matched {
+            if !backend.set_if_absent(&format!("used:{access_id}:{step}"), b"1", used_ttl_ms)? {
+                return Err(AuthFailure::OtpReused);
+            }
         }
         if !backend.touch(&token_key(access_id), secs_to_ms(record.ttl))? {
             return Err(AuthFailure::TokenInvalid);

@@ -167,7 +167,10 @@ impl madx::pusher::store::Host for Host {
             Some((value, expires)) => (counter(value)?, *expires),
             None => (0, Instant::now() + Duration::from_millis(ttl_ms)),
         };
-        let next = current.saturating_add(delta);
+        let next = current
+            .checked_add(delta)
+            .filter(|&next| next <= MAX_COUNTER)
+            .ok_or_else(|| StoreError::InvalidArgument("past the counter's maximum".into()))?;
         entries.insert(key, (next.to_string().into_bytes(), expires));
         Ok(next)
     }
@@ -187,10 +190,22 @@ impl madx::pusher::store::Host for Host {
     }
 }
 
+/// The most a counter holds on every store (wit/store.wit).
+const MAX_COUNTER: u64 = i64::MAX as u64;
+
+/// A counter as wit/store.wit defines one (as Redis counts): decimal
+/// digits with no sign and no leading zero, at most `MAX_COUNTER`.
 fn counter(value: &[u8]) -> Result<u64, StoreError> {
+    let canonical = match value {
+        [b'0'] => true,
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
     std::str::from_utf8(value)
         .ok()
+        .filter(|_| canonical)
         .and_then(|text| text.parse().ok())
+        .filter(|&count| count <= MAX_COUNTER)
         .ok_or_else(|| StoreError::InvalidArgument("not a counter".into()))
 }
 

@@ -210,8 +210,7 @@ fn one_step_of_skew_is_accepted_two_are_not() {
     }
 }
 
-/// The one-time guard marks the step the code was for: `verify` tries the
-/// current step first, then the previous and the next. At the first step
+/// The one-time guard marks the step the code was for. At the first step
 /// of the clock (T < 30 s) there is no previous step to wrap around to.
 #[test]
 fn the_step_a_code_was_for_is_the_one_spent() {
@@ -235,6 +234,32 @@ fn the_step_a_code_was_for_is_the_one_spent() {
                 "now {now}, offset {offset}"
             );
         }
+    }
+}
+
+/// A code can match two steps of the window (one pair in a million with
+/// six digits). This token's codes at steps 60,585,738 and 60,585,739 are
+/// the same; whichever step a first use spends, the same string must not
+/// come back as the other step's code once the clock has moved on.
+#[test]
+fn a_code_that_matches_two_steps_is_spent_in_both() {
+    const SHARED: u64 = 60_585_738;
+    for first_use in [SHARED - 1, SHARED] {
+        let backend = TestBackend::at(first_use * 30 + 15);
+        let issued = issue_default(&backend);
+        let shared = |offset| backend.code(&issued.secret_seed, offset);
+        let offset = (SHARED - first_use) as i64;
+        let code = shared(offset);
+        assert_eq!(code, shared(offset + 1), "the fixture's steps share a code");
+        auth(&backend).verify(&issued.access_id, &code).unwrap();
+        // The window is now steps SHARED..=SHARED + 2, and the code matches
+        // the current step, which nothing has spent by that name.
+        backend.advance_secs((SHARED + 1 - first_use) * 30);
+        assert_eq!(
+            auth(&backend).verify(&issued.access_id, &code),
+            Err(AuthFailure::OtpReused),
+            "first used at step {first_use}"
+        );
     }
 }
 
