@@ -3,7 +3,7 @@
 //! TOTP arithmetic against an independent implementation (`totp-rs`).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use arbitrary::{Result, Unstructured};
 use data_encoding::BASE32_NOPAD;
@@ -14,12 +14,12 @@ use madx_auth_core::totp::{self, Algorithm, OtpProfile};
 
 /// Operations on one backend, chosen by the fuzzer.
 /// Invariants: a right code of the window is accepted exactly once (unless
-/// the access id is locked or the token is gone), and spends every step of
-/// the window it matches, so it cannot come back as another step's code; a
-/// wrong or malformed one never; `max_failures` wrong codes in a row lock
-/// the access id so that even the right code is refused; tokens expire and
-/// are revoked as documented; issue refuses exactly the requests outside
-/// the contract.
+/// the access id is locked or the token is gone), and the same string stays
+/// refused until the clock is two steps past its use, even where its code
+/// recurs in another step; a wrong or malformed one never; `max_failures`
+/// wrong codes in a row lock the access id so that even the right code is
+/// refused; tokens expire and are revoked as documented; issue refuses
+/// exactly the requests outside the contract.
 pub fn auth(data: &[u8]) {
     let mut input = Unstructured::new(data);
     // Running out of input just ends the run.
@@ -134,9 +134,16 @@ fn run(input: &mut Unstructured) -> Result<()> {
             }
             1 if !world.tokens.is_empty() => {
                 let token = input.choose_index(world.tokens.len())?;
-                let offset = input.int_in_range(-1..=1i64)?;
-                let step = world.current_step().saturating_add_signed(offset);
-                let code = profile.code_at_step(&world.tokens[token].seed, step);
+                // A code of the window, one of a step not yet accepted, or
+                // a string that was accepted before, again.
+                let code = match world.last_accepted(token) {
+                    Some(code) if input.ratio(1, 4)? => code,
+                    _ => {
+                        let offset = input.int_in_range(-1..=3i64)?;
+                        let step = world.current_step().saturating_add_signed(offset);
+                        profile.code_at_step(&world.tokens[token].seed, step)
+                    }
+                };
                 let _ = world.verify_right(token, &code);
             }
             2 if !world.tokens.is_empty() => {
@@ -260,6 +267,9 @@ struct World<'a> {
     /// (access id, time step) pairs spent: every step an accepted code
     /// matched, and those a refused reuse matched.
     spent: HashSet<(String, u64)>,
+    /// (access id, code) strings accepted, with the step of the clock at
+    /// the last acceptance.
+    accepted: BTreeMap<(String, String), u64>,
 }
 
 impl<'a> World<'a> {
@@ -270,6 +280,7 @@ impl<'a> World<'a> {
             settings: Settings::load(backend),
             tokens: Vec::new(),
             spent: HashSet::new(),
+            accepted: BTreeMap::new(),
         }
     }
 
@@ -352,31 +363,55 @@ impl<'a> World<'a> {
         }
     }
 
-    /// Present a code computed from the token's seed.
+    /// The string last accepted for this token, if any.
+    fn last_accepted(&self, token: usize) -> Option<String> {
+        let access_id = &self.tokens[token].access_id;
+        self.accepted
+            .iter()
+            .filter(|((id, _), _)| id == access_id)
+            .max_by_key(|(_, step)| **step)
+            .map(|((_, code), _)| code.clone())
+    }
+
+    /// Present a well-formed code for a known token.
     fn verify_right(&mut self, token: usize, code: &str) -> Result<Grant, AuthFailure> {
         let (live, locked) = (self.live(token), self.locked(token));
-        // Every step of the window with this code: usually one, and two
-        // share a code about once in 10^digits.
-        let matched: Vec<u64> = self
-            .window()
-            .into_iter()
+        let current = self.current_step();
+        // Every step from the previous to three ahead that the code
+        // matches: one at most, unless the code recurs (about once in
+        // 10^digits per pair). Verify spends them all; only those up to the
+        // next step make the code acceptable now.
+        let matched: Vec<u64> = (current.saturating_sub(1)..=current.saturating_add(3))
             .filter(|&step| self.profile.code_at_step(&self.tokens[token].seed, step) == code)
             .collect();
+        let acceptable = matched
+            .iter()
+            .any(|&step| step <= current.saturating_add(1));
         let access_id = self.tokens[token].access_id.clone();
         let was_spent = matched
             .iter()
             .any(|&step| self.spent.contains(&(access_id.clone(), step)));
+        let string = (access_id.clone(), code.to_owned());
         let result = self.authority().verify(&access_id, code);
         if self.tokens[token].corrupt {
             return result;
         }
-        match (&result, matched.is_empty()) {
-            (Ok(grant), false) => {
+        match (&result, acceptable) {
+            (Ok(grant), true) => {
                 assert!(live && !locked);
                 assert!(
                     !was_spent,
                     "code {code:?} of steps {matched:?} accepted twice"
                 );
+                // The promise to the client: a string once accepted stays
+                // refused until the clock is two steps past that.
+                if let Some(&before) = self.accepted.get(&string) {
+                    assert!(
+                        current > before.saturating_add(2),
+                        "{code:?} accepted at step {before} and again at {current}"
+                    );
+                }
+                self.accepted.insert(string, current);
                 let token = &mut self.tokens[token];
                 assert_eq!(grant.access_id, access_id);
                 assert_eq!(grant.user_id, token.request.user_id);
@@ -390,14 +425,14 @@ impl<'a> World<'a> {
                 assert!(live);
                 assert!(*retry_after_secs >= 1);
             }
-            (Err(AuthFailure::OtpReused), false) => {
+            (Err(AuthFailure::OtpReused), true) => {
                 assert!(live && !locked);
                 assert!(
                     was_spent,
                     "code {code:?} of steps {matched:?} refused as reused"
                 );
             }
-            (Err(AuthFailure::OtpInvalid), true) => assert!(live && !locked),
+            (Err(AuthFailure::OtpInvalid), false) => assert!(live && !locked),
             (other, _) => panic!("code {code:?} of steps {matched:?} gave {other:?}"),
         }
         if matches!(result, Ok(_) | Err(AuthFailure::OtpReused)) {
@@ -405,7 +440,7 @@ impl<'a> World<'a> {
                 self.spent.insert((access_id.clone(), step));
             }
         }
-        if !matched.is_empty() && live && !locked && !was_spent && result.is_err() {
+        if acceptable && live && !locked && !was_spent && result.is_err() {
             panic!("the right code of steps {matched:?} was refused: {result:?}");
         }
         result

@@ -8,7 +8,7 @@
 //! | key | value | expires |
 //! |---|---|---|
 //! | `token:{id}` | [`TokenRecord`] as JSON | the token's idle timeout, restarted on activity |
-//! | `used:{id}:{step}` | `1`, for each step a spent code matched | once the step can no longer be accepted |
+//! | `used:{id}:{step}` | `1`, for each step from the previous to three ahead that a spent code matches | one step after the step can no longer be accepted |
 //! | `fails:{id}` | codes counted against the limit: wrong ones, and those being compared | `failure_window_secs` after the first, or with the lock |
 //! | `lock:{id}` | unix second the lock ends | at that second |
 //! | `locks:{id}` | counter of locks | 24 h after the first |
@@ -304,14 +304,19 @@ impl<'a, B: Backend> Authority<'a, B> {
             .map_err(|_| AuthFailure::Unavailable("stored token is corrupt".into()))?;
         let current = profile.time_step(now);
         let codes = profile.codes_for(&seed);
-        // Every step of the window is compared, and every step the code
-        // matches is spent: a code can match two steps (one pair in
-        // 10^digits), and spending one would let the same string in again
-        // as the other's.
-        let matched: Vec<u64> = (current.saturating_sub(1)..=current + 1)
+        // A code is accepted for the previous, the current or the next step.
+        // The same code recurs in another step about once in 10^digits, so
+        // the steps up to three ahead are compared too: every step the code
+        // matches is spent, and the string stays refused for as long as the
+        // step it is accepted for can be accepted (until the clock is two
+        // steps past the current one), whatever step it matches then.
+        let matched: Vec<u64> = (current.saturating_sub(1)..=current.saturating_add(3))
             .filter(|&step| totp::codes_equal(otp, &codes.code_at_step(step)))
             .collect();
-        if matched.is_empty() {
+        if !matched
+            .iter()
+            .any(|&step| step <= current.saturating_add(1))
+        {
             if counted == max_failures {
                 self.lock(access_id, now)?;
             }
@@ -319,14 +324,16 @@ impl<'a, B: Backend> Authority<'a, B> {
         }
         backend.decrement(&fails_key, 1)?;
 
-        // A step is accepted until the clock is two steps past it; the marker
-        // lives a little longer than that, so nodes with slightly different
-        // clocks agree.
-        let used_ttl_ms = (3 * u64::from(profile.period_secs) + 5) * 1000;
+        // Every marker is written, even after one was found, so a refused
+        // replay leaves no matched step unspent.
+        let mut reused = false;
         for step in matched {
-            if !backend.set_if_absent(&format!("used:{access_id}:{step}"), b"1", used_ttl_ms)? {
-                return Err(AuthFailure::OtpReused);
-            }
+            let key = format!("used:{access_id}:{step}");
+            let ttl_ms = used_marker_ttl_ms(profile, step, now);
+            reused |= !backend.set_if_absent(&key, b"1", ttl_ms)?;
+        }
+        if reused {
+            return Err(AuthFailure::OtpReused);
         }
         if !backend.touch(&token_key(access_id), secs_to_ms(record.ttl))? {
             return Err(AuthFailure::TokenInvalid);
@@ -395,6 +402,17 @@ fn fails_key(access_id: &str) -> String {
 
 fn saturating_u32(value: u64) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
+}
+
+/// How long the one-time marker of `step` lives, from `now`: a step is
+/// accepted until the clock is two steps past it, and the marker outlives
+/// that by one more step, so nodes whose clocks differ by up to a step
+/// still find it.
+fn used_marker_ttl_ms(profile: &OtpProfile, step: u64, now: u64) -> u64 {
+    let expires = step
+        .saturating_add(3)
+        .saturating_mul(u64::from(profile.period_secs));
+    expires.saturating_sub(now).saturating_mul(1000)
 }
 
 fn secs_to_ms(secs: u32) -> u64 {
