@@ -7,8 +7,18 @@
 work=$(mktemp -d)
 pids=()
 cleanup() {
+    local status=$?
     kill "${pids[@]}" 2>/dev/null || true
     wait 2>/dev/null || true
+    # A failed run's servers may say why: show the end of each log before
+    # the scratch directory goes.
+    if ((status != 0)); then
+        for log in "$work"/*.log; do
+            [ -s "$log" ] || continue
+            echo "== last lines of $(basename "$log")" >&2
+            tail -n 20 "$log" >&2
+        done
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT

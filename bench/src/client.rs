@@ -101,7 +101,9 @@ impl Client {
             .send()
             .await?;
         if response.status() != 201 {
-            bail!("token request answered {}", response.status());
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            bail!("token request answered {status}: {body}");
         }
         let body: Value = response.json().await?;
         let field = |name: &str| {
