@@ -12,6 +12,12 @@ use madx_auth_core::tokens::{
 };
 use madx_auth_core::totp::{self, Algorithm, OtpProfile};
 
+/// Pairs of steps whose codes are the same for the first token a fresh
+/// [`MemoryBackend`] issues (its seed is always the same), under the
+/// default profile (SHA1, 6 digits, 30 s): one step apart and three.
+const FIRST_SEED_RECURRENCES: [(u64, u64); 2] =
+    [(60_285_582, 60_285_583), (61_746_090, 61_746_093)];
+
 /// Operations on one backend, chosen by the fuzzer.
 /// Invariants: a right code of the window is accepted exactly once (unless
 /// the access id is locked or the token is gone), and the same string stays
@@ -103,13 +109,35 @@ fn run(input: &mut Unstructured) -> Result<()> {
         };
         settings.insert(name.to_owned(), value);
     }
-    let profile = OtpProfile {
-        algorithm: *input.choose(&[Algorithm::Sha1, Algorithm::Sha256, Algorithm::Sha512])?,
-        digits: input.int_in_range(6..=9)?,
-        period_secs: input.int_in_range(1..=300)?,
+    // Now and then the default profile and a clock a few steps before a
+    // pair of steps where the first token's codes recur, so that replays
+    // of a recurring code are reached (one pair in 10^digits otherwise).
+    let recurrence = if input.ratio(1, 4)? {
+        Some(*input.choose(&FIRST_SEED_RECURRENCES)?)
+    } else {
+        None
     };
-    // Any time up to 2^40 s (year 36812): the host's clock is not input.
-    let backend = MemoryBackend::new(input.int_in_range(0..=1u64 << 40)?, settings);
+    let (profile, start) = match recurrence {
+        Some((first, _)) => (
+            OtpProfile::RFC6238_DEFAULT,
+            (first - 3) * 30 + input.int_in_range(0..=29u64)?,
+        ),
+        None => (
+            OtpProfile {
+                algorithm: *input.choose(&[
+                    Algorithm::Sha1,
+                    Algorithm::Sha256,
+                    Algorithm::Sha512,
+                ])?,
+                digits: input.int_in_range(6..=9)?,
+                period_secs: input.int_in_range(1..=300)?,
+            },
+            // Any time up to 2^40 s (year 36812): the host's clock is not
+            // input.
+            input.int_in_range(0..=1u64 << 40)?,
+        ),
+    };
+    let backend = MemoryBackend::new(start, settings);
     let mut world = World::new(&backend, profile);
 
     let loaded = world.settings;
@@ -139,7 +167,7 @@ fn run(input: &mut Unstructured) -> Result<()> {
                 let code = match world.last_accepted(token) {
                     Some(code) if input.ratio(1, 4)? => code,
                     _ => {
-                        let offset = input.int_in_range(-1..=3i64)?;
+                        let offset = input.int_in_range(-2..=4i64)?;
                         let step = world.current_step().saturating_add_signed(offset);
                         profile.code_at_step(&world.tokens[token].seed, step)
                     }
@@ -377,16 +405,14 @@ impl<'a> World<'a> {
     fn verify_right(&mut self, token: usize, code: &str) -> Result<Grant, AuthFailure> {
         let (live, locked) = (self.live(token), self.locked(token));
         let current = self.current_step();
-        // Every step from the previous to three ahead that the code
-        // matches: one at most, unless the code recurs (about once in
-        // 10^digits per pair). Verify spends them all; only those up to the
-        // next step make the code acceptable now.
-        let matched: Vec<u64> = (current.saturating_sub(1)..=current.saturating_add(3))
+        // Every step from two before to four ahead that the code matches:
+        // one at most, unless the code recurs (about once in 10^digits per
+        // pair). Verify spends them all; only those of the window make the
+        // code acceptable now.
+        let matched: Vec<u64> = (current.saturating_sub(2)..=current.saturating_add(4))
             .filter(|&step| self.profile.code_at_step(&self.tokens[token].seed, step) == code)
             .collect();
-        let acceptable = matched
-            .iter()
-            .any(|&step| step <= current.saturating_add(1));
+        let acceptable = matched.iter().any(|step| self.window().contains(step));
         let access_id = self.tokens[token].access_id.clone();
         let was_spent = matched
             .iter()
@@ -658,6 +684,32 @@ impl Backend for MemoryBackend {
             let bytes = self.next_random.get().to_le_bytes();
             chunk.copy_from_slice(&bytes[..chunk.len()]);
             self.next_random.set(self.next_random.get() + 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pairs the fuzzer sets its clock near do share a code for the
+    /// first token a fresh backend issues.
+    #[test]
+    fn the_first_seeds_recurrences_share_a_code() {
+        let backend = MemoryBackend::new(0, HashMap::new());
+        let profile = OtpProfile::RFC6238_DEFAULT;
+        let issued = Authority::new(&backend, profile)
+            .issue(Request::default())
+            .expect("a default request is issued");
+        let seed = BASE32_NOPAD
+            .decode(issued.secret_seed.as_bytes())
+            .expect("the seed is base32");
+        for (first, second) in FIRST_SEED_RECURRENCES {
+            assert_eq!(
+                profile.code_at_step(&seed, first),
+                profile.code_at_step(&seed, second),
+                "steps {first} and {second}"
+            );
         }
     }
 }

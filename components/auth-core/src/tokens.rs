@@ -8,7 +8,7 @@
 //! | key | value | expires |
 //! |---|---|---|
 //! | `token:{id}` | [`TokenRecord`] as JSON | the token's idle timeout, restarted on activity |
-//! | `used:{id}:{step}` | `1`, for each step from the previous to three ahead that a spent code matches | one step after the step can no longer be accepted |
+//! | `used:{id}:{step}` | `1`, for each step from two before to four ahead that a spent code matches | one step after the step can no longer be accepted |
 //! | `fails:{id}` | codes counted against the limit: wrong ones, and those being compared | `failure_window_secs` after the first, or with the lock |
 //! | `lock:{id}` | unix second the lock ends | at that second |
 //! | `locks:{id}` | counter of locks | 24 h after the first |
@@ -306,17 +306,15 @@ impl<'a, B: Backend> Authority<'a, B> {
         let codes = profile.codes_for(&seed);
         // A code is accepted for the previous, the current or the next step.
         // The same code recurs in another step about once in 10^digits, so
-        // the steps up to three ahead are compared too: every step the code
-        // matches is spent, and the string stays refused for as long as the
-        // step it is accepted for can be accepted (until the clock is two
-        // steps past the current one), whatever step it matches then.
-        let matched: Vec<u64> = (current.saturating_sub(1)..=current.saturating_add(3))
+        // the steps from two before to four ahead are compared too: every
+        // step the code matches is spent, and the string stays refused
+        // until the clock is two steps past its use, whatever step it
+        // matches then, also on a node whose clock is up to a step off.
+        let matched: Vec<u64> = (current.saturating_sub(2)..=current.saturating_add(4))
             .filter(|&step| totp::codes_equal(otp, &codes.code_at_step(step)))
             .collect();
-        if !matched
-            .iter()
-            .any(|&step| step <= current.saturating_add(1))
-        {
+        let window = current.saturating_sub(1)..=current.saturating_add(1);
+        if !matched.iter().any(|step| window.contains(step)) {
             if counted == max_failures {
                 self.lock(access_id, now)?;
             }
@@ -407,12 +405,12 @@ fn saturating_u32(value: u64) -> u32 {
 /// How long the one-time marker of `step` lives, from `now`: a step is
 /// accepted until the clock is two steps past it, and the marker outlives
 /// that by one more step, so nodes whose clocks differ by up to a step
-/// still find it.
+/// still find it. Never less than a step (only at the clock's far end,
+/// where the arithmetic saturates, would it come out shorter).
 fn used_marker_ttl_ms(profile: &OtpProfile, step: u64, now: u64) -> u64 {
-    let expires = step
-        .saturating_add(3)
-        .saturating_mul(u64::from(profile.period_secs));
-    expires.saturating_sub(now).saturating_mul(1000)
+    let period = u64::from(profile.period_secs);
+    let expires = step.saturating_add(3).saturating_mul(period);
+    expires.saturating_sub(now).max(period).saturating_mul(1000)
 }
 
 fn secs_to_ms(secs: u32) -> u64 {

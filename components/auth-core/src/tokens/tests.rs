@@ -233,6 +233,13 @@ fn the_step_a_code_was_for_is_the_one_spent() {
                 [format!("used:{}:{step}", issued.access_id)],
                 "now {now}, offset {offset}"
             );
+            // It lives one step past the last one its step is accepted in.
+            let expires = backend.entries.borrow()[&spent[0]].1;
+            assert_eq!(
+                expires,
+                (step as u64 + 3) * 30 * 1000,
+                "now {now}, offset {offset}"
+            );
         }
     }
 }
@@ -241,13 +248,15 @@ fn the_step_a_code_was_for_is_the_one_spent() {
 /// (the first one a fresh `TestBackend` issues) has two such pairs: steps
 /// 60,585,738 and 60,585,739 share a code, and so do 60,421,732 and
 /// 60,421,735. Whichever step a first use matches, the same string is
-/// refused for as long as that step can be accepted (until the clock is
-/// two steps past the first use), whatever step its code matches then.
+/// refused until the clock is two steps past the first use, whatever step
+/// its code matches then; and so on a node whose clock reads a step behind
+/// or ahead of the one that accepted it (from a step before the first use
+/// to three after).
 #[test]
 fn a_string_stays_refused_when_its_code_recurs_in_another_step() {
     for (first, second) in [(60_585_738, 60_585_739), (60_421_732, 60_421_735)] {
         for first_use in first - 1..=second + 1 {
-            for later in first_use..=first_use + 2 {
+            for later in first_use - 1..=first_use + 3 {
                 let backend = TestBackend::at(first_use * 30 + 15);
                 let issued = issue_default(&backend);
                 let code_of =
@@ -256,7 +265,7 @@ fn a_string_stays_refused_when_its_code_recurs_in_another_step() {
                 assert_eq!(code, code_of(second), "the fixture's steps share a code");
                 auth(&backend).verify(&issued.access_id, &code).unwrap();
 
-                backend.advance_secs((later - first_use) * 30);
+                backend.now_ms.set((later * 30 + 15) * 1000);
                 let window = later - 1..=later + 1;
                 let expected = if window.contains(&first) || window.contains(&second) {
                     AuthFailure::OtpReused
