@@ -8,7 +8,7 @@
 //! | key | value | expires |
 //! |---|---|---|
 //! | `token:{id}` | [`TokenRecord`] as JSON | the token's idle timeout, restarted on activity |
-//! | `used:{id}:{step}` | `1`, for each step from two before to four ahead that a spent code matches | one step after the step can no longer be accepted |
+//! | `used:{id}:{step}` | `1`, for each step from two before to four ahead that a spent code matches | one step and 5 s after the step can no longer be accepted |
 //! | `fails:{id}` | codes counted against the limit: wrong ones, and those being compared | `failure_window_secs` after the first, or with the lock |
 //! | `lock:{id}` | unix second the lock ends | at that second |
 //! | `locks:{id}` | counter of locks | 24 h after the first |
@@ -29,6 +29,8 @@ pub const MAX_USER_ID_LEN: usize = 200;
 const MAX_GLOBS: usize = 64;
 const MAX_GLOB_LEN: usize = 200;
 const LOCK_HISTORY_SECS: u64 = 24 * 3600;
+/// What a one-time marker lives beyond the step after its step's last.
+const USED_MARKER_MARGIN_SECS: u64 = 5;
 
 /// A failed store operation, as the component sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -405,12 +407,14 @@ fn saturating_u32(value: u64) -> u32 {
 /// How long the one-time marker of `step` lives, from `now`: a step is
 /// accepted until the clock is two steps past it, and the marker outlives
 /// that by one more step, so nodes whose clocks differ by up to a step
-/// still find it. Never less than a step (only at the clock's far end,
-/// where the arithmetic saturates, would it come out shorter).
+/// still find it, and by `USED_MARKER_MARGIN_SECS` more for the time a
+/// store call takes to arrive.
 fn used_marker_ttl_ms(profile: &OtpProfile, step: u64, now: u64) -> u64 {
-    let period = u64::from(profile.period_secs);
-    let expires = step.saturating_add(3).saturating_mul(period);
-    expires.saturating_sub(now).max(period).saturating_mul(1000)
+    let expires = step
+        .saturating_add(3)
+        .saturating_mul(u64::from(profile.period_secs))
+        .saturating_add(USED_MARKER_MARGIN_SECS);
+    expires.saturating_sub(now).saturating_mul(1000)
 }
 
 fn secs_to_ms(secs: u32) -> u64 {

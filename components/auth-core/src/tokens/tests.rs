@@ -233,11 +233,12 @@ fn the_step_a_code_was_for_is_the_one_spent() {
                 [format!("used:{}:{step}", issued.access_id)],
                 "now {now}, offset {offset}"
             );
-            // It lives one step past the last one its step is accepted in.
+            // It lives one step and 5 s past the last one its step is
+            // accepted in.
             let expires = backend.entries.borrow()[&spent[0]].1;
             assert_eq!(
                 expires,
-                (step as u64 + 3) * 30 * 1000,
+                ((step as u64 + 3) * 30 + 5) * 1000,
                 "now {now}, offset {offset}"
             );
         }
@@ -264,6 +265,15 @@ fn a_string_stays_refused_when_its_code_recurs_in_another_step() {
                 let code = code_of(first);
                 assert_eq!(code, code_of(second), "the fixture's steps share a code");
                 auth(&backend).verify(&issued.access_id, &code).unwrap();
+                for (key, (_, expires)) in backend.entries.borrow().iter() {
+                    if let Some(step) = key
+                        .strip_prefix("used:")
+                        .and_then(|key| key.rsplit(':').next())
+                    {
+                        let step: u64 = step.parse().unwrap();
+                        assert_eq!(*expires, ((step + 3) * 30 + 5) * 1000, "{key}");
+                    }
+                }
 
                 backend.now_ms.set((later * 30 + 15) * 1000);
                 let window = later - 1..=later + 1;
@@ -274,8 +284,15 @@ fn a_string_stays_refused_when_its_code_recurs_in_another_step() {
                 };
                 assert_eq!(
                     auth(&backend).verify(&issued.access_id, &code),
-                    Err(expected),
+                    Err(expected.clone()),
                     "steps {first} and {second}: first used at step {first_use}, again at {later}"
+                );
+                // A reused code gives its count back; a wrong one keeps it.
+                let failures = backend.live(format!("fails:{}", issued.access_id));
+                let counted = (expected == AuthFailure::OtpInvalid).then(|| b"1".to_vec());
+                assert_eq!(
+                    failures, counted,
+                    "first used at step {first_use}, again at {later}"
                 );
             }
         }
