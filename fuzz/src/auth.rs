@@ -4,6 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::RangeInclusive;
 
 use arbitrary::{Result, Unstructured};
 use data_encoding::BASE32_NOPAD;
@@ -327,9 +328,9 @@ impl<'a> World<'a> {
     }
 
     /// The steps a code is accepted in.
-    fn window(&self) -> Vec<u64> {
+    fn window(&self) -> RangeInclusive<u64> {
         let current = self.current_step();
-        (current.saturating_sub(1)..=current + 1).collect()
+        current.saturating_sub(1)..=current.saturating_add(1)
     }
 
     fn live(&self, token: usize) -> bool {
@@ -346,7 +347,6 @@ impl<'a> World<'a> {
     fn wrong_code(&self, token: usize, seed: u32) -> String {
         let right: Vec<String> = self
             .window()
-            .into_iter()
             .map(|step| self.profile.code_at_step(&self.tokens[token].seed, step))
             .collect();
         let modulus = 10u64.pow(u32::from(self.profile.digits));
@@ -418,7 +418,8 @@ impl<'a> World<'a> {
         let matched: Vec<u64> = (current.saturating_sub(2)..=current.saturating_add(4))
             .filter(|&step| self.profile.code_at_step(&self.tokens[token].seed, step) == code)
             .collect();
-        let acceptable = matched.iter().any(|step| self.window().contains(step));
+        let window = self.window();
+        let acceptable = matched.iter().any(|step| window.contains(step));
         let access_id = self.tokens[token].access_id.clone();
         let was_spent = matched
             .iter()
