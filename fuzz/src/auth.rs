@@ -3,7 +3,7 @@
 //! TOTP arithmetic against an independent implementation (`totp-rs`).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeInclusive;
 
 use arbitrary::{Result, Unstructured};
@@ -299,9 +299,9 @@ struct World<'a> {
     profile: OtpProfile,
     settings: Settings,
     tokens: Vec<Token>,
-    /// (access id, time step) pairs spent: every step an accepted code
-    /// matched, and those a refused reuse matched.
-    spent: HashSet<(String, u64)>,
+    /// (access id, code) strings spent, with when their one-time marker
+    /// ends, in ms of the backend's clock.
+    spent: HashMap<(String, String), u64>,
     /// (access id, code) strings accepted, with the step of the clock at
     /// the last acceptance.
     accepted: BTreeMap<(String, String), u64>,
@@ -314,7 +314,7 @@ impl<'a> World<'a> {
             profile,
             settings: Settings::load(backend),
             tokens: Vec::new(),
-            spent: HashSet::new(),
+            spent: HashMap::new(),
             accepted: BTreeMap::new(),
         }
     }
@@ -411,20 +411,17 @@ impl<'a> World<'a> {
     fn verify_right(&mut self, token: usize, code: &str) -> Result<Grant, AuthFailure> {
         let (live, locked) = (self.live(token), self.locked(token));
         let current = self.current_step();
-        // Every step from two before to four ahead that the code matches:
-        // one at most, unless the code recurs (about once in 10^digits per
-        // pair). Verify spends them all; only those of the window make the
-        // code acceptable now.
-        let matched: Vec<u64> = (current.saturating_sub(2)..=current.saturating_add(4))
+        // The steps of the window the code matches: one at most, unless the
+        // code recurs (about once in 10^digits per pair of steps).
+        let matched: Vec<u64> = self
+            .window()
             .filter(|&step| self.profile.code_at_step(&self.tokens[token].seed, step) == code)
             .collect();
-        let window = self.window();
-        let acceptable = matched.iter().any(|step| window.contains(step));
+        let acceptable = !matched.is_empty();
         let access_id = self.tokens[token].access_id.clone();
-        let was_spent = matched
-            .iter()
-            .any(|&step| self.spent.contains(&(access_id.clone(), step)));
         let string = (access_id.clone(), code.to_owned());
+        let now_ms = self.backend.now_ms.get();
+        let was_spent = self.spent.get(&string).is_some_and(|&ends| ends > now_ms);
         let result = self.authority().verify(&access_id, code);
         if self.tokens[token].corrupt {
             return result;
@@ -446,7 +443,7 @@ impl<'a> World<'a> {
                         "{code:?} accepted at step {before} and again at {current}"
                     );
                 }
-                self.accepted.insert(string, current);
+                self.accepted.insert(string.clone(), current);
                 let token = &mut self.tokens[token];
                 assert_eq!(grant.access_id, access_id);
                 assert_eq!(grant.user_id, token.request.user_id);
@@ -470,10 +467,13 @@ impl<'a> World<'a> {
             (Err(AuthFailure::OtpInvalid), false) => assert!(live && !locked),
             (other, _) => panic!("code {code:?} of steps {matched:?} gave {other:?}"),
         }
-        if matches!(result, Ok(_) | Err(AuthFailure::OtpReused)) {
-            for &step in &matched {
-                self.spent.insert((access_id.clone(), step));
-            }
+        if result.is_ok() {
+            // The contract: the marker lives until the start of the step
+            // four ahead, plus 5 s.
+            let ends_secs = (current + 4) * u64::from(self.profile.period_secs) + 5;
+            let now_secs = self.backend.now_unix_secs();
+            self.spent
+                .insert(string, now_ms + (ends_secs - now_secs) * 1000);
         }
         if acceptable && live && !locked && !was_spent && result.is_err() {
             panic!("the right code of steps {matched:?} was refused: {result:?}");

@@ -8,7 +8,7 @@
 //! | key | value | expires |
 //! |---|---|---|
 //! | `token:{id}` | [`TokenRecord`] as JSON | the token's idle timeout, restarted on activity |
-//! | `used:{id}:{step}` | `1`, for each step from two before to four ahead that a spent code matches | one step and 5 s after the step can no longer be accepted |
+//! | `spent:{id}:{code}` | `1`: the connection string was accepted | one step and 5 s after it can no longer be accepted for any step of the window it was accepted in |
 //! | `fails:{id}` | codes counted against the limit: wrong ones, and those being compared | `failure_window_secs` after the first, or with the lock |
 //! | `lock:{id}` | unix second the lock ends | at that second |
 //! | `locks:{id}` | counter of locks | 24 h after the first |
@@ -29,8 +29,8 @@ pub const MAX_USER_ID_LEN: usize = 200;
 const MAX_GLOBS: usize = 64;
 const MAX_GLOB_LEN: usize = 200;
 const LOCK_HISTORY_SECS: u64 = 24 * 3600;
-/// What a one-time marker lives beyond the step after its step's last.
-const USED_MARKER_MARGIN_SECS: u64 = 5;
+/// What a one-time marker lives beyond the step after its string's last.
+const SPENT_MARKER_MARGIN_SECS: u64 = 5;
 
 /// A failed store operation, as the component sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,17 +306,17 @@ impl<'a, B: Backend> Authority<'a, B> {
             .map_err(|_| AuthFailure::Unavailable("stored token is corrupt".into()))?;
         let current = profile.time_step(now);
         let codes = profile.codes_for(&seed);
-        // A code is accepted for the previous, the current or the next step.
-        // The same code recurs in another step about once in 10^digits, so
-        // the steps from two before to four ahead are compared too: every
-        // step the code matches is spent, and the string stays refused
-        // until the clock is two steps past its use, whatever step it
-        // matches then, also on a node whose clock is up to a step off.
-        let matched: Vec<u64> = (current.saturating_sub(2)..=current.saturating_add(4))
-            .filter(|&step| totp::codes_equal(otp, &codes.code_at_step(step)))
-            .collect();
-        let window = current.saturating_sub(1)..=current.saturating_add(1);
-        if !matched.iter().any(|step| window.contains(step)) {
+        // The previous, the current and the next step are accepted; the
+        // current first, so a client with a good clock costs one HMAC.
+        let window = [
+            current,
+            current.saturating_sub(1),
+            current.saturating_add(1),
+        ];
+        if !window
+            .iter()
+            .any(|&step| totp::codes_equal(otp, &codes.code_at_step(step)))
+        {
             if counted == max_failures {
                 self.lock(access_id, now)?;
             }
@@ -324,15 +324,11 @@ impl<'a, B: Backend> Authority<'a, B> {
         }
         backend.decrement(&fails_key, 1)?;
 
-        // Every marker is written, even after one was found, so a refused
-        // replay leaves no matched step unspent.
-        let mut reused = false;
-        for step in matched {
-            let key = format!("used:{access_id}:{step}");
-            let ttl_ms = used_marker_ttl_ms(profile, step, now);
-            reused |= !backend.set_if_absent(&key, b"1", ttl_ms)?;
-        }
-        if reused {
+        // The guard spends the string, not the step it matched: two steps
+        // share a code about once in 10^digits, and a string must stay
+        // refused whatever step its code matches next.
+        let spent_key = ["spent:", access_id, ":", otp].concat();
+        if !backend.set_if_absent(&spent_key, b"1", spent_marker_ttl_ms(profile, current, now))? {
             return Err(AuthFailure::OtpReused);
         }
         if !backend.touch(&token_key(access_id), secs_to_ms(record.ttl))? {
@@ -404,16 +400,17 @@ fn saturating_u32(value: u64) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
 }
 
-/// How long the one-time marker of `step` lives, from `now`: a step is
-/// accepted until the clock is two steps past it, and the marker outlives
-/// that by one more step, so nodes whose clocks differ by up to a step
-/// still find it, and by `USED_MARKER_MARGIN_SECS` more for the time a
-/// store call takes to arrive.
-fn used_marker_ttl_ms(profile: &OtpProfile, step: u64, now: u64) -> u64 {
-    let expires = step
-        .saturating_add(3)
+/// How long the one-time marker of a string accepted at step `current`
+/// lives, from `now`: the last step it can match is `current + 1`, which is
+/// accepted until the clock reaches `current + 3`; the marker outlives that
+/// by one more step, so nodes whose clocks differ by up to a step still find
+/// it, and by `SPENT_MARKER_MARGIN_SECS` for the time a store call takes to
+/// arrive.
+fn spent_marker_ttl_ms(profile: &OtpProfile, current: u64, now: u64) -> u64 {
+    let expires = current
+        .saturating_add(4)
         .saturating_mul(u64::from(profile.period_secs))
-        .saturating_add(USED_MARKER_MARGIN_SECS);
+        .saturating_add(SPENT_MARKER_MARGIN_SECS);
     expires.saturating_sub(now).saturating_mul(1000)
 }
 
