@@ -229,8 +229,8 @@ fn the_guard_spends_the_string_until_no_step_it_matched_is_accepted() {
                 .filter(|(key, _)| !key.starts_with("token:"))
                 .map(|(key, (_, expires))| (key.clone(), *expires))
                 .collect();
-            // The next step is accepted until the clock reaches now + 3;
-            // the marker lives a step and 5 s more.
+            // The next step is accepted until the clock reaches the step
+            // three after now's; the marker lives a step and 5 s more.
             let expires = ((now / 30 + 4) * 30 + 5) * 1000;
             assert_eq!(
                 markers,
