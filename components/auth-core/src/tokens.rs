@@ -326,7 +326,8 @@ impl<'a, B: Backend> Authority<'a, B> {
 
         // The guard spends the string, not the step it matched: two steps
         // share a code about once in 10^digits, and a string must stay
-        // refused whatever step its code matches next.
+        // refused whatever step its code matches next. (The code is digits
+        // only, checked above, so the key cannot run into another.)
         let spent_key = ["spent:", access_id, ":", otp].concat();
         if !backend.set_if_absent(&spent_key, b"1", spent_marker_ttl_ms(profile, current, now))? {
             return Err(AuthFailure::OtpReused);
@@ -401,8 +402,8 @@ fn saturating_u32(value: u64) -> u32 {
 }
 
 /// How long the one-time marker of a string accepted at step `current`
-/// lives, from `now`: the last step it can match is `current + 1`, which is
-/// accepted until the clock reaches `current + 3`; the marker outlives that
+/// lives, from `now`: the latest step it can have matched is `current + 1`,
+/// which is accepted until the clock reaches `current + 3`; the marker outlives that
 /// by one more step, so nodes whose clocks differ by up to a step still find
 /// it, and by `SPENT_MARKER_MARGIN_SECS` for the time a store call takes to
 /// arrive.
