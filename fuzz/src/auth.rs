@@ -294,17 +294,21 @@ struct Token {
     corrupt: bool,
 }
 
+/// A string's last acceptance.
+struct Acceptance {
+    /// The step of the clock then.
+    step: u64,
+    /// When its one-time marker ends, in ms of the backend's clock.
+    marker_ends_ms: u64,
+}
+
 struct World<'a> {
     backend: &'a MemoryBackend,
     profile: OtpProfile,
     settings: Settings,
     tokens: Vec<Token>,
-    /// (access id, code) strings spent, with when their one-time marker
-    /// ends, in ms of the backend's clock.
-    spent: HashMap<(String, String), u64>,
-    /// (access id, code) strings accepted, with the step of the clock at
-    /// the last acceptance.
-    accepted: BTreeMap<(String, String), u64>,
+    /// (access id, code) strings accepted, at their last acceptance.
+    accepted: BTreeMap<(String, String), Acceptance>,
 }
 
 impl<'a> World<'a> {
@@ -314,7 +318,6 @@ impl<'a> World<'a> {
             profile,
             settings: Settings::load(backend),
             tokens: Vec::new(),
-            spent: HashMap::new(),
             accepted: BTreeMap::new(),
         }
     }
@@ -403,7 +406,7 @@ impl<'a> World<'a> {
         self.accepted
             .iter()
             .filter(|((id, _), _)| id == access_id)
-            .max_by_key(|(_, step)| **step)
+            .max_by_key(|(_, acceptance)| acceptance.step)
             .map(|((_, code), _)| code.clone())
     }
 
@@ -421,7 +424,10 @@ impl<'a> World<'a> {
         let access_id = self.tokens[token].access_id.clone();
         let string = (access_id.clone(), code.to_owned());
         let now_ms = self.backend.now_ms.get();
-        let was_spent = self.spent.get(&string).is_some_and(|&ends| ends > now_ms);
+        let was_spent = self
+            .accepted
+            .get(&string)
+            .is_some_and(|acceptance| acceptance.marker_ends_ms > now_ms);
         let result = self.authority().verify(&access_id, code);
         if self.tokens[token].corrupt {
             return result;
@@ -437,13 +443,22 @@ impl<'a> World<'a> {
                 // refused until the clock is two steps past that, and so
                 // through three steps here, as the promise also holds on a
                 // node whose clock reads a step ahead.
-                if let Some(&before) = self.accepted.get(&string) {
+                if let Some(&Acceptance { step: before, .. }) = self.accepted.get(&string) {
                     assert!(
                         current > before.saturating_add(3),
                         "{code:?} accepted at step {before} and again at {current}"
                     );
                 }
-                self.accepted.insert(string.clone(), current);
+                // The contract: the marker lives until the start of the
+                // step four ahead, plus 5 s.
+                let marker_ends_secs = (current + 4) * u64::from(self.profile.period_secs) + 5;
+                let marker_ends_ms =
+                    now_ms + (marker_ends_secs - self.backend.now_unix_secs()) * 1000;
+                let acceptance = Acceptance {
+                    step: current,
+                    marker_ends_ms,
+                };
+                self.accepted.insert(string, acceptance);
                 let token = &mut self.tokens[token];
                 assert_eq!(grant.access_id, access_id);
                 assert_eq!(grant.user_id, token.request.user_id);
@@ -466,14 +481,6 @@ impl<'a> World<'a> {
             }
             (Err(AuthFailure::OtpInvalid), false) => assert!(live && !locked),
             (other, _) => panic!("code {code:?} of steps {matched:?} gave {other:?}"),
-        }
-        if result.is_ok() {
-            // The contract: the marker lives until the start of the step
-            // four ahead, plus 5 s.
-            let ends_secs = (current + 4) * u64::from(self.profile.period_secs) + 5;
-            let now_secs = self.backend.now_unix_secs();
-            self.spent
-                .insert(string, now_ms + (ends_secs - now_secs) * 1000);
         }
         if acceptable && live && !locked && !was_spent && result.is_err() {
             panic!("the right code of steps {matched:?} was refused: {result:?}");

@@ -403,10 +403,10 @@ fn saturating_u32(value: u64) -> u32 {
 
 /// How long the one-time marker of a string accepted at step `current`
 /// lives, from `now`: the latest step it can have matched is `current + 1`,
-/// which is accepted until the clock reaches `current + 3`; the marker outlives that
-/// by one more step, so nodes whose clocks differ by up to a step still find
-/// it, and by `SPENT_MARKER_MARGIN_SECS` for the time a store call takes to
-/// arrive.
+/// which is accepted until the clock reaches `current + 3`; the marker
+/// outlives that by one more step, so nodes whose clocks differ by up to a
+/// step still find it, and by `SPENT_MARKER_MARGIN_SECS` for the time a
+/// store call takes to arrive.
 fn spent_marker_ttl_ms(profile: &OtpProfile, current: u64, now: u64) -> u64 {
     let expires = current
         .saturating_add(4)
