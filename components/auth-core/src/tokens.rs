@@ -317,9 +317,7 @@ impl<'a, B: Backend> Authority<'a, B> {
             .iter()
             .any(|&step| totp::codes_equal(otp, &codes.code_at_step(step)))
         {
-            if counted == max_failures {
-                self.lock(access_id, now)?;
-            }
+            self.count_miss(access_id, now, counted == max_failures, max_failures)?;
             return Err(AuthFailure::OtpInvalid);
         }
         backend.decrement(&fails_key, 1)?;
@@ -362,8 +360,32 @@ impl<'a, B: Backend> Authority<'a, B> {
         Ok(self.backend.delete(&token_key(access_id))?)
     }
 
-    /// Lock the access id after the wrong code that used up the window's
-    /// allowance (RFC 4226 section 7.3), for longer each time within a day.
+    /// A wrong code was compared. The one that uses up the window's
+    /// allowance locks the access id, and so does every `max_failures`-th
+    /// wrong code within a day however they are paced: a guesser who stays
+    /// under the allowance in each window is locked as often as one who
+    /// bursts. (Right codes do not give these back; the count lives a day
+    /// from the first of them.)
+    fn count_miss(
+        &self,
+        access_id: &str,
+        now: u64,
+        window_used_up: bool,
+        max_failures: u64,
+    ) -> Result<(), AuthFailure> {
+        let misses = self.backend.increment(
+            &["misses:", access_id].concat(),
+            1,
+            LOCK_HISTORY_SECS * 1000,
+        )?;
+        if window_used_up || misses % max_failures == 0 {
+            self.lock(access_id, now)?;
+        }
+        Ok(())
+    }
+
+    /// Lock the access id after a wrong code (see [`Self::count_miss`];
+    /// RFC 4226 section 7.3), for longer each time within a day.
     /// Only the call that creates the lock counts it, so a burst of wrong
     /// codes escalates by one lock, not by one per code.
     fn lock(&self, access_id: &str, now: u64) -> Result<(), AuthFailure> {

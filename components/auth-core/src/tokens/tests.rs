@@ -432,6 +432,109 @@ fn wrong_codes_lock_the_access_id_and_locks_grow() {
 }
 
 #[test]
+fn wrong_codes_paced_under_the_allowance_still_lock() {
+    let mut backend = TestBackend::at(T);
+    backend.settings.insert("max_failures", "3");
+    backend.settings.insert("lockout_secs", "10");
+    backend.settings.insert("failure_window_secs", "60");
+    let issued = issue_default(&backend);
+    let id = &issued.access_id;
+    let wrong = |backend: &TestBackend| {
+        if backend.code(&issued.secret_seed, 0) == "000000" {
+            "111111"
+        } else {
+            "000000"
+        }
+    };
+
+    // Two wrong codes a window never use up a window's allowance...
+    for _ in 0..2 {
+        assert_eq!(
+            auth(&backend).verify(id, wrong(&backend)),
+            Err(AuthFailure::OtpInvalid)
+        );
+    }
+    backend.advance_secs(60);
+    assert_eq!(backend.live(format!("fails:{id}")), None);
+    // ...but the third of the day locks, as a burst of three would have.
+    assert_eq!(
+        auth(&backend).verify(id, wrong(&backend)),
+        Err(AuthFailure::OtpInvalid)
+    );
+    let right = backend.code(&issued.secret_seed, 0);
+    assert_eq!(
+        auth(&backend).verify(id, &right),
+        Err(AuthFailure::RateLimited {
+            retry_after_secs: 10
+        })
+    );
+    // A right code does not give the day's count back.
+    backend.advance_secs(10);
+    let right = backend.code(&issued.secret_seed, 0);
+    auth(&backend).verify(id, &right).unwrap();
+    assert_eq!(
+        backend.live(format!("misses:{id}")).as_deref(),
+        Some(&b"3"[..])
+    );
+}
+
+/// Wrong codes compared in a day by a guesser who follows `pace`: it sends
+/// a wrong code whenever `pace` allows (given the wrong codes sent in the
+/// current window so far), waits out every 4100 and every window, and keeps
+/// the token alive as its real owner's open socket would.
+fn guesses_in_a_day(pace: impl Fn(u64) -> bool) -> u64 {
+    let backend = TestBackend::at(T);
+    let issued = issue_default(&backend);
+    let id = &issued.access_id;
+    let settings = Settings::default();
+    let day_ends_ms = backend.now_ms.get() + 24 * 3600 * 1000;
+    let (mut compared, mut in_window) = (0, 0);
+    let mut window_ends_ms = backend.now_ms.get() + settings.failure_window_secs * 1000;
+    while backend.now_ms.get() < day_ends_ms {
+        auth(&backend).touch(id).unwrap();
+        if backend.now_ms.get() >= window_ends_ms {
+            in_window = 0;
+            window_ends_ms = backend.now_ms.get() + settings.failure_window_secs * 1000;
+        }
+        if !pace(in_window) {
+            backend.now_ms.set(window_ends_ms);
+            continue;
+        }
+        let wrong = if backend.code(&issued.secret_seed, 0) == "000000" {
+            "111111"
+        } else {
+            "000000"
+        };
+        match auth(&backend).verify(id, wrong) {
+            Err(AuthFailure::OtpInvalid) => {
+                compared += 1;
+                in_window += 1;
+            }
+            Err(AuthFailure::RateLimited { retry_after_secs }) => {
+                backend.advance_secs(u64::from(retry_after_secs));
+                in_window = 0;
+                window_ends_ms = backend.now_ms.get() + settings.failure_window_secs * 1000;
+            }
+            other => panic!("a wrong code gave {other:?}"),
+        }
+    }
+    compared
+}
+
+#[test]
+fn guessing_is_capped_at_about_130_codes_a_day_however_it_is_paced() {
+    let max_failures = Settings::default().max_failures;
+    let bursts = guesses_in_a_day(|_| true);
+    let paced = guesses_in_a_day(|in_window| in_window + 1 < max_failures);
+    let one_a_window = guesses_in_a_day(|in_window| in_window == 0);
+    // docs/protocol.md promises roughly 130 a day: five codes, then locks
+    // of 300, 600, 1200, 2400 and 3600 s (the most) for the rest of the day.
+    assert!((125..=145).contains(&bursts), "{bursts} bursting");
+    assert!(paced <= bursts, "{paced} paced under the allowance");
+    assert!(one_a_window <= bursts, "{one_a_window} one a window");
+}
+
+#[test]
 fn codes_are_counted_before_they_are_compared() {
     let mut backend = TestBackend::at(T);
     backend.settings.insert("max_failures", "3");
