@@ -29,6 +29,8 @@ pub type Refusal = &'static str;
 
 /// The refusal when no app of the request's `app_id` has its `auth_key`.
 pub const UNKNOWN_KEY: Refusal = "unknown auth_key for this app";
+/// The refusal when the HMAC does not hold with the app's secret.
+pub const INVALID_SIGNATURE: Refusal = "invalid signature";
 
 /// A request's Pusher authentication, read from its raw query string.
 ///
@@ -156,8 +158,7 @@ impl<'q> Signature<'q> {
             return Err("auth_signature is not hex");
         };
         // Constant time: the answer's timing tells nothing about the secret.
-        mac.verify_slice(&presented)
-            .map_err(|_| "invalid signature")
+        mac.verify_slice(&presented).map_err(|_| INVALID_SIGNATURE)
     }
 
     /// The body against the signed `body_md5` (required when there is a

@@ -37,12 +37,7 @@ where
             Some(app) => KeyName::App(app.key.clone()),
             None => KeyName::Unknown,
         };
-        // A source that has been guessing this key is refused before the
-        // secret is compared; other sources are not affected.
-        if let Some(retry_after_secs) = state.credential_throttle.retry_after(&key_name, source) {
-            state.metrics.credential_refusal("throttled");
-            return Err(ApiError::rate_limited(retry_after_secs));
-        }
+        unless_throttled(&state, &key_name, source)?;
         // Constant-time, so response timing does not reveal the secret.
         let matches = app
             .as_ref()
@@ -50,35 +45,62 @@ where
         match app {
             Some(app) if matches => Ok(CallingApp(app)),
             _ => {
-                state.metrics.credential_refusal("wrong");
-                // The key as logged: the client's text, so cut short.
-                let key = echoed(&key);
-                match state.credential_throttle.record_failure(key_name, source) {
-                    Counted::Below => {
-                        tracing::info!(key, %source, "wrong app credentials");
-                    }
-                    Counted::Throttled => tracing::warn!(
-                        key,
-                        %source,
-                        "too many wrong app credentials: this source is refused \
-                         for this key (every unknown key counts as one) until the \
-                         failure window ends"
-                    ),
-                    Counted::Untracked => tracing::warn!(
-                        key,
-                        %source,
-                        "wrong app credentials; too many sources to track"
-                    ),
-                }
+                count_wrong_credentials(&state, &key, key_name, source);
                 Err(ApiError::unauthorized())
             }
         }
     }
 }
 
+/// A source that has been guessing this key's secret is refused (429)
+/// before the secret is compared; other sources are not affected.
+pub(super) fn unless_throttled(
+    state: &AppState,
+    key_name: &KeyName,
+    source: IpAddr,
+) -> Result<(), ApiError> {
+    match state.credential_throttle.retry_after(key_name, source) {
+        Some(retry_after_secs) => {
+            state.metrics.credential_refusal("throttled");
+            Err(ApiError::rate_limited(retry_after_secs))
+        }
+        None => Ok(()),
+    }
+}
+
+/// A wrong secret for `key` (HTTP Basic, or a Pusher signature that does
+/// not hold): counted against this source, and logged.
+pub(super) fn count_wrong_credentials(
+    state: &AppState,
+    key: &str,
+    key_name: KeyName,
+    source: IpAddr,
+) {
+    state.metrics.credential_refusal("wrong");
+    // The key as logged: the client's text, so cut short.
+    let key = echoed(key);
+    match state.credential_throttle.record_failure(key_name, source) {
+        Counted::Below => {
+            tracing::info!(key, %source, "wrong app credentials");
+        }
+        Counted::Throttled => tracing::warn!(
+            key,
+            %source,
+            "too many wrong app credentials: this source is refused \
+             for this key (every unknown key counts as one) until the \
+             failure window ends"
+        ),
+        Counted::Untracked => tracing::warn!(
+            key,
+            %source,
+            "wrong app credentials; too many sources to track"
+        ),
+    }
+}
+
 /// The peer's address; behind a proxy, the proxy's (throttling then applies
 /// to everything that comes through it).
-fn source_address(parts: &Parts) -> IpAddr {
+pub(super) fn source_address(parts: &Parts) -> IpAddr {
     parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()

@@ -5,6 +5,7 @@
 //! `POST /v1/publish` (limits, router, ids, history, metrics); see
 //! docs/pusher-compat.md for what is and is not supported.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::Json;
@@ -15,30 +16,56 @@ use madx_wire::pusher::{self as wire, ChannelQuery, PusherBatch, PusherEvent, Si
 use serde_json::{Map, Value, json};
 
 use super::ApiError;
-use super::extract::JsonBody;
+use super::extract::{JsonBody, count_wrong_credentials, source_address, unless_throttled};
 use super::publish::{self, Checked, Routed};
 use crate::channels::Channels;
 use crate::hub::Target;
+use crate::limits::KeyName;
 use crate::state::{App, AppState};
 
 /// Check a request's Pusher signature (`madx_wire::pusher::Signature`)
 /// from its request line alone; the app it is signed for. The body is read
 /// only after this, so an unsigned request never makes the server hold a
 /// body of up to the batch limit; its MD5 is checked once it is read.
+///
+/// A signature is a proof of the app's secret, so it is throttled as HTTP
+/// Basic is: a source that has been guessing a key's secret is refused
+/// before the HMAC, and an unknown key or a signature that does not hold
+/// counts against it.
 fn verify_signed<'q>(
     state: &AppState,
     app_id: &str,
     method: &Method,
     uri: &'q Uri,
+    source: IpAddr,
 ) -> Result<(Arc<App>, Signature<'q>), ApiError> {
-    Signature::check_request_line(
+    let mut throttled = Ok(());
+    let mut signed_for = None;
+    let checked = Signature::check_request_line(
         uri.query(),
         method.as_str(),
         uri.path(),
-        |key| state.apps.by_key(key).filter(|app| app.id == app_id),
+        |key| {
+            let app = state.apps.by_key(key).filter(|app| app.id == app_id);
+            let key_name = app
+                .as_ref()
+                .map_or(KeyName::Unknown, |app| KeyName::App(app.key.clone()));
+            throttled = unless_throttled(state, &key_name, source);
+            signed_for = Some((key.to_owned(), key_name));
+            // No app, so no HMAC, while the source is throttled.
+            app.filter(|_| throttled.is_ok())
+        },
         |app| &app.secret,
-    )
-    .map_err(refuse)
+    );
+    throttled?;
+    checked.map_err(|why| {
+        if let Some((key, key_name)) = signed_for
+            && (why == wire::UNKNOWN_KEY || why == wire::INVALID_SIGNATURE)
+        {
+            count_wrong_credentials(state, &key, key_name, source);
+        }
+        refuse(why)
+    })
 }
 
 fn refuse(why: &str) -> ApiError {
@@ -80,7 +107,8 @@ impl FromRequest<Arc<AppState>> for Signed {
             .map(|(_, value)| value.clone())
             .unwrap_or_default();
         let (method, uri) = (parts.method.clone(), parts.uri.clone());
-        let (app, signature) = verify_signed(state, &app_id, &method, &uri)?;
+        let source = source_address(&parts);
+        let (app, signature) = verify_signed(state, &app_id, &method, &uri, source)?;
         let body = Bytes::from_request(Request::from_parts(parts, body), state)
             .await
             .map_err(|rejection| {

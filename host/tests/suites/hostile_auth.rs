@@ -286,6 +286,75 @@ async fn guessed_app_secrets_are_throttled_per_key_and_source() {
     );
 }
 
+/// `GET /apps/alpha/channels` of the Pusher HTTP API from a given loopback
+/// source, signed with `secret` as Pusher's libraries sign it.
+async fn pusher_channels_from(
+    server: &TestServer,
+    source: Ipv4Addr,
+    secret: &str,
+) -> reqwest::Response {
+    use hmac::{Hmac, KeyInit, Mac};
+    let path = "/apps/alpha/channels";
+    let params = format!(
+        "auth_key=alpha-key&auth_timestamp={}&auth_version=1.0",
+        unix_now()
+    );
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("GET\n{path}\n{params}").as_bytes());
+    let signature: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    http_from(IpAddr::V4(source))
+        .get(server.url(&format!("{path}?{params}&auth_signature={signature}")))
+        .send()
+        .await
+        .expect("GET /apps/alpha/channels")
+}
+
+/// A Pusher signature proves the app's secret as HTTP Basic does, so
+/// guessing it is throttled the same way, in the same count.
+#[tokio::test]
+async fn guessed_secrets_in_pusher_signatures_are_throttled_too() {
+    let config = format!("{}\n[limits]\nmax_credential_failures = 5\n", config());
+    let server = TestServer::start(&config);
+    let guesser = Ipv4Addr::new(127, 0, 0, 1);
+    let back_end = Ipv4Addr::new(127, 0, 0, 2);
+    for _ in 0..4 {
+        let response = pusher_channels_from(&server, guesser, "guess").await;
+        assert_eq!(response.status().as_u16(), 401);
+    }
+    // One count with HTTP Basic: the fifth wrong secret throttles.
+    let status = token_request_from(&server, guesser, ("alpha-key", "guess"))
+        .await
+        .status();
+    assert_eq!(status.as_u16(), 401);
+    // Refused before the HMAC, even signed with the right secret.
+    let response = pusher_channels_from(&server, guesser, ALPHA.1).await;
+    assert_eq!(response.status().as_u16(), 429);
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    // The real back-end, elsewhere, is not locked out.
+    let response = pusher_channels_from(&server, back_end, ALPHA.1).await;
+    assert_eq!(response.status().as_u16(), 200);
+
+    let metrics = server.metrics(OPERATOR_TOKEN).await;
+    assert!(
+        metrics.contains("madx_credential_refusals_total{outcome=\"wrong\"} 5"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("madx_credential_refusals_total{outcome=\"throttled\"} 1"),
+        "{metrics}"
+    );
+}
+
 #[tokio::test]
 async fn keys_that_name_no_app_are_counted_as_one_per_source_and_logged_short() {
     let config = format!("{}\n[limits]\nmax_credential_failures = 5\n", config());
