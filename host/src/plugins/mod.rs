@@ -47,6 +47,10 @@ const LINEAR_MEMORY_KEEP_RESIDENT: usize = 2 << 20;
 const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 /// Decommits flushed together.
 const DECOMMIT_BATCH: usize = 32;
+/// What one call may hand the host: far above the claims and store values
+/// the contract allows (64 globs of 200 bytes, 64 KiB), and room for a
+/// `route-publish` of some 80,000 targets.
+const HOSTCALL_BYTES: usize = 4 << 20;
 
 /// Sandbox limits applied to every plugin call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,6 +233,11 @@ impl Sandbox {
         let state = HostState::new(namespace, settings, self.limits.memory_bytes);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
+        // What one call may hand the host (an export's answer, an import's
+        // arguments), counted as the host would hold it once copied out;
+        // without it the host would copy out anything the guest's memory
+        // holds, many times over for strings the guest's lists share.
+        store.set_hostcall_fuel(HOSTCALL_BYTES);
         // Every tick the guest yields its worker thread (calls run on the
         // async runtime, never blocking it for more than a tick), and is
         // interrupted once its wall-clock budget is spent. Host calls

@@ -170,7 +170,7 @@ async fn a_hostile_component_fails_only_the_requests_that_reach_it() {
     let server = TestServer::start_with(&config, &["--router-component", plugin.to_str().unwrap()]);
     let (_, mut socket) = open_socket(&server, ALPHA, json!({"channels": ["*"]})).await;
 
-    for misbehaviour in ["loop", "alloc", "trap"] {
+    for misbehaviour in ["loop", "alloc", "trap", "flood"] {
         let started = std::time::Instant::now();
         let refused = subscribe(&mut socket, misbehaviour).await;
         assert_eq!(refused["code"], 4307, "{misbehaviour}: {refused}");
@@ -211,7 +211,7 @@ async fn a_hostile_component_fails_only_the_requests_that_reach_it() {
         .unwrap();
     for call in ["authorize-subscribe", "route-publish"] {
         let failures = format!(
-            r#"madx_plugin_calls_total{{plugin="router",call="{call}",outcome="failure"}} 3"#
+            r#"madx_plugin_calls_total{{plugin="router",call="{call}",outcome="failure"}} 4"#
         );
         assert!(
             metrics.contains(&failures),

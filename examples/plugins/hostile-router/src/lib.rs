@@ -5,9 +5,15 @@
 //! - `alloc`: allocates without end (the memory cap must stop it);
 //! - `trap`: panics, which traps the instance;
 //! - `chatty`: writes 200 lines to stdout, then allows (the host must log
-//!   them within its rate limit).
+//!   them within its rate limit);
+//! - `flood`: answers with more data than a call may hand the host (an
+//!   8 MiB refusal message, or 200,000 targets): the host must refuse to
+//!   copy it out rather than allocate it.
 //!
 //! Any other name is allowed, so the tests can show the host still serves.
+
+/// The name that asks for an answer too big to take.
+pub const FLOOD: &str = "flood";
 
 /// What a name asks this router to do.
 pub fn misbehave(name: &str) {
@@ -50,6 +56,9 @@ mod component {
     impl Guest for Hostile {
         fn authorize_subscribe(_claims: Claims, channel: String) -> Result<(), RouteError> {
             super::misbehave(&channel);
+            if channel == super::FLOOD {
+                return Err(RouteError::Forbidden("x".repeat(8 << 20)));
+            }
             Ok(())
         }
 
@@ -59,13 +68,19 @@ mod component {
             event: String,
         ) -> Result<ClientPublication, RouteError> {
             super::misbehave(&channel);
+            if channel == super::FLOOD {
+                return Err(RouteError::Forbidden("x".repeat(8 << 20)));
+            }
             Ok(ClientPublication { channel, event })
         }
 
         fn route_publish(target: Target, _event: String) -> Result<Vec<Target>, RouteError> {
             match &target {
                 Target::Channel(name) | Target::User(name) | Target::Token(name) => {
-                    super::misbehave(name)
+                    super::misbehave(name);
+                    if name == super::FLOOD {
+                        return Ok(vec![target.clone(); 200_000]);
+                    }
                 }
             }
             Ok(vec![target])
