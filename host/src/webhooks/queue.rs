@@ -99,14 +99,25 @@ impl Queue {
         Pushed::Queued
     }
 
-    /// The next batch: up to `max` of the oldest events, once there is at
-    /// least one. They stay undelivered until [`Queue::delivered`].
-    pub(super) async fn next_batch(&self, max: usize) -> Vec<Event> {
+    /// The next batch: up to `max` of the oldest events and up to
+    /// `max_bytes` of their fields (always at least one event), once there
+    /// is at least one. They stay undelivered until [`Queue::delivered`].
+    pub(super) async fn next_batch(&self, max: usize, max_bytes: usize) -> Vec<Event> {
         loop {
             {
                 let mut state = self.state();
                 if !state.waiting.is_empty() {
-                    let take = state.waiting.len().min(max);
+                    let mut bytes = 0;
+                    let fitting = state
+                        .waiting
+                        .iter()
+                        .take(max)
+                        .take_while(|(_, weight)| {
+                            bytes += weight;
+                            bytes <= max_bytes
+                        })
+                        .count();
+                    let take = fitting.max(1);
                     let (batch, weights): (Vec<Event>, Vec<usize>) =
                         state.waiting.drain(..take).unzip();
                     state.waiting_bytes -= weights.iter().sum::<usize>();
@@ -157,13 +168,16 @@ mod tests {
             assert_eq!(queue.push(occupied(n)), Pushed::Queued);
         }
         assert_eq!(
-            queue.next_batch(3).await,
+            queue.next_batch(3, usize::MAX).await,
             [occupied(0), occupied(1), occupied(2)]
         );
         assert_eq!(queue.undelivered(), 5);
         queue.delivered();
         assert_eq!(queue.undelivered(), 2);
-        assert_eq!(queue.next_batch(3).await, [occupied(3), occupied(4)]);
+        assert_eq!(
+            queue.next_batch(3, usize::MAX).await,
+            [occupied(3), occupied(4)]
+        );
         queue.delivered();
         assert_eq!(queue.undelivered(), 0);
     }
@@ -177,9 +191,12 @@ mod tests {
         assert_eq!(queue.push(occupied(3)), Pushed::Dropped { log: None });
         assert_eq!(queue.push(occupied(4)), Pushed::Dropped { log: None });
         // The batch in flight does not count against the bound.
-        assert_eq!(queue.next_batch(1).await, [occupied(0)]);
+        assert_eq!(queue.next_batch(1, usize::MAX).await, [occupied(0)]);
         assert_eq!(queue.push(occupied(5)), Pushed::Queued);
-        assert_eq!(queue.next_batch(10).await, [occupied(1), occupied(5)]);
+        assert_eq!(
+            queue.next_batch(10, usize::MAX).await,
+            [occupied(1), occupied(5)]
+        );
     }
 
     fn client_event(data_bytes: usize) -> Event {
@@ -203,7 +220,10 @@ mod tests {
         // though the count has room.
         assert!(matches!(queue.push(occupied(0)), Pushed::Dropped { .. }));
         // Taking a batch frees its bytes.
-        assert_eq!(queue.next_batch(1).await, std::slice::from_ref(&big));
+        assert_eq!(
+            queue.next_batch(1, usize::MAX).await,
+            std::slice::from_ref(&big)
+        );
         assert_eq!(queue.push(occupied(1)), Pushed::Queued);
         // One event heavier than the whole bound still passes an empty queue.
         let tiny = Queue::new(100, 10);
@@ -212,11 +232,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_stops_at_its_bytes_but_takes_at_least_one_event() {
+        let big = client_event(60_000);
+        let queue = Queue::new(100, usize::MAX);
+        for _ in 0..3 {
+            assert_eq!(queue.push(big.clone()), Pushed::Queued);
+        }
+        assert_eq!(queue.push(occupied(0)), Pushed::Queued);
+        // Two big events fit 2.5 of them; the third waits for the next batch.
+        let budget = weight(&big) * 5 / 2;
+        assert_eq!(
+            queue.next_batch(50, budget).await,
+            [big.clone(), big.clone()]
+        );
+        queue.delivered();
+        // An event over the budget on its own still goes, alone.
+        assert_eq!(queue.next_batch(50, 10).await, [big]);
+        queue.delivered();
+        assert_eq!(queue.next_batch(50, budget).await, [occupied(0)]);
+    }
+
+    #[tokio::test]
     async fn the_sender_wakes_for_an_event_pushed_while_it_waits() {
         let queue = std::sync::Arc::new(Queue::new(2, usize::MAX));
         let waiting = tokio::spawn({
             let queue = queue.clone();
-            async move { queue.next_batch(5).await }
+            async move { queue.next_batch(5, usize::MAX).await }
         });
         tokio::task::yield_now().await;
         queue.push(occupied(7));

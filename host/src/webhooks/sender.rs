@@ -11,6 +11,12 @@ use super::Target;
 use crate::config::WebhookSettings;
 use crate::metrics::Metrics;
 
+/// What a batch's events may carry (their fields' bytes), so one request
+/// stays well within what common receivers take (nginx refuses bodies over
+/// 1 MiB by default; JSON escaping can double the data): a batch of 50
+/// large client events would otherwise be refused, and retried, for good.
+const BATCH_MAX_BYTES: usize = 256 << 10;
+
 /// The HTTP client every sender shares: rustls with the Mozilla roots
 /// (webpki-roots), no redirects (a 3xx is a failure, so a body signed for
 /// one URL is never replayed to another), `timeout` per request.
@@ -48,7 +54,10 @@ pub(super) async fn run(
         max: Duration::from_millis(settings.retry_max_ms),
     };
     loop {
-        let batch = target.queue.next_batch(settings.batch_max).await;
+        let batch = target
+            .queue
+            .next_batch(settings.batch_max, BATCH_MAX_BYTES)
+            .await;
         metrics.webhook_queue_changed(&target.app_id, -(batch.len() as i64));
         // Signed once: a retry sends the same bytes, so a receiver can
         // recognise a batch it already has.
