@@ -2,9 +2,13 @@
 //! code, within a bounded time; and the reads that are answered with a
 //! close code rather than a dropped connection.
 
+use std::num::NonZeroU32;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::time::timeout;
 
 use super::super::frames::ServerFrame;
@@ -13,14 +17,53 @@ use super::super::{CloseCode, Refusal};
 /// How long a closing socket waits for the client's close reply.
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Refusals logged one by one, at most this many a second...
+const REFUSAL_LINES_PER_SECOND: NonZeroU32 = NonZeroU32::new(20).unwrap();
+/// ...with bursts up to this many.
+const REFUSAL_LINES_BURST: NonZeroU32 = NonZeroU32::new(100).unwrap();
+
+/// The refusals' log lines, within a rate: a flood of refused connects
+/// (anyone can send one) must not flood the log, and so the disk. Every
+/// refusal is still counted in `madx_connects_total{outcome}`.
+struct RefusalLog {
+    lines: DefaultDirectRateLimiter,
+    unlogged: AtomicU64,
+}
+
+impl RefusalLog {
+    fn new(per_second: NonZeroU32, burst: NonZeroU32) -> Self {
+        RefusalLog {
+            lines: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
+            unlogged: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(refusals left unlogged since the last line)` when this one may
+    /// be logged.
+    fn admit(&self) -> Option<u64> {
+        if self.lines.check().is_ok() {
+            Some(self.unlogged.swap(0, Ordering::Relaxed))
+        } else {
+            self.unlogged.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+static REFUSAL_LOG: LazyLock<RefusalLog> =
+    LazyLock::new(|| RefusalLog::new(REFUSAL_LINES_PER_SECOND, REFUSAL_LINES_BURST));
+
 /// Send the refusal as an `error` frame and close with its code.
 pub(in crate::gateway) async fn refuse(mut socket: WebSocket, refusal: Refusal) {
-    tracing::info!(
-        code = refusal.code.code(),
-        reason = refusal.code.reason(),
-        message = %refusal.message,
-        "connection refused"
-    );
+    if let Some(unlogged) = REFUSAL_LOG.admit() {
+        tracing::info!(
+            code = refusal.code.code(),
+            reason = refusal.code.reason(),
+            message = %refusal.message,
+            unlogged_before = unlogged,
+            "connection refused"
+        );
+    }
     close(&mut socket, refusal.code, &refusal.message).await;
 }
 
@@ -93,6 +136,21 @@ async fn close_handshake(socket: &mut WebSocket, code: CloseCode, message: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_beyond_the_log_rate_are_counted_into_the_next_line() {
+        let log = RefusalLog::new(NonZeroU32::MIN, NonZeroU32::new(3).unwrap());
+        for _ in 0..3 {
+            assert_eq!(log.admit(), Some(0));
+        }
+        for _ in 0..5 {
+            assert_eq!(log.admit(), None);
+        }
+        // A second later the next line says how many went unlogged.
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(log.admit(), Some(5));
+        assert_eq!(log.admit(), None);
+    }
 
     #[test]
     fn closes_that_ask_the_client_to_act_say_how() {
