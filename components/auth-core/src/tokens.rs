@@ -10,6 +10,7 @@
 //! | `token:{id}` | [`TokenRecord`] as JSON | the token's idle timeout, restarted on activity |
 //! | `spent:{id}:{code}` | `1`: the connection string was accepted | one step and 5 s after it can no longer be accepted for any step of the window it was accepted in |
 //! | `fails:{id}` | codes counted against the limit: wrong ones, and those being compared | `failure_window_secs` after the first, or with the lock |
+//! | `misses:{id}` | wrong codes compared, however paced | an hour after the first |
 //! | `lock:{id}` | unix second the lock ends | at that second |
 //! | `locks:{id}` | counter of locks | 24 h after the first |
 
@@ -29,6 +30,11 @@ pub const MAX_USER_ID_LEN: usize = 200;
 const MAX_GLOBS: usize = 64;
 const MAX_GLOB_LEN: usize = 200;
 const LOCK_HISTORY_SECS: u64 = 24 * 3600;
+/// How long wrong codes are counted across failure windows. Paced under
+/// the window's allowance, a guesser gets `max_failures - 1` codes per
+/// this span (96 a day at the defaults), fewer than bursts that lock get;
+/// a day would hold an entry per token with one wrong code for a day.
+const MISSES_SPAN_SECS: u64 = 3600;
 /// What a one-time marker lives beyond the step after its string's last.
 const SPENT_MARKER_MARGIN_SECS: u64 = 5;
 
@@ -362,10 +368,10 @@ impl<'a, B: Backend> Authority<'a, B> {
 
     /// A wrong code was compared. The one that uses up the window's
     /// allowance locks the access id, and so does every `max_failures`-th
-    /// wrong code within a day however they are paced: a guesser who stays
-    /// under the allowance in each window is locked as often as one who
-    /// bursts. (Right codes do not give these back; the count lives a day
-    /// from the first of them.)
+    /// wrong code within [`MISSES_SPAN_SECS`] of the first, however they
+    /// are paced: a guesser who stays under the allowance in each window
+    /// is locked as often as one who bursts. (Right codes do not give these
+    /// back: the owner's connects would reopen pacing.)
     fn count_miss(
         &self,
         access_id: &str,
@@ -373,12 +379,15 @@ impl<'a, B: Backend> Authority<'a, B> {
         window_used_up: bool,
         max_failures: u64,
     ) -> Result<(), AuthFailure> {
-        let misses = self.backend.increment(
-            &["misses:", access_id].concat(),
-            1,
-            LOCK_HISTORY_SECS * 1000,
-        )?;
-        if window_used_up || misses % max_failures == 0 {
+        // The window's lock first: a store failure counting the miss must
+        // not cost it.
+        if window_used_up {
+            self.lock(access_id, now)?;
+        }
+        let misses =
+            self.backend
+                .increment(&["misses:", access_id].concat(), 1, MISSES_SPAN_SECS * 1000)?;
+        if !window_used_up && misses % max_failures == 0 {
             self.lock(access_id, now)?;
         }
         Ok(())

@@ -1,4 +1,5 @@
-//! Throttling of wrong app credentials (HTTP Basic), per key and source.
+//! Throttling of wrong app credentials (HTTP Basic, and Pusher signatures),
+//! per key and source.
 //!
 //! The secret comparison is constant-time, but a guesser still gets one
 //! answer per request. After `max_credential_failures` wrong secrets for one

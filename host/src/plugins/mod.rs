@@ -48,8 +48,9 @@ const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 /// Decommits flushed together.
 const DECOMMIT_BATCH: usize = 32;
 /// What one call may hand the host: far above the claims and store values
-/// the contract allows (64 globs of 200 bytes, 64 KiB), and room for a
-/// `route-publish` of some 80,000 targets.
+/// the contract allows (64 globs of 200 bytes, 64 KiB); a `route-publish`
+/// answer costs 32 bytes per target plus its name (about 80,000 targets of
+/// 20-byte names, 18,000 of 200 bytes).
 const HOSTCALL_BYTES: usize = 4 << 20;
 
 /// Sandbox limits applied to every plugin call.

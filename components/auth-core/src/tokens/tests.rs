@@ -478,6 +478,36 @@ fn wrong_codes_paced_under_the_allowance_still_lock() {
     );
 }
 
+/// Wrong codes compared in a day by a guesser who sends four wrong codes
+/// at once, then waits `windows` failure windows, keeping the token alive.
+fn guesses_in_a_day_spaced(windows: u64) -> u64 {
+    let backend = TestBackend::at(T);
+    let issued = issue_default(&backend);
+    let id = &issued.access_id;
+    let window_secs = Settings::default().failure_window_secs;
+    let day_ends_ms = backend.now_ms.get() + 24 * 3600 * 1000;
+    let mut compared = 0;
+    while backend.now_ms.get() < day_ends_ms {
+        for _ in 0..4 {
+            let wrong = if backend.code(&issued.secret_seed, 0) == "000000" {
+                "111111"
+            } else {
+                "000000"
+            };
+            match auth(&backend).verify(id, wrong) {
+                Err(AuthFailure::OtpInvalid) => compared += 1,
+                Err(AuthFailure::RateLimited { .. }) => {}
+                other => panic!("a wrong code gave {other:?}"),
+            }
+        }
+        for _ in 0..windows {
+            auth(&backend).touch(id).unwrap();
+            backend.advance_secs(window_secs);
+        }
+    }
+    compared
+}
+
 /// Wrong codes compared in a day by a guesser who follows `pace`: it sends
 /// a wrong code whenever `pace` allows (given the wrong codes sent in the
 /// current window so far), waits out every 4100 and every window, and keeps
@@ -532,6 +562,10 @@ fn guessing_is_capped_at_about_130_codes_a_day_however_it_is_paced() {
     assert!((125..=145).contains(&bursts), "{bursts} bursting");
     assert!(paced <= bursts, "{paced} paced under the allowance");
     assert!(one_a_window <= bursts, "{one_a_window} one a window");
+    // Slower still, the count ends before it reaches a lock: an hour's
+    // allowance of four, 96 a day.
+    let four_an_hour = guesses_in_a_day_spaced(12);
+    assert_eq!(four_an_hour, 96, "four an hour");
 }
 
 #[test]
