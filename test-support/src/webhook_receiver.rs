@@ -59,6 +59,10 @@ struct Record {
     hanging: usize,
     /// Every request that arrived.
     requests: usize,
+    /// Bodies longer than this are answered 413.
+    max_body: Option<usize>,
+    /// Requests answered 413.
+    too_large: usize,
 }
 
 impl WebhookReceiver {
@@ -85,6 +89,16 @@ impl WebhookReceiver {
             shared,
             server,
         }
+    }
+
+    /// Answer requests whose body is longer than `bytes` with 413.
+    pub fn refuse_bodies_over(&self, bytes: usize) {
+        self.shared.record().max_body = Some(bytes);
+    }
+
+    /// Requests answered 413.
+    pub fn too_large(&self) -> usize {
+        self.shared.record().too_large
     }
 
     /// Answer the next `n` requests with 503.
@@ -197,6 +211,9 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         if !signed_right {
             record.badly_signed += 1;
             Some(StatusCode::UNAUTHORIZED)
+        } else if record.max_body.is_some_and(|limit| body.len() > limit) {
+            record.too_large += 1;
+            Some(StatusCode::PAYLOAD_TOO_LARGE)
         } else if record.hang {
             record.hanging += 1;
             None

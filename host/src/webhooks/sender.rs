@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use madx_wire::webhooks;
+use madx_wire::webhooks::{self, Event};
 
 use super::Target;
 use crate::config::WebhookSettings;
@@ -59,45 +59,92 @@ pub(super) async fn run(
             .next_batch(settings.batch_max, BATCH_MAX_BYTES)
             .await;
         metrics.webhook_queue_changed(&target.app_id, -(batch.len() as i64));
-        // Signed once: a retry sends the same bytes, so a receiver can
-        // recognise a batch it already has.
-        let body = webhooks::body(unix_ms(), &batch);
-        let signature = webhooks::signature(&target.app_secret, &body);
-        let mut failures: u32 = 0;
-        loop {
-            let started = Instant::now();
-            let outcome = post(&client, &target, &body, &signature).await;
-            metrics.webhook_request(&target.app_id, started.elapsed(), outcome.is_ok());
-            match outcome {
-                Ok(()) => break,
-                Err(reason) => {
-                    let delay = backoff.delay(failures, random_fraction());
-                    failures = failures.saturating_add(1);
+        // A batch the receiver refuses as too large (413) goes again in
+        // halves, in order, down to single events; an event it refuses on
+        // its own is dropped, so one cannot stop the webhook for good.
+        let mut parts = vec![&batch[..]];
+        while let Some(part) = parts.pop() {
+            match deliver(&client, &target, part, &backoff, &metrics).await {
+                Delivery::Accepted => metrics.webhook_events_sent(&target.app_id, part.len()),
+                Delivery::TooLarge if part.len() > 1 => {
+                    let (first, second) = part.split_at(part.len() / 2);
+                    parts.push(second);
+                    parts.push(first);
+                }
+                Delivery::TooLarge => {
                     tracing::warn!(
                         app = %target.app_id,
                         url = %target.url,
-                        events = batch.len(),
-                        failures,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "webhook failed: {reason}"
+                        "webhook event dropped: the receiver refuses it as too large \
+                         (413) even on its own"
                     );
-                    tokio::time::sleep(delay).await;
+                    metrics.webhook_event_dropped(&target.app_id);
                 }
             }
         }
-        metrics.webhook_events_sent(&target.app_id, batch.len());
         target.queue.delivered();
     }
 }
 
-/// One attempt: `Err` with why for a connection error, a timeout or any
-/// status but 2xx.
+/// How a batch ended.
+enum Delivery {
+    Accepted,
+    /// Answered 413: this many events in one request are too large.
+    TooLarge,
+}
+
+/// Send `events` until the receiver accepts them, retrying with back-off;
+/// [`Delivery::TooLarge`] at once on a 413.
+async fn deliver(
+    client: &reqwest::Client,
+    target: &Target,
+    events: &[Event],
+    backoff: &Backoff,
+    metrics: &Metrics,
+) -> Delivery {
+    // Signed once: a retry sends the same bytes, so a receiver can
+    // recognise a batch it already has.
+    let body = webhooks::body(unix_ms(), events);
+    let signature = webhooks::signature(&target.app_secret, &body);
+    let mut failures: u32 = 0;
+    loop {
+        let started = Instant::now();
+        let outcome = post(client, target, &body, &signature).await;
+        metrics.webhook_request(&target.app_id, started.elapsed(), outcome.is_ok());
+        let reason = match outcome {
+            Ok(()) => return Delivery::Accepted,
+            Err(Failure::TooLarge) => return Delivery::TooLarge,
+            Err(Failure::Other(reason)) => reason,
+        };
+        let delay = backoff.delay(failures, random_fraction());
+        failures = failures.saturating_add(1);
+        tracing::warn!(
+            app = %target.app_id,
+            url = %target.url,
+            events = events.len(),
+            failures,
+            retry_in_ms = delay.as_millis() as u64,
+            "webhook failed: {reason}"
+        );
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Why an attempt failed.
+enum Failure {
+    /// 413: the body is over what the receiver takes.
+    TooLarge,
+    /// A connection error, a timeout or any other status but 2xx.
+    Other(String),
+}
+
+/// One attempt.
 async fn post(
     client: &reqwest::Client,
     target: &Target,
     body: &[u8],
     signature: &str,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let response = client
         .post(&target.url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -106,12 +153,14 @@ async fn post(
         .body(body.to_vec())
         .send()
         .await
-        .map_err(|error| describe(&error))?;
+        .map_err(|error| Failure::Other(describe(&error)))?;
     let status = response.status();
     if status.is_success() {
         Ok(())
+    } else if status == reqwest::StatusCode::PAYLOAD_TOO_LARGE {
+        Err(Failure::TooLarge)
     } else {
-        Err(format!("the receiver answered {status}"))
+        Err(Failure::Other(format!("the receiver answered {status}")))
     }
 }
 
@@ -201,7 +250,9 @@ mod tests {
             queue: super::super::Queue::new(1, usize::MAX),
         };
         let client = http_client(Duration::from_secs(10)).unwrap();
-        let error = post(&client, &target, b"{}", "00").await.unwrap_err();
+        let Err(Failure::Other(error)) = post(&client, &target, b"{}", "00").await else {
+            panic!("a self-signed receiver was trusted");
+        };
         assert!(error.contains("certificate"), "{error}");
         assert!(!handshake.await.unwrap(), "the handshake was refused");
     }

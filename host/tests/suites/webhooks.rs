@@ -162,6 +162,51 @@ async fn a_receiver_that_fails_then_recovers_gets_every_event_once_in_order() {
     }
 }
 
+/// A receiver that refuses a batch as too large (413) gets it in halves,
+/// in order; an event it refuses on its own is dropped and counted, and
+/// the webhook goes on.
+#[tokio::test]
+async fn a_batch_refused_as_too_large_is_split_and_an_event_too_large_alone_dropped() {
+    let receiver = WebhookReceiver::start("alpha-key", "alpha-secret").await;
+    // Two events of 2,000 bytes of data fit; three, or the big one, do not.
+    receiver.refuse_bodies_over(5_000);
+    // The first request fails, so the rest queue up behind it.
+    receiver.fail_next(1);
+    let server = TestServer::start(&config(
+        &receiver.url,
+        "batch_max = 10\nretry_min_ms = 300\nretry_max_ms = 300",
+    ));
+    let (_, mut talker) = open_socket(&server, ALPHA, chat_claims("alice")).await;
+    let sizes = [2_000, 2_000, 2_000, 2_000, 8_000, 2_000];
+    for (n, size) in sizes.iter().enumerate() {
+        say(&mut talker, &format!("e{n}"), json!("x".repeat(*size))).await;
+    }
+
+    let events = receiver.wait_for_events(5).await;
+    assert_eq!(event_names(&events), ["e0", "e1", "e2", "e3", "e5"]);
+    assert!(
+        receiver.too_large() >= 2,
+        "{} refused",
+        receiver.too_large()
+    );
+    let dropped = "madx_webhook_events_dropped_total{app=\"alpha\"} 1";
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut metrics = server.metrics(OPERATOR).await;
+    while !metrics.lines().any(|line| line == dropped) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        metrics = server.metrics(OPERATOR).await;
+    }
+    assert!(
+        metrics.lines().any(|l| l == dropped),
+        "{dropped} in\n{metrics}"
+    );
+
+    // The webhook goes on.
+    say(&mut talker, "after", json!(1)).await;
+    let events = receiver.wait_for_events(6).await;
+    assert_eq!(event_names(&events)[5], "after");
+}
+
 #[tokio::test]
 async fn a_hanging_receiver_does_not_hold_up_sockets() {
     let receiver = WebhookReceiver::start("alpha-key", "alpha-secret").await;
