@@ -122,12 +122,12 @@ impl WebhookMetrics {
         );
         registry.register(
             "webhook_requests_failed",
-            "Webhook requests that failed (connection error, timeout, non-2xx) and will be retried",
+            "Webhook requests that failed (connection error, timeout, non-2xx); retried, a 413 in halves",
             metrics.requests_failed.clone(),
         );
         registry.register(
             "webhook_events_dropped",
-            "Webhook events dropped because the webhook's queue was full",
+            "Webhook events dropped: the webhook's queue was full, or the receiver refused the event alone as too large (413)",
             metrics.events_dropped.clone(),
         );
         registry.register(

@@ -1,6 +1,7 @@
 //! One webhook's sender task: takes a batch, POSTs it signed, and retries
 //! the same batch with back-off until the receiver accepts it, so nothing
-//! queued is lost and order is kept.
+//! queued is lost and order is kept; except a batch refused as too large
+//! (413), which goes again in halves, and an event refused alone, dropped.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -63,6 +64,7 @@ pub(super) async fn run(
         // halves, in order, down to single events; an event it refuses on
         // its own is dropped, so one cannot stop the webhook for good.
         let mut parts = vec![&batch[..]];
+        let mut dropped = 0;
         while let Some(part) = parts.pop() {
             match deliver(&client, &target, part, &backoff, &metrics).await {
                 Delivery::Accepted => metrics.webhook_events_sent(&target.app_id, part.len()),
@@ -72,15 +74,20 @@ pub(super) async fn run(
                     parts.push(first);
                 }
                 Delivery::TooLarge => {
-                    tracing::warn!(
-                        app = %target.app_id,
-                        url = %target.url,
-                        "webhook event dropped: the receiver refuses it as too large \
-                         (413) even on its own"
-                    );
+                    dropped += 1;
                     metrics.webhook_event_dropped(&target.app_id);
                 }
             }
+        }
+        // One line per batch, however many of its events were dropped.
+        if dropped > 0 {
+            tracing::warn!(
+                app = %target.app_id,
+                url = %target.url,
+                dropped,
+                "webhook events dropped: the receiver refuses each as too large (413) \
+                 even on its own"
+            );
         }
         target.queue.delivered();
     }

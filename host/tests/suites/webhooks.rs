@@ -184,8 +184,10 @@ async fn a_batch_refused_as_too_large_is_split_and_an_event_too_large_alone_drop
 
     let events = receiver.wait_for_events(5).await;
     assert_eq!(event_names(&events), ["e0", "e1", "e2", "e3", "e5"]);
+    // At least the big event alone; on a slow machine the events may not
+    // have queued up behind the first, and none other is split.
     assert!(
-        receiver.too_large() >= 2,
+        receiver.too_large() >= 1,
         "{} refused",
         receiver.too_large()
     );

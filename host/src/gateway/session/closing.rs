@@ -8,7 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use tokio::time::timeout;
 
 use super::super::frames::ServerFrame;
@@ -25,15 +28,16 @@ const REFUSAL_LINES_BURST: NonZeroU32 = NonZeroU32::new(100).unwrap();
 /// The refusals' log lines, within a rate: a flood of refused connects
 /// (anyone can send one) must not flood the log, and so the disk. Every
 /// refusal is still counted in `madx_connects_total{outcome}`.
-struct RefusalLog {
-    lines: DefaultDirectRateLimiter,
+struct RefusalLog<C: Clock = DefaultClock> {
+    lines: RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<C::Instant>>,
     unlogged: AtomicU64,
 }
 
-impl RefusalLog {
-    fn new(per_second: NonZeroU32, burst: NonZeroU32) -> Self {
+impl<C: Clock> RefusalLog<C> {
+    fn new(per_second: NonZeroU32, burst: NonZeroU32, clock: C) -> Self {
+        let quota = Quota::per_second(per_second).allow_burst(burst);
         RefusalLog {
-            lines: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
+            lines: RateLimiter::direct_with_clock(quota, clock),
             unlogged: AtomicU64::new(0),
         }
     }
@@ -50,12 +54,28 @@ impl RefusalLog {
     }
 }
 
-static REFUSAL_LOG: LazyLock<RefusalLog> =
-    LazyLock::new(|| RefusalLog::new(REFUSAL_LINES_PER_SECOND, REFUSAL_LINES_BURST));
+static REFUSAL_LOG: LazyLock<RefusalLog> = LazyLock::new(|| {
+    RefusalLog::new(
+        REFUSAL_LINES_PER_SECOND,
+        REFUSAL_LINES_BURST,
+        DefaultClock::default(),
+    )
+});
 
-/// Send the refusal as an `error` frame and close with its code.
+/// Send the refusal as an `error` frame and close with its code. The
+/// server's own failures (store, broker, plugin) are always logged; what
+/// clients cause, within [`REFUSAL_LOG`]'s rate.
 pub(in crate::gateway) async fn refuse(mut socket: WebSocket, refusal: Refusal) {
-    if let Some(unlogged) = REFUSAL_LOG.admit() {
+    let servers_fault = matches!(
+        refusal.code,
+        CloseCode::Unavailable | CloseCode::PluginFailure
+    );
+    let logged = if servers_fault {
+        Some(0)
+    } else {
+        REFUSAL_LOG.admit()
+    };
+    if let Some(unlogged) = logged {
         tracing::info!(
             code = refusal.code.code(),
             reason = refusal.code.reason(),
@@ -139,7 +159,8 @@ mod tests {
 
     #[test]
     fn refusals_beyond_the_log_rate_are_counted_into_the_next_line() {
-        let log = RefusalLog::new(NonZeroU32::MIN, NonZeroU32::new(3).unwrap());
+        let clock = governor::clock::FakeRelativeClock::default();
+        let log = RefusalLog::new(NonZeroU32::MIN, NonZeroU32::new(3).unwrap(), clock.clone());
         for _ in 0..3 {
             assert_eq!(log.admit(), Some(0));
         }
@@ -147,7 +168,7 @@ mod tests {
             assert_eq!(log.admit(), None);
         }
         // A second later the next line says how many went unlogged.
-        std::thread::sleep(Duration::from_millis(1100));
+        clock.advance(Duration::from_secs(1));
         assert_eq!(log.admit(), Some(5));
         assert_eq!(log.admit(), None);
     }
