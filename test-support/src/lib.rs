@@ -29,7 +29,7 @@ pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
 pub use server::{TestServer, http, http_from};
 pub use token::{Algorithm, Token, away_from_step_edge, totp_code, unix_now};
-pub use webhook_receiver::{Delivered, WebhookReceiver};
+pub use webhook_receiver::{Delivered, WebhookReceiver, hmac_sha256_hex};
 pub use ws::{
     Connected, Socket, close_code_skipping_messages, closed_with, connect, messages_until,
     next_json, send_json,

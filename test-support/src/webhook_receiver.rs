@@ -243,19 +243,23 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
     }
 }
 
-/// The receiver's own check: lowercase hex HMAC-SHA256, compared in
-/// constant time.
-fn signature_holds(secret: &str, body: &[u8], signature: &str) -> bool {
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
-        return false;
-    };
-    mac.update(body);
-    let expected: String = mac
-        .finalize()
+/// Lowercase hex HMAC-SHA256 of `message` keyed with `secret`, as Pusher
+/// signs webhooks and HTTP API requests.
+pub fn hmac_sha256_hex(secret: &str, message: &[u8]) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
+    mac.update(message);
+    mac.finalize()
         .into_bytes()
         .iter()
         .map(|byte| format!("{byte:02x}"))
-        .collect();
+        .collect()
+}
+
+/// The receiver's own check: lowercase hex HMAC-SHA256, compared in
+/// constant time.
+fn signature_holds(secret: &str, body: &[u8], signature: &str) -> bool {
+    let expected = hmac_sha256_hex(secret, body);
     // Pusher sends lowercase hex; anything else is a mismatch.
     expected.len() == signature.len()
         && expected

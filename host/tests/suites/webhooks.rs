@@ -45,6 +45,17 @@ async fn say(socket: &mut Socket, event: &str, data: Value) {
     .await;
 }
 
+/// The server's metrics, once `line` is among them (or after PATIENCE).
+async fn metrics_once_they_show(server: &TestServer, line: &str) -> String {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut metrics = server.metrics(OPERATOR).await;
+    while !metrics.lines().any(|shown| shown == line) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        metrics = server.metrics(OPERATOR).await;
+    }
+    metrics
+}
+
 fn event_names(events: &[Value]) -> Vec<&str> {
     events
         .iter()
@@ -143,12 +154,7 @@ async fn a_receiver_that_fails_then_recovers_gets_every_event_once_in_order() {
     // The sender counts a batch once the receiver's answer is in: wait
     // for the last one.
     let sent = "madx_webhook_events_sent_total{app=\"alpha\"} 10";
-    let deadline = std::time::Instant::now() + PATIENCE;
-    let mut metrics = server.metrics(OPERATOR).await;
-    while !metrics.lines().any(|line| line == sent) && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        metrics = server.metrics(OPERATOR).await;
-    }
+    let metrics = metrics_once_they_show(&server, sent).await;
     for line in [
         sent,
         "madx_webhook_requests_failed_total{app=\"alpha\"} 3",
@@ -192,12 +198,7 @@ async fn a_batch_refused_as_too_large_is_split_and_an_event_too_large_alone_drop
         receiver.too_large()
     );
     let dropped = "madx_webhook_events_dropped_total{app=\"alpha\"} 1";
-    let deadline = std::time::Instant::now() + PATIENCE;
-    let mut metrics = server.metrics(OPERATOR).await;
-    while !metrics.lines().any(|line| line == dropped) && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        metrics = server.metrics(OPERATOR).await;
-    }
+    let metrics = metrics_once_they_show(&server, dropped).await;
     assert!(
         metrics.lines().any(|l| l == dropped),
         "{dropped} in\n{metrics}"

@@ -121,6 +121,15 @@ fn issue_default(backend: &TestBackend) -> Issued {
     auth(backend).issue(Request::default()).unwrap()
 }
 
+/// A well-formed code that is not the current step's.
+fn wrong_code(backend: &TestBackend, seed: &str) -> &'static str {
+    if backend.code(seed, 0) == "000000" {
+        "111111"
+    } else {
+        "000000"
+    }
+}
+
 // A time in the middle of a 30 s step, so `advance_secs` moves predictably.
 const T: u64 = 1_800_000_015;
 
@@ -386,11 +395,7 @@ fn wrong_codes_lock_the_access_id_and_locks_grow() {
     backend.settings.insert("lockout_secs", "10");
     let issued = issue_default(&backend);
     let right = backend.code(&issued.secret_seed, 0);
-    let wrong = if right == "000000" {
-        "111111"
-    } else {
-        "000000"
-    };
+    let wrong = wrong_code(&backend, &issued.secret_seed);
 
     // Every wrong code is answered as wrong; the third one also locks.
     for _ in 0..3 {
@@ -439,18 +444,11 @@ fn wrong_codes_paced_under_the_allowance_still_lock() {
     backend.settings.insert("failure_window_secs", "60");
     let issued = issue_default(&backend);
     let id = &issued.access_id;
-    let wrong = |backend: &TestBackend| {
-        if backend.code(&issued.secret_seed, 0) == "000000" {
-            "111111"
-        } else {
-            "000000"
-        }
-    };
 
     // Two wrong codes a window never use up a window's allowance...
     for _ in 0..2 {
         assert_eq!(
-            auth(&backend).verify(id, wrong(&backend)),
+            auth(&backend).verify(id, wrong_code(&backend, &issued.secret_seed)),
             Err(AuthFailure::OtpInvalid)
         );
     }
@@ -458,7 +456,7 @@ fn wrong_codes_paced_under_the_allowance_still_lock() {
     assert_eq!(backend.live(format!("fails:{id}")), None);
     // ...but the third within the hour locks, as a burst of three would have.
     assert_eq!(
-        auth(&backend).verify(id, wrong(&backend)),
+        auth(&backend).verify(id, wrong_code(&backend, &issued.secret_seed)),
         Err(AuthFailure::OtpInvalid)
     );
     let right = backend.code(&issued.secret_seed, 0);
@@ -489,11 +487,7 @@ fn guesses_in_a_day_spaced(windows: u64) -> u64 {
     let mut compared = 0;
     while backend.now_ms.get() < day_ends_ms {
         for _ in 0..4 {
-            let wrong = if backend.code(&issued.secret_seed, 0) == "000000" {
-                "111111"
-            } else {
-                "000000"
-            };
+            let wrong = wrong_code(&backend, &issued.secret_seed);
             match auth(&backend).verify(id, wrong) {
                 Err(AuthFailure::OtpInvalid) => compared += 1,
                 Err(AuthFailure::RateLimited { .. }) => {}
@@ -530,11 +524,7 @@ fn guesses_in_a_day(pace: impl Fn(u64) -> bool) -> u64 {
             backend.now_ms.set(window_ends_ms);
             continue;
         }
-        let wrong = if backend.code(&issued.secret_seed, 0) == "000000" {
-            "111111"
-        } else {
-            "000000"
-        };
+        let wrong = wrong_code(&backend, &issued.secret_seed);
         match auth(&backend).verify(id, wrong) {
             Err(AuthFailure::OtpInvalid) => {
                 compared += 1;
@@ -601,11 +591,7 @@ fn codes_are_counted_before_they_are_compared() {
     // window, right codes in between or not.
     backend.advance_secs(60);
     let right = backend.code(&issued.secret_seed, 0);
-    let wrong = if right == "000000" {
-        "111111"
-    } else {
-        "000000"
-    };
+    let wrong = wrong_code(&backend, &issued.secret_seed);
     assert_eq!(
         auth(&backend).verify(id, wrong),
         Err(AuthFailure::OtpInvalid)
